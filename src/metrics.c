@@ -1,0 +1,377 @@
+/*
+ * metrics.c
+ *	  Shared counters and their export as Prometheus text and JSON.
+ *
+ * Counters are kept per database in a fixed array of slots in shared memory.
+ * A backend finds (or claims) its database's slot once, under a lock, and
+ * then counts with lock-free atomic adds.  Databases beyond
+ * harden.max_databases share an overflow slot labelled "_other".
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "commands/dbcommands.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+
+#include "pg_harden.h"
+
+#define OVERFLOW_DB_LABEL "_other"
+#define MAX_GAUGE_FNS 16
+
+typedef struct MetricsShared
+{
+	LWLock	   *lock;			/* protects slot ownership, not counts */
+	int			nslots;			/* slot 0 is the overflow slot */
+	HardenCounterSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} MetricsShared;
+
+typedef enum MetricFormat
+{
+	METRIC_PROMETHEUS,
+	METRIC_JSON
+} MetricFormat;
+
+struct MetricWriter
+{
+	MetricFormat format;
+	StringInfoData buf;
+	const char *family;			/* current family name */
+	int			nfamilies;
+	int			nsamples;		/* samples in the current family */
+};
+
+typedef struct CounterInfo
+{
+	const char *name;
+	const char *help;
+} CounterInfo;
+
+static const CounterInfo counter_info[HC_NUM_COUNTERS] = {
+#define HARDEN_COUNTER(id, name, help) {name, help},
+#include "counters.h"
+#undef HARDEN_COUNTER
+};
+
+int			harden_max_databases = 64;
+HardenCounterSlot *harden_my_slot = NULL;
+
+static MetricsShared *metrics_shared = NULL;
+static harden_gauge_fn gauge_fns[MAX_GAUGE_FNS];
+static int	num_gauge_fns = 0;
+
+void
+metrics_define_gucs(bool preloading)
+{
+	/* Postmaster settings can only be defined while preloading. */
+	if (!preloading)
+		return;
+	DefineCustomIntVariable("harden.max_databases",
+							"Number of databases that get their own pg_harden counters.",
+							"Further databases share counters labelled database=\"" OVERFLOW_DB_LABEL "\".",
+							&harden_max_databases,
+							64, 1, 4096,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+}
+
+Size
+metrics_shmem_size(void)
+{
+	/* +1 for the overflow slot */
+	return add_size(offsetof(MetricsShared, slots),
+					mul_size(harden_max_databases + 1, sizeof(HardenCounterSlot)));
+}
+
+void
+metrics_shmem_startup(void)
+{
+	bool		found;
+
+	metrics_shared = ShmemInitStruct("pg_harden metrics",
+									 metrics_shmem_size(), &found);
+	if (found)
+		return;
+
+	metrics_shared->lock = &(GetNamedLWLockTranche("pg_harden"))->lock;
+	metrics_shared->nslots = harden_max_databases + 1;
+	for (int i = 0; i < metrics_shared->nslots; i++)
+	{
+		metrics_shared->slots[i].dboid = InvalidOid;
+		for (int c = 0; c < HC_NUM_COUNTERS; c++)
+			pg_atomic_init_u64(&metrics_shared->slots[i].counters[c], 0);
+	}
+}
+
+/*
+ * Find or claim the slot of the current database.  Processes not connected
+ * to a database count into the overflow slot.
+ */
+void
+metrics_attach_slot(void)
+{
+	HardenCounterSlot *slot = NULL;
+
+	if (metrics_shared == NULL)
+		return;
+	if (!OidIsValid(MyDatabaseId))
+	{
+		harden_my_slot = &metrics_shared->slots[0];
+		return;
+	}
+
+	LWLockAcquire(metrics_shared->lock, LW_EXCLUSIVE);
+	for (int i = 1; i < metrics_shared->nslots; i++)
+	{
+		HardenCounterSlot *s = &metrics_shared->slots[i];
+
+		if (s->dboid == MyDatabaseId)
+		{
+			slot = s;
+			break;
+		}
+		if (slot == NULL && s->dboid == InvalidOid)
+			slot = s;
+	}
+	if (slot == NULL)
+		slot = &metrics_shared->slots[0];
+	else
+		slot->dboid = MyDatabaseId;
+	LWLockRelease(metrics_shared->lock);
+
+	harden_my_slot = slot;
+}
+
+void
+metrics_register_gauges(harden_gauge_fn fn)
+{
+	for (int i = 0; i < num_gauge_fns; i++)
+		if (gauge_fns[i] == fn)
+			return;
+	if (num_gauge_fns >= MAX_GAUGE_FNS)
+		elog(ERROR, "too many pg_harden gauge providers");
+	gauge_fns[num_gauge_fns++] = fn;
+}
+
+/* ---- rendering ---- */
+
+static void
+append_prom_label_value(StringInfo buf, const char *value)
+{
+	for (const char *p = value; *p; p++)
+	{
+		if (*p == '\\' || *p == '"')
+			appendStringInfoChar(buf, '\\');
+		if (*p == '\n')
+			appendStringInfoString(buf, "\\n");
+		else
+			appendStringInfoChar(buf, *p);
+	}
+}
+
+static void
+append_number(StringInfo buf, double value, MetricFormat format)
+{
+	if (isnan(value))
+		appendStringInfoString(buf, format == METRIC_JSON ? "null" : "NaN");
+	else if (isinf(value))
+		appendStringInfoString(buf, format == METRIC_JSON ? "null" :
+							   (value > 0 ? "+Inf" : "-Inf"));
+	else if (value == floor(value) && fabs(value) < 1e15)
+		appendStringInfo(buf, "%.0f", value);
+	else
+		appendStringInfo(buf, "%.15g", value);
+}
+
+static void
+close_family(MetricWriter *w)
+{
+	if (w->family != NULL && w->format == METRIC_JSON)
+		appendStringInfoString(&w->buf, "]}");
+	w->family = NULL;
+}
+
+/*
+ * Start a metric family.  name excludes the "pg_harden_" prefix; type is
+ * "counter" or "gauge".
+ */
+void
+metric_family(MetricWriter *w, const char *name, const char *type,
+			  const char *help)
+{
+	close_family(w);
+	w->family = name;
+	w->nsamples = 0;
+	if (w->format == METRIC_PROMETHEUS)
+	{
+		appendStringInfo(&w->buf, "# HELP pg_harden_%s %s\n", name, help);
+		appendStringInfo(&w->buf, "# TYPE pg_harden_%s %s\n", name, type);
+		return;
+	}
+	if (w->nfamilies > 0)
+		appendStringInfoChar(&w->buf, ',');
+	appendStringInfo(&w->buf, "\"pg_harden_%s\":{\"type\":", name);
+	escape_json(&w->buf, type);
+	appendStringInfoString(&w->buf, ",\"help\":");
+	escape_json(&w->buf, help);
+	appendStringInfoString(&w->buf, ",\"samples\":[");
+	w->nfamilies++;
+}
+
+/*
+ * Add a sample to the current family: value, then nlabels pairs of
+ * (const char *name, const char *value).
+ */
+void
+metric_sample(MetricWriter *w, double value, int nlabels,...)
+{
+	va_list		args;
+
+	Assert(w->family != NULL);
+	va_start(args, nlabels);
+	if (w->format == METRIC_PROMETHEUS)
+	{
+		appendStringInfo(&w->buf, "pg_harden_%s", w->family);
+		for (int i = 0; i < nlabels; i++)
+		{
+			const char *k = va_arg(args, const char *);
+			const char *v = va_arg(args, const char *);
+
+			appendStringInfo(&w->buf, "%s%s=\"", i == 0 ? "{" : ",", k);
+			append_prom_label_value(&w->buf, v);
+			appendStringInfoChar(&w->buf, '"');
+		}
+		appendStringInfoString(&w->buf, nlabels > 0 ? "} " : " ");
+		append_number(&w->buf, value, w->format);
+		appendStringInfoChar(&w->buf, '\n');
+	}
+	else
+	{
+		appendStringInfoString(&w->buf, w->nsamples > 0 ? ",{\"labels\":{" : "{\"labels\":{");
+		for (int i = 0; i < nlabels; i++)
+		{
+			const char *k = va_arg(args, const char *);
+			const char *v = va_arg(args, const char *);
+
+			if (i > 0)
+				appendStringInfoChar(&w->buf, ',');
+			escape_json(&w->buf, k);
+			appendStringInfoChar(&w->buf, ':');
+			escape_json(&w->buf, v);
+		}
+		appendStringInfoString(&w->buf, "},\"value\":");
+		append_number(&w->buf, value, w->format);
+		appendStringInfoChar(&w->buf, '}');
+	}
+	va_end(args);
+	w->nsamples++;
+}
+
+/* Label for a slot, or NULL when the slot is unused or its database is gone. */
+static const char *
+slot_label(int i)
+{
+	Oid			dboid = metrics_shared->slots[i].dboid;
+
+	if (i == 0)
+		return OVERFLOW_DB_LABEL;
+	if (!OidIsValid(dboid))
+		return NULL;
+	return get_database_name(dboid);
+}
+
+static void
+write_counters(MetricWriter *w)
+{
+	int			nslots = metrics_shared->nslots;
+	const char **labels = palloc0(sizeof(char *) * nslots);
+
+	/* Snapshot slot ownership once so every family lists the same labels. */
+	LWLockAcquire(metrics_shared->lock, LW_SHARED);
+	for (int i = 0; i < nslots; i++)
+		labels[i] = slot_label(i);
+	LWLockRelease(metrics_shared->lock);
+
+	for (int c = 0; c < HC_NUM_COUNTERS; c++)
+	{
+		metric_family(w, counter_info[c].name, "counter", counter_info[c].help);
+		for (int i = 0; i < nslots; i++)
+		{
+			uint64		v;
+
+			if (labels[i] == NULL)
+				continue;
+			v = pg_atomic_read_u64(&metrics_shared->slots[i].counters[c]);
+			/* The overflow slot is listed only once something landed in it. */
+			if (i == 0 && v == 0)
+				continue;
+			metric_sample(w, (double) v, 1, "database", labels[i]);
+		}
+	}
+}
+
+static char *
+render_metrics(MetricFormat format)
+{
+	MetricWriter w = {0};
+
+	w.format = format;
+	initStringInfo(&w.buf);
+	harden_count(HC_METRICS_SCRAPES, 1);
+
+	if (format == METRIC_JSON)
+		appendStringInfo(&w.buf, "{\"version\":\"%s\",\"preloaded\":%s,\"metrics\":{",
+						 PG_HARDEN_VERSION, harden_shmem_ready ? "true" : "false");
+
+	metric_family(&w, "info", "gauge", "pg_harden library version (always 1).");
+	metric_sample(&w, 1, 1, "version", PG_HARDEN_VERSION);
+	metric_family(&w, "preloaded", "gauge",
+				  "1 when pg_harden is in shared_preload_libraries, else 0.");
+	metric_sample(&w, harden_shmem_ready ? 1 : 0, 0);
+
+	if (harden_shmem_ready && metrics_shared != NULL)
+		write_counters(&w);
+	for (int i = 0; i < num_gauge_fns; i++)
+		gauge_fns[i] (&w);
+
+	close_family(&w);
+	if (format == METRIC_JSON)
+		appendStringInfoString(&w.buf, "}}");
+	return w.buf.data;
+}
+
+PG_FUNCTION_INFO_V1(harden_metrics);
+PG_FUNCTION_INFO_V1(harden_metrics_json);
+PG_FUNCTION_INFO_V1(harden_metrics_reset);
+
+Datum
+harden_metrics(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(render_metrics(METRIC_PROMETHEUS)));
+}
+
+Datum
+harden_metrics_json(PG_FUNCTION_ARGS)
+{
+	char	   *json = render_metrics(METRIC_JSON);
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+}
+
+/* Zero the current database's counters. */
+Datum
+harden_metrics_reset(PG_FUNCTION_ARGS)
+{
+	harden_require_shmem("harden.metrics_reset()");
+	if (harden_my_slot == NULL)
+		metrics_attach_slot();
+	for (int c = 0; c < HC_NUM_COUNTERS; c++)
+		pg_atomic_write_u64(&harden_my_slot->counters[c], 0);
+	PG_RETURN_VOID();
+}

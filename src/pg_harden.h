@@ -1,0 +1,82 @@
+/*
+ * pg_harden.h
+ *	  Declarations shared between pg_harden's source files.
+ */
+#ifndef PG_HARDEN_H
+#define PG_HARDEN_H
+
+#include "postgres.h"
+
+#include "port/atomics.h"
+#include "utils/elog.h"
+
+#define PG_HARDEN_VERSION "0.1.0"
+
+/*
+ * pg_harden SQLSTATEs live in class "PH" (classes starting with I-Z are free
+ * for extensions).  Every code is listed in the README.
+ */
+#define ERRCODE_HARDEN_NOT_PRELOADED	MAKE_SQLSTATE('P','H','0','0','1')
+
+/*
+ * Shared counters.  counters.h lists them once (X-macro); each becomes an
+ * enum value here and a Prometheus family in metrics.c.
+ */
+typedef enum HardenCounter
+{
+#define HARDEN_COUNTER(id, name, help) HC_##id,
+#include "counters.h"
+#undef HARDEN_COUNTER
+	HC_NUM_COUNTERS
+} HardenCounter;
+
+/* One database's counters; slots live in shared memory (metrics.c). */
+typedef struct HardenCounterSlot
+{
+	Oid			dboid;			/* InvalidOid = unused, or the overflow slot */
+	pg_atomic_uint64 counters[HC_NUM_COUNTERS];
+} HardenCounterSlot;
+
+/* pg_harden.c */
+extern bool harden_shmem_ready;
+extern void harden_require_shmem(const char *feature);
+
+/* metrics.c: counters */
+extern HardenCounterSlot *harden_my_slot;
+extern int	harden_max_databases;
+extern void metrics_define_gucs(bool preloading);
+extern Size metrics_shmem_size(void);
+extern void metrics_shmem_startup(void);
+extern void metrics_attach_slot(void);
+
+/*
+ * Count an event for the current database.  A lock-free atomic add on this
+ * backend's cached slot; a no-op when shared memory is unavailable.
+ */
+static inline void
+harden_count(HardenCounter c, uint64 n)
+{
+	if (unlikely(harden_my_slot == NULL))
+	{
+		if (!harden_shmem_ready)
+			return;
+		metrics_attach_slot();
+		if (harden_my_slot == NULL)
+			return;
+	}
+	pg_atomic_fetch_add_u64(&harden_my_slot->counters[c], n);
+}
+
+/*
+ * Metrics export.  Modules that own gauges register a callback that writes
+ * families and samples; metrics() renders them as Prometheus text or JSON.
+ */
+typedef struct MetricWriter MetricWriter;
+typedef void (*harden_gauge_fn) (MetricWriter *w);
+
+extern void metrics_register_gauges(harden_gauge_fn fn);
+extern void metric_family(MetricWriter *w, const char *name,
+						  const char *type, const char *help);
+extern void metric_sample(MetricWriter *w, double value, int nlabels,...);
+
+#endif							/* PG_HARDEN_H */

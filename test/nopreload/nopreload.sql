@@ -1,0 +1,29 @@
+-- Without shared_preload_libraries: the extension installs, functions that
+-- need shared memory fail with PH001 and a HINT, the rest keep working.
+BEGIN;
+SELECT plan(6);
+
+SELECT is(current_setting('shared_preload_libraries'), '', 'cluster is not preloaded');
+SELECT throws_ok($$ SELECT harden.metrics_reset() $$, 'PH001',
+  'harden.metrics_reset() requires pg_harden to be loaded via shared_preload_libraries',
+  'shared-memory function raises PH001');
+
+CREATE FUNCTION pg_temp.error_hint(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE h text;
+BEGIN
+  EXECUTE sql;
+  RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT;
+  RETURN h;
+END $$;
+SELECT matches(pg_temp.error_hint('SELECT harden.metrics_reset()'),
+  'shared_preload_libraries', 'the HINT says how to preload');
+
+SELECT is(harden.version(), (SELECT extversion FROM pg_extension WHERE extname = 'pg_harden'),
+  'version() works');
+SELECT matches(harden.metrics(), 'pg_harden_preloaded 0', 'metrics() reports preloaded 0');
+SELECT is((harden.metrics_json()->>'preloaded')::bool, false, 'metrics_json() reports preloaded false');
+
+SELECT * FROM finish();
+ROLLBACK;

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The whole pg_harden suite on a throwaway cluster: pg_regress (sql/,
+# expected/), isolation specs (test/specs), the upgrade-path test, pgTAP
+# suites (test/pgtap) and, after a restart without preloading,
+# test/nopreload.  Exits non-zero if anything failed.
+source "$(dirname "$0")/lib.sh"
+
+PASSED=0
+FAILED=0
+FAILURES=()
+
+# record NAME STATUS PASSED FAILED: a phase that exited non-zero counts at
+# least one failure even if its output could not be parsed.
+record() {
+	local failed=${4:-0}
+	[ "$2" -eq 0 ] || [ "$failed" -gt 0 ] || failed=1
+	PASSED=$((PASSED + ${3:-0}))
+	FAILED=$((FAILED + failed))
+	[ "$failed" -eq 0 ] || FAILURES+=("$1")
+}
+
+count_words() { set -- $1; echo $#; }
+
+# pg_regress prints "M of N tests failed." on failure.
+regress_failed() { sed -n 's/^ *\([0-9][0-9]*\) of [0-9]* tests failed.*/\1/p' "$1" | tail -n1; }
+
+run_regress() {
+	local tests
+	tests=$(pgh_list REGRESS)
+	[ -n "$tests" ] || return 0
+	pgh_log "pg_regress: $tests"
+	local out="$PGH_TMP/out/regress" rc=0
+	mkdir -p "$out"
+	"$(pgh_pgxs_dir)/test/regress/pg_regress" --bindir="$(pgh_bindir)" \
+		--host="$PGHOST" --port="$PGPORT" --user=postgres \
+		--inputdir="$PGH_ROOT" --outputdir="$out" --dbname=pgh_regress \
+		--load-extension=pg_harden $tests 2>&1 | tee "$out.log" || rc=$?
+	[ $rc -eq 0 ] || cat "$out/regression.diffs" 2>/dev/null || true
+	local total failed
+	total=$(count_words "$tests")
+	failed=$(regress_failed "$out.log")
+	record pg_regress $rc $((total - ${failed:-0})) "${failed:-0}"
+}
+
+run_isolation() {
+	local tests
+	tests=$(pgh_list ISOLATION)
+	[ -n "$tests" ] || return 0
+	pgh_log "isolation: $tests"
+	local out="$PGH_TMP/out/isolation" rc=0
+	mkdir -p "$out"
+	"$(pgh_pgxs_dir)/test/isolation/pg_isolation_regress" --bindir="$(pgh_bindir)" \
+		--host="$PGHOST" --port="$PGPORT" --user=postgres \
+		--inputdir="$PGH_ROOT/test" --outputdir="$out" --dbname=pgh_isolation \
+		--load-extension=pg_harden $tests 2>&1 | tee "$out.log" || rc=$?
+	[ $rc -eq 0 ] || cat "$out/regression.diffs" 2>/dev/null || true
+	local total failed
+	total=$(count_words "$tests")
+	failed=$(regress_failed "$out.log")
+	record isolation $rc $((total - ${failed:-0})) "${failed:-0}"
+}
+
+# run_pgtap LABEL DIR: every DIR/*.sql through pg_prove in a fresh database.
+run_pgtap() {
+	local label=$1 dir=$2 files rc=0 log="$PGH_TMP/out/$1.log"
+	files=$(ls "$dir"/*.sql 2>/dev/null || true)
+	[ -n "$files" ] || return 0
+	pgh_log "pgTAP ($label): $(cd "$dir" && ls ./*.sql | xargs -n1 basename | tr '\n' ' ')"
+	pgh_createdb "pgh_$label" pgtap pg_trgm pg_harden
+	pg_prove --dbname "pgh_$label" --host "$PGHOST" --port "$PGPORT" --username postgres \
+		$files 2>&1 | tee "$log" || rc=$?
+	local n failed
+	n=$(sed -n 's/.*Tests=\([0-9]*\).*/\1/p' "$log" | tail -n1)
+	failed=$(sed -n 's/.*Failed \([0-9]*\)\/[0-9]* subtests.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
+	record "pgTAP $label" $rc $((${n:-0} - failed)) "$failed"
+}
+
+run_upgrade() {
+	pgh_log "upgrade path"
+	local rc=0 n
+	bash "$PGH_ROOT/test/upgrade.sh" | tee "$PGH_TMP/out/upgrade.log" || rc=$?
+	n=$(grep -c '^ok ' "$PGH_TMP/out/upgrade.log" || true)
+	record upgrade $rc "$n" "$(grep -c '^not ok ' "$PGH_TMP/out/upgrade.log" || true)"
+}
+
+pgh_ensure_packages
+pgh_build_and_stage
+pgh_cluster_start
+run_regress
+run_isolation
+run_upgrade
+run_pgtap pgtap "$PGH_ROOT/test/pgtap"
+
+# Without preloading: restart the same cluster with an empty preload list.
+pgh_cluster_stop
+pgh_cluster_start "shared_preload_libraries = ''"
+run_pgtap nopreload "$PGH_ROOT/test/nopreload"
+pgh_cluster_stop
+
+# Tests may kill backends on purpose (SIGKILL); any other signal is a crash.
+if grep -E 'terminated by signal (4|6|7|8|11)|TRAP:|PANIC:' "$PGH_TMP/server.log"; then
+	record "server log: crash" 1 0 1
+fi
+
+echo
+if [ "$FAILED" -ne 0 ]; then
+	echo "failed: ${FAILURES[*]}"
+fi
+echo "pg_harden: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
