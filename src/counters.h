@@ -9,3 +9,11 @@
 
 /* metrics */
 HARDEN_COUNTER(METRICS_SCRAPES, "metrics_scrapes_total", "Calls of metrics() and metrics_json()")
+
+/* cache */
+HARDEN_COUNTER(CACHE_HITS, "cache_hits_total", "Cache reads that found a live entry the reader may see")
+HARDEN_COUNTER(CACHE_MISSES, "cache_misses_total", "Cache reads that found no entry the reader may see")
+HARDEN_COUNTER(CACHE_SETS, "cache_sets_total", "Cache entries written")
+HARDEN_COUNTER(CACHE_EVICTIONS, "cache_evictions_total", "Cache entries evicted to make room")
+HARDEN_COUNTER(CACHE_EXPIRATIONS, "cache_expirations_total", "Cache entries removed after their TTL ran out")
+HARDEN_COUNTER(CACHE_INVALIDATIONS, "cache_invalidations_total", "Cache entries removed by invalidation (pattern, tag or flush)")

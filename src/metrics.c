@@ -148,6 +148,57 @@ metrics_attach_slot(void)
 	harden_my_slot = slot;
 }
 
+/*
+ * Count for another database than the current one (an eviction, say, made by
+ * a backend of a different database).  Counts go to the overflow slot when
+ * that database has none.
+ */
+void
+harden_count_db(Oid dboid, HardenCounter c, uint64 n)
+{
+	HardenCounterSlot *slot;
+
+	if (metrics_shared == NULL)
+		return;
+	slot = &metrics_shared->slots[0];
+	if (dboid == MyDatabaseId)
+	{
+		harden_count(c, n);
+		return;
+	}
+	/* Slot ownership only ever goes from unused to a database. */
+	for (int i = 1; i < metrics_shared->nslots; i++)
+		if (metrics_shared->slots[i].dboid == dboid)
+		{
+			slot = &metrics_shared->slots[i];
+			break;
+		}
+	pg_atomic_fetch_add_u64(&slot->counters[c], n);
+}
+
+/* The current database's value of a counter (0 without shared memory). */
+uint64
+harden_counter_value(HardenCounter c)
+{
+	if (harden_my_slot == NULL)
+		metrics_attach_slot();
+	if (harden_my_slot == NULL)
+		return 0;
+	return pg_atomic_read_u64(&harden_my_slot->counters[c]);
+}
+
+/* Zero the current database's counters first..last. */
+void
+harden_counters_reset(HardenCounter first, HardenCounter last)
+{
+	if (harden_my_slot == NULL)
+		metrics_attach_slot();
+	if (harden_my_slot == NULL)
+		return;
+	for (int c = (int) first; c <= (int) last; c++)
+		pg_atomic_write_u64(&harden_my_slot->counters[c], 0);
+}
+
 void
 metrics_register_gauges(harden_gauge_fn fn)
 {
@@ -369,9 +420,6 @@ Datum
 harden_metrics_reset(PG_FUNCTION_ARGS)
 {
 	harden_require_shmem("harden.metrics_reset()");
-	if (harden_my_slot == NULL)
-		metrics_attach_slot();
-	for (int c = 0; c < HC_NUM_COUNTERS; c++)
-		pg_atomic_write_u64(&harden_my_slot->counters[c], 0);
+	harden_counters_reset(0, HC_NUM_COUNTERS - 1);
 	PG_RETURN_VOID();
 }

@@ -16,6 +16,7 @@
 #include "utils/guc.h"
 
 #include "pg_harden.h"
+#include "cache.h"
 
 PG_MODULE_MAGIC;
 
@@ -29,6 +30,8 @@ typedef struct HardenModule
 
 static const HardenModule harden_modules[] = {
 	{"metrics", metrics_define_gucs, metrics_shmem_size, metrics_shmem_startup},
+	{"cache", cache_define_gucs, cache_shmem_size, cache_shmem_startup},
+	{"cache sql", cache_sql_define_gucs, NULL, NULL},
 };
 
 #define NUM_MODULES lengthof(harden_modules)
@@ -57,7 +60,8 @@ harden_shmem_request(void)
 		if (harden_modules[i].shmem_size)
 			size = add_size(size, harden_modules[i].shmem_size());
 	RequestAddinShmemSpace(size);
-	RequestNamedLWLockTranche("pg_harden", 1);
+	/* [0] metrics slot ownership, [1] cache eviction */
+	RequestNamedLWLockTranche("pg_harden", 2);
 }
 
 static void

@@ -10,13 +10,19 @@
 #include "port/atomics.h"
 #include "utils/elog.h"
 
-#define PG_HARDEN_VERSION "0.1.0"
+#define PG_HARDEN_VERSION "0.2.0"
 
 /*
  * pg_harden SQLSTATEs live in class "PH" (classes starting with I-Z are free
  * for extensions).  Every code is listed in the README.
  */
 #define ERRCODE_HARDEN_NOT_PRELOADED	MAKE_SQLSTATE('P','H','0','0','1')
+
+/* cache: PH1xx */
+#define ERRCODE_HARDEN_CACHE_INVALID_KEY	MAKE_SQLSTATE('P','H','1','0','1')
+#define ERRCODE_HARDEN_CACHE_WRONG_TYPE		MAKE_SQLSTATE('P','H','1','0','2')
+#define ERRCODE_HARDEN_CACHE_VALUE_TOO_LARGE	MAKE_SQLSTATE('P','H','1','0','3')
+#define ERRCODE_HARDEN_CACHE_INVALID_TAG	MAKE_SQLSTATE('P','H','1','0','4')
 
 /*
  * Shared counters.  counters.h lists them once (X-macro); each becomes an
@@ -48,6 +54,9 @@ extern void metrics_define_gucs(bool preloading);
 extern Size metrics_shmem_size(void);
 extern void metrics_shmem_startup(void);
 extern void metrics_attach_slot(void);
+extern void harden_count_db(Oid dboid, HardenCounter c, uint64 n);
+extern uint64 harden_counter_value(HardenCounter c);
+extern void harden_counters_reset(HardenCounter first, HardenCounter last);
 
 /*
  * Count an event for the current database.  A lock-free atomic add on this

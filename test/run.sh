@@ -85,7 +85,7 @@ run_upgrade() {
 
 pgh_ensure_packages
 pgh_build_and_stage
-pgh_cluster_start
+pgh_cluster_start "harden.cache_memory = '16MB'"
 run_regress
 run_isolation
 run_upgrade

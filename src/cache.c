@@ -1,0 +1,932 @@
+/*
+ * cache.c
+ *	  SQL-callable cache functions: validation, TTL policies, role checks,
+ *	  and the cache_stats / cache_entries views.
+ *
+ * The store (cache_store.c) knows nothing about roles: every privilege
+ * decision is made here, outside its locks, and the store is told which
+ * owner the decision was about so a concurrent change is noticed.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/int.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "pg_harden.h"
+#include "cache.h"
+
+/* Longest TTL accepted: 100 years. */
+#define CACHE_MAX_TTL_US	(INT64CONST(100) * 365 * USECS_PER_DAY)
+#define TTL_NONE			INT64CONST(-1)
+
+static int	cache_max_entry_size = 1024 * 1024;
+static int	cache_default_ttl_s = 0;
+static int	cache_secure_max_ttl_s = 3600;
+
+typedef struct CachePolicy
+{
+	char	   *prefix;
+	int			prefixlen;
+	int64		default_ttl;	/* microseconds, or TTL_NONE */
+	int64		max_ttl;
+	bool		secure;
+} CachePolicy;
+
+/* Backend-local copy of harden.cache_policies, reloaded after a change. */
+static MemoryContext policy_cxt = NULL;
+static CachePolicy *policies = NULL;
+static int	npolicies = 0;
+static bool policies_valid = false;
+static Oid	policies_relid = InvalidOid;
+static bool policy_callback_registered = false;
+
+void
+cache_sql_define_gucs(bool preloading)
+{
+	DefineCustomIntVariable("harden.cache_max_entry_size",
+							"Largest value one cache entry may hold.",
+							"Larger values are rejected; the effective limit is also at most an eighth of harden.cache_memory.",
+							&cache_max_entry_size,
+							1024 * 1024, 16, 1024 * 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("harden.cache_default_ttl",
+							"TTL of cache entries set without one and without a matching policy (0: no expiry).",
+							NULL,
+							&cache_default_ttl_s,
+							0, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("harden.cache_secure_max_ttl",
+							"Longest TTL of a secure cache entry.",
+							"Secure entries set without a TTL, or with a longer one, get this TTL.",
+							&cache_secure_max_ttl_s,
+							3600, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+}
+
+/* ---- validation ---- */
+
+static inline bool
+key_char_ok(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		(c >= '0' && c <= '9') || c == ':' || c == '_' || c == '.' || c == '-';
+}
+
+/*
+ * Check a key or tag: 1..250 bytes of [A-Za-z0-9:_.-].  The DETAIL names
+ * the offending position, never the whole input, which may be huge.
+ */
+static void
+check_name(const char *what, int errcode_, const char *s, int len, bool allow_glob)
+{
+	if (len == 0 || len > CACHE_MAX_KEY_LEN)
+		ereport(ERROR,
+				(errcode(errcode_),
+				 errmsg("invalid cache %s", what),
+				 errdetail("A cache %s must be 1 to %d bytes long; this one is %d bytes.",
+						   what, CACHE_MAX_KEY_LEN, len),
+				 errhint("Hash long identifiers, for example with md5(), before using them in a %s.", what)));
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (key_char_ok(c) || (allow_glob && (c == '*' || c == '?')))
+			continue;
+		ereport(ERROR,
+				(errcode(errcode_),
+				 errmsg("invalid cache %s", what),
+				 errdetail("Byte %d (0x%02x) is not allowed; a cache %s may contain only A-Z, a-z, 0-9 and \":_.-\"%s.",
+						   i + 1, c, what, allow_glob ? ", plus the wildcards * and ?" : ""),
+				 errhint("Encode other characters, for example with encode(convert_to(...), 'hex').")));
+	}
+}
+
+/* The key argument: a NULL key is an invalid key, not a NULL result. */
+static const char *
+arg_key(FunctionCallInfo fcinfo, int argno, int *len, bool pattern)
+{
+	text	   *t;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_CACHE_INVALID_KEY),
+				 errmsg("cache %s must not be NULL", pattern ? "key pattern" : "key")));
+	t = PG_GETARG_TEXT_PP(argno);
+	*len = VARSIZE_ANY_EXHDR(t);
+	check_name(pattern ? "key pattern" : "key", ERRCODE_HARDEN_CACHE_INVALID_KEY,
+			   VARDATA_ANY(t), *len, pattern);
+	return VARDATA_ANY(t);
+}
+
+static void
+check_value_size(const char *key, int keylen, Size valuelen)
+{
+	Size		limit = Min((Size) cache_max_entry_size, cache_memory_limit() / 8);
+
+	if (valuelen > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_CACHE_VALUE_TOO_LARGE),
+				 errmsg("cache value for key \"%.*s\" is too large", keylen, key),
+				 errdetail("The value is %zu bytes; the limit is %zu bytes.", valuelen, limit),
+				 errhint("Raise harden.cache_max_entry_size (at most an eighth of harden.cache_memory) or cache less.")));
+}
+
+/* Tags as NUL-separated strings; NULL means none. */
+static void
+arg_tags(FunctionCallInfo fcinfo, int argno, CacheItem *item)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	StringInfoData buf;
+
+	item->tags = NULL;
+	item->tagslen = 0;
+	item->ntags = 0;
+	if (PG_ARGISNULL(argno))
+		return;
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_CACHE_INVALID_TAG),
+				 errmsg("cache tags must be a one-dimensional array")));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n > CACHE_MAX_TAGS)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_CACHE_INVALID_TAG),
+				 errmsg("too many cache tags"),
+				 errdetail("%d tags were given; an entry may have at most %d.", n, CACHE_MAX_TAGS)));
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+	{
+		text	   *t;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_HARDEN_CACHE_INVALID_TAG),
+					 errmsg("cache tags must not contain NULL"),
+					 errdetail("Element %d is NULL.", i + 1)));
+		t = DatumGetTextPP(elems[i]);
+		check_name("tag", ERRCODE_HARDEN_CACHE_INVALID_TAG,
+				   VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), false);
+		appendBinaryStringInfo(&buf, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+		appendStringInfoChar(&buf, '\0');
+	}
+	item->tags = buf.data;
+	item->tagslen = buf.len;
+	item->ntags = n;
+}
+
+/* ---- TTL policies ---- */
+
+static void
+policies_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == policies_relid)
+	{
+		policies_valid = false;
+		policies_relid = InvalidOid;
+	}
+}
+
+static int64
+interval_us(const Interval *iv, const char *what)
+{
+	int64		us,
+				days;
+
+	if (pg_mul_s64_overflow((int64) iv->month, DAYS_PER_MONTH, &days) ||
+		pg_add_s64_overflow(days, (int64) iv->day, &days) ||
+		pg_mul_s64_overflow(days, USECS_PER_DAY, &us) ||
+		pg_add_s64_overflow(us, iv->time, &us) ||
+		us <= 0 || us > CACHE_MAX_TTL_US)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a positive interval of at most 100 years", what),
+				 errdetail("The %s given is %s.", what,
+						   DatumGetCString(DirectFunctionCall1(interval_out,
+															   IntervalPGetDatum(iv))))));
+	return us;
+}
+
+static void
+policies_load(void)
+{
+	Oid			nsp;
+	int			ret;
+
+	if (!policy_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(policies_invalidate, (Datum) 0);
+		policy_callback_registered = true;
+	}
+	if (policy_cxt == NULL)
+		policy_cxt = AllocSetContextCreate(TopMemoryContext, "pg_harden cache policies",
+										   ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(policy_cxt);
+	policies = NULL;
+	npolicies = 0;
+
+	nsp = get_namespace_oid("harden", false);
+	policies_relid = get_relname_relid("cache_policies", nsp);
+	if (!OidIsValid(policies_relid))
+		elog(ERROR, "harden.cache_policies is missing");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute("SELECT prefix, default_ttl, max_ttl, secure FROM harden.cache_policies",
+					  true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read harden.cache_policies: %s", SPI_result_code_string(ret));
+
+	policies = MemoryContextAllocZero(policy_cxt, sizeof(CachePolicy) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		CachePolicy *p = &policies[i];
+		bool		isnull;
+		Datum		d;
+
+		p->prefix = MemoryContextStrdup(policy_cxt, SPI_getvalue(tup, desc, 1));
+		p->prefixlen = strlen(p->prefix);
+		d = SPI_getbinval(tup, desc, 2, &isnull);
+		p->default_ttl = isnull ? TTL_NONE : interval_us(DatumGetIntervalP(d), "default_ttl");
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		p->max_ttl = isnull ? TTL_NONE : interval_us(DatumGetIntervalP(d), "max_ttl");
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		p->secure = !isnull && DatumGetBool(d);
+	}
+	npolicies = (int) SPI_processed;
+	SPI_finish();
+	policies_valid = true;
+}
+
+/* The policy with the longest prefix of key, or NULL. */
+static const CachePolicy *
+policy_for(const char *key, int keylen)
+{
+	const CachePolicy *best = NULL;
+
+	if (!policies_valid)
+		policies_load();
+	for (int i = 0; i < npolicies; i++)
+	{
+		const CachePolicy *p = &policies[i];
+
+		if (p->prefixlen <= keylen && memcmp(p->prefix, key, p->prefixlen) == 0 &&
+			(best == NULL || p->prefixlen > best->prefixlen))
+			best = p;
+	}
+	return best;
+}
+
+/* Statement trigger on harden.cache_policies: make every backend reload. */
+PG_FUNCTION_INFO_V1(harden_cache_policies_changed);
+
+Datum
+harden_cache_policies_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("harden.cache_policies_changed() must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	PG_RETURN_POINTER(NULL);
+}
+
+/*
+ * The expiry time of a new entry: the TTL given, else the policy's default,
+ * else harden.cache_default_ttl; capped by the policy's max_ttl and, for
+ * secure entries, by harden.cache_secure_max_ttl.
+ */
+static TimestampTz
+entry_expiry(int64 ttl, const CachePolicy *policy, bool secure)
+{
+	TimestampTz now;
+	TimestampTz result;
+
+	if (ttl == TTL_NONE && policy != NULL)
+		ttl = policy->default_ttl;
+	if (ttl == TTL_NONE && cache_default_ttl_s > 0)
+		ttl = (int64) cache_default_ttl_s * USECS_PER_SEC;
+	if (policy != NULL && policy->max_ttl != TTL_NONE &&
+		(ttl == TTL_NONE || ttl > policy->max_ttl))
+		ttl = policy->max_ttl;
+	if (secure && (ttl == TTL_NONE || ttl > (int64) cache_secure_max_ttl_s * USECS_PER_SEC))
+		ttl = (int64) cache_secure_max_ttl_s * USECS_PER_SEC;
+	if (ttl == TTL_NONE)
+		return 0;
+	now = GetCurrentTimestamp();
+	if (pg_add_s64_overflow(now, ttl, &result))
+		result = DT_NOEND;
+	return result;
+}
+
+/* ---- roles ---- */
+
+static inline bool
+may_read(Oid owner, uint8 flags)
+{
+	Oid			me = GetUserId();
+
+	return owner == me || (flags & CACHE_FLAG_PUBLIC) || has_privs_of_role(me, owner);
+}
+
+static inline bool
+may_modify(Oid owner)
+{
+	Oid			me = GetUserId();
+
+	return owner == me || has_privs_of_role(me, owner);
+}
+
+static void
+check_may_modify(const char *key, int keylen, Oid owner)
+{
+	char	   *rolname;
+
+	if (may_modify(owner))
+		return;
+	rolname = GetUserNameFromId(owner, true);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for cache key \"%.*s\"", keylen, key),
+			 errdetail("The entry was written by role \"%s\".", rolname ? rolname : "(dropped)"),
+			 errhint("Only roles with the privileges of the writing role may replace or delete it; use another key.")));
+}
+
+/* A concurrent writer kept changing the entry's owner under us. */
+static void
+report_contention(const char *key, int keylen)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("cache key \"%.*s\" is being changed concurrently", keylen, key),
+			 errhint("Retry the operation.")));
+}
+
+/* ---- set / get / delete ---- */
+
+static void
+cache_set_common(FunctionCallInfo fcinfo, CacheValueType type)
+{
+	CacheItem	item = {0};
+	struct varlena *value;
+	const CachePolicy *policy;
+	int64		ttl = TTL_NONE;
+	bool		secure;
+
+	harden_require_shmem("harden.cache_set()");
+	item.key = arg_key(fcinfo, 0, &item.keylen, false);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("cache value must not be NULL"),
+				 errhint("Use harden.cache_delete() to remove an entry.")));
+	value = PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(1));
+	item.type = type;
+	item.value = VARDATA_ANY(value);
+	item.valuelen = VARSIZE_ANY_EXHDR(value);
+	check_value_size(item.key, item.keylen, item.valuelen);
+	if (!PG_ARGISNULL(2))
+		ttl = interval_us(PG_GETARG_INTERVAL_P(2), "TTL");
+	arg_tags(fcinfo, 3, &item);
+	secure = !PG_ARGISNULL(4) && PG_GETARG_BOOL(4);
+	if (!PG_ARGISNULL(5) && PG_GETARG_BOOL(5))
+		item.flags |= CACHE_FLAG_PUBLIC;
+
+	policy = policy_for(item.key, item.keylen);
+	secure = secure || (policy != NULL && policy->secure);
+	if (secure)
+		item.flags |= CACHE_FLAG_SECURE;
+	item.expires_at = entry_expiry(ttl, policy, secure);
+	item.owner = GetUserId();
+
+	for (int attempt = 0; attempt < 8; attempt++)
+	{
+		CacheHit	meta;
+		Oid			expected = InvalidOid;
+
+		if (cache_store_peek(item.key, item.keylen, &meta))
+		{
+			check_may_modify(item.key, item.keylen, meta.owner);
+			expected = meta.owner;
+		}
+		if (cache_store_put(&item, expected))
+		{
+			harden_count(HC_CACHE_SETS, 1);
+			return;
+		}
+	}
+	report_contention(item.key, item.keylen);
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_set_jsonb);
+PG_FUNCTION_INFO_V1(harden_cache_set_text);
+PG_FUNCTION_INFO_V1(harden_cache_set_bytea);
+
+Datum
+harden_cache_set_jsonb(PG_FUNCTION_ARGS)
+{
+	cache_set_common(fcinfo, CACHE_JSONB);
+	PG_RETURN_VOID();
+}
+
+Datum
+harden_cache_set_text(PG_FUNCTION_ARGS)
+{
+	cache_set_common(fcinfo, CACHE_TEXT);
+	PG_RETURN_VOID();
+}
+
+Datum
+harden_cache_set_bytea(PG_FUNCTION_ARGS)
+{
+	cache_set_common(fcinfo, CACHE_BYTEA);
+	PG_RETURN_VOID();
+}
+
+static const char *
+type_name(CacheValueType type)
+{
+	switch (type)
+	{
+		case CACHE_JSONB:
+			return "jsonb";
+		case CACHE_TEXT:
+			return "text";
+		case CACHE_BYTEA:
+			return "bytea";
+	}
+	return "unknown";
+}
+
+static const char *
+getter_for(CacheValueType type)
+{
+	switch (type)
+	{
+		case CACHE_JSONB:
+			return "harden.cache_get()";
+		case CACHE_TEXT:
+			return "harden.cache_get_text()";
+		case CACHE_BYTEA:
+			return "harden.cache_get_bytea()";
+	}
+	return "?";
+}
+
+/*
+ * Read an entry the caller may see; NULL on a miss.  Entries of roles the
+ * caller lacks the privileges of are misses, so their existence and type
+ * are not revealed.
+ */
+static struct varlena *
+cache_get_common(FunctionCallInfo fcinfo, CacheValueType want)
+{
+	CacheHit	hit;
+	const char *key;
+	int			keylen;
+
+	harden_require_shmem("harden.cache_get()");
+	key = arg_key(fcinfo, 0, &keylen, false);
+	if (!cache_store_get(key, keylen, &hit) || !may_read(hit.owner, hit.flags))
+	{
+		harden_count(HC_CACHE_MISSES, 1);
+		return NULL;
+	}
+	if (hit.type != want)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_CACHE_WRONG_TYPE),
+				 errmsg("cache entry \"%.*s\" holds %s, not %s", keylen, key,
+						type_name(hit.type), type_name(want)),
+				 errhint("Read it with %s.", getter_for(hit.type))));
+	harden_count(HC_CACHE_HITS, 1);
+	SET_VARSIZE(hit.value, hit.valuelen + VARHDRSZ);
+	return (struct varlena *) hit.value;
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_get);
+PG_FUNCTION_INFO_V1(harden_cache_get_text);
+PG_FUNCTION_INFO_V1(harden_cache_get_bytea);
+
+#define RETURN_VARLENA_OR_NULL(v) \
+	do { struct varlena *v_ = (v); if (v_ == NULL) PG_RETURN_NULL(); PG_RETURN_POINTER(v_); } while (0)
+
+Datum
+harden_cache_get(PG_FUNCTION_ARGS)
+{
+	RETURN_VARLENA_OR_NULL(cache_get_common(fcinfo, CACHE_JSONB));
+}
+
+Datum
+harden_cache_get_text(PG_FUNCTION_ARGS)
+{
+	RETURN_VARLENA_OR_NULL(cache_get_common(fcinfo, CACHE_TEXT));
+}
+
+Datum
+harden_cache_get_bytea(PG_FUNCTION_ARGS)
+{
+	RETURN_VARLENA_OR_NULL(cache_get_common(fcinfo, CACHE_BYTEA));
+}
+
+/* Metadata of an entry the caller may see. */
+static bool
+peek_visible(FunctionCallInfo fcinfo, const char *fn, CacheHit *meta)
+{
+	const char *key;
+	int			keylen;
+
+	harden_require_shmem(fn);
+	key = arg_key(fcinfo, 0, &keylen, false);
+	return cache_store_peek(key, keylen, meta) && may_read(meta->owner, meta->flags);
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_exists);
+PG_FUNCTION_INFO_V1(harden_cache_ttl);
+
+Datum
+harden_cache_exists(PG_FUNCTION_ARGS)
+{
+	CacheHit	meta;
+
+	PG_RETURN_BOOL(peek_visible(fcinfo, "harden.cache_exists()", &meta));
+}
+
+/* Time left; NULL when the entry is missing or never expires. */
+Datum
+harden_cache_ttl(PG_FUNCTION_ARGS)
+{
+	CacheHit	meta;
+	TimestampTz now;
+
+	if (!peek_visible(fcinfo, "harden.cache_ttl()", &meta) || meta.expires_at == 0)
+		PG_RETURN_NULL();
+	now = GetCurrentTimestamp();
+	PG_RETURN_DATUM(DirectFunctionCall2(timestamp_mi,
+										TimestampTzGetDatum(Max(meta.expires_at, now)),
+										TimestampTzGetDatum(now)));
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_delete);
+
+/* Delete one entry; true if it existed. */
+Datum
+harden_cache_delete(PG_FUNCTION_ARGS)
+{
+	const char *key;
+	int			keylen;
+
+	harden_require_shmem("harden.cache_delete()");
+	key = arg_key(fcinfo, 0, &keylen, false);
+	for (int attempt = 0; attempt < 8; attempt++)
+	{
+		CacheHit	meta;
+
+		if (!cache_store_peek(key, keylen, &meta))
+			PG_RETURN_BOOL(false);
+		/* An entry the caller cannot even read is, to it, not there. */
+		if (!may_read(meta.owner, meta.flags))
+			PG_RETURN_BOOL(false);
+		check_may_modify(key, keylen, meta.owner);
+		if (cache_store_delete(key, keylen, meta.owner, CACHE_REMOVED_DELETE))
+			PG_RETURN_BOOL(true);
+	}
+	report_contention(key, keylen);
+	PG_RETURN_BOOL(false);
+}
+
+/* ---- invalidation ---- */
+
+/* Glob match: '*' any run of bytes, '?' one byte; iterative backtracking. */
+static bool
+glob_match(const char *p, int plen, const char *s, int slen)
+{
+	int			pi = 0,
+				si = 0,
+				star = -1,
+				mark = 0;
+
+	while (si < slen)
+	{
+		if (pi < plen && (p[pi] == '?' || p[pi] == s[si]))
+		{
+			pi++;
+			si++;
+		}
+		else if (pi < plen && p[pi] == '*')
+		{
+			star = pi++;
+			mark = si;
+		}
+		else if (star >= 0)
+		{
+			pi = star + 1;
+			si = ++mark;
+		}
+		else
+			return false;
+	}
+	while (pi < plen && p[pi] == '*')
+		pi++;
+	return pi == plen;
+}
+
+typedef struct PatternArg
+{
+	const char *pattern;
+	int			len;
+} PatternArg;
+
+static CacheScanAction
+match_pattern(const CacheEntryInfo *e, void *arg)
+{
+	PatternArg *pa = arg;
+
+	return glob_match(pa->pattern, pa->len, e->key, e->keylen) ?
+		CACHE_SCAN_DELETE : CACHE_SCAN_KEEP;
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_invalidate);
+
+/* Delete every entry of this database whose key matches a glob. */
+Datum
+harden_cache_invalidate(PG_FUNCTION_ARGS)
+{
+	PatternArg	pa;
+
+	harden_require_shmem("harden.cache_invalidate()");
+	pa.pattern = arg_key(fcinfo, 0, &pa.len, true);
+	PG_RETURN_INT64((int64) cache_store_scan(match_pattern, &pa, true,
+											 CACHE_REMOVED_INVALIDATE));
+}
+
+static bool
+has_tag(const CacheEntryInfo *e, const char *tag, int taglen)
+{
+	const char *t = e->tags;
+
+	for (int i = 0; i < e->ntags; i++)
+	{
+		int			len = strlen(t);
+
+		if (len == taglen && memcmp(t, tag, len) == 0)
+			return true;
+		t += len + 1;
+	}
+	return false;
+}
+
+typedef struct TagArg
+{
+	const char *tag;
+	int			len;
+	List	   *found;			/* CacheEntryInfo copies: key and owner */
+} TagArg;
+
+static CacheScanAction
+collect_tagged(const CacheEntryInfo *e, void *arg)
+{
+	TagArg	   *ta = arg;
+	CacheEntryInfo *copy;
+
+	if (!has_tag(e, ta->tag, ta->len))
+		return CACHE_SCAN_KEEP;
+	copy = palloc(sizeof(CacheEntryInfo));
+	*copy = *e;
+	copy->key = pnstrdup(e->key, e->keylen);
+	copy->tags = NULL;
+	ta->found = lappend(ta->found, copy);
+	return CACHE_SCAN_KEEP;
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_invalidate_tag);
+
+/*
+ * Delete the entries of this database carrying a tag, among those the
+ * caller may modify; returns how many were deleted.
+ */
+Datum
+harden_cache_invalidate_tag(PG_FUNCTION_ARGS)
+{
+	TagArg		ta = {0};
+	text	   *t;
+	ListCell   *lc;
+	int64		deleted = 0;
+
+	harden_require_shmem("harden.cache_invalidate_tag()");
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_CACHE_INVALID_TAG),
+				 errmsg("cache tag must not be NULL")));
+	t = PG_GETARG_TEXT_PP(0);
+	ta.tag = VARDATA_ANY(t);
+	ta.len = VARSIZE_ANY_EXHDR(t);
+	check_name("tag", ERRCODE_HARDEN_CACHE_INVALID_TAG, ta.tag, ta.len, false);
+
+	/* Collect under the store's locks, check privileges outside them. */
+	cache_store_scan(collect_tagged, &ta, false, CACHE_REMOVED_INVALIDATE);
+	foreach(lc, ta.found)
+	{
+		CacheEntryInfo *e = lfirst(lc);
+
+		if (may_modify(e->owner) &&
+			cache_store_delete(e->key, e->keylen, e->owner, CACHE_REMOVED_INVALIDATE))
+			deleted++;
+	}
+	PG_RETURN_INT64(deleted);
+}
+
+static CacheScanAction
+match_all(const CacheEntryInfo *e, void *arg)
+{
+	return CACHE_SCAN_DELETE;
+}
+
+static CacheScanAction
+match_secure(const CacheEntryInfo *e, void *arg)
+{
+	return (e->flags & CACHE_FLAG_SECURE) ? CACHE_SCAN_DELETE : CACHE_SCAN_KEEP;
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_flush);
+PG_FUNCTION_INFO_V1(harden_cache_flush_secure);
+PG_FUNCTION_INFO_V1(harden_cache_sweep);
+
+Datum
+harden_cache_flush(PG_FUNCTION_ARGS)
+{
+	harden_require_shmem("harden.cache_flush()");
+	PG_RETURN_INT64((int64) cache_store_scan(match_all, NULL, true, CACHE_REMOVED_INVALIDATE));
+}
+
+Datum
+harden_cache_flush_secure(PG_FUNCTION_ARGS)
+{
+	harden_require_shmem("harden.cache_flush_secure()");
+	PG_RETURN_INT64((int64) cache_store_scan(match_secure, NULL, true, CACHE_REMOVED_INVALIDATE));
+}
+
+/* Free expired entries of every database now; returns how many. */
+Datum
+harden_cache_sweep(PG_FUNCTION_ARGS)
+{
+	harden_require_shmem("harden.cache_sweep()");
+	PG_RETURN_INT64((int64) cache_store_sweep(true));
+}
+
+/* ---- views ---- */
+
+PG_FUNCTION_INFO_V1(harden_cache_stats);
+PG_FUNCTION_INFO_V1(harden_cache_stats_reset);
+
+/* Counters of this database; entries and bytes of the whole cache. */
+Datum
+harden_cache_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[10];
+	bool		nulls[10] = {0};
+	uint64		hits,
+				misses,
+				entries,
+				bytes_used;
+
+	harden_require_shmem("harden.cache_stats");
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	hits = harden_counter_value(HC_CACHE_HITS);
+	misses = harden_counter_value(HC_CACHE_MISSES);
+	cache_store_totals(&entries, &bytes_used);
+	values[0] = Int64GetDatum((int64) hits);
+	values[1] = Int64GetDatum((int64) misses);
+	if (hits + misses > 0)
+		values[2] = Float8GetDatum((double) hits / (double) (hits + misses));
+	else
+		nulls[2] = true;
+	values[3] = Int64GetDatum((int64) harden_counter_value(HC_CACHE_SETS));
+	values[4] = Int64GetDatum((int64) harden_counter_value(HC_CACHE_EVICTIONS));
+	values[5] = Int64GetDatum((int64) harden_counter_value(HC_CACHE_EXPIRATIONS));
+	values[6] = Int64GetDatum((int64) harden_counter_value(HC_CACHE_INVALIDATIONS));
+	values[7] = Int64GetDatum((int64) entries);
+	values[8] = Int64GetDatum((int64) bytes_used);
+	values[9] = Int64GetDatum((int64) cache_memory_limit());
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+Datum
+harden_cache_stats_reset(PG_FUNCTION_ARGS)
+{
+	harden_require_shmem("harden.cache_stats_reset()");
+	harden_counters_reset(HC_CACHE_HITS, HC_CACHE_INVALIDATIONS);
+	PG_RETURN_VOID();
+}
+
+static CacheScanAction
+collect_all(const CacheEntryInfo *e, void *arg)
+{
+	List	  **found = arg;
+	CacheEntryInfo *copy = palloc(sizeof(CacheEntryInfo));
+
+	Size		tagslen = 0;
+
+	for (int i = 0; i < e->ntags; i++)
+		tagslen += strlen(e->tags + tagslen) + 1;
+	*copy = *e;
+	copy->key = pnstrdup(e->key, e->keylen);
+	copy->tags = palloc(Max(tagslen, 1));
+	memcpy(copy->tags, e->tags, tagslen);
+	*found = lappend(*found, copy);
+	return CACHE_SCAN_KEEP;
+}
+
+static Datum
+tags_array(const CacheEntryInfo *e)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(1, e->ntags));
+	const char *t = e->tags;
+
+	for (int i = 0; i < e->ntags; i++)
+	{
+		elems[i] = CStringGetTextDatum(t);
+		t += strlen(t) + 1;
+	}
+	return PointerGetDatum(construct_array(elems, e->ntags, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_entries);
+
+/*
+ * The entries of this database the caller may read.  A secure entry's tags
+ * are never shown (values never are).
+ */
+Datum
+harden_cache_entries(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	List	   *found = NIL;
+	ListCell   *lc;
+	TimestampTz now = GetCurrentTimestamp();
+
+	harden_require_shmem("harden.cache_entries");
+	InitMaterializedSRF(fcinfo, 0);
+	cache_store_scan(collect_all, &found, false, CACHE_REMOVED_EXPIRE);
+
+	foreach(lc, found)
+	{
+		CacheEntryInfo *e = lfirst(lc);
+		Datum		values[10];
+		bool		nulls[10] = {0};
+		bool		secure = (e->flags & CACHE_FLAG_SECURE) != 0;
+
+		if (!may_read(e->owner, e->flags))
+			continue;
+		values[0] = PointerGetDatum(cstring_to_text_with_len(e->key, e->keylen));
+		values[1] = CStringGetTextDatum(type_name(e->type));
+		values[2] = Int64GetDatum((int64) e->bytes);
+		if (e->expires_at == 0)
+			nulls[3] = nulls[4] = true;
+		else
+		{
+			values[3] = TimestampTzGetDatum(e->expires_at);
+			values[4] = DirectFunctionCall2(timestamp_mi,
+											TimestampTzGetDatum(Max(e->expires_at, now)),
+											TimestampTzGetDatum(now));
+		}
+		values[5] = Int64GetDatum((int64) e->hits);
+		if (secure)
+			nulls[6] = true;
+		else
+			values[6] = tags_array(e);
+		values[7] = ObjectIdGetDatum(e->owner);
+		values[8] = BoolGetDatum(secure);
+		values[9] = BoolGetDatum((e->flags & CACHE_FLAG_PUBLIC) != 0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

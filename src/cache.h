@@ -1,0 +1,113 @@
+/*
+ * cache.h
+ *	  Interface between the cache's SQL layer (cache.c) and its shared-memory
+ *	  store (cache_store.c).
+ */
+#ifndef PG_HARDEN_CACHE_H
+#define PG_HARDEN_CACHE_H
+
+#include "datatype/timestamp.h"
+
+#define CACHE_MAX_KEY_LEN	250
+#define CACHE_MAX_TAGS		32
+
+typedef enum CacheValueType
+{
+	CACHE_JSONB = 1,
+	CACHE_TEXT = 2,
+	CACHE_BYTEA = 3
+} CacheValueType;
+
+#define CACHE_FLAG_SECURE	0x01
+#define CACHE_FLAG_PUBLIC	0x02
+
+/*
+ * One entry as a writer supplies it.  tags holds ntags NUL-terminated
+ * strings back to back (tagslen bytes in all).
+ */
+typedef struct CacheItem
+{
+	const char *key;
+	int			keylen;
+	CacheValueType type;
+	const char *value;			/* varlena payload, without header */
+	Size		valuelen;
+	const char *tags;
+	Size		tagslen;
+	int			ntags;
+	TimestampTz expires_at;		/* 0: never */
+	Oid			owner;
+	uint8		flags;
+} CacheItem;
+
+/* What a lookup returns; value is a palloc'd copy. */
+typedef struct CacheHit
+{
+	CacheValueType type;
+	char	   *value;
+	Size		valuelen;
+	Oid			owner;
+	uint8		flags;
+	TimestampTz expires_at;
+} CacheHit;
+
+/* A copy of one entry's metadata, made during a scan. */
+typedef struct CacheEntryInfo
+{
+	Oid			dboid;
+	char	   *key;
+	int			keylen;
+	CacheValueType type;
+	Size		bytes;			/* key + tags + value */
+	TimestampTz expires_at;
+	uint64		hits;
+	char	   *tags;			/* NUL-separated, ntags of them */
+	int			ntags;
+	Oid			owner;
+	uint8		flags;
+} CacheEntryInfo;
+
+typedef enum CacheScanAction
+{
+	CACHE_SCAN_KEEP,
+	CACHE_SCAN_DELETE,
+	CACHE_SCAN_STOP
+} CacheScanAction;
+
+/*
+ * Called for every entry of the current database during a scan, with the
+ * entry's partition lock held: it must not do catalog access or anything
+ * else that can block or raise an error.
+ */
+typedef CacheScanAction (*cache_scan_fn) (const CacheEntryInfo *e, void *arg);
+
+/* Why an entry left the cache, for the counters. */
+typedef enum CacheRemoval
+{
+	CACHE_REMOVED_DELETE,
+	CACHE_REMOVED_INVALIDATE,
+	CACHE_REMOVED_EXPIRE,
+	CACHE_REMOVED_EVICT
+} CacheRemoval;
+
+/* cache.c */
+extern void cache_sql_define_gucs(bool preloading);
+
+/* cache_store.c */
+extern int	harden_cache_memory_kb;
+extern void cache_define_gucs(bool preloading);
+extern Size cache_shmem_size(void);
+extern void cache_shmem_startup(void);
+
+extern Size cache_memory_limit(void);
+extern bool cache_store_get(const char *key, int keylen, CacheHit *hit);
+extern bool cache_store_peek(const char *key, int keylen, CacheHit *meta);
+extern bool cache_store_put(const CacheItem *item, Oid expected_owner);
+extern bool cache_store_delete(const char *key, int keylen, Oid expected_owner,
+							   CacheRemoval why);
+extern uint64 cache_store_scan(cache_scan_fn fn, void *arg, bool exclusive,
+							   CacheRemoval why);
+extern uint64 cache_store_sweep(bool force);
+extern void cache_store_totals(uint64 *entries, uint64 *bytes_used);
+
+#endif							/* PG_HARDEN_CACHE_H */
