@@ -1,0 +1,32 @@
+\echo
+\echo '# 2. Cache the product list'
+\echo 'The API caches its product page for 5 minutes under a key, tagged "products".'
+SELECT harden.cache_stats_reset();
+CREATE FUNCTION product_page(page int) RETURNS jsonb LANGUAGE sql AS $$
+  SELECT coalesce(harden.cache_get('products:page:' || page), (
+    WITH rows AS (
+      SELECT jsonb_agg(jsonb_build_object('id', id, 'name', name, 'price', price) ORDER BY id) AS v
+        FROM (SELECT * FROM product ORDER BY id LIMIT 20 OFFSET (page - 1) * 20) p
+    ), stored AS (
+      SELECT v, harden.cache_set('products:page:' || page, v, ttl => '5 minutes',
+                                 tags => '{products}') FROM rows
+    )
+    SELECT v FROM stored))
+$$;
+\echo 'Ten page views and one more read: only the first computes the page.'
+SELECT count(product_page(1)) AS page_views FROM generate_series(1, 10);
+SELECT product_page(1)->0 AS first_product;
+SELECT hits, misses, round(hit_ratio::numeric, 2) AS hit_ratio, sets, entries FROM harden.cache_stats;
+SELECT key, type, bytes, hits, tags, ttl <= '5 minutes' AS ttl_5m FROM harden.cache_entries;
+
+\echo 'A price change invalidates every cached page tagged "products".'
+UPDATE product SET price = price + 1 WHERE id = 1;
+SELECT harden.cache_invalidate_tag('products') AS pages_invalidated;
+SELECT product_page(1)->0->'price' AS new_price;
+SELECT hits, misses, sets FROM harden.cache_stats;
+
+\echo 'Session tokens go in secure entries: no value or tags in any view, TTL capped.'
+SELECT harden.cache_set('session:9f2c', 'user=42'::text, ttl => '1 day', secure => true);
+SELECT key, secure, tags, ttl <= '1 hour' AS ttl_capped FROM harden.cache_entries WHERE key LIKE 'session:%';
+SELECT line FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
+ WHERE line LIKE 'pg_harden_cache_%_total{database="shop"}%';
