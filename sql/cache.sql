@@ -153,6 +153,26 @@ SELECT harden.cache_set('k', repeat('x', 1024)::text);
 SELECT harden.cache_set('k', repeat('x', 1025)::text);
 RESET harden.cache_max_entry_size;
 
+-- A secret cannot be public; a failed overwrite names the writer only of a
+-- public entry (one the caller could read anyway).
+SELECT harden.cache_set('k', 's'::text, secure => true, public => true);
+CREATE ROLE pgh_cache_a;
+CREATE ROLE pgh_cache_b;
+GRANT USAGE ON SCHEMA harden TO pgh_cache_a, pgh_cache_b;
+SET ROLE pgh_cache_a;
+SELECT harden.cache_set('roles:private', 'a'::text);
+SELECT harden.cache_set('roles:public', 'a'::text, public => true);
+SET ROLE pgh_cache_b;
+SELECT harden.cache_get_text('roles:private') IS NULL AS private_hidden,
+       harden.cache_get_text('roles:public') AS public_read;
+SELECT harden.cache_set('roles:private', 'b'::text);
+SELECT harden.cache_set('roles:public', 'b'::text);
+RESET ROLE;
+SELECT harden.cache_invalidate('roles:*') AS role_entries;
+REVOKE USAGE ON SCHEMA harden FROM pgh_cache_a, pgh_cache_b;
+DROP ROLE pgh_cache_a;
+DROP ROLE pgh_cache_b;
+
 -- Counters: this file's reads, sets and invalidations, in cache_stats and metrics().
 SELECT hits > 0 AS hits, misses > 0 AS misses, sets > 0 AS sets, invalidations > 0 AS invalidations,
        hit_ratio BETWEEN 0 AND 1 AS ratio_ok, bytes_limit

@@ -363,18 +363,23 @@ may_modify(Oid owner)
 	return owner == me || has_privs_of_role(me, owner);
 }
 
+/*
+ * The writer's name is shown only to a caller that may read the entry (a
+ * public one): others learn that the key is taken, nothing more.
+ */
 static void
-check_may_modify(const char *key, int keylen, Oid owner)
+check_may_modify(const char *key, int keylen, Oid owner, uint8 flags)
 {
 	char	   *rolname;
 
 	if (may_modify(owner))
 		return;
-	rolname = GetUserNameFromId(owner, true);
+	rolname = (flags & CACHE_FLAG_PUBLIC) ? GetUserNameFromId(owner, true) : NULL;
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("permission denied for cache key \"%.*s\"", keylen, key),
-			 errdetail("The entry was written by role \"%s\".", rolname ? rolname : "(dropped)"),
+			 rolname ? errdetail("The entry was written by role \"%s\".", rolname) :
+			 errdetail("The key holds an entry of another role."),
 			 errhint("Only roles with the privileges of the writing role may replace or delete it; use another key.")));
 }
 
@@ -420,6 +425,14 @@ cache_set_common(FunctionCallInfo fcinfo, CacheValueType type)
 
 	policy = policy_for(item.key, item.keylen);
 	secure = secure || (policy != NULL && policy->secure);
+	/* A secret readable by every role is a mistake, not a use case. */
+	if (secure && (item.flags & CACHE_FLAG_PUBLIC))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a secure cache entry cannot be public"),
+				 errdetail("Key \"%.*s\" is secure%s.", item.keylen, item.key,
+						   (policy != NULL && policy->secure) ? " by policy" : ""),
+				 errhint("Drop public => true, or store the value under a key without a secure policy.")));
 	if (secure)
 		item.flags |= CACHE_FLAG_SECURE;
 	item.expires_at = entry_expiry(ttl, policy, secure);
@@ -432,7 +445,7 @@ cache_set_common(FunctionCallInfo fcinfo, CacheValueType type)
 
 		if (cache_store_peek(item.key, item.keylen, &meta))
 		{
-			check_may_modify(item.key, item.keylen, meta.owner);
+			check_may_modify(item.key, item.keylen, meta.owner, meta.flags);
 			expected = meta.owner;
 		}
 		if (cache_store_put(&item, expected))
@@ -612,7 +625,7 @@ harden_cache_delete(PG_FUNCTION_ARGS)
 		/* An entry the caller cannot even read is, to it, not there. */
 		if (!may_read(meta.owner, meta.flags))
 			PG_RETURN_BOOL(false);
-		check_may_modify(key, keylen, meta.owner);
+		check_may_modify(key, keylen, meta.owner, meta.flags);
 		if (cache_store_delete(key, keylen, meta.owner, CACHE_REMOVED_DELETE))
 			PG_RETURN_BOOL(true);
 	}

@@ -398,26 +398,26 @@ expire_lazily(CacheKey *k, TimestampTz now)
 }
 
 /*
- * Look up a live entry of the current database and copy its value.  Hits
- * raise the entry's usage count; an expired entry is removed.
+ * Look up a live entry of the current database; with want_value, copy its
+ * value and count a hit, which raises the entry's usage count.  An expired
+ * entry is removed.
  */
-bool
-cache_store_get(const char *key, int keylen, CacheHit *hit)
+static bool
+store_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
 {
 	CacheKey	k = lookup_key(key, keylen);
 	CacheEntry *e;
-	TimestampTz expires_at;
+	TimestampTz now = 0;
 
 	cache_attach();
 	e = dshash_find(cache_hash, &k, false);
 	if (e == NULL)
 		return false;
 
-	expires_at = e->expires_at;
-	if (expires_at != 0 && expires_at <= GetCurrentTimestamp())
+	if (e->expires_at != 0 && e->expires_at <= (now = GetCurrentTimestamp()))
 	{
 		dshash_release_lock(cache_hash, e);
-		expire_lazily(&k, GetCurrentTimestamp());
+		expire_lazily(&k, now);
 		return false;
 	}
 
@@ -425,39 +425,33 @@ cache_store_get(const char *key, int keylen, CacheHit *hit)
 	hit->valuelen = e->valuelen;
 	hit->owner = e->owner;
 	hit->flags = e->flags;
-	hit->expires_at = expires_at;
-	hit->value = palloc(e->valuelen + VARHDRSZ);
-	memcpy(hit->value + VARHDRSZ, entry_blob(e) + e->value_off, e->valuelen);
-
-	/* Benign race: concurrent readers may lose an increment of usage. */
-	if (e->usage < USAGE_MAX)
-		e->usage++;
-	pg_atomic_fetch_add_u32(&e->hits, 1);
+	hit->expires_at = e->expires_at;
+	hit->value = NULL;
+	if (want_value)
+	{
+		hit->value = palloc(e->valuelen + VARHDRSZ);
+		memcpy(hit->value + VARHDRSZ, entry_blob(e) + e->value_off, e->valuelen);
+		/* Benign race: concurrent readers may lose an increment of usage. */
+		if (e->usage < USAGE_MAX)
+			e->usage++;
+		pg_atomic_fetch_add_u32(&e->hits, 1);
+	}
 	dshash_release_lock(cache_hash, e);
 	return true;
 }
 
-/* The metadata of a live entry, without copying its value. */
+/* A live entry's value (palloc'd, VARHDRSZ bytes reserved in front). */
+bool
+cache_store_get(const char *key, int keylen, CacheHit *hit)
+{
+	return store_lookup(key, keylen, hit, true);
+}
+
+/* A live entry's metadata, without copying its value or counting a hit. */
 bool
 cache_store_peek(const char *key, int keylen, CacheHit *meta)
 {
-	CacheKey	k = lookup_key(key, keylen);
-	CacheEntry *e;
-	bool		live;
-
-	cache_attach();
-	e = dshash_find(cache_hash, &k, false);
-	if (e == NULL)
-		return false;
-	live = !entry_expired(e, GetCurrentTimestamp());
-	meta->type = (CacheValueType) e->type;
-	meta->value = NULL;
-	meta->valuelen = e->valuelen;
-	meta->owner = e->owner;
-	meta->flags = e->flags;
-	meta->expires_at = e->expires_at;
-	dshash_release_lock(cache_hash, e);
-	return live;
+	return store_lookup(key, keylen, meta, false);
 }
 
 /*
