@@ -1,7 +1,7 @@
 -- Without shared_preload_libraries: the extension installs, functions that
 -- need shared memory fail with PH001 and a HINT, the rest keep working.
 BEGIN;
-SELECT plan(6);
+SELECT plan(9);
 
 SELECT is(current_setting('shared_preload_libraries'), '', 'cluster is not preloaded');
 SELECT throws_ok($$ SELECT harden.metrics_reset() $$, 'PH001',
@@ -19,6 +19,12 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 SELECT matches(pg_temp.error_hint('SELECT harden.metrics_reset()'),
   'shared_preload_libraries', 'the HINT says how to preload');
+
+SELECT throws_ok($$ SELECT harden.cache_set('k', '1'::jsonb) $$, 'PH001',
+  'harden.cache_set() requires pg_harden to be loaded via shared_preload_libraries',
+  'cache_set raises PH001');
+SELECT throws_ok($$ SELECT harden.cache_get('k') $$, 'PH001', NULL, 'cache_get raises PH001');
+SELECT throws_ok($$ SELECT * FROM harden.cache_stats $$, 'PH001', NULL, 'cache_stats raises PH001');
 
 SELECT is(harden.version(), (SELECT extversion FROM pg_extension WHERE extname = 'pg_harden'),
   'version() works');
