@@ -348,19 +348,21 @@ entry_expiry(int64 ttl, const CachePolicy *policy, bool secure)
 /* ---- roles ---- */
 
 static inline bool
-may_read(Oid owner, uint8 flags)
+role_may_read(Oid role, Oid owner, uint8 flags)
 {
-	Oid			me = GetUserId();
-
-	return owner == me || (flags & CACHE_FLAG_PUBLIC) || has_privs_of_role(me, owner);
+	return owner == role || (flags & CACHE_FLAG_PUBLIC) || has_privs_of_role(role, owner);
 }
 
 static inline bool
-may_modify(Oid owner)
+may_read(Oid owner, uint8 flags)
 {
-	Oid			me = GetUserId();
+	return role_may_read(GetUserId(), owner, flags);
+}
 
-	return owner == me || has_privs_of_role(me, owner);
+bool
+cache_role_may_modify(Oid role, Oid owner)
+{
+	return owner == role || has_privs_of_role(role, owner);
 }
 
 /*
@@ -368,11 +370,11 @@ may_modify(Oid owner)
  * public one): others learn that the key is taken, nothing more.
  */
 static void
-check_may_modify(const char *key, int keylen, Oid owner, uint8 flags)
+check_may_modify(Oid role, const char *key, int keylen, Oid owner, uint8 flags)
 {
 	char	   *rolname;
 
-	if (may_modify(owner))
+	if (cache_role_may_modify(role, owner))
 		return;
 	rolname = (flags & CACHE_FLAG_PUBLIC) ? GetUserNameFromId(owner, true) : NULL;
 	ereport(ERROR,
@@ -394,6 +396,20 @@ report_contention(const char *key, int keylen)
 }
 
 /* ---- set / get / delete ---- */
+
+/*
+ * The entry under a key in this session's view (its pending writes, then
+ * the store), whoever may read it: the basis of write privilege checks.
+ */
+static bool
+own_view_peek(const char *key, int keylen, CacheHit *meta)
+{
+	bool		found;
+
+	if (cache_xact_lookup(key, keylen, meta, false, &found))
+		return found;
+	return cache_store_peek(key, keylen, meta);
+}
 
 static void
 cache_set_common(FunctionCallInfo fcinfo, CacheValueType type)
@@ -438,23 +454,40 @@ cache_set_common(FunctionCallInfo fcinfo, CacheValueType type)
 	item.expires_at = entry_expiry(ttl, policy, secure);
 	item.owner = GetUserId();
 
+	if (cache_xact_deferred())
+	{
+		CacheHit	meta;
+
+		/* Fail now rather than at commit when the key is already taken. */
+		if (own_view_peek(item.key, item.keylen, &meta))
+			check_may_modify(item.owner, item.key, item.keylen, meta.owner, meta.flags);
+		cache_xact_add_set(&item);
+	}
+	else
+		cache_apply_set(&item);
+}
+
+/* Store an entry now, as item->owner. */
+void
+cache_apply_set(const CacheItem *item)
+{
 	for (int attempt = 0; attempt < 8; attempt++)
 	{
 		CacheHit	meta;
 		Oid			expected = InvalidOid;
 
-		if (cache_store_peek(item.key, item.keylen, &meta))
+		if (cache_store_peek(item->key, item->keylen, &meta))
 		{
-			check_may_modify(item.key, item.keylen, meta.owner, meta.flags);
+			check_may_modify(item->owner, item->key, item->keylen, meta.owner, meta.flags);
 			expected = meta.owner;
 		}
-		if (cache_store_put(&item, expected))
+		if (cache_store_put(item, expected))
 		{
 			harden_count(HC_CACHE_SETS, 1);
 			return;
 		}
 	}
-	report_contention(item.key, item.keylen);
+	report_contention(item->key, item->keylen);
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_set_jsonb);
@@ -513,6 +546,21 @@ getter_for(CacheValueType type)
 }
 
 /*
+ * This session's view of a key: its own pending writes first, then the
+ * store; entries the caller may not read are missing.
+ */
+static bool
+visible_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
+{
+	bool		found;
+
+	if (!cache_xact_lookup(key, keylen, hit, want_value, &found))
+		found = want_value ? cache_store_get(key, keylen, hit) :
+			cache_store_peek(key, keylen, hit);
+	return found && may_read(hit->owner, hit->flags);
+}
+
+/*
  * Read an entry the caller may see; NULL on a miss.  Entries of roles the
  * caller lacks the privileges of are misses, so their existence and type
  * are not revealed.
@@ -526,7 +574,7 @@ cache_get_common(FunctionCallInfo fcinfo, CacheValueType want)
 
 	harden_require_shmem("harden.cache_get()");
 	key = arg_key(fcinfo, 0, &keylen, false);
-	if (!cache_store_get(key, keylen, &hit) || !may_read(hit.owner, hit.flags))
+	if (!visible_lookup(key, keylen, &hit, true))
 	{
 		harden_count(HC_CACHE_MISSES, 1);
 		return NULL;
@@ -576,7 +624,7 @@ peek_visible(FunctionCallInfo fcinfo, const char *fn, CacheHit *meta)
 
 	harden_require_shmem(fn);
 	key = arg_key(fcinfo, 0, &keylen, false);
-	return cache_store_peek(key, keylen, meta) && may_read(meta->owner, meta->flags);
+	return visible_lookup(key, keylen, meta, false);
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_exists);
@@ -607,37 +655,60 @@ harden_cache_ttl(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(harden_cache_delete);
 
-/* Delete one entry; true if it existed. */
+/* Delete one entry; true if it existed (in this session's view). */
 Datum
 harden_cache_delete(PG_FUNCTION_ARGS)
 {
 	const char *key;
 	int			keylen;
+	CacheHit	meta;
+	bool		existed;
 
 	harden_require_shmem("harden.cache_delete()");
 	key = arg_key(fcinfo, 0, &keylen, false);
+	if (!cache_xact_deferred())
+		PG_RETURN_BOOL(cache_apply_delete(key, keylen, GetUserId()));
+
+	if (own_view_peek(key, keylen, &meta))
+	{
+		/* An entry the caller cannot even read is, to it, not there. */
+		if (!may_read(meta.owner, meta.flags))
+			PG_RETURN_BOOL(false);
+		check_may_modify(GetUserId(), key, keylen, meta.owner, meta.flags);
+		existed = true;
+	}
+	else
+		existed = false;
+	cache_xact_add(CACHE_PENDING_DELETE, key, keylen, GetUserId());
+	PG_RETURN_BOOL(existed);
+}
+
+/* Delete one entry now, as role; true if it existed. */
+bool
+cache_apply_delete(const char *key, int keylen, Oid role)
+{
 	for (int attempt = 0; attempt < 8; attempt++)
 	{
 		CacheHit	meta;
 
 		if (!cache_store_peek(key, keylen, &meta))
-			PG_RETURN_BOOL(false);
+			return false;
 		/* An entry the caller cannot even read is, to it, not there. */
-		if (!may_read(meta.owner, meta.flags))
-			PG_RETURN_BOOL(false);
-		check_may_modify(key, keylen, meta.owner, meta.flags);
+		if (!role_may_read(role, meta.owner, meta.flags))
+			return false;
+		check_may_modify(role, key, keylen, meta.owner, meta.flags);
 		if (cache_store_delete(key, keylen, meta.owner, CACHE_REMOVED_DELETE))
-			PG_RETURN_BOOL(true);
+			return true;
 	}
 	report_contention(key, keylen);
-	PG_RETURN_BOOL(false);
+	return false;
 }
 
 /* ---- invalidation ---- */
 
 /* Glob match: '*' any run of bytes, '?' one byte; iterative backtracking. */
-static bool
-glob_match(const char *p, int plen, const char *s, int slen)
+bool
+cache_glob_match(const char *p, int plen, const char *s, int slen)
 {
 	int			pi = 0,
 				si = 0,
@@ -669,6 +740,36 @@ glob_match(const char *p, int plen, const char *s, int slen)
 	return pi == plen;
 }
 
+/*
+ * Inside a transaction block an invalidation is applied at commit; it
+ * returns how many committed entries match when it is called.
+ */
+typedef struct CountArg
+{
+	cache_scan_fn match;
+	void	   *arg;
+	int64		n;
+} CountArg;
+
+static CacheScanAction
+count_one(const CacheEntryInfo *e, void *arg)
+{
+	CountArg   *ca = arg;
+
+	if (ca->match(e, ca->arg) == CACHE_SCAN_DELETE)
+		ca->n++;
+	return CACHE_SCAN_KEEP;
+}
+
+static int64
+count_matches(cache_scan_fn match, void *arg)
+{
+	CountArg	ca = {match, arg, 0};
+
+	cache_store_scan(count_one, &ca, false, CACHE_REMOVED_INVALIDATE);
+	return ca.n;
+}
+
 typedef struct PatternArg
 {
 	const char *pattern;
@@ -680,7 +781,7 @@ match_pattern(const CacheEntryInfo *e, void *arg)
 {
 	PatternArg *pa = arg;
 
-	return glob_match(pa->pattern, pa->len, e->key, e->keylen) ?
+	return cache_glob_match(pa->pattern, pa->len, e->key, e->keylen) ?
 		CACHE_SCAN_DELETE : CACHE_SCAN_KEEP;
 }
 
@@ -694,8 +795,18 @@ harden_cache_invalidate(PG_FUNCTION_ARGS)
 
 	harden_require_shmem("harden.cache_invalidate()");
 	pa.pattern = arg_key(fcinfo, 0, &pa.len, true);
-	PG_RETURN_INT64((int64) cache_store_scan(match_pattern, &pa, true,
-											 CACHE_REMOVED_INVALIDATE));
+	if (!cache_xact_deferred())
+		PG_RETURN_INT64(cache_apply_invalidate(pa.pattern, pa.len));
+	cache_xact_add(CACHE_PENDING_INVALIDATE, pa.pattern, pa.len, GetUserId());
+	PG_RETURN_INT64(count_matches(match_pattern, &pa));
+}
+
+int64
+cache_apply_invalidate(const char *pattern, int len)
+{
+	PatternArg	pa = {pattern, len};
+
+	return (int64) cache_store_scan(match_pattern, &pa, true, CACHE_REMOVED_INVALIDATE);
 }
 
 static bool
@@ -760,6 +871,28 @@ harden_cache_invalidate_tag(PG_FUNCTION_ARGS)
 	ta.tag = VARDATA_ANY(t);
 	ta.len = VARSIZE_ANY_EXHDR(t);
 	check_name("tag", ERRCODE_HARDEN_CACHE_INVALID_TAG, ta.tag, ta.len, false);
+	if (!cache_xact_deferred())
+		PG_RETURN_INT64(cache_apply_invalidate_tag(ta.tag, ta.len, GetUserId()));
+
+	cache_xact_add(CACHE_PENDING_TAG, ta.tag, ta.len, GetUserId());
+	cache_store_scan(collect_tagged, &ta, false, CACHE_REMOVED_INVALIDATE);
+	foreach(lc, ta.found)
+	{
+		CacheEntryInfo *e = lfirst(lc);
+
+		if (cache_role_may_modify(GetUserId(), e->owner))
+			deleted++;
+	}
+	PG_RETURN_INT64(deleted);
+}
+
+/* Delete the tagged entries role may modify, now. */
+int64
+cache_apply_invalidate_tag(const char *tag, int len, Oid role)
+{
+	TagArg		ta = {tag, len, NIL};
+	ListCell   *lc;
+	int64		deleted = 0;
 
 	/* Collect under the store's locks, check privileges outside them. */
 	cache_store_scan(collect_tagged, &ta, false, CACHE_REMOVED_INVALIDATE);
@@ -767,11 +900,11 @@ harden_cache_invalidate_tag(PG_FUNCTION_ARGS)
 	{
 		CacheEntryInfo *e = lfirst(lc);
 
-		if (may_modify(e->owner) &&
+		if (cache_role_may_modify(role, e->owner) &&
 			cache_store_delete(e->key, e->keylen, e->owner, CACHE_REMOVED_INVALIDATE))
 			deleted++;
 	}
-	PG_RETURN_INT64(deleted);
+	return deleted;
 }
 
 static CacheScanAction
@@ -790,18 +923,35 @@ PG_FUNCTION_INFO_V1(harden_cache_flush);
 PG_FUNCTION_INFO_V1(harden_cache_flush_secure);
 PG_FUNCTION_INFO_V1(harden_cache_sweep);
 
+int64
+cache_apply_flush(bool secure_only)
+{
+	return (int64) cache_store_scan(secure_only ? match_secure : match_all, NULL, true,
+									CACHE_REMOVED_INVALIDATE);
+}
+
+static Datum
+flush_common(bool secure_only)
+{
+	if (!cache_xact_deferred())
+		PG_RETURN_INT64(cache_apply_flush(secure_only));
+	cache_xact_add(secure_only ? CACHE_PENDING_FLUSH_SECURE : CACHE_PENDING_FLUSH,
+				   NULL, 0, GetUserId());
+	PG_RETURN_INT64(count_matches(secure_only ? match_secure : match_all, NULL));
+}
+
 Datum
 harden_cache_flush(PG_FUNCTION_ARGS)
 {
 	harden_require_shmem("harden.cache_flush()");
-	PG_RETURN_INT64((int64) cache_store_scan(match_all, NULL, true, CACHE_REMOVED_INVALIDATE));
+	return flush_common(false);
 }
 
 Datum
 harden_cache_flush_secure(PG_FUNCTION_ARGS)
 {
 	harden_require_shmem("harden.cache_flush_secure()");
-	PG_RETURN_INT64((int64) cache_store_scan(match_secure, NULL, true, CACHE_REMOVED_INVALIDATE));
+	return flush_common(true);
 }
 
 /* Free expired entries of every database now; returns how many. */

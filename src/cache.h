@@ -49,6 +49,8 @@ typedef struct CacheHit
 	Oid			owner;
 	uint8		flags;
 	TimestampTz expires_at;
+	char	   *tags;			/* peek only: NUL-separated copies */
+	int			ntags;
 } CacheHit;
 
 /* A copy of one entry's metadata, made during a scan. */
@@ -90,8 +92,33 @@ typedef enum CacheRemoval
 	CACHE_REMOVED_EVICT
 } CacheRemoval;
 
+/* A cache write kept until commit. */
+typedef enum CachePendingKind
+{
+	CACHE_PENDING_SET,
+	CACHE_PENDING_DELETE,
+	CACHE_PENDING_INVALIDATE,
+	CACHE_PENDING_TAG,
+	CACHE_PENDING_FLUSH,
+	CACHE_PENDING_FLUSH_SECURE
+} CachePendingKind;
+
 /* cache.c */
 extern void cache_sql_define_gucs(bool preloading);
+extern bool cache_role_may_modify(Oid role, Oid owner);
+extern bool cache_glob_match(const char *p, int plen, const char *s, int slen);
+extern void cache_apply_set(const CacheItem *item);
+extern bool cache_apply_delete(const char *key, int keylen, Oid role);
+extern int64 cache_apply_invalidate(const char *pattern, int len);
+extern int64 cache_apply_invalidate_tag(const char *tag, int len, Oid role);
+extern int64 cache_apply_flush(bool secure_only);
+
+/* cache_xact.c */
+extern bool cache_xact_deferred(void);
+extern void cache_xact_add(CachePendingKind kind, const char *name, int namelen, Oid role);
+extern void cache_xact_add_set(const CacheItem *item);
+extern bool cache_xact_lookup(const char *key, int keylen, CacheHit *hit,
+							  bool want_value, bool *hit_found);
 
 /* cache_store.c */
 extern int	harden_cache_memory_kb;

@@ -427,6 +427,16 @@ store_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
 	hit->flags = e->flags;
 	hit->expires_at = e->expires_at;
 	hit->value = NULL;
+	hit->tags = NULL;
+	hit->ntags = e->ntags;
+	if (!want_value && e->ntags > 0)
+	{
+		const char *tags = entry_blob(e) + BLOB_TAGS_OFF(e->key.keylen);
+		Size		len = e->value_off - BLOB_TAGS_OFF(e->key.keylen);
+
+		hit->tags = palloc(len);
+		memcpy(hit->tags, tags, len);
+	}
 	if (want_value)
 	{
 		hit->value = palloc(e->valuelen + VARHDRSZ);
@@ -447,7 +457,7 @@ cache_store_get(const char *key, int keylen, CacheHit *hit)
 	return store_lookup(key, keylen, hit, true);
 }
 
-/* A live entry's metadata, without copying its value or counting a hit. */
+/* A live entry's metadata and tags, without its value or counting a hit. */
 bool
 cache_store_peek(const char *key, int keylen, CacheHit *meta)
 {

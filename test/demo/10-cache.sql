@@ -25,6 +25,13 @@ SELECT harden.cache_invalidate_tag('products') AS pages_invalidated;
 SELECT product_page(1)->0->'price' AS new_price;
 SELECT hits, misses, sets FROM harden.cache_stats;
 
+\echo 'Cache writes publish on commit: a transaction that rolls back leaves the cache untouched.'
+BEGIN;
+SELECT harden.cache_set('products:page:1', '"half-finished page"'::jsonb);
+SELECT harden.cache_get('products:page:1') AS inside_the_transaction;
+ROLLBACK;
+SELECT product_page(1)->0->'name' AS after_rollback;
+
 \echo 'Session tokens go in secure entries: no value or tags in any view, TTL capped.'
 SELECT harden.cache_set('session:9f2c', 'user=42'::text, ttl => '1 day', secure => true);
 SELECT key, secure, tags, ttl <= '1 hour' AS ttl_capped FROM harden.cache_entries WHERE key LIKE 'session:%';

@@ -8,13 +8,19 @@
 -- their tags, their TTL is capped by harden.cache_secure_max_ttl, and
 -- cache_flush_secure() removes only them.
 --
--- Cache entries live in shared memory: the ROLLBACK at the end does not
--- remove them, so every key starts with 'tap:roles:' and they are
--- invalidated at the start and at the end.  The roles are rolled back.
-BEGIN;
-SELECT plan(118);
+-- Cache writes inside a transaction block are published on commit, so the
+-- suite runs without a surrounding transaction: each statement commits on
+-- its own, so every cache write is published before the next statement
+-- runs (the views show committed entries only).  The last part opens
+-- transaction blocks explicitly to check the role rules on pending writes.
+-- Nothing is rolled back for us, so the suite cleans up after itself: every
+-- key starts with 'tap:roles:' and they are invalidated at the start and at
+-- the end; the roles (and their grants) and the policy row are dropped at
+-- the start, in case an earlier run stopped half-way, and at the end.
+SELECT plan(146);
 
 DO $$ BEGIN PERFORM harden.cache_invalidate('tap:roles:*'); END $$;
+DELETE FROM harden.cache_policies WHERE prefix LIKE 'tap:roles:%';
 
 -- SQLSTATE, message, detail and hint of the error a statement raises.
 CREATE FUNCTION pg_temp.error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
@@ -35,6 +41,22 @@ CREATE FUNCTION pg_temp.visible_keys() RETURNS text[] LANGUAGE sql AS $$
     FROM harden.cache_entries WHERE key LIKE 'tap:roles:%'
 $$;
 
+-- Roles are cluster-wide: drop any left over from an earlier run.  DROP
+-- OWNED BY also revokes their privileges in this database.
+DO $$
+DECLARE
+  r name;
+BEGIN
+  FOREACH r IN ARRAY ARRAY['pgh_tr_noinh', 'pgh_tr_member', 'pgh_tr_other', 'pgh_tr_owner']::name[] LOOP
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+      EXECUTE format('DROP OWNED BY %I', r);
+    END IF;
+  END LOOP;
+END $$;
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS pgh_tr_noinh, pgh_tr_member, pgh_tr_other, pgh_tr_owner;
+RESET client_min_messages;
+
 CREATE ROLE pgh_tr_owner;
 CREATE ROLE pgh_tr_other;
 CREATE ROLE pgh_tr_member IN ROLE pgh_tr_owner;
@@ -50,7 +72,7 @@ SELECT ok(pg_has_role('pgh_tr_noinh', 'pgh_tr_owner', 'MEMBER')
 -- ---------------------------------------------------------------------------
 -- The owner
 -- ---------------------------------------------------------------------------
-SET LOCAL ROLE pgh_tr_owner;
+SET ROLE pgh_tr_owner;
 SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:own', '{"v": 1}'::jsonb, ttl => '1 hour',
                                            tags => '{tap-roles-t}') $$,
                 'owner sets a private entry');
@@ -73,7 +95,7 @@ SELECT is(pg_temp.visible_keys(), '{tap:roles:own,tap:roles:pub,tap:roles:tagged
 -- ---------------------------------------------------------------------------
 -- An unrelated role: the private entries are missing to it
 -- ---------------------------------------------------------------------------
-SET LOCAL ROLE pgh_tr_other;
+SET ROLE pgh_tr_other;
 SELECT is(harden.cache_get('tap:roles:own'), NULL, 'unrelated role: cache_get returns NULL');
 SELECT is(harden.cache_get_text('tap:roles:own'), NULL,
           'unrelated role: a getter of the wrong type is a miss as well, not PH102');
@@ -96,7 +118,7 @@ SELECT is((SELECT owner::text FROM harden.cache_entries WHERE key = 'tap:roles:o
 -- ---------------------------------------------------------------------------
 -- A member with INHERIT has the owner's privileges
 -- ---------------------------------------------------------------------------
-SET LOCAL ROLE pgh_tr_member;
+SET ROLE pgh_tr_member;
 SELECT is(harden.cache_get('tap:roles:own'), '{"v": 1}'::jsonb, 'member reads the owner''s entry');
 SELECT is(harden.cache_get_bytea('tap:roles:tagged'), '\x0102'::bytea, 'member reads the owner''s bytea entry');
 SELECT is(harden.cache_exists('tap:roles:own'), true, 'member: cache_exists is true');
@@ -108,7 +130,7 @@ RESET ROLE;
 -- ---------------------------------------------------------------------------
 -- A NOINHERIT member does not (has_privs_of_role, not is_member_of_role)
 -- ---------------------------------------------------------------------------
-SET LOCAL ROLE pgh_tr_noinh;
+SET ROLE pgh_tr_noinh;
 SELECT is(harden.cache_get('tap:roles:own'), NULL, 'NOINHERIT member: cache_get returns NULL');
 SELECT is(harden.cache_exists('tap:roles:own'), false, 'NOINHERIT member: cache_exists is false');
 SELECT is(harden.cache_ttl('tap:roles:own'), NULL, 'NOINHERIT member: cache_ttl is NULL');
@@ -124,7 +146,7 @@ SELECT is(harden.cache_get('tap:roles:own'), '{"v": 1}'::jsonb,
 -- ---------------------------------------------------------------------------
 -- public => true: anyone reads it, only the owner's privileges change it
 -- ---------------------------------------------------------------------------
-SET LOCAL ROLE pgh_tr_other;
+SET ROLE pgh_tr_other;
 SELECT is(harden.cache_get_text('tap:roles:pub'), 'public value', 'unrelated role reads a public entry');
 SELECT is(harden.cache_exists('tap:roles:pub'), true, 'unrelated role: cache_exists is true for a public entry');
 SELECT is((SELECT ARRAY[owner::text, public::text, tags::text] FROM harden.cache_entries
@@ -144,7 +166,7 @@ SELECT is(harden.cache_get_text('tap:roles:pub'), 'public value',
           'the public entry''s value is unchanged');
 SELECT is((SELECT owner::text FROM harden.cache_entries WHERE key = 'tap:roles:pub'),
           'pgh_tr_owner', 'the public entry''s owner is unchanged');
-SET LOCAL ROLE pgh_tr_noinh;
+SET ROLE pgh_tr_noinh;
 SELECT is(harden.cache_get_text('tap:roles:pub'), 'public value', 'NOINHERIT member reads a public entry');
 SELECT throws_ok($$ SELECT harden.cache_delete('tap:roles:pub') $$, '42501',
                  'permission denied for cache key "tap:roles:pub"',
@@ -165,24 +187,24 @@ SELECT is(pg_temp.visible_keys(), '{tap:roles:own,tap:roles:pub,tap:roles:tagged
 -- ---------------------------------------------------------------------------
 -- Replacing moves ownership to the writer; members may delete
 -- ---------------------------------------------------------------------------
-SET LOCAL ROLE pgh_tr_owner;
+SET ROLE pgh_tr_owner;
 SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:mem', 'by owner'::text);
                    SELECT harden.cache_set('tap:roles:del', 'by owner'::text) $$,
                 'owner sets two more entries');
-SET LOCAL ROLE pgh_tr_member;
+SET ROLE pgh_tr_member;
 SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:mem', 'by member'::text) $$,
                 'member replaces the owner''s entry');
 SELECT is((SELECT owner::text FROM harden.cache_entries WHERE key = 'tap:roles:mem'),
           'pgh_tr_member', 'the replaced entry is owned by the member now');
 SELECT is(harden.cache_delete('tap:roles:del'), true, 'member deletes the owner''s entry');
 SELECT is(harden.cache_exists('tap:roles:del'), false, 'the deleted entry is gone');
-SET LOCAL ROLE pgh_tr_owner;
+SET ROLE pgh_tr_owner;
 SELECT is(harden.cache_get_text('tap:roles:mem'), NULL,
           'the owner lacks the member''s privileges: the member''s entry is missing to it');
 SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:mem', 'by owner again'::text) $$, '42501',
                  'permission denied for cache key "tap:roles:mem"',
                  'and the owner cannot replace it');
-SET LOCAL ROLE pgh_tr_member;
+SET ROLE pgh_tr_member;
 SELECT is(harden.cache_get_text('tap:roles:mem'), 'by member', 'the member''s value is unchanged');
 SELECT is(harden.cache_delete('tap:roles:mem'), true, 'member deletes its own entry');
 RESET ROLE;
@@ -190,7 +212,7 @@ RESET ROLE;
 -- ---------------------------------------------------------------------------
 -- cache_invalidate_tag deletes only entries the caller may modify
 -- ---------------------------------------------------------------------------
-SET LOCAL ROLE pgh_tr_other;
+SET ROLE pgh_tr_other;
 SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:other1', 'other''s'::text, tags => '{tap-roles-t}') $$,
                 'unrelated role sets an entry with the same tag');
 SELECT is(harden.cache_invalidate_tag('tap-roles-t'), 1::bigint,
@@ -198,7 +220,7 @@ SELECT is(harden.cache_invalidate_tag('tap-roles-t'), 1::bigint,
 SELECT is(harden.cache_exists('tap:roles:other1'), false, 'its own tagged entry is gone');
 SELECT is(harden.cache_get_text('tap:roles:pub'), 'public value',
           'the owner''s public tagged entry, readable but not modifiable, is kept');
-SET LOCAL ROLE pgh_tr_noinh;
+SET ROLE pgh_tr_noinh;
 SELECT is(harden.cache_invalidate_tag('tap-roles-t'), 0::bigint,
           'NOINHERIT member''s cache_invalidate_tag deletes nothing');
 RESET ROLE;
@@ -206,7 +228,7 @@ SELECT is((SELECT array_agg(key ORDER BY key) FROM harden.cache_entries
             WHERE key LIKE 'tap:roles:%' AND 'tap-roles-t' = ANY (tags)),
           '{tap:roles:own,tap:roles:pub,tap:roles:tagged}',
           'the owner''s tagged entries are all still there');
-SET LOCAL ROLE pgh_tr_member;
+SET ROLE pgh_tr_member;
 SELECT is(harden.cache_invalidate_tag('tap-roles-t'), 3::bigint,
           'member''s cache_invalidate_tag deletes the owner''s tagged entries');
 RESET ROLE;
@@ -215,7 +237,7 @@ SELECT is(pg_temp.visible_keys(), '{}', 'no entry of the suite is left');
 -- ---------------------------------------------------------------------------
 -- Admin functions, policies and the secure GUC are not for plain roles
 -- ---------------------------------------------------------------------------
-SET LOCAL ROLE pgh_tr_other;
+SET ROLE pgh_tr_other;
 SELECT throws_ok($$ SELECT harden.cache_invalidate('tap:roles:*') $$, '42501',
                  'permission denied for function cache_invalidate',
                  'a plain role may not call cache_invalidate');
@@ -265,8 +287,8 @@ SELECT is((SELECT count(*) FROM pg_attribute
 SELECT ok(NOT 'value' = ANY (proargnames), 'the function behind cache_entries has no value column either')
   FROM pg_proc WHERE oid = 'harden.cache_entries_rows'::regproc;
 
-SET LOCAL harden.cache_secure_max_ttl = 60;
-SET LOCAL ROLE pgh_tr_owner;
+SET harden.cache_secure_max_ttl = 60;
+SET ROLE pgh_tr_owner;
 SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:sec:day', 'secret-day-Zq7'::text, ttl => '1 day',
                                            tags => '{tap-roles-s}', secure => true) $$,
                 'owner sets a secure entry with a TTL of a day');
@@ -293,9 +315,9 @@ SELECT results_eq(
   'owner: cache_entries marks secure entries and shows no tags for them');
 SELECT is((SELECT count(*) FROM harden.cache_entries e WHERE e::text ~ 'secret|Zq7'), 0::bigint,
           'owner: no column of cache_entries shows a secure value');
-SET LOCAL ROLE pgh_tr_member;
+SET ROLE pgh_tr_member;
 SELECT is(harden.cache_get_text('tap:roles:sec:day'), 'secret-day-Zq7', 'member reads the secure entry');
-SET LOCAL ROLE pgh_tr_other;
+SET ROLE pgh_tr_other;
 SELECT is(harden.cache_get_text('tap:roles:sec:day'), NULL, 'unrelated role: a secure entry is missing');
 SELECT is(pg_temp.visible_keys(), '{}', 'unrelated role lists none of the owner''s secure entries');
 SELECT matches(pg_temp.error_of($$ SELECT harden.cache_set('tap:roles:sec:day', 'x'::text) $$),
@@ -321,7 +343,7 @@ SELECT matches(pg_temp.error_of($$ SELECT harden.cache_get_bytea('tap:roles:sec:
                'wrong-type get of a secure jsonb entry raises PH102');
 SELECT doesnt_match(pg_temp.error_of($$ SELECT harden.cache_get_bytea('tap:roles:sec:none') $$),
                     'secret|Zq7', 'that error does not contain the value');
-SET LOCAL harden.cache_max_entry_size = 64;
+SET harden.cache_max_entry_size = 64;
 SELECT matches(pg_temp.error_of($$ SELECT harden.cache_set('tap:roles:sec:big', repeat('secret-Zq7', 20),
                                                            secure => true) $$),
                '^PH103: cache value for key "tap:roles:sec:big" is too large',
@@ -329,7 +351,7 @@ SELECT matches(pg_temp.error_of($$ SELECT harden.cache_set('tap:roles:sec:big', 
 SELECT doesnt_match(pg_temp.error_of($$ SELECT harden.cache_set('tap:roles:sec:big', repeat('secret-Zq7', 20),
                                                                 secure => true) $$),
                     'secret|Zq7', 'that error does not contain the value');
-SET LOCAL harden.cache_max_entry_size TO DEFAULT;
+RESET harden.cache_max_entry_size;
 
 -- cache_flush_secure removes the secure entries only.
 SELECT ok(harden.cache_flush_secure() >= 2, 'cache_flush_secure reports the secure entries it removed');
@@ -339,7 +361,7 @@ SELECT is(harden.cache_get_text('tap:roles:plain:day'), 'plain-day', 'the plain 
 
 -- A policy with secure = true makes the keys under its prefix secure.
 INSERT INTO harden.cache_policies (prefix, secure) VALUES ('tap:roles:pol:', true);
-SET LOCAL ROLE pgh_tr_owner;
+SET ROLE pgh_tr_owner;
 SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:pol:a', 'policy-secret-Zq7'::text, ttl => '1 day',
                                            tags => '{tap-roles-p}') $$,
                 'owner sets an entry under a secure policy, without secure => true');
@@ -359,9 +381,112 @@ RESET ROLE;
 SELECT ok(harden.cache_flush_secure() >= 1, 'cache_flush_secure removes the policy-secure entry');
 SELECT is(pg_temp.visible_keys(), '{tap:roles:plain:day,tap:roles:polx}',
           'only the plain entries are left');
+RESET harden.cache_secure_max_ttl;
 
 DO $$ BEGIN PERFORM harden.cache_invalidate('tap:roles:*'); END $$;
+SELECT is(pg_temp.visible_keys(), '{}', 'cache_invalidate outside a block removes the entries at once');
+
+-- ---------------------------------------------------------------------------
+-- Inside a transaction block writes wait for the commit, but the role rules
+-- are checked at call time, against committed and pending entries alike
+-- ---------------------------------------------------------------------------
+SET ROLE pgh_tr_owner;
+SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:tx:own', 'committed'::text);
+                   SELECT harden.cache_set('tap:roles:tx:pub', 'committed public'::text, public => true);
+                   SELECT harden.cache_set('tap:roles:tx:mem', 'committed'::text) $$,
+                'owner sets three entries outside a transaction block');
+RESET ROLE;
+SELECT results_eq(
+  $$ SELECT key, owner::text FROM harden.cache_entries WHERE key LIKE 'tap:roles:tx:%' ORDER BY key $$,
+  $$ VALUES ('tap:roles:tx:mem', 'pgh_tr_owner'), ('tap:roles:tx:own', 'pgh_tr_owner'),
+            ('tap:roles:tx:pub', 'pgh_tr_owner') $$,
+  'they are committed at once, owned by the owner');
+
+BEGIN;
+SET ROLE pgh_tr_other;
+SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:tx:own', 'hijacked'::text) $$, '42501',
+                 'permission denied for cache key "tap:roles:tx:own"',
+                 'in a block, an unrelated role''s cache_set of another role''s committed entry raises 42501 at call time');
+SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:tx:pub', 'hijacked'::text, public => true) $$, '42501',
+                 'permission denied for cache key "tap:roles:tx:pub"',
+                 'in a block, an unrelated role cannot overwrite a committed public entry either');
+SELECT throws_ok($$ SELECT harden.cache_delete('tap:roles:tx:pub') $$, '42501',
+                 'permission denied for cache key "tap:roles:tx:pub"',
+                 'in a block, an unrelated role''s cache_delete of a committed public entry raises 42501');
+SELECT is(harden.cache_delete('tap:roles:tx:own'), false,
+          'in a block, cache_delete of a committed entry the role cannot read returns false');
+SET ROLE pgh_tr_noinh;
+SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:tx:own', 'hijacked'::text) $$, '42501',
+                 'permission denied for cache key "tap:roles:tx:own"',
+                 'in a block, a NOINHERIT member''s cache_set of the committed entry raises 42501');
+SET ROLE pgh_tr_member;
+SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:tx:mem', 'by member'::text) $$,
+                'in a block, the member may replace the owner''s committed entry');
+SELECT is(harden.cache_get_text('tap:roles:tx:mem'), 'by member', 'the member sees its pending value');
+SELECT is((SELECT owner::text FROM harden.cache_entries WHERE key = 'tap:roles:tx:mem'), 'pgh_tr_owner',
+          'cache_entries still shows the committed entry of the owner');
+RESET ROLE;
+SELECT is(harden.cache_get_text('tap:roles:tx:own'), 'committed',
+          'in the block, the refused writes left the entry as it was');
+COMMIT;
+SELECT results_eq(
+  $$ SELECT key, owner::text, harden.cache_get_text(key) FROM harden.cache_entries
+      WHERE key LIKE 'tap:roles:tx:%' ORDER BY key $$,
+  $$ VALUES ('tap:roles:tx:mem', 'pgh_tr_member', 'by member'),
+            ('tap:roles:tx:own', 'pgh_tr_owner', 'committed'),
+            ('tap:roles:tx:pub', 'pgh_tr_owner', 'committed public') $$,
+  'after COMMIT: only the member''s replacement was published');
+
+-- pgTAP numbers its tests with a sequence, so the results reported inside
+-- this block survive its ROLLBACK.
+BEGIN;
+SET ROLE pgh_tr_owner;
+SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:tx:new', '{"pending": 1}'::jsonb);
+                   SELECT harden.cache_set('tap:roles:tx:newpub', 'pending public'::text, public => true);
+                   SELECT harden.cache_set('tap:roles:tx:own', 'pending replacement'::text) $$,
+                'in a block, the owner sets two new keys and replaces its committed entry');
+SELECT is(harden.cache_get('tap:roles:tx:new'), '{"pending": 1}'::jsonb, 'the owner sees its pending entry');
+SELECT is(harden.cache_get_text('tap:roles:tx:own'), 'pending replacement',
+          'and its pending replacement');
+SELECT is((SELECT count(*) FROM harden.cache_entries WHERE key IN ('tap:roles:tx:new', 'tap:roles:tx:newpub')),
+          0::bigint, 'pending entries are not in cache_entries');
+SET ROLE pgh_tr_other;
+SELECT is(harden.cache_get('tap:roles:tx:new'), NULL,
+          'unrelated role in the same block: cache_get of the owner''s pending entry returns NULL');
+SELECT is(harden.cache_exists('tap:roles:tx:new'), false, 'and cache_exists is false');
+SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:tx:new', 'hijacked'::text) $$, '42501',
+                 'permission denied for cache key "tap:roles:tx:new"',
+                 'unrelated role cannot set a key the owner has a pending entry under');
+SELECT is(harden.cache_get_text('tap:roles:tx:newpub'), 'pending public',
+          'unrelated role reads the owner''s pending public entry');
+SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:tx:newpub', 'hijacked'::text, public => true) $$, '42501',
+                 'permission denied for cache key "tap:roles:tx:newpub"',
+                 'but cannot overwrite it');
+SELECT throws_ok($$ SELECT harden.cache_delete('tap:roles:tx:newpub') $$, '42501',
+                 'permission denied for cache key "tap:roles:tx:newpub"',
+                 'nor delete it');
+SET ROLE pgh_tr_member;
+SELECT is(harden.cache_get('tap:roles:tx:new'), '{"pending": 1}'::jsonb,
+          'the member reads the owner''s pending entry');
+RESET ROLE;
+ROLLBACK;
+SET ROLE pgh_tr_owner;
+SELECT is(harden.cache_get('tap:roles:tx:new'), NULL, 'after ROLLBACK: the pending entry was not published');
+SELECT is(harden.cache_get_text('tap:roles:tx:newpub'), NULL,
+          'after ROLLBACK: nor the pending public entry');
+SELECT is(harden.cache_get_text('tap:roles:tx:own'), 'committed',
+          'after ROLLBACK: the owner reads the earlier committed value');
+RESET ROLE;
+SELECT is(pg_temp.visible_keys(), '{tap:roles:tx:mem,tap:roles:tx:own,tap:roles:tx:pub}',
+          'after ROLLBACK: cache_entries holds the committed entries only');
+
+-- ---------------------------------------------------------------------------
+-- Cleanup: nothing was rolled back for us
+-- ---------------------------------------------------------------------------
+DO $$ BEGIN PERFORM harden.cache_invalidate('tap:roles:*'); END $$;
 SELECT is(pg_temp.visible_keys(), '{}', 'cleaned up: no entry of the suite is left');
+DELETE FROM harden.cache_policies WHERE prefix LIKE 'tap:roles:%';
+REVOKE USAGE ON SCHEMA harden FROM pgh_tr_owner, pgh_tr_other, pgh_tr_member, pgh_tr_noinh;
+DROP ROLE pgh_tr_noinh, pgh_tr_member, pgh_tr_other, pgh_tr_owner;
 
 SELECT * FROM finish();
-ROLLBACK;
