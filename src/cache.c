@@ -809,18 +809,17 @@ cache_apply_invalidate(const char *pattern, int len)
 	return (int64) cache_store_scan(match_pattern, &pa, true, CACHE_REMOVED_INVALIDATE);
 }
 
-static bool
-has_tag(const CacheEntryInfo *e, const char *tag, int taglen)
+/* Whether ntags NUL-separated tags include tag. */
+bool
+cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen)
 {
-	const char *t = e->tags;
-
-	for (int i = 0; i < e->ntags; i++)
+	for (int i = 0; i < ntags; i++)
 	{
-		int			len = strlen(t);
+		int			len = strlen(tags);
 
-		if (len == taglen && memcmp(t, tag, len) == 0)
+		if (len == taglen && memcmp(tags, tag, len) == 0)
 			return true;
-		t += len + 1;
+		tags += len + 1;
 	}
 	return false;
 }
@@ -838,7 +837,7 @@ collect_tagged(const CacheEntryInfo *e, void *arg)
 	TagArg	   *ta = arg;
 	CacheEntryInfo *copy;
 
-	if (!has_tag(e, ta->tag, ta->len))
+	if (!cache_tags_contain(e->tags, e->ntags, ta->tag, ta->len))
 		return CACHE_SCAN_KEEP;
 	copy = palloc(sizeof(CacheEntryInfo));
 	*copy = *e;

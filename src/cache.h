@@ -49,7 +49,7 @@ typedef struct CacheHit
 	Oid			owner;
 	uint8		flags;
 	TimestampTz expires_at;
-	char	   *tags;			/* peek only: NUL-separated copies */
+	char	   *tags;			/* cache_store_peek_tags only: NUL-separated copies */
 	int			ntags;
 } CacheHit;
 
@@ -106,6 +106,7 @@ typedef enum CachePendingKind
 /* cache.c */
 extern void cache_sql_define_gucs(bool preloading);
 extern bool cache_role_may_modify(Oid role, Oid owner);
+extern bool cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen);
 extern bool cache_glob_match(const char *p, int plen, const char *s, int slen);
 extern void cache_apply_set(const CacheItem *item);
 extern bool cache_apply_delete(const char *key, int keylen, Oid role);
@@ -129,6 +130,7 @@ extern void cache_shmem_startup(void);
 extern Size cache_memory_limit(void);
 extern bool cache_store_get(const char *key, int keylen, CacheHit *hit);
 extern bool cache_store_peek(const char *key, int keylen, CacheHit *meta);
+extern bool cache_store_peek_tags(const char *key, int keylen, CacheHit *meta);
 extern bool cache_store_put(const CacheItem *item, Oid expected_owner);
 extern bool cache_store_delete(const char *key, int keylen, Oid expected_owner,
 							   CacheRemoval why);

@@ -397,13 +397,20 @@ expire_lazily(CacheKey *k, TimestampTz now)
 		dshash_release_lock(cache_hash, e);
 }
 
+typedef enum LookupWant
+{
+	WANT_META,
+	WANT_TAGS,
+	WANT_VALUE					/* also counts a hit */
+} LookupWant;
+
 /*
- * Look up a live entry of the current database; with want_value, copy its
- * value and count a hit, which raises the entry's usage count.  An expired
+ * Look up a live entry of the current database and copy what is wanted; a
+ * value read counts a hit, which raises the entry's usage count.  An expired
  * entry is removed.
  */
 static bool
-store_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
+store_lookup(const char *key, int keylen, CacheHit *hit, LookupWant want)
 {
 	CacheKey	k = lookup_key(key, keylen);
 	CacheEntry *e;
@@ -429,7 +436,7 @@ store_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
 	hit->value = NULL;
 	hit->tags = NULL;
 	hit->ntags = e->ntags;
-	if (!want_value && e->ntags > 0)
+	if (want == WANT_TAGS && e->ntags > 0)
 	{
 		const char *tags = entry_blob(e) + BLOB_TAGS_OFF(e->key.keylen);
 		Size		len = e->value_off - BLOB_TAGS_OFF(e->key.keylen);
@@ -437,7 +444,7 @@ store_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
 		hit->tags = palloc(len);
 		memcpy(hit->tags, tags, len);
 	}
-	if (want_value)
+	if (want == WANT_VALUE)
 	{
 		hit->value = palloc(e->valuelen + VARHDRSZ);
 		memcpy(hit->value + VARHDRSZ, entry_blob(e) + e->value_off, e->valuelen);
@@ -454,14 +461,21 @@ store_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
 bool
 cache_store_get(const char *key, int keylen, CacheHit *hit)
 {
-	return store_lookup(key, keylen, hit, true);
+	return store_lookup(key, keylen, hit, WANT_VALUE);
 }
 
-/* A live entry's metadata and tags, without its value or counting a hit. */
+/* A live entry's metadata, without its value or counting a hit. */
 bool
 cache_store_peek(const char *key, int keylen, CacheHit *meta)
 {
-	return store_lookup(key, keylen, meta, false);
+	return store_lookup(key, keylen, meta, WANT_META);
+}
+
+/* The same, with a copy of its tags. */
+bool
+cache_store_peek_tags(const char *key, int keylen, CacheHit *meta)
+{
+	return store_lookup(key, keylen, meta, WANT_TAGS);
 }
 
 /*

@@ -111,20 +111,6 @@ typedef enum Seen
 	SEEN_PENDING				/* a pending set: *op */
 } Seen;
 
-static bool
-tags_contain(const char *tags, int ntags, const char *tag, int taglen)
-{
-	for (int i = 0; i < ntags; i++)
-	{
-		int			len = strlen(tags);
-
-		if (len == taglen && memcmp(tags, tag, len) == 0)
-			return true;
-		tags += len + 1;
-	}
-	return false;
-}
-
 /*
  * Does operation op, made by op->role, remove an entry with these
  * properties?  Invalidations by tag remove only entries their caller may
@@ -140,7 +126,7 @@ op_removes(const PendingOp *op, Oid owner, uint8 flags, const char *tags, int nt
 		case CACHE_PENDING_FLUSH_SECURE:
 			return (flags & CACHE_FLAG_SECURE) != 0;
 		case CACHE_PENDING_TAG:
-			return tags_contain(tags, ntags, op->name, op->namelen) &&
+			return cache_tags_contain(tags, ntags, op->name, op->namelen) &&
 				cache_role_may_modify(op->role, owner);
 		default:
 			return false;
@@ -186,7 +172,7 @@ seen_before(const char *key, int keylen, int upto, PendingOp **found)
 				{
 					CacheHit	meta;
 
-					if (cache_store_peek(key, keylen, &meta) &&
+					if (cache_store_peek_tags(key, keylen, &meta) &&
 						op_removes(op, meta.owner, meta.flags, meta.tags, meta.ntags))
 						return SEEN_MISSING;
 				}
