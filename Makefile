@@ -23,6 +23,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS does not track headers: every object depends on all of ours.
+$(OBJS): $(wildcard src/*.h)
+
 .PHONY: test demo bench stress list-tests
 
 test:

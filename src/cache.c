@@ -137,10 +137,28 @@ arg_key(FunctionCallInfo fcinfo, int argno, int *len, bool pattern)
 	return VARDATA_ANY(t);
 }
 
+const char *
+cache_arg_key(FunctionCallInfo fcinfo, int argno, int *len)
+{
+	return arg_key(fcinfo, argno, len, false);
+}
+
+static inline Size
+value_size_limit(void)
+{
+	return Min((Size) cache_max_entry_size, cache_memory_limit() / 8);
+}
+
+bool
+cache_value_fits(Size valuelen)
+{
+	return valuelen <= value_size_limit();
+}
+
 static void
 check_value_size(const char *key, int keylen, Size valuelen)
 {
-	Size		limit = Min((Size) cache_max_entry_size, cache_memory_limit() / 8);
+	Size		limit = value_size_limit();
 
 	if (valuelen > limit)
 		ereport(ERROR,
@@ -343,6 +361,23 @@ entry_expiry(int64 ttl, const CachePolicy *policy, bool secure)
 	if (pg_add_s64_overflow(now, ttl, &result))
 		result = DT_NOEND;
 	return result;
+}
+
+/*
+ * Secure flag and expiry of a cache_query() result under a user key: its
+ * policy applies as to cache_set(); ttl NULL means the default.
+ */
+void
+cache_query_item_expiry(CacheItem *item, const char *userkey, int userlen,
+						const Interval *ttl)
+{
+	const CachePolicy *policy = policy_for(userkey, userlen);
+	bool		secure = policy != NULL && policy->secure;
+
+	if (secure)
+		item->flags |= CACHE_FLAG_SECURE;
+	item->expires_at = entry_expiry(ttl ? interval_us(ttl, "TTL") : TTL_NONE,
+									policy, secure);
 }
 
 /* ---- roles ---- */
@@ -549,8 +584,8 @@ getter_for(CacheValueType type)
  * This session's view of a key: its own pending writes first, then the
  * store; entries the caller may not read are missing.
  */
-static bool
-visible_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
+bool
+cache_visible_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
 {
 	bool		found;
 
@@ -574,7 +609,7 @@ cache_get_common(FunctionCallInfo fcinfo, CacheValueType want)
 
 	harden_require_shmem("harden.cache_get()");
 	key = arg_key(fcinfo, 0, &keylen, false);
-	if (!visible_lookup(key, keylen, &hit, true))
+	if (!cache_visible_lookup(key, keylen, &hit, true))
 	{
 		harden_count(HC_CACHE_MISSES, 1);
 		return NULL;
@@ -624,7 +659,7 @@ peek_visible(FunctionCallInfo fcinfo, const char *fn, CacheHit *meta)
 
 	harden_require_shmem(fn);
 	key = arg_key(fcinfo, 0, &keylen, false);
-	return visible_lookup(key, keylen, meta, false);
+	return cache_visible_lookup(key, keylen, meta, false);
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_exists);
@@ -655,32 +690,58 @@ harden_cache_ttl(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(harden_cache_delete);
 
-/* Delete one entry; true if it existed (in this session's view). */
+/* The plain entry under a key, in this session's view. */
+static bool
+delete_plain(const char *key, int keylen)
+{
+	CacheHit	meta;
+	bool		existed = false;
+
+	if (!cache_xact_deferred())
+		return cache_apply_delete(key, keylen, GetUserId());
+	if (own_view_peek(key, keylen, &meta))
+	{
+		/* An entry the caller cannot even read is, to it, not there. */
+		if (!may_read(meta.owner, meta.flags))
+			return false;
+		check_may_modify(GetUserId(), key, keylen, meta.owner, meta.flags);
+		existed = true;
+	}
+	cache_xact_add(CACHE_PENDING_DELETE, key, keylen, GetUserId());
+	return existed;
+}
+
+/* The caller's own cache_query() result under a key. */
+static bool
+delete_query_result(const char *key, int keylen)
+{
+	int			qlen;
+	char	   *qkey = cache_query_key(key, keylen, GetUserId(), &qlen);
+	CacheHit	meta;
+	bool		existed;
+
+	if (!cache_xact_deferred())
+		return cache_store_delete(qkey, qlen, GetUserId(), CACHE_REMOVED_DELETE);
+	existed = own_view_peek(qkey, qlen, &meta);
+	cache_xact_add(CACHE_PENDING_DELETE, qkey, qlen, GetUserId());
+	return existed;
+}
+
+/*
+ * Delete the entry under a key and the caller's cache_query() result under
+ * it; true if either existed (in this session's view).
+ */
 Datum
 harden_cache_delete(PG_FUNCTION_ARGS)
 {
 	const char *key;
 	int			keylen;
-	CacheHit	meta;
-	bool		existed;
+	bool		plain;
 
 	harden_require_shmem("harden.cache_delete()");
 	key = arg_key(fcinfo, 0, &keylen, false);
-	if (!cache_xact_deferred())
-		PG_RETURN_BOOL(cache_apply_delete(key, keylen, GetUserId()));
-
-	if (own_view_peek(key, keylen, &meta))
-	{
-		/* An entry the caller cannot even read is, to it, not there. */
-		if (!may_read(meta.owner, meta.flags))
-			PG_RETURN_BOOL(false);
-		check_may_modify(GetUserId(), key, keylen, meta.owner, meta.flags);
-		existed = true;
-	}
-	else
-		existed = false;
-	cache_xact_add(CACHE_PENDING_DELETE, key, keylen, GetUserId());
-	PG_RETURN_BOOL(existed);
+	plain = delete_plain(key, keylen);
+	PG_RETURN_BOOL(delete_query_result(key, keylen) || plain);
 }
 
 /* Delete one entry now, as role; true if it existed. */
@@ -971,8 +1032,8 @@ Datum
 harden_cache_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	desc;
-	Datum		values[10];
-	bool		nulls[10] = {0};
+	Datum		values[11];
+	bool		nulls[11] = {0};
 	uint64		hits,
 				misses,
 				entries,
@@ -998,6 +1059,8 @@ harden_cache_stats(PG_FUNCTION_ARGS)
 	values[7] = Int64GetDatum((int64) entries);
 	values[8] = Int64GetDatum((int64) bytes_used);
 	values[9] = Int64GetDatum((int64) cache_memory_limit());
+	/* Absent from the 0.2.0 definition, whose rows end before it. */
+	values[10] = Int64GetDatum((int64) harden_counter_value(HC_CACHE_COALESCED));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 
@@ -1005,7 +1068,7 @@ Datum
 harden_cache_stats_reset(PG_FUNCTION_ARGS)
 {
 	harden_require_shmem("harden.cache_stats_reset()");
-	harden_counters_reset(HC_CACHE_HITS, HC_CACHE_INVALIDATIONS);
+	harden_counters_reset(HC_CACHE_HITS, HC_CACHE_COALESCED);
 	PG_RETURN_VOID();
 }
 
@@ -1023,6 +1086,13 @@ collect_all(const CacheEntryInfo *e, void *arg)
 	copy->key = pnstrdup(e->key, e->keylen);
 	copy->tags = palloc(Max(tagslen, 1));
 	memcpy(copy->tags, e->tags, tagslen);
+	if (e->ndeps > 0)
+	{
+		CacheDep   *deps = palloc(sizeof(CacheDep) * e->ndeps);
+
+		memcpy(deps, e->deps, sizeof(CacheDep) * e->ndeps);
+		copy->deps = deps;
+	}
 	*found = lappend(*found, copy);
 	return CACHE_SCAN_KEEP;
 }
@@ -1039,6 +1109,19 @@ tags_array(const CacheEntryInfo *e)
 		t += strlen(t) + 1;
 	}
 	return PointerGetDatum(construct_array(elems, e->ntags, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* A query result's dependencies, or only its unwatched ones. */
+static Datum
+deps_array(const CacheEntryInfo *e, bool unwatched_only)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(1, e->ndeps));
+	int			n = 0;
+
+	for (int i = 0; i < e->ndeps; i++)
+		if (!unwatched_only || !e->deps[i].watched)
+			elems[n++] = ObjectIdGetDatum(e->deps[i].relid);
+	return PointerGetDatum(construct_array(elems, n, REGCLASSOID, sizeof(Oid), true, TYPALIGN_INT));
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_entries);
@@ -1062,8 +1145,8 @@ harden_cache_entries(PG_FUNCTION_ARGS)
 	foreach(lc, found)
 	{
 		CacheEntryInfo *e = lfirst(lc);
-		Datum		values[10];
-		bool		nulls[10] = {0};
+		Datum		values[12];
+		bool		nulls[12] = {0};
 		bool		secure = (e->flags & CACHE_FLAG_SECURE) != 0;
 
 		if (!may_read(e->owner, e->flags))
@@ -1088,6 +1171,14 @@ harden_cache_entries(PG_FUNCTION_ARGS)
 		values[7] = ObjectIdGetDatum(e->owner);
 		values[8] = BoolGetDatum(secure);
 		values[9] = BoolGetDatum((e->flags & CACHE_FLAG_PUBLIC) != 0);
+		/* Only query results track dependencies; 0.2.0's rows end before. */
+		if (e->flags & CACHE_FLAG_QUERY)
+		{
+			values[10] = deps_array(e, false);
+			values[11] = deps_array(e, true);
+		}
+		else
+			nulls[10] = nulls[11] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -7,6 +7,7 @@
 #define PG_HARDEN_CACHE_H
 
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 
 #define CACHE_MAX_KEY_LEN	250
 #define CACHE_MAX_TAGS		32
@@ -20,6 +21,33 @@ typedef enum CacheValueType
 
 #define CACHE_FLAG_SECURE	0x01
 #define CACHE_FLAG_PUBLIC	0x02
+#define CACHE_FLAG_QUERY	0x04	/* a cache_query() result: has a CacheQueryMeta */
+
+/*
+ * cache_query() results live in a key space of their own per role: the
+ * stored key is CACHE_QUERY_MARK, the role's oid in 8 hex digits, then the
+ * caller's key.  User keys never contain the mark byte.
+ */
+#define CACHE_QUERY_MARK	'\x01'
+#define CACHE_QUERY_PREFIX_LEN	9
+#define CACHE_MAX_STORED_KEY_LEN	(CACHE_MAX_KEY_LEN + CACHE_QUERY_PREFIX_LEN)
+
+/* A relation a cached result was computed from, and its generation then. */
+typedef struct CacheDep
+{
+	Oid			relid;
+	uint32		watched;		/* had the watch trigger when computed */
+	uint64		generation;
+} CacheDep;
+
+/* What a cache_query() entry carries besides its value. */
+typedef struct CacheQueryMeta
+{
+	uint64		fingerprint;	/* of the SQL text and its parameters */
+	uint64		epoch;			/* cache_gen_epoch() when computed */
+	int			ndeps;
+	const CacheDep *deps;
+} CacheQueryMeta;
 
 /*
  * One entry as a writer supplies it.  tags holds ntags NUL-terminated
@@ -38,6 +66,7 @@ typedef struct CacheItem
 	TimestampTz expires_at;		/* 0: never */
 	Oid			owner;
 	uint8		flags;
+	CacheQueryMeta query;		/* CACHE_FLAG_QUERY only */
 } CacheItem;
 
 /* What a lookup returns; value is a palloc'd copy. */
@@ -51,6 +80,7 @@ typedef struct CacheHit
 	TimestampTz expires_at;
 	char	   *tags;			/* cache_store_peek_tags only: NUL-separated copies */
 	int			ntags;
+	uint64		fingerprint;	/* CACHE_FLAG_QUERY only */
 } CacheHit;
 
 /* A copy of one entry's metadata, made during a scan. */
@@ -67,6 +97,8 @@ typedef struct CacheEntryInfo
 	int			ntags;
 	Oid			owner;
 	uint8		flags;
+	int			ndeps;			/* CACHE_FLAG_QUERY only */
+	const CacheDep *deps;
 } CacheEntryInfo;
 
 typedef enum CacheScanAction
@@ -103,9 +135,50 @@ typedef enum CachePendingKind
 	CACHE_PENDING_FLUSH_SECURE
 } CachePendingKind;
 
+/* cache_query.c */
+extern void cache_query_define_gucs(bool preloading);
+extern const char *cache_user_key(const char *key, int keylen, int *userlen);
+extern char *cache_query_key(const char *key, int keylen, Oid role, int *len);
+
+/* cache_watch.c: per-relation write generations */
+extern void cache_watch_define_gucs(bool preloading);
+extern Size cache_watch_shmem_size(void);
+extern void cache_watch_shmem_startup(void);
+extern uint64 cache_gen_current(Oid dboid, Oid relid);
+extern uint64 cache_gen_epoch(void);
+extern void cache_gen_ensure(Oid relid);
+extern bool cache_rel_is_watched(Oid relid);
+extern bool cache_deps_current(Oid dboid, const CacheQueryMeta *meta);
+extern bool cache_watch_wrote_in_xact(void);
+
+/* cache_flight.c: single-flight computation of a key */
+typedef enum CacheFlight
+{
+	CACHE_FLIGHT_LEAD,			/* we compute; cache_flight_end() when done */
+	CACHE_FLIGHT_WAIT,			/* another backend computes: cache_flight_wait() */
+	CACHE_FLIGHT_NONE			/* no coordination possible: just compute */
+} CacheFlight;
+
+typedef struct CacheFlightTicket
+{
+	int			slot;
+	uint64		seq;
+} CacheFlightTicket;
+
+extern Size cache_flight_shmem_size(void);
+extern void cache_flight_shmem_startup(void);
+extern CacheFlight cache_flight_begin(const char *key, int keylen, CacheFlightTicket *t);
+extern bool cache_flight_wait(const CacheFlightTicket *t, TimestampTz deadline);
+extern void cache_flight_end(const CacheFlightTicket *t);
+
 /* cache.c */
 extern void cache_sql_define_gucs(bool preloading);
 extern bool cache_role_may_modify(Oid role, Oid owner);
+extern const char *cache_arg_key(FunctionCallInfo fcinfo, int argno, int *len);
+extern bool cache_value_fits(Size valuelen);
+extern void cache_query_item_expiry(CacheItem *item, const char *userkey, int userlen,
+									const Interval *ttl);
+extern bool cache_visible_lookup(const char *key, int keylen, CacheHit *hit, bool want_value);
 extern bool cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen);
 extern bool cache_glob_match(const char *p, int plen, const char *s, int slen);
 extern void cache_apply_set(const CacheItem *item);

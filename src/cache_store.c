@@ -57,11 +57,23 @@ typedef struct CacheEntry
 	uint8		flags;
 	uint8		usage;			/* CLOCK usage count */
 	uint8		ntags;
+	uint16		ndeps;			/* CACHE_FLAG_QUERY: dependencies in the blob */
 } CacheEntry;
 
-/* Tags follow the key in the blob; the value starts MAXALIGNed after them. */
+/*
+ * Tags follow the key in the blob.  A cache_query() result then has, at the
+ * next MAXALIGNed offset, a BlobQueryHead and its dependencies.  The value
+ * starts MAXALIGNed after all that.
+ */
+typedef struct BlobQueryHead
+{
+	uint64		fingerprint;
+	uint64		epoch;
+} BlobQueryHead;
+
 #define BLOB_TAGS_OFF(keylen)	(keylen)
-#define BLOB_VALUE_OFF(keylen, tagslen)	MAXALIGN((keylen) + (tagslen))
+#define BLOB_META_OFF(keylen, tagslen)	MAXALIGN((keylen) + (tagslen))
+#define BLOB_META_SIZE(ndeps)	(sizeof(BlobQueryHead) + (ndeps) * sizeof(CacheDep))
 
 #define USAGE_MAX		5
 #define USAGE_INITIAL	1
@@ -334,6 +346,39 @@ entry_expired(CacheEntry *e, TimestampTz now)
 	return e->expires_at != 0 && e->expires_at <= now;
 }
 
+/* A cache_query() result's fingerprint, epoch and dependencies. */
+static inline CacheQueryMeta
+entry_query_meta(CacheEntry *e)
+{
+	CacheQueryMeta m = {0};
+	char	   *p;
+
+	if (!(e->flags & CACHE_FLAG_QUERY))
+		return m;
+	/* It sits just before the value. */
+	p = entry_blob(e) + e->value_off - MAXALIGN(BLOB_META_SIZE(e->ndeps));
+	m.fingerprint = ((BlobQueryHead *) p)->fingerprint;
+	m.epoch = ((BlobQueryHead *) p)->epoch;
+	m.ndeps = e->ndeps;
+	m.deps = (const CacheDep *) (p + sizeof(BlobQueryHead));
+	return m;
+}
+
+/*
+ * Whether an entry is stale: computed before a committed write to one of
+ * the relations it depends on.  Lock-free reads of the generations.
+ */
+static inline bool
+entry_stale(CacheEntry *e)
+{
+	CacheQueryMeta m;
+
+	if (!(e->flags & CACHE_FLAG_QUERY))
+		return false;
+	m = entry_query_meta(e);
+	return !cache_deps_current(e->key.dboid, &m);
+}
+
 /* Free an entry's blob and account for it; the caller removes the entry. */
 static void
 entry_release(CacheEntry *e, CacheRemoval why)
@@ -365,8 +410,7 @@ entry_info(CacheEntry *e, CacheEntryInfo *info)
 	char	   *blob = entry_blob(e);
 
 	info->dboid = e->key.dboid;
-	info->key = blob;
-	info->keylen = e->key.keylen;
+	info->key = (char *) cache_user_key(blob, e->key.keylen, &info->keylen);
 	info->type = (CacheValueType) e->type;
 	info->bytes = e->value_off + e->valuelen;
 	info->expires_at = e->expires_at;
@@ -375,14 +419,23 @@ entry_info(CacheEntry *e, CacheEntryInfo *info)
 	info->ntags = e->ntags;
 	info->owner = e->owner;
 	info->flags = e->flags;
+	info->ndeps = 0;
+	info->deps = NULL;
+	if (e->flags & CACHE_FLAG_QUERY)
+	{
+		CacheQueryMeta m = entry_query_meta(e);
+
+		info->ndeps = m.ndeps;
+		info->deps = m.deps;
+	}
 }
 
 /*
- * Remove an expired entry found under a shared lock: retake the partition
- * lock exclusively and delete it if it is still the same, expired entry.
+ * Remove an expired or stale entry found under a shared lock: retake the
+ * partition lock exclusively and delete it if it still is.
  */
 static void
-expire_lazily(CacheKey *k, TimestampTz now)
+remove_lazily(CacheKey *k, TimestampTz now)
 {
 	CacheEntry *e = dshash_find(cache_hash, k, true);
 
@@ -391,6 +444,11 @@ expire_lazily(CacheKey *k, TimestampTz now)
 	if (entry_expired(e, now))
 	{
 		entry_release(e, CACHE_REMOVED_EXPIRE);
+		dshash_delete_entry(cache_hash, e);
+	}
+	else if (entry_stale(e))
+	{
+		entry_release(e, CACHE_REMOVED_INVALIDATE);
 		dshash_delete_entry(cache_hash, e);
 	}
 	else
@@ -421,10 +479,11 @@ store_lookup(const char *key, int keylen, CacheHit *hit, LookupWant want)
 	if (e == NULL)
 		return false;
 
-	if (e->expires_at != 0 && e->expires_at <= (now = GetCurrentTimestamp()))
+	if ((e->expires_at != 0 && e->expires_at <= (now = GetCurrentTimestamp())) ||
+		entry_stale(e))
 	{
 		dshash_release_lock(cache_hash, e);
-		expire_lazily(&k, now);
+		remove_lazily(&k, now ? now : GetCurrentTimestamp());
 		return false;
 	}
 
@@ -436,6 +495,7 @@ store_lookup(const char *key, int keylen, CacheHit *hit, LookupWant want)
 	hit->value = NULL;
 	hit->tags = NULL;
 	hit->ntags = e->ntags;
+	hit->fingerprint = entry_query_meta(e).fingerprint;
 	if (want == WANT_TAGS && e->ntags > 0)
 	{
 		const char *tags = entry_blob(e) + BLOB_TAGS_OFF(e->key.keylen);
@@ -571,7 +631,9 @@ bool
 cache_store_put(const CacheItem *item, Oid expected_owner)
 {
 	CacheKey	k = lookup_key(item->key, item->keylen);
-	Size		value_off = BLOB_VALUE_OFF(item->keylen, item->tagslen);
+	bool		query = (item->flags & CACHE_FLAG_QUERY) != 0;
+	Size		meta_size = query ? MAXALIGN(BLOB_META_SIZE(item->query.ndeps)) : 0;
+	Size		value_off = BLOB_META_OFF(item->keylen, item->tagslen) + meta_size;
 	Size		blob_size = value_off + item->valuelen;
 	dsa_pointer blob;
 	char	   *p;
@@ -586,6 +648,15 @@ cache_store_put(const CacheItem *item, Oid expected_owner)
 	memcpy(p, item->key, item->keylen);
 	if (item->tagslen > 0)
 		memcpy(p + BLOB_TAGS_OFF(item->keylen), item->tags, item->tagslen);
+	if (query)
+	{
+		BlobQueryHead *head = (BlobQueryHead *) (p + value_off - meta_size);
+
+		head->fingerprint = item->query.fingerprint;
+		head->epoch = item->query.epoch;
+		if (item->query.ndeps > 0)
+			memcpy(head + 1, item->query.deps, item->query.ndeps * sizeof(CacheDep));
+	}
 	memcpy(p + value_off, item->value, item->valuelen);
 
 	PG_TRY();
@@ -601,7 +672,7 @@ cache_store_put(const CacheItem *item, Oid expected_owner)
 
 	if (found)
 	{
-		bool		live = !entry_expired(e, GetCurrentTimestamp());
+		bool		live = !entry_expired(e, GetCurrentTimestamp()) && !entry_stale(e);
 
 		if (live && e->owner != expected_owner)
 		{
@@ -624,6 +695,7 @@ cache_store_put(const CacheItem *item, Oid expected_owner)
 	e->flags = item->flags;
 	e->usage = USAGE_INITIAL;
 	e->ntags = (uint8) item->ntags;
+	e->ndeps = query ? (uint16) item->query.ndeps : 0;
 	dshash_release_lock(cache_hash, e);
 
 	pg_atomic_add_fetch_u64(&cache_shared->bytes_used, ENTRY_ALLOC_SIZE + blob_size);
@@ -647,7 +719,7 @@ cache_store_delete(const char *key, int keylen, Oid expected_owner,
 	e = dshash_find(cache_hash, &k, true);
 	if (e == NULL)
 		return false;
-	live = !entry_expired(e, GetCurrentTimestamp());
+	live = !entry_expired(e, GetCurrentTimestamp()) && !entry_stale(e);
 	if (live && OidIsValid(expected_owner) && e->owner != expected_owner)
 	{
 		dshash_release_lock(cache_hash, e);
@@ -680,11 +752,12 @@ cache_store_scan(cache_scan_fn fn, void *arg, bool exclusive, CacheRemoval why)
 
 		if (e->key.dboid != MyDatabaseId)
 			continue;
-		if (entry_expired(e, now))
+		if (entry_expired(e, now) || entry_stale(e))
 		{
 			if (exclusive)
 			{
-				entry_release(e, CACHE_REMOVED_EXPIRE);
+				entry_release(e, entry_expired(e, now) ?
+							  CACHE_REMOVED_EXPIRE : CACHE_REMOVED_INVALIDATE);
 				dshash_delete_current(&status);
 			}
 			continue;
@@ -730,9 +803,12 @@ cache_store_sweep(bool force)
 	dshash_seq_init(&status, cache_hash, true);
 	while ((e = dshash_seq_next(&status)) != NULL)
 	{
-		if (!entry_expired(e, now))
+		if (entry_expired(e, now))
+			entry_release(e, CACHE_REMOVED_EXPIRE);
+		else if (entry_stale(e))
+			entry_release(e, CACHE_REMOVED_INVALIDATE);
+		else
 			continue;
-		entry_release(e, CACHE_REMOVED_EXPIRE);
 		dshash_delete_current(&status);
 		removed++;
 	}
@@ -767,6 +843,8 @@ evict_lap(uint32 from, uint32 to, Size need, TimestampTz now)
 		size = ENTRY_ALLOC_SIZE + entry_blob_size(e);
 		if (entry_expired(e, now))
 			entry_release(e, CACHE_REMOVED_EXPIRE);
+		else if (entry_stale(e))
+			entry_release(e, CACHE_REMOVED_INVALIDATE);
 		else if (e->usage == 0 && freed < need)
 			entry_release(e, CACHE_REMOVED_EVICT);
 		else

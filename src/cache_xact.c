@@ -100,6 +100,13 @@ cache_xact_add_set(const CacheItem *item)
 		memcpy(tags, item->tags, item->tagslen);
 		op->item.tags = tags;
 	}
+	if (item->query.ndeps > 0)
+	{
+		CacheDep   *deps = palloc(sizeof(CacheDep) * item->query.ndeps);
+
+		memcpy(deps, item->query.deps, sizeof(CacheDep) * item->query.ndeps);
+		op->item.query.deps = deps;
+	}
 	MemoryContextSwitchTo(old);
 }
 
@@ -152,8 +159,13 @@ seen_before(const char *key, int keylen, int upto, PendingOp **found)
 				*found = op;
 				return SEEN_PENDING;
 			case CACHE_PENDING_INVALIDATE:
-				if (cache_glob_match(op->name, op->namelen, key, keylen))
-					return SEEN_MISSING;
+				{
+					int			userlen;
+					const char *userkey = cache_user_key(key, keylen, &userlen);
+
+					if (cache_glob_match(op->name, op->namelen, userkey, userlen))
+						return SEEN_MISSING;
+				}
 				continue;
 			case CACHE_PENDING_FLUSH:
 				return SEEN_MISSING;
@@ -211,6 +223,7 @@ cache_xact_lookup(const char *key, int keylen, CacheHit *hit, bool want_value,
 	hit->flags = op->item.flags;
 	hit->expires_at = op->item.expires_at;
 	hit->tags = (char *) op->item.tags;
+	hit->fingerprint = op->item.query.fingerprint;
 	hit->ntags = op->item.ntags;
 	hit->value = NULL;
 	if (want_value)

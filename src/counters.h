@@ -16,4 +16,6 @@ HARDEN_COUNTER(CACHE_MISSES, "cache_misses_total", "Cache reads that found no en
 HARDEN_COUNTER(CACHE_SETS, "cache_sets_total", "Cache entries written")
 HARDEN_COUNTER(CACHE_EVICTIONS, "cache_evictions_total", "Cache entries evicted to make room")
 HARDEN_COUNTER(CACHE_EXPIRATIONS, "cache_expirations_total", "Cache entries removed after their TTL ran out")
-HARDEN_COUNTER(CACHE_INVALIDATIONS, "cache_invalidations_total", "Cache entries removed by invalidation (pattern, tag or flush)")
+HARDEN_COUNTER(CACHE_INVALIDATIONS, "cache_invalidations_total", "Cache entries removed by invalidation (pattern, tag, flush or a write to a watched table)")
+HARDEN_COUNTER(CACHE_QUERIES, "cache_queries_total", "Queries run by cache_query() on a miss")
+HARDEN_COUNTER(CACHE_COALESCED, "cache_coalesced_total", "cache_query() misses served by waiting for another session's computation")

@@ -32,6 +32,8 @@ static const HardenModule harden_modules[] = {
 	{"metrics", metrics_define_gucs, metrics_shmem_size, metrics_shmem_startup},
 	{"cache", cache_define_gucs, cache_shmem_size, cache_shmem_startup},
 	{"cache sql", cache_sql_define_gucs, NULL, NULL},
+	{"cache watch", cache_watch_define_gucs, cache_watch_shmem_size, cache_watch_shmem_startup},
+	{"cache query", cache_query_define_gucs, cache_flight_shmem_size, cache_flight_shmem_startup},
 };
 
 #define NUM_MODULES lengthof(harden_modules)
@@ -60,8 +62,8 @@ harden_shmem_request(void)
 		if (harden_modules[i].shmem_size)
 			size = add_size(size, harden_modules[i].shmem_size());
 	RequestAddinShmemSpace(size);
-	/* [0] metrics slot ownership, [1] cache eviction */
-	RequestNamedLWLockTranche("pg_harden", 2);
+	/* [0] metrics slot ownership, [1] cache eviction, [2] watch slots, [3] flights */
+	RequestNamedLWLockTranche("pg_harden", 4);
 }
 
 static void

@@ -277,7 +277,7 @@ SELECT ok(NOT has_function_privilege('public', 'harden.cache_stats_reset()', 'EX
 -- ---------------------------------------------------------------------------
 SELECT columns_are('harden', 'cache_entries',
                    ARRAY['key', 'type', 'bytes', 'expires_at', 'ttl', 'hits', 'tags',
-                         'owner', 'secure', 'public']::name[],
+                         'owner', 'secure', 'public', 'deps', 'unwatched']::name[],
                    'cache_entries has exactly its documented columns');
 SELECT hasnt_column('harden', 'cache_entries', 'value', 'cache_entries has no value column');
 SELECT is((SELECT count(*) FROM pg_attribute

@@ -1,0 +1,210 @@
+/*
+ * cache_flight.c
+ *	  Single-flight: concurrent misses on one key compute it once.
+ *
+ * A backend that misses registers the key in a small shared table and
+ * computes; others that miss the same key find the registration and sleep
+ * on its condition variable until it is removed, then read the cache.  A
+ * registration is removed when the computation ends, on error (the caller's
+ * PG_FINALLY) and when the backend exits (FATAL, pg_terminate_backend), so
+ * nothing stays marked as computing; a crash reinitialises shared memory.
+ *
+ * The table is scanned under one lock, but only on misses of
+ * cache_query(): hits never touch it.
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "pg_harden.h"
+#include "cache.h"
+
+typedef struct FlightSlot
+{
+	bool		used;
+	Oid			dboid;
+	int			pid;			/* the computing backend */
+	uint16		keylen;
+	uint64		seq;			/* moves on every claim and release */
+	ConditionVariable cv;
+	char		key[CACHE_MAX_STORED_KEY_LEN];
+} FlightSlot;
+
+typedef struct FlightShared
+{
+	LWLock	   *lock;
+	int			nslots;
+	FlightSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} FlightShared;
+
+/* A cache_query() may run another one: a few nested flights per backend. */
+#define MAX_OWNED	8
+
+static FlightShared *flight_shared = NULL;
+static CacheFlightTicket owned[MAX_OWNED];
+static int	nowned = 0;
+static bool exit_callback_registered = false;
+
+static int
+flight_slots(void)
+{
+	return 2 * MaxBackends;
+}
+
+Size
+cache_flight_shmem_size(void)
+{
+	return add_size(offsetof(FlightShared, slots),
+					mul_size(flight_slots(), sizeof(FlightSlot)));
+}
+
+void
+cache_flight_shmem_startup(void)
+{
+	bool		found;
+
+	flight_shared = ShmemInitStruct("pg_harden cache flights", cache_flight_shmem_size(), &found);
+	if (found)
+		return;
+	flight_shared->lock = &(GetNamedLWLockTranche("pg_harden"))[3].lock;
+	flight_shared->nslots = flight_slots();
+	for (int i = 0; i < flight_shared->nslots; i++)
+	{
+		flight_shared->slots[i].used = false;
+		flight_shared->slots[i].seq = 0;
+		ConditionVariableInit(&flight_shared->slots[i].cv);
+	}
+}
+
+static void
+release_owned_at_exit(int code, Datum arg)
+{
+	while (nowned > 0)
+		cache_flight_end(&owned[nowned - 1]);
+}
+
+/*
+ * Register a computation of key, or find the one running.  A backend never
+ * waits for itself (a query that reads its own key computes again).
+ */
+CacheFlight
+cache_flight_begin(const char *key, int keylen, CacheFlightTicket *t)
+{
+	int			free_slot = -1;
+	FlightSlot *s;
+
+	if (flight_shared == NULL)
+		return CACHE_FLIGHT_NONE;
+	LWLockAcquire(flight_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < flight_shared->nslots; i++)
+	{
+		s = &flight_shared->slots[i];
+		if (!s->used)
+		{
+			if (free_slot < 0)
+				free_slot = i;
+			continue;
+		}
+		if (s->dboid != MyDatabaseId || s->keylen != keylen || memcmp(s->key, key, keylen) != 0)
+			continue;
+		t->slot = i;
+		t->seq = s->seq;
+		LWLockRelease(flight_shared->lock);
+		return s->pid == MyProcPid ? CACHE_FLIGHT_NONE : CACHE_FLIGHT_WAIT;
+	}
+	if (free_slot < 0 || nowned >= MAX_OWNED)
+	{
+		LWLockRelease(flight_shared->lock);
+		return CACHE_FLIGHT_NONE;
+	}
+	s = &flight_shared->slots[free_slot];
+	s->used = true;
+	s->dboid = MyDatabaseId;
+	s->pid = MyProcPid;
+	s->keylen = (uint16) keylen;
+	memcpy(s->key, key, keylen);
+	s->seq++;
+	t->slot = free_slot;
+	t->seq = s->seq;
+	owned[nowned++] = *t;
+	LWLockRelease(flight_shared->lock);
+
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(release_owned_at_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+	return CACHE_FLIGHT_LEAD;
+}
+
+static bool
+still_computing(const CacheFlightTicket *t)
+{
+	FlightSlot *s = &flight_shared->slots[t->slot];
+	bool		running;
+
+	LWLockAcquire(flight_shared->lock, LW_SHARED);
+	running = s->used && s->seq == t->seq;
+	LWLockRelease(flight_shared->lock);
+	return running;
+}
+
+/*
+ * Sleep until the computation behind t ends; false if deadline passed
+ * first.  Interrupts are served while waiting.
+ */
+bool
+cache_flight_wait(const CacheFlightTicket *t, TimestampTz deadline)
+{
+	FlightSlot *s = &flight_shared->slots[t->slot];
+	bool		ended = true;
+
+	ConditionVariablePrepareToSleep(&s->cv);
+	while (still_computing(t))
+	{
+		long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+		if (ms <= 0)
+		{
+			ended = false;
+			break;
+		}
+		(void) ConditionVariableTimedSleep(&s->cv, ms, PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	return ended;
+}
+
+/* End our computation behind t and wake its waiters. */
+void
+cache_flight_end(const CacheFlightTicket *t)
+{
+	FlightSlot *s = &flight_shared->slots[t->slot];
+	bool		ours;
+
+	LWLockAcquire(flight_shared->lock, LW_EXCLUSIVE);
+	ours = s->used && s->pid == MyProcPid && s->seq == t->seq;
+	if (ours)
+	{
+		s->used = false;
+		s->seq++;
+	}
+	LWLockRelease(flight_shared->lock);
+
+	for (int i = 0; i < nowned; i++)
+	{
+		if (owned[i].slot == t->slot && owned[i].seq == t->seq)
+		{
+			owned[i] = owned[--nowned];
+			break;
+		}
+	}
+	if (ours)
+		ConditionVariableBroadcast(&s->cv);
+}

@@ -1,0 +1,485 @@
+/*
+ * cache_query.c
+ *	  harden.cache_query(): cache-aside in one call.
+ *
+ * On a miss the query runs through SPI, read-only, and its rows are stored
+ * as a jsonb array of objects.  Correctness rules:
+ *
+ * - Results are per role: the stored key includes the role that computed
+ *   the result (current_user), so a result computed under row-level
+ *   security or column privileges is never read by another role.
+ * - The entry records the SQL text and parameters (a 64-bit fingerprint):
+ *   reusing a key for a different query or different parameters is a miss,
+ *   never someone else's rows.
+ * - The relations the plan reads are recorded with their write generations
+ *   (cache_watch.c), read before the query's snapshot is taken.  A result
+ *   whose generations moved is stale and never served, so a refill from a
+ *   snapshot that missed a committed write cannot be published over it.
+ * - Concurrent misses on one key compute once (cache_flight.c).
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/plannodes.h"
+#include "tcop/utility.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/plancache.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/typcache.h"
+
+#include "pg_harden.h"
+#include "cache.h"
+
+/* More dependencies than this: the result is returned but not cached. */
+#define CACHE_QUERY_MAX_DEPS	256
+
+static int	cache_wait_timeout_ms = 5000;
+
+void
+cache_query_define_gucs(bool preloading)
+{
+	DefineCustomIntVariable("harden.cache_wait_timeout",
+							"Longest wait for another session computing the same cache_query() key (0: never wait).",
+							"After it, the waiting session computes the result itself.",
+							&cache_wait_timeout_ms,
+							5000, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
+
+/* ---- keys ---- */
+
+char *
+cache_query_key(const char *key, int keylen, Oid role, int *len)
+{
+	char	   *k = palloc(CACHE_QUERY_PREFIX_LEN + keylen + 1);
+
+	snprintf(k, CACHE_QUERY_PREFIX_LEN + 1, "%c%08x", CACHE_QUERY_MARK, role);
+	memcpy(k + CACHE_QUERY_PREFIX_LEN, key, keylen);
+	k[CACHE_QUERY_PREFIX_LEN + keylen] = '\0';
+	*len = CACHE_QUERY_PREFIX_LEN + keylen;
+	return k;
+}
+
+/* The key a user gave, without the per-role prefix of a query result. */
+const char *
+cache_user_key(const char *key, int keylen, int *userlen)
+{
+	if (keylen > CACHE_QUERY_PREFIX_LEN && key[0] == CACHE_QUERY_MARK)
+	{
+		*userlen = keylen - CACHE_QUERY_PREFIX_LEN;
+		return key + CACHE_QUERY_PREFIX_LEN;
+	}
+	*userlen = keylen;
+	return key;
+}
+
+/* ---- the query and its parameters ---- */
+
+typedef struct QueryCall
+{
+	const char *userkey;
+	int			userlen;
+	char	   *key;			/* stored key */
+	int			keylen;
+	char	   *sql;
+	const Interval *ttl;
+	int			nargs;
+	Oid		   *argtypes;
+	Datum	   *values;
+	char	   *nulls;			/* SPI style: 'n' or ' ' */
+	uint64		fingerprint;
+} QueryCall;
+
+static void
+add_param(QueryCall *q, int i, Oid type, Datum value, bool isnull)
+{
+	/* An untyped literal is a cstring of type unknown: pass it as text. */
+	if (type == UNKNOWNOID)
+	{
+		type = TEXTOID;
+		if (!isnull)
+			value = CStringGetTextDatum(DatumGetCString(value));
+	}
+	q->argtypes[i] = type;
+	q->values[i] = value;
+	q->nulls[i] = isnull ? 'n' : ' ';
+}
+
+/*
+ * The VARIADIC "any" arguments from argno on, or the elements of an array
+ * passed with VARIADIC.
+ */
+static void
+collect_params(FunctionCallInfo fcinfo, int argno, QueryCall *q)
+{
+	int			n = PG_NARGS() - argno;
+
+	q->nargs = 0;
+	if (n <= 0)
+		return;
+	if (get_fn_expr_variadic(fcinfo->flinfo))
+	{
+		ArrayType  *arr;
+		Oid			elemtype;
+		int16		elmlen;
+		bool		elmbyval;
+		char		elmalign;
+		Datum	   *elems;
+		bool	   *elnulls;
+		int			nelems;
+
+		if (PG_ARGISNULL(argno))
+			return;
+		arr = PG_GETARG_ARRAYTYPE_P(argno);
+		elemtype = ARR_ELEMTYPE(arr);
+		get_typlenbyvalalign(elemtype, &elmlen, &elmbyval, &elmalign);
+		deconstruct_array(arr, elemtype, elmlen, elmbyval, elmalign, &elems, &elnulls, &nelems);
+		q->argtypes = palloc(sizeof(Oid) * Max(nelems, 1));
+		q->values = palloc(sizeof(Datum) * Max(nelems, 1));
+		q->nulls = palloc(Max(nelems, 1));
+		for (int i = 0; i < nelems; i++)
+			add_param(q, i, elemtype, elems[i], elnulls[i]);
+		q->nargs = nelems;
+		return;
+	}
+	q->argtypes = palloc(sizeof(Oid) * n);
+	q->values = palloc(sizeof(Datum) * n);
+	q->nulls = palloc(n);
+	for (int i = 0; i < n; i++)
+	{
+		Oid			type = get_fn_expr_argtype(fcinfo->flinfo, argno + i);
+
+		if (!OidIsValid(type))
+			elog(ERROR, "could not determine the type of parameter $%d", i + 1);
+		add_param(q, i, type, PG_GETARG_DATUM(argno + i), PG_ARGISNULL(argno + i));
+	}
+	q->nargs = n;
+}
+
+/* The SQL text, each parameter's type and text form, hashed together. */
+static uint64
+query_fingerprint(const QueryCall *q)
+{
+	uint64		h = hash_bytes_extended((const unsigned char *) q->sql, strlen(q->sql), 0);
+
+	for (int i = 0; i < q->nargs; i++)
+	{
+		h = hash_combine64(h, murmurhash32(q->argtypes[i]));
+		if (q->nulls[i] == 'n')
+			h = hash_combine64(h, UINT64CONST(0x9e3779b97f4a7c15));
+		else
+		{
+			Oid			out;
+			bool		isvarlena;
+			char	   *s;
+
+			getTypeOutputInfo(q->argtypes[i], &out, &isvarlena);
+			s = OidOutputFunctionCall(out, q->values[i]);
+			h = hash_combine64(h, hash_bytes_extended((const unsigned char *) s, strlen(s), i + 1));
+		}
+	}
+	return h;
+}
+
+static void
+not_cacheable(const char *why)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_HARDEN_CACHE_QUERY_NOT_CACHEABLE),
+			 errmsg("harden.cache_query() runs exactly one read-only SELECT"),
+			 errdetail("%s", why),
+			 errhint("Pass a single SELECT without FOR UPDATE/SHARE or data-modifying WITH.")));
+}
+
+/*
+ * Plan the query once to check it is a single read-only SELECT and to
+ * record the relations it reads (views expanded, subqueries included).
+ */
+static List *
+plan_relations(SPIPlanPtr plan)
+{
+	CachedPlan *cplan = SPI_plan_get_cached_plan(plan);
+	PlannedStmt *stmt;
+	List	   *rels = NIL;
+	ListCell   *lc;
+
+	if (cplan == NULL || list_length(cplan->stmt_list) != 1)
+	{
+		if (cplan)
+			ReleaseCachedPlan(cplan, NULL);
+		not_cacheable("The SQL text holds no statement or more than one.");
+	}
+	stmt = linitial_node(PlannedStmt, cplan->stmt_list);
+	if (stmt->commandType != CMD_SELECT || !CommandIsReadOnly(stmt))
+	{
+		ReleaseCachedPlan(cplan, NULL);
+		not_cacheable("The statement is not a plain SELECT.");
+	}
+	foreach(lc, stmt->relationOids)
+	{
+		Oid			relid = lfirst_oid(lc);
+		char		kind = get_rel_relkind(relid);
+
+		if (kind == RELKIND_RELATION || kind == RELKIND_PARTITIONED_TABLE ||
+			kind == RELKIND_MATVIEW || kind == RELKIND_FOREIGN_TABLE)
+			rels = list_append_unique_oid(rels, relid);
+	}
+	ReleaseCachedPlan(cplan, NULL);
+	return rels;
+}
+
+/*
+ * Generations of the relations, read before the caller takes its snapshot.
+ * A watched relation without a slot (after a restart) gets one first.
+ */
+static CacheDep *
+read_generations(List *rels, int *ndeps, uint64 *epoch)
+{
+	CacheDep   *deps = palloc(sizeof(CacheDep) * Max(list_length(rels), 1));
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, rels)
+	{
+		Oid			relid = lfirst_oid(lc);
+
+		deps[n].relid = relid;
+		deps[n].watched = cache_rel_is_watched(relid);
+		if (deps[n].watched)
+			cache_gen_ensure(relid);
+		n++;
+	}
+	*epoch = cache_gen_epoch();
+	for (int i = 0; i < n; i++)
+		deps[i].generation = cache_gen_current(MyDatabaseId, deps[i].relid);
+	/* The reads above must not move past the snapshot taken next. */
+	pg_memory_barrier();
+	*ndeps = n;
+	return deps;
+}
+
+/* Rows of the last SPI result as a jsonb array of objects. */
+static Datum
+rows_to_jsonb(void)
+{
+	StringInfoData buf;
+	TupleDesc	desc = BlessTupleDesc(SPI_tuptable->tupdesc);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Datum		row = heap_copy_tuple_as_datum(SPI_tuptable->vals[i], desc);
+		text	   *json = DatumGetTextPP(DirectFunctionCall1(row_to_json, row));
+
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		appendBinaryStringInfo(&buf, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
+	}
+	appendStringInfoChar(&buf, ']');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}
+
+/*
+ * Store a computed result unless it is already stale, too large, or was
+ * computed from a transaction snapshot (REPEATABLE READ and SERIALIZABLE),
+ * which may predate the generations it recorded, or by a transaction that
+ * wrote a watched table (its rows are not committed).
+ */
+static void
+publish(const QueryCall *q, Jsonb *result, CacheDep *deps, int ndeps, uint64 epoch)
+{
+	CacheItem	item = {0};
+
+	if (IsolationUsesXactSnapshot() || cache_watch_wrote_in_xact() ||
+		ndeps > CACHE_QUERY_MAX_DEPS ||
+		!cache_value_fits(VARSIZE(result) - VARHDRSZ))
+		return;
+	item.key = q->key;
+	item.keylen = q->keylen;
+	item.type = CACHE_JSONB;
+	item.value = VARDATA(result);
+	item.valuelen = VARSIZE(result) - VARHDRSZ;
+	item.owner = GetUserId();
+	item.flags = CACHE_FLAG_QUERY;
+	item.query.fingerprint = q->fingerprint;
+	item.query.epoch = epoch;
+	item.query.ndeps = ndeps;
+	item.query.deps = deps;
+	if (!cache_deps_current(MyDatabaseId, &item.query))
+		return;
+	cache_query_item_expiry(&item, q->userkey, q->userlen, q->ttl);
+	if (cache_xact_deferred())
+		cache_xact_add_set(&item);
+	else
+		cache_apply_set(&item);
+}
+
+/* Run the query and cache its result; returns the result. */
+static Jsonb *
+compute(QueryCall *q)
+{
+	SPIPlanPtr	plan;
+	List	   *rels;
+	CacheDep   *deps;
+	int			ndeps;
+	uint64		epoch;
+	Snapshot	snap;
+	int			rc;
+	Jsonb	   *result;
+
+	harden_count(HC_CACHE_QUERIES, 1);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare(q->sql, q->nargs, q->argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	rels = plan_relations(plan);
+	deps = read_generations(rels, &ndeps, &epoch);
+
+	/* A snapshot taken after the generations were read (see above). */
+	snap = GetTransactionSnapshot();
+	rc = SPI_execute_snapshot(plan, q->values, q->nulls, snap, InvalidSnapshot,
+							  true, false, 0);
+	if (rc != SPI_OK_SELECT)
+		not_cacheable("The statement did not return rows.");
+
+	result = DatumGetJsonbP(rows_to_jsonb());
+	publish(q, result, deps, ndeps, epoch);
+
+	/* Into the caller's context, before SPI frees its own. */
+	result = (Jsonb *) SPI_datumTransfer(JsonbPGetDatum(result), false, -1);
+	SPI_finish();
+	return result;
+}
+
+/* A live, current result of this very query in the session's view. */
+static Jsonb *
+lookup(const QueryCall *q)
+{
+	CacheHit	hit;
+
+	if (!cache_visible_lookup(q->key, q->keylen, &hit, true) ||
+		hit.type != CACHE_JSONB || !(hit.flags & CACHE_FLAG_QUERY) ||
+		hit.fingerprint != q->fingerprint)
+		return NULL;
+	SET_VARSIZE(hit.value, hit.valuelen + VARHDRSZ);
+	return (Jsonb *) hit.value;
+}
+
+/* Compute as the registered computation of the key; always deregister. */
+static Jsonb *
+compute_as_leader(QueryCall *q, const CacheFlightTicket *t)
+{
+	Jsonb	   *volatile result = NULL;
+
+	PG_TRY();
+	{
+		/* Another leader may have published between our miss and now. */
+		result = lookup(q);
+		if (result == NULL)
+			result = compute(q);
+	}
+	PG_CATCH();
+	{
+		cache_flight_end(t);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	cache_flight_end(t);
+	return result;
+}
+
+/*
+ * Miss path: compute, or wait for the session computing the same key and
+ * read what it published.  When that session fails or exits, a waiter
+ * takes over; after harden.cache_wait_timeout it computes on its own.
+ */
+static Jsonb *
+fill(QueryCall *q)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   cache_wait_timeout_ms);
+
+	for (;;)
+	{
+		CacheFlightTicket t;
+		Jsonb	   *result;
+
+		switch (cache_flight_begin(q->key, q->keylen, &t))
+		{
+			case CACHE_FLIGHT_LEAD:
+				return compute_as_leader(q, &t);
+			case CACHE_FLIGHT_NONE:
+				return compute(q);
+			case CACHE_FLIGHT_WAIT:
+				if (cache_wait_timeout_ms == 0)
+					return compute(q);
+				if (!cache_flight_wait(&t, deadline))
+					return compute(q);
+				result = lookup(q);
+				if (result != NULL)
+				{
+					harden_count(HC_CACHE_COALESCED, 1);
+					return result;
+				}
+				break;			/* it failed or did not publish: try to lead */
+		}
+	}
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_query);
+
+/*
+ * cache_query(key, sql, ttl DEFAULT NULL, VARIADIC params "any")
+ *	  The rows of sql as a jsonb array of objects, from the cache when
+ *	  current, else computed and cached.
+ */
+Datum
+harden_cache_query(PG_FUNCTION_ARGS)
+{
+	QueryCall	q = {0};
+	Jsonb	   *result;
+
+	harden_require_shmem("harden.cache_query()");
+	q.userkey = cache_arg_key(fcinfo, 0, &q.userlen);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("harden.cache_query(): the SQL text must not be NULL")));
+	q.sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	q.ttl = (PG_NARGS() > 2 && !PG_ARGISNULL(2)) ? PG_GETARG_INTERVAL_P(2) : NULL;
+	collect_params(fcinfo, 3, &q);
+	q.fingerprint = query_fingerprint(&q);
+	q.key = cache_query_key(q.userkey, q.userlen, GetUserId(), &q.keylen);
+
+	/* After writing a watched table, this transaction sees its own rows. */
+	if (cache_watch_wrote_in_xact())
+		PG_RETURN_JSONB_P(compute(&q));
+
+	result = lookup(&q);
+	if (result != NULL)
+	{
+		harden_count(HC_CACHE_HITS, 1);
+		PG_RETURN_JSONB_P(result);
+	}
+	harden_count(HC_CACHE_MISSES, 1);
+	PG_RETURN_JSONB_P(fill(&q));
+}
