@@ -34,6 +34,7 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -66,11 +67,15 @@ static WatchShared *watch_shared = NULL;
 static List *written = NIL;
 static bool callback_registered = false;
 
+static void watched_rel_changed(Datum arg, Oid relid);
+
 void
 cache_watch_define_gucs(bool preloading)
 {
 	if (!preloading)
 		return;
+	/* Registered in the postmaster, so every backend inherits it. */
+	CacheRegisterRelcacheCallback(watched_rel_changed, (Datum) 0);
 	DefineCustomIntVariable("harden.cache_max_watched",
 							"Most relations whose writes invalidate cached query results by generation.",
 							"Beyond this, writes to further watched relations invalidate every cached query result.",
@@ -227,6 +232,24 @@ cache_gen_ensure(Oid relid)
 			 errmsg("too many relations watched by the pg_harden cache"),
 			 errdetail("harden.cache_max_watched is %d.", cache_max_watched),
 			 errhint("Raise harden.cache_max_watched and restart the server.")));
+}
+
+/*
+ * A watched relation's definition changed (GRANT/REVOKE, ALTER POLICY,
+ * ALTER TABLE, ...): results computed under the old rules go stale.  Every
+ * backend that processes the invalidation bumps; a few extra bumps only
+ * cost misses.  Whole-cache resets (relid 0) are not treated as changes.
+ */
+static void
+watched_rel_changed(Datum arg, Oid relid)
+{
+	WatchSlot  *slot;
+
+	if (watch_shared == NULL || !OidIsValid(relid) || !OidIsValid(MyDatabaseId))
+		return;
+	slot = slot_find(MyDatabaseId, relid);
+	if (slot != NULL)
+		pg_atomic_fetch_add_u64(&slot->generation, 1);
 }
 
 /* ---- bumping at commit ---- */
