@@ -28,12 +28,12 @@ COMMENT ON FUNCTION harden.cache_watch_trigger() IS 'statement trigger installed
 
 CREATE FUNCTION harden.cache_watch("table" regclass) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_cache_watch'
-    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_watch(regclass) IS 'invalidate cached query results reading this table (and its partitions) when a write to it commits';
 
 CREATE FUNCTION harden.cache_unwatch("table" regclass) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_cache_unwatch'
-    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_unwatch(regclass) IS 'stop watching a table: results reading it are then bounded by their TTL only';
 
 -- ---------------------------------------------------------------------------
