@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Upgrade-path test, run by test/run.sh against its running cluster (PGHOST,
-# PGPORT, PGUSER set).  For every full script sql/pg_harden--X.sql older than
-# default_version: install X, ALTER EXTENSION pg_harden UPDATE, and compare
+# PGPORT, PGUSER set).  For every version older than default_version (a
+# full script's or an upgrade script's target): install it, ALTER EXTENSION
+# pg_harden UPDATE, and compare
 # the extension's objects and definitions with a fresh install of the newest
 # version.  Prints TAP-like "ok"/"not ok" lines; exits non-zero on a mismatch.
 set -euo pipefail
@@ -76,11 +77,19 @@ else
 	exit 1
 fi
 
+# Every version there has been: each full script's, and each upgrade
+# script's target (installed through the chain of upgrade scripts).
+versions() {
+	local f v
+	for f in "$root"/sql/pg_harden--*.sql; do
+		v=$(basename "$f" .sql)
+		v=${v#pg_harden--}
+		echo "${v##*--}"
+	done | sort -uV
+}
+
 status=0
-for f in "$root"/sql/pg_harden--*.sql; do
-	v=$(basename "$f" .sql)
-	v=${v#pg_harden--}
-	case "$v" in *--*) continue ;; esac	# an upgrade script
+for v in $(versions); do
 	[ "$v" != "$newest" ] || continue
 	[ "$(printf '%s\n%s\n' "$v" "$newest" | sort -V | head -n1)" = "$v" ] || continue
 	fresh_db pgh_upgrade_old
