@@ -168,6 +168,12 @@ SELECT tgrelid::regclass AS watched FROM pg_trigger WHERE tgname = 'harden_cache
 SELECT harden.cache_query('cq:events', 'SELECT count(*) AS n FROM cq_events');
 INSERT INTO cq_events_eu VALUES (1, 'eu');
 SELECT harden.cache_query('cq:events', 'SELECT count(*) AS n FROM cq_events');
+-- A result read from a partition depends on its parent too, so a write
+-- made through the parent (which fires only the parent's trigger) counts.
+SELECT harden.cache_query('cq:events:us', 'SELECT count(*) AS n FROM cq_events_us');
+SELECT deps::text[] AS deps FROM harden.cache_entries WHERE key = 'cq:events:us';
+INSERT INTO cq_events VALUES (2, 'us');
+SELECT harden.cache_query('cq:events:us', 'SELECT count(*) AS n FROM cq_events_us');
 SELECT harden.cache_unwatch('cq_events');
 
 -- Errors: the query's own errors surface as themselves.

@@ -21,6 +21,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -210,7 +211,9 @@ not_cacheable(const char *why)
 
 /*
  * Plan the query once to check it is a single read-only SELECT and to
- * record the relations it reads (views expanded, subqueries included).
+ * record the relations it reads (views expanded, subqueries included).  A
+ * partition brings its ancestors: a write through a partitioned table fires
+ * only the parent's statement triggers.
  */
 static List *
 plan_relations(SPIPlanPtr plan)
@@ -237,9 +240,12 @@ plan_relations(SPIPlanPtr plan)
 		Oid			relid = lfirst_oid(lc);
 		char		kind = get_rel_relkind(relid);
 
-		if (kind == RELKIND_RELATION || kind == RELKIND_PARTITIONED_TABLE ||
-			kind == RELKIND_MATVIEW || kind == RELKIND_FOREIGN_TABLE)
-			rels = list_append_unique_oid(rels, relid);
+		if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE &&
+			kind != RELKIND_MATVIEW && kind != RELKIND_FOREIGN_TABLE)
+			continue;
+		rels = list_append_unique_oid(rels, relid);
+		if (get_rel_relispartition(relid))
+			rels = list_concat_unique_oid(rels, get_partition_ancestors(relid));
 	}
 	ReleaseCachedPlan(cplan, NULL);
 	return rels;
