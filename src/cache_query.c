@@ -354,7 +354,8 @@ compute(QueryCall *q)
 	harden_count(HC_CACHE_QUERIES, 1);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare(q->sql, q->nargs, q->argtypes);
+	/* Parallel plans are fine: the query runs once, read-only, to the end. */
+	plan = SPI_prepare_cursor(q->sql, q->nargs, q->argtypes, CURSOR_OPT_PARALLEL_OK);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	rels = plan_relations(plan);
