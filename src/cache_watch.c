@@ -436,60 +436,55 @@ arg_relation(FunctionCallInfo fcinfo, const char *fn)
 	return relid;
 }
 
+/*
+ * Install (watch) or drop the watch trigger on a table and, for a
+ * partitioned table, on every partition; true if anything changed.  Either
+ * way the tables' results go stale at commit: those computed before a watch
+ * recorded them as unwatched, those computed before an unwatch relied on
+ * it (later ones are TTL-only).  The DDL runs as the caller, so CREATE /
+ * DROP TRIGGER's privilege rules apply.
+ */
+static bool
+set_watch(FunctionCallInfo fcinfo, bool watch)
+{
+	const char *fn = watch ? "harden.cache_watch()" : "harden.cache_unwatch()";
+	List	   *targets = watch_targets(arg_relation(fcinfo, fn), fn);
+	ListCell   *lc;
+	bool		changed = false;
+
+	foreach(lc, targets)
+	{
+		Oid			target = lfirst_oid(lc);
+
+		if (has_watch_trigger(target, false) == watch)
+			continue;
+		if (watch)
+		{
+			run_ddl("CREATE TRIGGER " WATCH_TRIGGER_NAME
+					" AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s"
+					" FOR EACH STATEMENT EXECUTE FUNCTION harden.cache_watch_trigger()", target);
+			cache_gen_ensure(target);
+		}
+		else
+			run_ddl("DROP TRIGGER " WATCH_TRIGGER_NAME " ON %s", target);
+		if (harden_shmem_ready)
+			note_written(target);
+		changed = true;
+	}
+	return changed;
+}
+
 PG_FUNCTION_INFO_V1(harden_cache_watch);
 PG_FUNCTION_INFO_V1(harden_cache_unwatch);
 
-/*
- * Install the watch trigger (on every partition of a partitioned table);
- * true if anything was newly watched.  Results computed before become
- * stale at commit, since they recorded the table as unwatched.  CREATE
- * TRIGGER runs as the caller, so its privilege rules apply.
- */
 Datum
 harden_cache_watch(PG_FUNCTION_ARGS)
 {
-	Oid			relid = arg_relation(fcinfo, "harden.cache_watch()");
-	List	   *targets = watch_targets(relid, "harden.cache_watch()");
-	ListCell   *lc;
-	bool		added = false;
-
-	foreach(lc, targets)
-	{
-		Oid			target = lfirst_oid(lc);
-
-		if (has_watch_trigger(target, false))
-			continue;
-		run_ddl("CREATE TRIGGER " WATCH_TRIGGER_NAME
-				" AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s"
-				" FOR EACH STATEMENT EXECUTE FUNCTION harden.cache_watch_trigger()", target);
-		cache_gen_ensure(target);
-		if (harden_shmem_ready)
-			note_written(target);
-		added = true;
-	}
-	PG_RETURN_BOOL(added);
+	PG_RETURN_BOOL(set_watch(fcinfo, true));
 }
 
-/* Remove the watch trigger(s); true if anything was watched. */
 Datum
 harden_cache_unwatch(PG_FUNCTION_ARGS)
 {
-	Oid			relid = arg_relation(fcinfo, "harden.cache_unwatch()");
-	List	   *targets = watch_targets(relid, "harden.cache_unwatch()");
-	ListCell   *lc;
-	bool		removed = false;
-
-	foreach(lc, targets)
-	{
-		Oid			target = lfirst_oid(lc);
-
-		if (!has_watch_trigger(target, false))
-			continue;
-		run_ddl("DROP TRIGGER " WATCH_TRIGGER_NAME " ON %s", target);
-		/* Results that relied on the watch go stale; new ones are TTL-only. */
-		if (harden_shmem_ready)
-			note_written(target);
-		removed = true;
-	}
-	PG_RETURN_BOOL(removed);
+	PG_RETURN_BOOL(set_watch(fcinfo, false));
 }
