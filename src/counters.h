@@ -17,3 +17,10 @@ HARDEN_COUNTER(CACHE_SETS, "cache_sets_total", "Cache entries written")
 HARDEN_COUNTER(CACHE_EVICTIONS, "cache_evictions_total", "Cache entries evicted to make room")
 HARDEN_COUNTER(CACHE_EXPIRATIONS, "cache_expirations_total", "Cache entries removed after their TTL ran out")
 HARDEN_COUNTER(CACHE_INVALIDATIONS, "cache_invalidations_total", "Cache entries removed by invalidation (pattern, tag or flush)")
+
+/* state machines */
+HARDEN_COUNTER(FSM_TRANSITIONS, "fsm_transitions_total", "State-machine transitions accepted by the trigger (including ones whose transaction later rolled back)")
+HARDEN_COUNTER(FSM_REJECTIONS, "fsm_rejections_total", "State-machine transitions and events refused")
+HARDEN_COUNTER(FSM_TIMERS_APPLIED, "fsm_timers_applied_total", "Timed transitions applied by fsm_run_due()")
+HARDEN_COUNTER(FSM_TIMERS_DROPPED, "fsm_timers_dropped_total", "Timed transitions dropped because the row had left the state (or was gone)")
+HARDEN_COUNTER(FSM_TIMERS_FAILED, "fsm_timers_failed_total", "Timed transitions that raised an error and were postponed")

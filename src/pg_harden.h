@@ -10,7 +10,7 @@
 #include "port/atomics.h"
 #include "utils/elog.h"
 
-#define PG_HARDEN_VERSION "0.2.0"
+#define PG_HARDEN_VERSION "0.3.0"
 
 /*
  * pg_harden SQLSTATEs live in class "PH" (classes starting with I-Z are free
@@ -23,6 +23,19 @@
 #define ERRCODE_HARDEN_CACHE_WRONG_TYPE		MAKE_SQLSTATE('P','H','1','0','2')
 #define ERRCODE_HARDEN_CACHE_VALUE_TOO_LARGE	MAKE_SQLSTATE('P','H','1','0','3')
 #define ERRCODE_HARDEN_CACHE_INVALID_TAG	MAKE_SQLSTATE('P','H','1','0','4')
+
+/* state machines: PH2xx */
+#define ERRCODE_HARDEN_FSM_INVALID_TRANSITION	MAKE_SQLSTATE('P','H','2','0','1')
+#define ERRCODE_HARDEN_FSM_UNKNOWN_STATE	MAKE_SQLSTATE('P','H','2','0','2')
+#define ERRCODE_HARDEN_FSM_INVALID_RULES	MAKE_SQLSTATE('P','H','2','0','3')
+#define ERRCODE_HARDEN_FSM_UNKNOWN_MACHINE	MAKE_SQLSTATE('P','H','2','0','4')
+#define ERRCODE_HARDEN_FSM_NOT_INITIAL		MAKE_SQLSTATE('P','H','2','0','5')
+#define ERRCODE_HARDEN_FSM_EVENT_NOT_AVAILABLE	MAKE_SQLSTATE('P','H','2','0','6')
+#define ERRCODE_HARDEN_FSM_ROW_NOT_FOUND	MAKE_SQLSTATE('P','H','2','0','7')
+#define ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT	MAKE_SQLSTATE('P','H','2','0','8')
+#define ERRCODE_HARDEN_FSM_STATES_IN_USE	MAKE_SQLSTATE('P','H','2','0','9')
+#define ERRCODE_HARDEN_FSM_MACHINE_IN_USE	MAKE_SQLSTATE('P','H','2','1','0')
+#define ERRCODE_HARDEN_FSM_AMBIGUOUS		MAKE_SQLSTATE('P','H','2','1','1')
 
 /*
  * Shared counters.  counters.h lists them once (X-macro); each becomes an
