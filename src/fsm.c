@@ -542,6 +542,8 @@ fsm_next_list(const FsmMachine *m, int from)
 			nums[n++] = m->states[from].trans[i].to;
 	initStringInfo(&buf);
 	append_state_names(&buf, m, nums, n);
+	if (n == 0 && from >= 0)
+		appendStringInfoString(&buf, " (it is a final state)");
 	return buf.data;
 }
 

@@ -756,7 +756,19 @@ check_rows_in_states(Oid relid, const char *column, Datum states, const char *ma
 	appendStringInfo(&sql, "SELECT t.%s::text, count(*) FROM %s t WHERE t.%s IS NULL OR NOT (t.%s::text = ANY ($1)) "
 					 "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5",
 					 quote_identifier(column), table, quote_identifier(column), quote_identifier(column));
-	spi_exec(sql.data, 1, &argtype, &states, NULL, true, SPI_OK_SELECT);
+	/*
+	 * Not read-only: the caller holds a lock that made writers finish, and
+	 * only a fresh snapshot sees what they committed meanwhile.  A
+	 * transaction snapshot would predate the lock, hence the check.
+	 */
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s state machine \"%s\" in a %s transaction", doing, machine,
+						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errdetail("The rows of %s must be checked with a snapshot taken after they are locked.", table),
+				 errhint("Run it in a READ COMMITTED transaction.")));
+	spi_exec(sql.data, 1, &argtype, &states, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return;
 	initStringInfo(&found);
