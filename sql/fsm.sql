@@ -281,6 +281,10 @@ SELECT * FROM ticket;
 
 -- ---- redefining and dropping attached machines ----
 SELECT harden.fsm_define('ticket', 'open -> done');
+-- Rows must be checked with a snapshot taken after locking them.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT harden.fsm_define('ticket', 'new -> done; new -> stale; stale -> done', 'new');
+ROLLBACK;
 SELECT harden.fsm_define('ticket', 'new -> done; new -> stale; stale -> done', 'new');
 SELECT harden.fsm_next('ticket', 'stale');
 -- The backend's compiled copy follows the redefinition at once.
