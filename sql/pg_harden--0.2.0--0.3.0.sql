@@ -1,5 +1,7 @@
 -- pg_harden 0.2.0 -> 0.3.0: query-result caching (cache_query, watched
--- tables, single-flight); dependencies and coalesced waits in the views
+-- tables, single-flight; dependencies and coalesced waits in the views) and
+-- state machines (definitions, enforcement trigger, audit trail, events,
+-- timed transitions, diagrams)
 \echo Use "ALTER EXTENSION pg_harden UPDATE TO '0.3.0'" to load this file. \quit
 
 -- ---------------------------------------------------------------------------
@@ -66,3 +68,225 @@ CREATE FUNCTION harden.cache_entries_rows(
 CREATE VIEW harden.cache_entries AS SELECT * FROM harden.cache_entries_rows();
 COMMENT ON VIEW harden.cache_entries IS 'cache entries of this database the caller may read (never values; no tags of secure entries); deps is set for cache_query() results';
 GRANT SELECT ON harden.cache_entries TO PUBLIC;
+
+
+-- ---------------------------------------------------------------------------
+-- Definitions.  Shipped machines are recreated by CREATE EXTENSION, so the
+-- dump keeps only the user's own.
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE harden.fsm_machines (
+    machine    text PRIMARY KEY
+               CHECK (machine ~ '^[A-Za-z_][A-Za-z0-9_]{0,47}$'),
+    rules      text NOT NULL,
+    shipped    boolean NOT NULL DEFAULT false,
+    defined_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE harden.fsm_machines IS 'state machines: the rules as written to harden.fsm_define()';
+
+CREATE TABLE harden.fsm_states (
+    machine  text NOT NULL REFERENCES harden.fsm_machines ON DELETE CASCADE,
+    state    text NOT NULL CHECK (octet_length(state) BETWEEN 1 AND 63),
+    position integer NOT NULL,
+    initial  boolean NOT NULL DEFAULT false,
+    terminal boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (machine, state)
+);
+COMMENT ON TABLE harden.fsm_states IS 'states of each machine; initial states start rows, terminal states have no exit';
+
+CREATE TABLE harden.fsm_transitions (
+    machine    text NOT NULL,
+    from_state text NOT NULL,
+    to_state   text NOT NULL,
+    event      text CHECK (octet_length(event) BETWEEN 1 AND 63),
+    after      interval CHECK (after > interval '0'),
+    position   integer NOT NULL,
+    PRIMARY KEY (machine, from_state, to_state),
+    UNIQUE (machine, from_state, event),
+    FOREIGN KEY (machine, from_state) REFERENCES harden.fsm_states ON DELETE CASCADE,
+    FOREIGN KEY (machine, to_state) REFERENCES harden.fsm_states ON DELETE CASCADE,
+    CHECK (from_state <> to_state)
+);
+CREATE UNIQUE INDEX fsm_transitions_one_timed_exit
+    ON harden.fsm_transitions (machine, from_state) WHERE after IS NOT NULL;
+COMMENT ON TABLE harden.fsm_transitions IS 'allowed transitions; event names fsm_fire() events, after makes the transition timed';
+
+SELECT pg_catalog.pg_extension_config_dump('harden.fsm_machines', 'WHERE NOT shipped');
+SELECT pg_catalog.pg_extension_config_dump('harden.fsm_states',
+    'WHERE machine NOT IN (SELECT machine FROM harden.fsm_machines WHERE shipped)');
+SELECT pg_catalog.pg_extension_config_dump('harden.fsm_transitions',
+    'WHERE machine NOT IN (SELECT machine FROM harden.fsm_machines WHERE shipped)');
+GRANT SELECT ON harden.fsm_machines, harden.fsm_states, harden.fsm_transitions TO PUBLIC;
+
+-- Any change to the definitions makes every backend recompile its machines.
+CREATE FUNCTION harden.fsm_definitions_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'harden_fsm_definitions_changed'
+    LANGUAGE C;
+CREATE TRIGGER fsm_definitions_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON harden.fsm_machines
+    FOR EACH STATEMENT EXECUTE FUNCTION harden.fsm_definitions_changed();
+CREATE TRIGGER fsm_definitions_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON harden.fsm_states
+    FOR EACH STATEMENT EXECUTE FUNCTION harden.fsm_definitions_changed();
+CREATE TRIGGER fsm_definitions_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON harden.fsm_transitions
+    FOR EACH STATEMENT EXECUTE FUNCTION harden.fsm_definitions_changed();
+
+-- ---------------------------------------------------------------------------
+-- Audit trail and timers: written by the trigger directly (no SQL per row).
+-- ---------------------------------------------------------------------------
+
+CREATE SEQUENCE harden.fsm_log_id_seq;
+CREATE TABLE harden.fsm_log (
+    id         bigint PRIMARY KEY DEFAULT nextval('harden.fsm_log_id_seq'),
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    machine    text NOT NULL,
+    table_name text NOT NULL,
+    row_key    jsonb NOT NULL,
+    from_state text,
+    to_state   text NOT NULL,
+    event      text,
+    actor      text NOT NULL CHECK (actor IN ('sql', 'event', 'timer')),
+    role       text NOT NULL,
+    txid       xid8 NOT NULL,
+    reason     text
+);
+ALTER SEQUENCE harden.fsm_log_id_seq OWNED BY harden.fsm_log.id;
+CREATE INDEX fsm_log_at ON harden.fsm_log USING brin (at);
+COMMENT ON TABLE harden.fsm_log IS 'every state-machine transition (from_state NULL: the row was inserted); kept for harden.fsm_log_retention';
+SELECT pg_catalog.pg_extension_config_dump('harden.fsm_log', '');
+SELECT pg_catalog.pg_extension_config_dump('harden.fsm_log_id_seq', '');
+
+CREATE SEQUENCE harden.fsm_due_id_seq;
+CREATE TABLE harden.fsm_due (
+    id         bigint PRIMARY KEY DEFAULT nextval('harden.fsm_due_id_seq'),
+    due_at     timestamptz NOT NULL,
+    machine    text NOT NULL,
+    table_name text NOT NULL,
+    row_key    jsonb NOT NULL,
+    from_state text NOT NULL,
+    to_state   text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    attempts   integer NOT NULL DEFAULT 0,
+    last_error text
+);
+ALTER SEQUENCE harden.fsm_due_id_seq OWNED BY harden.fsm_due.id;
+CREATE INDEX fsm_due_due_at ON harden.fsm_due (due_at);
+CREATE INDEX fsm_due_row ON harden.fsm_due (table_name, row_key, machine);
+COMMENT ON TABLE harden.fsm_due IS 'timed transitions waiting for their deadline; harden.fsm_run_due() applies them';
+SELECT pg_catalog.pg_extension_config_dump('harden.fsm_due', '');
+SELECT pg_catalog.pg_extension_config_dump('harden.fsm_due_id_seq', '');
+
+-- ---------------------------------------------------------------------------
+-- Define, attach, enforce
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION harden.fsm_define(machine text, rules text, initial text DEFAULT NULL) RETURNS void
+    AS 'MODULE_PATHNAME', 'harden_fsm_define'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.fsm_define(text, text, text) IS 'define or redefine a state machine from rules such as ''a -> b on go; b -> c after 1h''';
+REVOKE ALL ON FUNCTION harden.fsm_define(text, text, text) FROM PUBLIC;
+
+CREATE FUNCTION harden.fsm_drop(machine text) RETURNS void
+    AS 'MODULE_PATHNAME', 'harden_fsm_drop'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.fsm_drop(text) IS 'drop a state machine that is attached nowhere';
+REVOKE ALL ON FUNCTION harden.fsm_drop(text) FROM PUBLIC;
+
+CREATE FUNCTION harden.fsm_enforce() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'harden_fsm_enforce'
+    LANGUAGE C;
+COMMENT ON FUNCTION harden.fsm_enforce() IS 'the trigger fsm_attach() installs: validates, audits, schedules timers';
+
+CREATE FUNCTION harden.fsm_attach(table_name regclass, column_name name, machine text,
+                                  audit boolean DEFAULT true) RETURNS void
+    AS 'MODULE_PATHNAME', 'harden_fsm_attach'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.fsm_attach(regclass, name, text, boolean) IS 'enforce a state machine on a text, varchar or enum column';
+REVOKE ALL ON FUNCTION harden.fsm_attach(regclass, name, text, boolean) FROM PUBLIC;
+
+CREATE FUNCTION harden.fsm_detach(table_name regclass, machine text DEFAULT NULL) RETURNS integer
+    AS 'MODULE_PATHNAME', 'harden_fsm_detach'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.fsm_detach(regclass, text) IS 'stop enforcing one (or every) state machine on a table; returns how many were detached';
+REVOKE ALL ON FUNCTION harden.fsm_detach(regclass, text) FROM PUBLIC;
+
+CREATE VIEW harden.fsm_attachments AS
+SELECT t.tgrelid::regclass AS table_name,
+       a.attname AS column_name,
+       split_part(encode(t.tgargs, 'escape'), '\000', 1) AS machine,
+       split_part(encode(t.tgargs, 'escape'), '\000', 2) <> 'noaudit' AS audit,
+       t.tgenabled <> 'D' AS enabled
+  FROM pg_catalog.pg_trigger t
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = t.tgattr[0]
+ WHERE t.tgfoid = 'harden.fsm_enforce()'::pg_catalog.regprocedure
+   AND t.tgparentid = 0;
+COMMENT ON VIEW harden.fsm_attachments IS 'which machine is enforced on which column';
+GRANT SELECT ON harden.fsm_attachments TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Events and questions
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION harden.fsm_fire(table_name regclass, key jsonb, event text, machine text DEFAULT NULL) RETURNS text
+    AS 'MODULE_PATHNAME', 'harden_fsm_fire'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.fsm_fire(regclass, jsonb, text, text) IS 'move the row with this primary key along the transition its event names; returns the new state';
+
+CREATE FUNCTION harden.fsm_can(table_name regclass, key jsonb, to_state text, machine text DEFAULT NULL) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_fsm_can'
+    LANGUAGE C STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION harden.fsm_can(regclass, jsonb, text, text) IS 'whether the row with this primary key may move to a state now';
+
+CREATE FUNCTION harden.fsm_next(machine text, state text) RETURNS text[]
+    AS 'MODULE_PATHNAME', 'harden_fsm_next'
+    LANGUAGE C STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION harden.fsm_next(text, text) IS 'the states reachable from a state in one step (state NULL: the initial states)';
+
+CREATE FUNCTION harden.fsm_diagram(machine text, format text DEFAULT 'mermaid') RETURNS text
+    AS 'MODULE_PATHNAME', 'harden_fsm_diagram'
+    LANGUAGE C STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION harden.fsm_diagram(text, text) IS 'a machine as a Mermaid state diagram or a Graphviz dot graph';
+
+-- ---------------------------------------------------------------------------
+-- Timers, retention, counters
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION harden.fsm_run_due(max_rows integer DEFAULT 1000,
+    OUT applied bigint, OUT dropped bigint, OUT failed bigint, OUT pruned bigint)
+    AS 'MODULE_PATHNAME', 'harden_fsm_run_due'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.fsm_run_due(integer) IS 'apply due timed transitions, drop stale timers, prune harden.fsm_log';
+REVOKE ALL ON FUNCTION harden.fsm_run_due(integer) FROM PUBLIC;
+
+CREATE FUNCTION harden.fsm_log_prune() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'harden_fsm_log_prune'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.fsm_log_prune() IS 'delete harden.fsm_log rows older than harden.fsm_log_retention';
+REVOKE ALL ON FUNCTION harden.fsm_log_prune() FROM PUBLIC;
+
+CREATE FUNCTION harden.fsm_stats_rows(OUT machine text, OUT transitions bigint, OUT rejections bigint)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'harden_fsm_stats'
+    LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+CREATE VIEW harden.fsm_stats AS SELECT * FROM harden.fsm_stats_rows();
+COMMENT ON VIEW harden.fsm_stats IS 'per-machine transition and rejection counts of this database (empty without shared_preload_libraries)';
+GRANT SELECT ON harden.fsm_stats TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Shipped machines
+-- ---------------------------------------------------------------------------
+
+SELECT harden.fsm_define('order',
+    'pending -> processing on pay; processing -> shipped on ship; shipped -> delivered on deliver; '
+    'pending, processing -> cancelled on cancel');
+SELECT harden.fsm_define('cart',
+    'pending -> submitted on submit; submitted -> converted on convert; '
+    'submitted -> abandoned on abandon after 24 hours');
+SELECT harden.fsm_define('payment',
+    'pending -> completed on complete; pending -> failed on fail; completed -> refunded on refund');
+SELECT harden.fsm_define('circuit_breaker',
+    'closed -> open on trip; open -> half_open on probe after 30 seconds; '
+    'half_open -> closed on reset; half_open -> open on trip');
+UPDATE harden.fsm_machines SET shipped = true
+ WHERE machine IN ('order', 'cart', 'payment', 'circuit_breaker');

@@ -19,3 +19,10 @@ HARDEN_COUNTER(CACHE_EXPIRATIONS, "cache_expirations_total", "Cache entries remo
 HARDEN_COUNTER(CACHE_INVALIDATIONS, "cache_invalidations_total", "Cache entries removed by invalidation (pattern, tag, flush or a write to a watched table)")
 HARDEN_COUNTER(CACHE_QUERIES, "cache_queries_total", "Queries run by cache_query() on a miss")
 HARDEN_COUNTER(CACHE_COALESCED, "cache_coalesced_total", "cache_query() misses served by waiting for another session's computation")
+
+/* state machines */
+HARDEN_COUNTER(FSM_TRANSITIONS, "fsm_transitions_total", "State-machine transitions accepted by the trigger (including ones whose transaction later rolled back)")
+HARDEN_COUNTER(FSM_REJECTIONS, "fsm_rejections_total", "State-machine transitions and events refused")
+HARDEN_COUNTER(FSM_TIMERS_APPLIED, "fsm_timers_applied_total", "Timed transitions applied by fsm_run_due()")
+HARDEN_COUNTER(FSM_TIMERS_DROPPED, "fsm_timers_dropped_total", "Timed transitions dropped because the row had left the state (or was gone)")
+HARDEN_COUNTER(FSM_TIMERS_FAILED, "fsm_timers_failed_total", "Timed transitions that raised an error and were postponed")

@@ -17,6 +17,7 @@
 
 #include "pg_harden.h"
 #include "cache.h"
+#include "fsm.h"
 
 PG_MODULE_MAGIC;
 
@@ -34,6 +35,7 @@ static const HardenModule harden_modules[] = {
 	{"cache sql", cache_sql_define_gucs, NULL, NULL},
 	{"cache watch", cache_watch_define_gucs, cache_watch_shmem_size, cache_watch_shmem_startup},
 	{"cache query", cache_query_define_gucs, cache_flight_shmem_size, cache_flight_shmem_startup},
+	{"fsm", fsm_define_gucs, fsm_shmem_size, fsm_shmem_startup},
 };
 
 #define NUM_MODULES lengthof(harden_modules)

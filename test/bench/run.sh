@@ -2,7 +2,8 @@
 # make bench: side-by-side benchmarks in one run on a throwaway cluster.
 # Each file test/bench/groups/NN-*.sh is a group that sets up its data and
 # calls bench_pgbench / bench_record; the table is printed at the end.
-# BENCH_SECONDS (default 8) is the duration of each pgbench run.
+# BENCH_SECONDS (default 8) is the duration of each pgbench run; BENCH_GROUPS
+# (e.g. "00-floor 20-fsm") limits the run to those groups.
 source "$(dirname "$0")/../lib.sh"
 
 BENCH_SECONDS=${BENCH_SECONDS:-8}
@@ -56,6 +57,10 @@ pgh_cluster_start "shared_buffers = '512MB'" "max_connections = 120" "synchronou
 pgh_createdb "$BENCH_DB" pg_trgm pg_harden
 pgh_log "benchmarks: ${BENCH_SECONDS}s per run, $(nproc) cores"
 for g in "$BENCH_DIR"/groups/[0-9]*.sh; do
+	# BENCH_GROUPS="20-fsm ..." runs only the groups named.
+	if [ -n "${BENCH_GROUPS:-}" ] && [[ " $BENCH_GROUPS " != *" $(basename "$g" .sh) "* ]]; then
+		continue
+	fi
 	pgh_log "group $(basename "$g" .sh)"
 	source "$g"
 done

@@ -1,7 +1,7 @@
 -- Without shared_preload_libraries: the extension installs, functions that
 -- need shared memory fail with PH001 and a HINT, the rest keep working.
 BEGIN;
-SELECT plan(12);
+SELECT plan(20);
 
 SELECT is(current_setting('shared_preload_libraries'), '', 'cluster is not preloaded');
 SELECT throws_ok($$ SELECT harden.metrics_reset() $$, 'PH001',
@@ -36,6 +36,21 @@ SELECT is(harden.version(), (SELECT extversion FROM pg_extension WHERE extname =
   'version() works');
 SELECT matches(harden.metrics(), 'pg_harden_preloaded 0', 'metrics() reports preloaded 0');
 SELECT is((harden.metrics_json()->>'preloaded')::bool, false, 'metrics_json() reports preloaded false');
+
+-- State machines need no shared memory: they are enforced, audited and
+-- fired as usual; only the per-machine counters are not kept.
+CREATE TABLE np_orders (id int PRIMARY KEY, status text NOT NULL DEFAULT 'pending');
+SELECT lives_ok($$ SELECT harden.fsm_attach('np_orders', 'status', 'order') $$, 'fsm_attach works');
+INSERT INTO np_orders VALUES (1);
+SELECT lives_ok($$ UPDATE np_orders SET status = 'processing' WHERE id = 1 $$, 'an allowed transition passes');
+SELECT throws_ok($$ UPDATE np_orders SET status = 'delivered' WHERE id = 1 $$, 'PH201',
+  NULL, 'an invalid transition raises PH201');
+SELECT is(harden.fsm_fire('np_orders', '1', 'ship'), 'shipped', 'fsm_fire works');
+SELECT is((SELECT array_agg(to_state ORDER BY id) FROM harden.fsm_log WHERE table_name = 'public.np_orders'),
+  '{pending,processing,shipped}'::text[], 'transitions are audited');
+SELECT is((SELECT count(*) FROM harden.fsm_stats), 0::bigint, 'fsm_stats is empty');
+SELECT doesnt_match(harden.metrics(), 'fsm_machine_transitions_total', 'no per-machine counters in metrics()');
+SELECT lives_ok($$ SELECT harden.fsm_run_due() $$, 'fsm_run_due works');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,0 +1,368 @@
+-- State machines: rules, attach/detach, enforcement on text, varchar and
+-- enum columns, audit trail, events, timers, diagrams, counters, and every
+-- error a caller can cause.
+\set VERBOSITY default
+
+-- The shipped machines.
+SELECT machine, shipped, rules FROM harden.fsm_machines ORDER BY machine;
+SELECT machine, array_agg(state ORDER BY position) AS states,
+       array_agg(state ORDER BY position) FILTER (WHERE initial) AS initial,
+       array_agg(state ORDER BY position) FILTER (WHERE terminal) AS terminal
+  FROM harden.fsm_states GROUP BY machine ORDER BY machine;
+SELECT harden.fsm_next('payment', 'completed') AS refund_only_after_completed,
+       harden.fsm_next('payment', 'pending') AS from_pending;
+
+-- ---- the rule language ----
+SELECT harden.fsm_define('doc', $$
+  -- a comment runs to the end of the line
+  draft -> review -> published on publish;
+  review -> draft on reject;
+  draft, review -> "in trash" on trash;
+  published -> archived after 1w 2d 3h 4m 5s
+$$);
+SELECT state, position, initial, terminal FROM harden.fsm_states WHERE machine = 'doc' ORDER BY position;
+SELECT from_state, to_state, event, after FROM harden.fsm_transitions WHERE machine = 'doc' ORDER BY position;
+SELECT harden.fsm_next('doc', 'draft') AS from_draft, harden.fsm_next('doc', NULL) AS initial;
+-- Initial states given explicitly; units are case-insensitive.
+SELECT harden.fsm_define('two_starts', 'a -> b AFTER 90 Minutes; c -> b', 'a, c');
+SELECT harden.fsm_next('two_starts', NULL);
+SELECT after FROM harden.fsm_transitions WHERE machine = 'two_starts' AND from_state = 'a';
+
+-- Parse errors name the offending token and its position.
+SELECT harden.fsm_define('bad', 'a -> -> b');
+SELECT harden.fsm_define('bad', 'a -> b c');
+SELECT harden.fsm_define('bad', 'a b');
+SELECT harden.fsm_define('bad', 'a -> b on');
+SELECT harden.fsm_define('bad', 'a -> b after');
+SELECT harden.fsm_define('bad', 'a -> b after 3 parsecs');
+SELECT harden.fsm_define('bad', 'a -> b after 0 s');
+SELECT harden.fsm_define('bad', 'a -> b after 99999999999 s');
+SELECT harden.fsm_define('bad', 'a -> b after 40000 days');
+SELECT harden.fsm_define('bad', 'a -> b on x on y');
+SELECT harden.fsm_define('bad', 'a -> b after 1s after 2s');
+SELECT harden.fsm_define('bad', 'a -> b; a -> b');
+SELECT harden.fsm_define('bad', 'a -> a');
+SELECT harden.fsm_define('bad', 'a -> b on go; a -> c on go');
+SELECT harden.fsm_define('bad', 'a -> b after 1h; a -> c after 2h');
+SELECT harden.fsm_define('bad', 'a -> "unterminated');
+SELECT harden.fsm_define('bad', 'a -> ""');
+SELECT harden.fsm_define('bad', 'a -> ' || repeat('x', 64));
+SELECT harden.fsm_define('bad', 'a -> b # c');
+SELECT harden.fsm_define('bad', 'ä -> b; b -> ! ');
+SELECT harden.fsm_define('bad', '');
+SELECT harden.fsm_define('bad', ' ; -- only a comment');
+SELECT harden.fsm_define('bad', 'a -> b', 'c');
+SELECT harden.fsm_define('bad', 'a -> b', 'a b');
+SELECT harden.fsm_define('bad', 'a -> b', '');
+SELECT harden.fsm_define('bad', repeat('a -> b; ', 200000));
+SELECT harden.fsm_define('bad machine', 'a -> b');
+SELECT harden.fsm_define('1bad', 'a -> b');
+SELECT harden.fsm_define(repeat('m', 49), 'a -> b');
+SELECT harden.fsm_define(NULL, 'a -> b');
+SELECT harden.fsm_define('bad', NULL);
+SELECT count(*) AS nothing_defined FROM harden.fsm_machines WHERE machine = 'bad';
+
+-- Shipped machines are read-only.
+SELECT harden.fsm_define('order', 'a -> b');
+SELECT harden.fsm_drop('order');
+
+-- ---- attach: errors ----
+CREATE TABLE orders (
+    id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer text NOT NULL,
+    status   text NOT NULL DEFAULT 'pending',
+    amount   integer NOT NULL DEFAULT 0
+);
+SELECT harden.fsm_attach('orders', 'amount', 'order');
+SELECT harden.fsm_attach('orders', 'nope', 'order');
+SELECT harden.fsm_attach('orders', 'ctid', 'order');
+SELECT harden.fsm_attach('orders', 'status', 'no_such_machine');
+SELECT harden.fsm_attach('orders', 'status', NULL);
+SELECT harden.fsm_attach(NULL, 'status', 'order');
+SELECT harden.fsm_attach('orders', NULL, 'order');
+CREATE TABLE no_pk (status text);
+SELECT harden.fsm_attach('no_pk', 'status', 'order');
+CREATE VIEW orders_view AS SELECT * FROM orders;
+SELECT harden.fsm_attach('orders_view', 'status', 'order');
+-- Existing rows must already be in states of the machine.
+INSERT INTO orders (customer, status) VALUES ('x', 'weird'), ('y', 'weird'), ('z', 'lost');
+SELECT harden.fsm_attach('orders', 'status', 'order');
+DELETE FROM orders;
+
+-- ---- enforcement on a text column ----
+SELECT harden.fsm_attach('orders', 'status', 'order');
+SELECT harden.fsm_attach('orders', 'status', 'order');
+SELECT table_name, column_name, machine, audit, enabled FROM harden.fsm_attachments;
+INSERT INTO orders (customer) VALUES ('ann'), ('bob'), ('cy');
+SELECT id, status FROM orders ORDER BY id;
+-- INSERT must use an initial state.
+INSERT INTO orders (customer, status) VALUES ('dan', 'shipped');
+INSERT INTO orders (customer, status) VALUES ('dan', 'shiped');
+-- A status column that allowed NULL would still refuse it.
+ALTER TABLE orders ALTER COLUMN status DROP NOT NULL;
+INSERT INTO orders (customer, status) VALUES ('dan', NULL);
+UPDATE orders SET status = NULL WHERE id = 4;
+-- Allowed, refused, unknown.
+UPDATE orders SET status = 'processing' WHERE id = 4;
+UPDATE orders SET status = 'delivered' WHERE id = 4;
+UPDATE orders SET status = 'teleported' WHERE id = 4;
+UPDATE orders SET status = 'shipped' WHERE id = 4;
+UPDATE orders SET status = 'cancelled' WHERE id = 4;
+-- Terminal states have no exit.
+UPDATE orders SET status = 'delivered' WHERE id = 4;
+UPDATE orders SET status = 'pending' WHERE id = 4;
+-- Setting the same state, or updating other columns, is not a transition.
+UPDATE orders SET status = 'delivered', amount = 5 WHERE id = 4;
+UPDATE orders SET amount = 6 WHERE id = 4;
+-- One bad row fails the whole statement.
+UPDATE orders SET status = 'processing';
+SELECT id, status FROM orders ORDER BY id;
+-- The error carries table and column fields.
+DO $$
+DECLARE s text; t text; c text; st text;
+BEGIN
+  UPDATE orders SET status = 'pending' WHERE id = 4;
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, s = SCHEMA_NAME, t = TABLE_NAME, c = COLUMN_NAME;
+  RAISE NOTICE 'sqlstate % schema % table % column %', st, s, t, c;
+END $$;
+
+-- ---- audit trail and reason ----
+BEGIN;
+SET LOCAL harden.reason = 'customer called';
+UPDATE orders SET status = 'cancelled' WHERE id = 5;
+COMMIT;
+SELECT current_setting('harden.reason') AS reason_after_commit;
+SELECT machine, table_name, row_key, from_state, to_state, event, actor, role, reason
+  FROM harden.fsm_log ORDER BY id;
+-- txid is the writing transaction; at is when the row moved.
+BEGIN;
+UPDATE orders SET status = 'processing' WHERE id = 6;
+UPDATE orders SET status = 'cancelled' WHERE id = 6;
+SELECT array_agg(to_state ORDER BY id) AS moves, bool_and(txid = pg_current_xact_id()) AS this_txid,
+       bool_and(at BETWEEN now() AND clock_timestamp()) AS at_now
+  FROM harden.fsm_log WHERE row_key = '{"id": 6}' AND from_state IS NOT NULL;
+ROLLBACK;
+-- A rolled-back transition leaves no audit row.
+SELECT to_state FROM harden.fsm_log WHERE row_key = '{"id": 6}' ORDER BY id;
+-- Plain roles need no privilege on the audit trail to be audited, and cannot read it.
+CREATE ROLE fsm_clerk;
+GRANT USAGE ON SCHEMA harden TO fsm_clerk;
+GRANT SELECT, UPDATE ON orders TO fsm_clerk;
+SET ROLE fsm_clerk;
+UPDATE orders SET status = 'processing' WHERE id = 6;
+SELECT count(*) FROM harden.fsm_log;
+SELECT harden.fsm_fire('orders', '6', 'ship');
+SELECT harden.fsm_attach('orders', 'customer', 'cart');
+RESET ROLE;
+SELECT row_key, from_state, to_state, event, actor, role FROM harden.fsm_log WHERE role = 'fsm_clerk' ORDER BY id;
+
+-- ---- events ----
+SELECT harden.fsm_fire('orders', '{"id": 6}', 'deliver') AS delivered;
+SELECT harden.fsm_fire('orders', '6', 'cancel');
+SELECT harden.fsm_fire('orders', '6', 'no_such_event');
+SELECT harden.fsm_fire('orders', '999', 'pay');
+SELECT harden.fsm_fire('orders', '{"nope": 1}', 'pay');
+SELECT harden.fsm_fire('orders', '[1]', 'pay');
+SELECT harden.fsm_fire('orders', '{"id": null}', 'pay');
+SELECT harden.fsm_fire('orders', NULL, 'pay');
+SELECT harden.fsm_fire('orders', '6', NULL);
+SELECT harden.fsm_fire(NULL, '6', 'pay');
+SELECT harden.fsm_fire('orders', '6', 'pay', 'cart');
+SELECT harden.fsm_fire('no_pk', '1', 'pay');
+SELECT row_key, from_state, to_state, event, actor FROM harden.fsm_log WHERE row_key = '{"id": 6}' ORDER BY id;
+
+-- ---- fsm_can / fsm_next ----
+INSERT INTO orders (customer) VALUES ('eve') RETURNING id;
+SELECT harden.fsm_can('orders', '10', 'processing') AS can_process,
+       harden.fsm_can('orders', '10', 'delivered') AS can_deliver,
+       harden.fsm_can('orders', '10', 'pending') AS can_stay,
+       harden.fsm_can('orders', '{"id": 6}', 'cancelled') AS can_cancel_delivered;
+SELECT harden.fsm_can('orders', '10', 'teleported');
+SELECT harden.fsm_can('orders', '10', NULL);
+SELECT harden.fsm_can('orders', NULL, 'pending');
+SELECT harden.fsm_can('orders', '999', 'processing');
+SELECT harden.fsm_next('order', 'delivered') AS from_terminal;
+SELECT harden.fsm_next('order', 'nope');
+SELECT harden.fsm_next('nope', 'pending');
+SELECT harden.fsm_next(NULL, 'pending');
+SELECT harden.fsm_next(repeat('x', 100), 'pending');
+
+-- ---- two machines on one table, an enum column and a varchar column ----
+CREATE TYPE pay_state AS ENUM ('pending', 'completed', 'failed', 'refunded', 'disputed');
+CREATE TABLE shop_order (
+    id       integer PRIMARY KEY,
+    region   text,
+    status   varchar(20) NOT NULL DEFAULT 'pending',
+    payment  pay_state NOT NULL DEFAULT 'pending'
+);
+SELECT harden.fsm_attach('shop_order', 'status', 'order');
+SELECT harden.fsm_attach('shop_order', 'payment', 'payment', audit => false);
+SELECT table_name, column_name, machine, audit FROM harden.fsm_attachments ORDER BY 1, 3;
+INSERT INTO shop_order (id) VALUES (1), (2);
+INSERT INTO shop_order (id, payment) VALUES (3, 'completed');
+UPDATE shop_order SET payment = 'refunded' WHERE id = 1;
+UPDATE shop_order SET payment = 'disputed' WHERE id = 1;
+UPDATE shop_order SET payment = 'completed', status = 'processing' WHERE id = 1;
+UPDATE shop_order SET payment = 'refunded', status = 'delivered' WHERE id = 1;
+-- Events need the machine when both machines have them.
+SELECT harden.fsm_fire('shop_order', '1', 'ship') AS status_now;
+SELECT harden.fsm_fire('shop_order', '1', 'refund') AS payment_now;
+SELECT harden.fsm_can('shop_order', '2', 'pending');
+SELECT harden.fsm_can('shop_order', '2', 'pending', 'payment') AS pay_pending,
+       harden.fsm_can('shop_order', '2', 'completed') AS can_complete,
+       harden.fsm_can('shop_order', '2', 'processing') AS can_process;
+SELECT harden.fsm_fire('shop_order', '2', 'nothing');
+SELECT id, status, payment FROM shop_order ORDER BY id;
+-- The payment machine is not audited; the order machine is.
+SELECT machine, row_key, from_state, to_state, event FROM harden.fsm_log
+ WHERE table_name = 'public.shop_order' ORDER BY id;
+-- A composite primary key is the row key; quoted identifiers work.
+CREATE TABLE "Line Item" ("Order" integer, "No" integer, "The State" text DEFAULT 'pending',
+                          PRIMARY KEY ("Order", "No"));
+SELECT harden.fsm_attach('"Line Item"', 'The State', 'cart');
+INSERT INTO "Line Item" VALUES (1, 1), (1, 2);
+SELECT harden.fsm_fire('"Line Item"', '{"Order": 1, "No": 2}', 'submit');
+SELECT harden.fsm_fire('"Line Item"', '{"Order": 1}', 'submit');
+SELECT harden.fsm_fire('"Line Item"', '1', 'submit');
+SELECT table_name, row_key, to_state FROM harden.fsm_log WHERE machine = 'cart' ORDER BY id;
+
+-- ---- timed transitions ----
+CREATE TABLE breaker (name text PRIMARY KEY, state text NOT NULL DEFAULT 'closed');
+SELECT harden.fsm_attach('breaker', 'state', 'circuit_breaker');
+INSERT INTO breaker VALUES ('api'), ('db'), ('mail'), ('queue');
+UPDATE breaker SET state = 'open';
+SELECT machine, table_name, row_key, from_state, to_state,
+       due_at - created_at AS delay, attempts, last_error
+  FROM harden.fsm_due ORDER BY id;
+-- Not due yet: nothing happens.
+SELECT * FROM harden.fsm_run_due();
+-- db leaves "open" before its deadline; mail leaves and comes back (its first timer is stale).
+UPDATE breaker SET state = 'half_open' WHERE name IN ('db', 'mail');
+UPDATE breaker SET state = 'open' WHERE name = 'mail';
+-- queue's row is gone.
+DELETE FROM breaker WHERE name = 'queue';
+SELECT count(*) AS timers FROM harden.fsm_due;
+UPDATE harden.fsm_due SET due_at = now() - interval '1 second';
+SELECT * FROM harden.fsm_run_due();
+SELECT * FROM breaker ORDER BY name;
+SELECT row_key, from_state, to_state, event, actor FROM harden.fsm_log
+ WHERE machine = 'circuit_breaker' AND actor = 'timer' ORDER BY id;
+SELECT count(*) AS timers_left FROM harden.fsm_due;
+-- The cart timer of the line item was due too.
+SELECT "No", "The State" FROM "Line Item" ORDER BY 1;
+-- max_rows limits one run (earliest deadline first); a timer whose
+-- transition fails stays, with its error, for a later attempt.
+UPDATE breaker SET state = 'open';
+SELECT count(*) AS timers FROM harden.fsm_due;
+UPDATE harden.fsm_due SET due_at = now() - CASE row_key->>'name' WHEN 'api' THEN interval '3 s'
+                                               WHEN 'db' THEN interval '2 s' ELSE interval '1 s' END;
+SELECT * FROM harden.fsm_run_due(1);
+SELECT * FROM breaker ORDER BY name;
+ALTER TABLE breaker ADD CONSTRAINT mail_stays CHECK (name <> 'mail' OR state <> 'half_open');
+SELECT * FROM harden.fsm_run_due();
+SELECT row_key, attempts, last_error, due_at > now() AS postponed FROM harden.fsm_due;
+SELECT * FROM breaker ORDER BY name;
+SELECT * FROM harden.fsm_run_due(0);
+SELECT * FROM harden.fsm_run_due(-1);
+ALTER TABLE breaker DROP CONSTRAINT mail_stays;
+DELETE FROM harden.fsm_due;
+-- Inserting into an initial state with a timed exit sets a timer too.
+SELECT harden.fsm_define('ticket', 'new -> stale after 2 days; new -> done on close');
+CREATE TABLE ticket (id int PRIMARY KEY, s text DEFAULT 'new');
+SELECT harden.fsm_attach('ticket', 's', 'ticket', false);
+INSERT INTO ticket VALUES (1);
+SELECT row_key, from_state, to_state, due_at - created_at AS delay FROM harden.fsm_due;
+-- Redefining away the timed transition drops the timer.
+SELECT harden.fsm_define('ticket', 'new -> stale; new -> done on close');
+UPDATE harden.fsm_due SET due_at = now() - interval '1 second';
+SELECT * FROM harden.fsm_run_due();
+SELECT * FROM ticket;
+
+-- ---- redefining and dropping attached machines ----
+SELECT harden.fsm_define('ticket', 'open -> done');
+-- Rows must be checked with a snapshot taken after locking them.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT harden.fsm_define('ticket', 'new -> done; new -> stale; stale -> done', 'new');
+ROLLBACK;
+SELECT harden.fsm_define('ticket', 'new -> done; new -> stale; stale -> done', 'new');
+SELECT harden.fsm_next('ticket', 'stale');
+-- The backend's compiled copy follows the redefinition at once.
+UPDATE ticket SET s = 'stale';
+UPDATE ticket SET s = 'done';
+SELECT harden.fsm_drop('ticket');
+SELECT harden.fsm_detach('ticket', 'order');
+SELECT harden.fsm_detach('ticket');
+SELECT harden.fsm_detach('ticket');
+UPDATE ticket SET s = 'anything';
+SELECT harden.fsm_drop('ticket');
+SELECT harden.fsm_drop('ticket');
+SELECT harden.fsm_drop(NULL);
+SELECT harden.fsm_detach(NULL);
+SELECT harden.fsm_detach('shop_order', 'payment');
+SELECT table_name, column_name, machine FROM harden.fsm_attachments ORDER BY 1, 3;
+-- A detached column takes any value; re-attaching checks the rows again.
+UPDATE shop_order SET payment = 'disputed' WHERE id = 2;
+SELECT harden.fsm_attach('shop_order', 'payment', 'payment');
+UPDATE shop_order SET payment = 'pending' WHERE id = 2;
+-- Direct edits of the definition tables are seen too.
+SELECT harden.fsm_define('mini', 'a -> b');
+CREATE TABLE mini (id int PRIMARY KEY, s text DEFAULT 'a');
+SELECT harden.fsm_attach('mini', 's', 'mini');
+INSERT INTO mini VALUES (1);
+INSERT INTO harden.fsm_states (machine, state, position) VALUES ('mini', 'c', 3);
+INSERT INTO harden.fsm_transitions (machine, from_state, to_state, position) VALUES ('mini', 'a', 'c', 2);
+UPDATE mini SET s = 'c';
+SELECT s FROM mini;
+-- A trigger made by hand rather than fsm_attach is refused.
+CREATE TABLE handmade (id int PRIMARY KEY, s text);
+CREATE TRIGGER t BEFORE INSERT ON handmade FOR EACH ROW EXECUTE FUNCTION harden.fsm_enforce();
+INSERT INTO handmade VALUES (1, 'a');
+DROP TABLE handmade;
+SELECT harden.fsm_enforce();
+
+-- ---- diagrams ----
+SELECT harden.fsm_diagram('order');
+SELECT harden.fsm_diagram('doc', 'mermaid');
+SELECT harden.fsm_diagram('doc', 'DOT');
+SELECT harden.fsm_diagram('doc', 'svg');
+SELECT harden.fsm_diagram('doc', NULL);
+SELECT harden.fsm_diagram('nope');
+
+-- ---- retention ----
+SELECT count(*) > 0 AS has_log FROM harden.fsm_log;
+UPDATE harden.fsm_log SET at = now() - interval '100 days' WHERE table_name = 'public.orders';
+SELECT harden.fsm_log_prune() > 0 AS pruned_old_rows;
+SELECT count(*) AS orders_rows_left FROM harden.fsm_log WHERE table_name = 'public.orders';
+SET harden.fsm_log_retention = 0;
+UPDATE harden.fsm_log SET at = now() - interval '100 years';
+SELECT harden.fsm_log_prune() AS pruned_with_retention_off;
+RESET harden.fsm_log_retention;
+SET ROLE fsm_clerk;
+SET harden.fsm_log_retention = '1d';
+SELECT harden.fsm_log_prune();
+SELECT harden.fsm_run_due();
+SELECT harden.fsm_define('x', 'a -> b');
+SELECT harden.fsm_drop('doc');
+SELECT harden.fsm_detach('orders');
+RESET ROLE;
+
+-- ---- counters (shared memory: rejections are counted though they roll back) ----
+SELECT machine, transitions > 0 AS has_transitions, rejections > 0 AS has_rejections
+  FROM harden.fsm_stats WHERE machine IN ('order', 'payment') ORDER BY machine;
+SELECT rejections AS before FROM harden.fsm_stats WHERE machine = 'order' \gset
+UPDATE orders SET status = 'pending' WHERE id = 4;
+SELECT rejections - :before AS one_more_rejection FROM harden.fsm_stats WHERE machine = 'order';
+SELECT count(*) AS per_machine_samples
+  FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
+ WHERE line ~ ('^pg_harden_fsm_machine_(transitions|rejections)_total\{database="'
+               || current_database() || '",machine="order"\} [0-9]+$');
+
+-- ---- clean up ----
+SELECT harden.fsm_detach(t) FROM unnest(ARRAY['orders', 'shop_order', '"Line Item"', 'breaker', 'mini']::regclass[]) t;
+DROP TABLE orders, shop_order, "Line Item", breaker, ticket, mini, no_pk CASCADE;
+DROP TYPE pay_state;
+SELECT harden.fsm_drop(m) FROM unnest(ARRAY['doc', 'two_starts', 'mini']) m;
+DELETE FROM harden.fsm_log;
+REVOKE USAGE ON SCHEMA harden FROM fsm_clerk;
+DROP ROLE fsm_clerk;

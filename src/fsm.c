@@ -1,0 +1,1011 @@
+/*
+ * fsm.c
+ *	  State machines: the per-backend definition cache, the enforcement
+ *	  trigger, the audit trail and timer rows, and per-machine counters.
+ *
+ * Definitions live in harden.fsm_machines / fsm_states / fsm_transitions.
+ * A backend compiles each machine it meets once (states hashed by name,
+ * transitions listed per state) and keeps it until a statement trigger on
+ * those tables invalidates their relcache entries, so the trigger's hot path
+ * is a hash lookup and a short scan, with no SQL.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_enum.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+#include "utils/xid8.h"
+#include "commands/dbcommands.h"
+#include "nodes/bitmapset.h"
+#include "utils/typcache.h"
+
+#include "pg_harden.h"
+#include "fsm.h"
+
+/* ---- settings ---- */
+
+int			fsm_log_retention_s = 90 * 24 * 3600;
+static char *fsm_reason = NULL;
+static int	fsm_max_machines = 256;
+
+/* ---- shared counters: one slot per (database, machine), never freed ---- */
+
+struct FsmCounterSlot
+{
+	Oid			dboid;
+	char		machine[NAMEDATALEN];
+	pg_atomic_uint64 transitions;
+	pg_atomic_uint64 rejections;
+};
+
+typedef struct FsmShared
+{
+	slock_t		mutex;			/* protects nused and claiming a slot */
+	int			nslots;
+	int			nused;
+	FsmCounterSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} FsmShared;
+
+static FsmShared *fsm_shared = NULL;
+
+/* ---- the per-backend cache ---- */
+
+typedef struct FsmStateIndexEntry
+{
+	char		name[NAMEDATALEN];
+	int			num;
+} FsmStateIndexEntry;
+
+static MemoryContext fsm_cache_cxt = NULL;
+static HTAB *fsm_machines = NULL;
+static bool fsm_cache_stale = true;
+static bool fsm_callbacks_registered = false;
+static Oid	fsm_config_relids[3];
+static Oid	fsm_trigger_oid = InvalidOid;
+static Oid	fsm_log_relid = InvalidOid;
+static Oid	fsm_log_seqid = InvalidOid;
+static Oid	fsm_due_relid = InvalidOid;
+static Oid	fsm_due_seqid = InvalidOid;
+uint64		fsm_cache_generation = 0;
+
+FsmActor   *fsm_current_actor = NULL;
+
+static void fsm_write_metrics(MetricWriter *w);
+
+void
+fsm_define_gucs(bool preloading)
+{
+	DefineCustomIntVariable("harden.fsm_log_retention",
+							"How long rows of harden.fsm_log are kept (0: forever).",
+							"Older rows are deleted by harden.fsm_log_prune() and harden.fsm_run_due().",
+							&fsm_log_retention_s,
+							90 * 24 * 3600, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("harden.reason",
+							   "Reason recorded with state-machine transitions in harden.fsm_log.",
+							   "Set it with SET LOCAL in the transaction that moves rows.",
+							   &fsm_reason,
+							   "",
+							   PGC_USERSET, 0,
+							   NULL, NULL, NULL);
+	metrics_register_gauges(fsm_write_metrics);
+	if (!preloading)
+		return;
+	DefineCustomIntVariable("harden.fsm_max_machines",
+							"Number of (database, machine) pairs whose transitions are counted in metrics().",
+							"Machines beyond this are enforced as usual but not counted per machine.",
+							&fsm_max_machines,
+							256, 1, 65536,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+}
+
+Size
+fsm_shmem_size(void)
+{
+	return add_size(offsetof(FsmShared, slots),
+					mul_size(fsm_max_machines, sizeof(FsmCounterSlot)));
+}
+
+void
+fsm_shmem_startup(void)
+{
+	bool		found;
+
+	fsm_shared = ShmemInitStruct("pg_harden fsm", fsm_shmem_size(), &found);
+	if (found)
+		return;
+	SpinLockInit(&fsm_shared->mutex);
+	fsm_shared->nslots = fsm_max_machines;
+	fsm_shared->nused = 0;
+}
+
+static FsmCounterSlot *
+fsm_claim_slot(const char *machine)
+{
+	FsmCounterSlot *slot = NULL;
+
+	if (fsm_shared == NULL || !harden_shmem_ready)
+		return NULL;
+	SpinLockAcquire(&fsm_shared->mutex);
+	for (int i = 0; i < fsm_shared->nused; i++)
+	{
+		FsmCounterSlot *s = &fsm_shared->slots[i];
+
+		if (s->dboid == MyDatabaseId && strcmp(s->machine, machine) == 0)
+		{
+			slot = s;
+			break;
+		}
+	}
+	if (slot == NULL && fsm_shared->nused < fsm_shared->nslots)
+	{
+		slot = &fsm_shared->slots[fsm_shared->nused];
+		slot->dboid = MyDatabaseId;
+		strlcpy(slot->machine, machine, NAMEDATALEN);
+		pg_atomic_init_u64(&slot->transitions, 0);
+		pg_atomic_init_u64(&slot->rejections, 0);
+		fsm_shared->nused++;
+	}
+	SpinLockRelease(&fsm_shared->mutex);
+	return slot;
+}
+
+/*
+ * Count a transition or a rejection.  Rejections roll back with their
+ * transaction, which is why the counts live in shared memory, not a table.
+ */
+void
+fsm_count(FsmMachine *m, bool rejected)
+{
+	harden_count(rejected ? HC_FSM_REJECTIONS : HC_FSM_TRANSITIONS, 1);
+	if (!m->counters_claimed)
+	{
+		m->counters = fsm_claim_slot(m->name);
+		m->counters_claimed = true;
+	}
+	if (m->counters)
+		pg_atomic_fetch_add_u64(rejected ? &m->counters->rejections : &m->counters->transitions, 1);
+}
+
+typedef struct SlotCopy
+{
+	Oid			dboid;
+	char	   *machine;
+	FsmCounterSlot *slot;
+} SlotCopy;
+
+static SlotCopy *
+fsm_snapshot_slots(int *n)
+{
+	SlotCopy   *copies;
+
+	*n = 0;
+	if (fsm_shared == NULL || !harden_shmem_ready)
+		return NULL;
+	SpinLockAcquire(&fsm_shared->mutex);
+	*n = fsm_shared->nused;
+	SpinLockRelease(&fsm_shared->mutex);
+	/* Slots below nused are never rewritten: read them without the lock. */
+	copies = palloc(sizeof(SlotCopy) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+	{
+		copies[i].dboid = fsm_shared->slots[i].dboid;
+		copies[i].machine = pstrdup(fsm_shared->slots[i].machine);
+		copies[i].slot = &fsm_shared->slots[i];
+	}
+	return copies;
+}
+
+static void
+fsm_write_metrics(MetricWriter *w)
+{
+	int			n;
+	SlotCopy   *slots = fsm_snapshot_slots(&n);
+	char	  **dbnames;
+
+	if (slots == NULL)
+		return;
+	dbnames = palloc0(sizeof(char *) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		dbnames[i] = get_database_name(slots[i].dboid);
+	for (int pass = 0; pass < 2; pass++)
+	{
+		metric_family(w, pass == 0 ? "fsm_machine_transitions_total" : "fsm_machine_rejections_total",
+					  "counter",
+					  pass == 0 ? "State-machine transitions accepted, per machine" :
+					  "State-machine transitions and events refused, per machine");
+		for (int i = 0; i < n; i++)
+		{
+			FsmCounterSlot *s = slots[i].slot;
+
+			if (dbnames[i] == NULL)
+				continue;
+			metric_sample(w, (double) pg_atomic_read_u64(pass == 0 ? &s->transitions : &s->rejections),
+						  2, "database", dbnames[i], "machine", slots[i].machine);
+		}
+	}
+}
+
+/* harden.fsm_stats: this database's per-machine counters. */
+PG_FUNCTION_INFO_V1(harden_fsm_stats);
+
+Datum
+harden_fsm_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			n;
+	SlotCopy   *slots;
+
+	InitMaterializedSRF(fcinfo, 0);
+	slots = fsm_snapshot_slots(&n);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		if (slots[i].dboid != MyDatabaseId)
+			continue;
+		values[0] = CStringGetTextDatum(slots[i].machine);
+		values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&slots[i].slot->transitions));
+		values[2] = Int64GetDatum((int64) pg_atomic_read_u64(&slots[i].slot->rejections));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* ---- the definition cache ---- */
+
+static void
+fsm_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == fsm_config_relids[0] ||
+		relid == fsm_config_relids[1] || relid == fsm_config_relids[2])
+		fsm_cache_stale = true;
+}
+
+Oid
+fsm_harden_relid(const char *relname)
+{
+	Oid			relid = get_relname_relid(relname, get_namespace_oid("harden", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "harden.%s is missing", relname);
+	return relid;
+}
+
+static void
+fsm_cache_reset(void)
+{
+	HASHCTL		ctl;
+
+	if (!fsm_callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(fsm_relcache_callback, (Datum) 0);
+		fsm_callbacks_registered = true;
+	}
+	if (fsm_cache_cxt == NULL)
+		fsm_cache_cxt = AllocSetContextCreate(TopMemoryContext, "pg_harden fsm cache",
+											  ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(fsm_cache_cxt);
+	fsm_cache_generation++;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = sizeof(FsmMachine);
+	ctl.hcxt = fsm_cache_cxt;
+	fsm_machines = hash_create("pg_harden fsm machines", 16, &ctl,
+							   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	fsm_trigger_oid = InvalidOid;
+	fsm_log_relid = fsm_log_seqid = fsm_due_relid = fsm_due_seqid = InvalidOid;
+
+	/* Invalidations that arrive during these lookups mark us stale again. */
+	fsm_cache_stale = false;
+	fsm_config_relids[0] = fsm_harden_relid("fsm_machines");
+	fsm_config_relids[1] = fsm_harden_relid("fsm_states");
+	fsm_config_relids[2] = fsm_harden_relid("fsm_transitions");
+}
+
+static char *
+spi_text(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	if (isnull)
+		return NULL;
+	return MemoryContextStrdup(cxt, TextDatumGetCString(d));
+}
+
+/* Read one machine's definition into m (allocated in the cache). */
+static bool
+fsm_machine_load(const char *name, FsmMachine *m)
+{
+	Oid			argtype = TEXTOID;
+	Datum		arg = CStringGetTextDatum(name);
+	MemoryContext mcxt;
+	HASHCTL		ctl;
+	int		   *counts;
+	bool		isnull;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT shipped FROM harden.fsm_machines WHERE machine = $1",
+							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read harden.fsm_machines");
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		return false;
+	}
+	memset(m, 0, sizeof(FsmMachine));
+	strlcpy(m->name, name, NAMEDATALEN);
+	m->shipped = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	mcxt = AllocSetContextCreate(fsm_cache_cxt, "pg_harden fsm machine", ALLOCSET_SMALL_SIZES);
+	if (SPI_execute_with_args("SELECT state, initial FROM harden.fsm_states WHERE machine = $1 ORDER BY position, state",
+							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read harden.fsm_states");
+	m->nstates = (int) SPI_processed;
+	m->states = MemoryContextAllocZero(mcxt, sizeof(FsmState) * Max(m->nstates, 1));
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = sizeof(FsmStateIndexEntry);
+	ctl.hcxt = mcxt;
+	m->index = hash_create("pg_harden fsm states", Max(m->nstates, 8), &ctl,
+						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	for (int i = 0; i < m->nstates; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		FsmStateIndexEntry *e;
+		char		key[NAMEDATALEN];
+
+		m->states[i].name = spi_text(tup, SPI_tuptable->tupdesc, 1, mcxt);
+		m->states[i].initial = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		m->states[i].timed = -1;
+		memset(key, 0, sizeof(key));
+		strlcpy(key, m->states[i].name, NAMEDATALEN);
+		e = hash_search(m->index, key, HASH_ENTER, NULL);
+		e->num = i;
+	}
+
+	if (SPI_execute_with_args("SELECT from_state, to_state, event, after FROM harden.fsm_transitions "
+							  "WHERE machine = $1 ORDER BY position, from_state, to_state",
+							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read harden.fsm_transitions");
+	counts = palloc0(sizeof(int) * Max(m->nstates, 1));
+	for (int pass = 0; pass < 2; pass++)
+	{
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			char	   *from = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+			char	   *to = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+			int			f = fsm_state_lookup(m, from, strlen(from));
+			int			t = fsm_state_lookup(m, to, strlen(to));
+			FsmTransition *tr;
+			Datum		after;
+
+			/* The foreign keys rule this out; skip rather than trust it blindly. */
+			if (f < 0 || t < 0)
+				continue;
+			if (pass == 0)
+			{
+				m->states[f].ntrans++;
+				continue;
+			}
+			tr = &m->states[f].trans[counts[f]++];
+			tr->to = t;
+			tr->event = spi_text(tup, desc, 3, mcxt);
+			after = SPI_getbinval(tup, desc, 4, &isnull);
+			tr->timed = !isnull;
+			if (tr->timed)
+			{
+				tr->after = *DatumGetIntervalP(after);
+				m->states[f].timed = counts[f] - 1;
+			}
+		}
+		if (pass == 0)
+			for (int s = 0; s < m->nstates; s++)
+				m->states[s].trans = MemoryContextAllocZero(mcxt, sizeof(FsmTransition) *
+															Max(m->states[s].ntrans, 1));
+	}
+	SPI_finish();
+	return true;
+}
+
+/*
+ * The compiled machine called name.  The result stays valid until the next
+ * call after a definition changed: callers that run SQL in between must
+ * look it up again (fsm_cache_generation tells).
+ */
+FsmMachine *
+fsm_machine_get(const char *name, bool missing_ok)
+{
+	FsmMachine *m;
+	FsmMachine	loaded;
+	char		key[NAMEDATALEN];
+
+	if (name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_MACHINE),
+				 errmsg("state machine name must not be NULL")));
+	if (fsm_cache_stale || fsm_machines == NULL)
+		fsm_cache_reset();
+	if (strlen(name) <= FSM_MAX_MACHINE_NAME)
+	{
+		memset(key, 0, sizeof(key));
+		strlcpy(key, name, NAMEDATALEN);
+		m = hash_search(fsm_machines, key, HASH_FIND, NULL);
+		if (m != NULL)
+			return m;
+		if (fsm_machine_load(name, &loaded))
+		{
+			m = hash_search(fsm_machines, key, HASH_ENTER, NULL);
+			memcpy(m, &loaded, sizeof(FsmMachine));
+			return m;
+		}
+	}
+	if (missing_ok)
+		return NULL;
+	ereport(ERROR,
+			(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_MACHINE),
+			 errmsg("state machine \"%s\" does not exist",
+					strlen(name) > 64 ? "(name too long)" : name),
+			 errhint("harden.fsm_machines lists the defined machines; define one with harden.fsm_define().")));
+	return NULL;				/* keep the compiler quiet */
+}
+
+int
+fsm_state_lookup(const FsmMachine *m, const char *name, int len)
+{
+	char		key[NAMEDATALEN];
+	FsmStateIndexEntry *e;
+
+	if (len <= 0 || len > FSM_MAX_NAME || memchr(name, '\0', len) != NULL)
+		return -1;
+	memcpy(key, name, len);
+	memset(key + len, 0, NAMEDATALEN - len);
+	e = hash_search(m->index, key, HASH_FIND, NULL);
+	return e ? e->num : -1;
+}
+
+const FsmTransition *
+fsm_transition_find(const FsmMachine *m, int from, int to)
+{
+	const FsmState *s = &m->states[from];
+
+	for (int i = 0; i < s->ntrans; i++)
+		if (s->trans[i].to == to)
+			return &s->trans[i];
+	return NULL;
+}
+
+/* "\"a\", \"b\"" for a DETAIL: at most 20 names. */
+static void
+append_state_names(StringInfo buf, const FsmMachine *m, const int *nums, int n)
+{
+	if (n == 0)
+	{
+		appendStringInfoString(buf, "none");
+		return;
+	}
+	for (int i = 0; i < n && i < 20; i++)
+		appendStringInfo(buf, "%s\"%s\"", i > 0 ? ", " : "", m->states[nums[i]].name);
+	if (n > 20)
+		appendStringInfo(buf, " and %d more", n - 20);
+}
+
+/* The states reachable from "from" (from < 0: the initial states). */
+char *
+fsm_next_list(const FsmMachine *m, int from)
+{
+	StringInfoData buf;
+	int		   *nums = palloc(sizeof(int) * Max(m->nstates, 1));
+	int			n = 0;
+
+	if (from < 0)
+	{
+		for (int i = 0; i < m->nstates; i++)
+			if (m->states[i].initial)
+				nums[n++] = i;
+	}
+	else
+		for (int i = 0; i < m->states[from].ntrans; i++)
+			nums[n++] = m->states[from].trans[i].to;
+	initStringInfo(&buf);
+	append_state_names(&buf, m, nums, n);
+	if (n == 0 && from >= 0)
+		appendStringInfoString(&buf, " (it is a final state)");
+	return buf.data;
+}
+
+Oid
+fsm_trigger_func_oid(void)
+{
+	if (fsm_cache_stale || fsm_machines == NULL)
+		fsm_cache_reset();
+	if (!OidIsValid(fsm_trigger_oid))
+		fsm_trigger_oid = LookupFuncName(list_make2(makeString("harden"), makeString("fsm_enforce")),
+										 0, NULL, false);
+	return fsm_trigger_oid;
+}
+
+/* ---- columns and values ---- */
+
+static bool
+state_type_ok(Oid typid, bool *is_enum)
+{
+	Oid			base = getBaseType(typid);
+
+	*is_enum = false;
+	if (base == TEXTOID || base == VARCHAROID)
+		return true;
+	if (type_is_enum(base))
+	{
+		*is_enum = true;
+		return true;
+	}
+	return false;
+}
+
+void
+fsm_column_type_check(Oid typid, const char *table, const char *column)
+{
+	bool		is_enum;
+
+	if (!state_type_ok(typid, &is_enum))
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+				 errmsg("column \"%s\" of %s cannot hold a state", column, table),
+				 errdetail("Its type is %s; a state column must be text, varchar or an enum (or a domain over one).",
+						   format_type_be(typid))));
+}
+
+/*
+ * The state a column value names: text and varchar point into the datum
+ * (not NUL-terminated), enums are looked up in pg_enum.
+ */
+char *
+fsm_datum_state(Oid typid, Datum value, int *len)
+{
+	bool		is_enum = false;
+
+	if (typid != TEXTOID && typid != VARCHAROID && !state_type_ok(typid, &is_enum))
+		elog(ERROR, "type %s cannot hold a state", format_type_be(typid));
+	if (is_enum)
+	{
+		HeapTuple	tup = SearchSysCache1(ENUMOID, value);
+		char	   *label;
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for enum value %u", DatumGetObjectId(value));
+		label = pstrdup(NameStr(((Form_pg_enum) GETSTRUCT(tup))->enumlabel));
+		ReleaseSysCache(tup);
+		*len = strlen(label);
+		return label;
+	}
+	else
+	{
+		text	   *t = DatumGetTextPP(value);
+
+		*len = VARSIZE_ANY_EXHDR(t);
+		return VARDATA_ANY(t);
+	}
+}
+
+char *
+fsm_table_name(Relation rel)
+{
+	return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+									  RelationGetRelationName(rel));
+}
+
+static void
+append_json_value(StringInfo buf, Oid typid, Datum value)
+{
+	Oid			outfunc;
+	bool		varlena;
+	char	   *out;
+
+	getTypeOutputInfo(typid, &outfunc, &varlena);
+	out = OidOutputFunctionCall(outfunc, value);
+	switch (typid)
+	{
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case OIDOID:
+		case NUMERICOID:
+		case FLOAT4OID:
+		case FLOAT8OID:
+			/* NaN and infinities are not JSON numbers. */
+			if ((out[0] >= '0' && out[0] <= '9') || (out[0] == '-' && out[1] >= '0' && out[1] <= '9'))
+			{
+				appendStringInfoString(buf, out);
+				return;
+			}
+			break;
+		case BOOLOID:
+			appendStringInfoString(buf, DatumGetBool(value) ? "true" : "false");
+			return;
+		case JSONOID:
+		case JSONBOID:
+			appendStringInfoString(buf, out);
+			return;
+	}
+	escape_json(buf, out);
+}
+
+/*
+ * A row's key as jsonb: its primary-key columns.  A table whose primary key
+ * was dropped after attaching falls back to the tuple's ctid.
+ */
+Datum
+fsm_row_key(Relation rel, HeapTuple tuple)
+{
+	Bitmapset  *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	TupleDesc	desc = RelationGetDescr(rel);
+	StringInfoData buf;
+	int			x = -1;
+	bool		first = true;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	while ((x = bms_next_member(pk, x)) >= 0)
+	{
+		AttrNumber	attnum = x + FirstLowInvalidHeapAttributeNumber;
+		Form_pg_attribute att;
+		bool		isnull;
+		Datum		d;
+
+		if (attnum <= 0)
+			continue;
+		att = TupleDescAttr(desc, attnum - 1);
+		if (!first)
+			appendStringInfoString(&buf, ", ");
+		first = false;
+		escape_json(&buf, NameStr(att->attname));
+		appendStringInfoString(&buf, ": ");
+		d = heap_getattr(tuple, attnum, desc, &isnull);
+		if (isnull)
+			appendStringInfoString(&buf, "null");
+		else
+			append_json_value(&buf, att->atttypid, d);
+	}
+	if (first && ItemPointerIsValid(&tuple->t_self))
+		appendStringInfo(&buf, "\"ctid\": \"(%u,%u)\"",
+						 ItemPointerGetBlockNumber(&tuple->t_self),
+						 ItemPointerGetOffsetNumber(&tuple->t_self));
+	appendStringInfoChar(&buf, '}');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}
+
+char *
+fsm_jsonb_text(Datum j)
+{
+	return JsonbToCString(NULL, &DatumGetJsonbP(j)->root, VARSIZE(DatumGetPointer(j)));
+}
+
+/* ---- direct inserts into harden's own tables ---- */
+
+/*
+ * Insert one row into a harden table without SQL.  The heap insert goes
+ * through the table AM; index entries are made with the executor's
+ * ExecInsertIndexTuples so every index on the table -- ours and any an
+ * administrator adds -- stays consistent.  Privileges are not checked on
+ * purpose: writers must not need (or have) INSERT on the audit trail.
+ */
+static void
+fsm_insert_row(Oid relid, Datum *values, bool *nulls, int natts)
+{
+	Relation	rel = table_open(relid, RowExclusiveLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	TupleTableSlot *slot;
+
+	if (desc->natts != natts || rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s is not the table pg_harden created", fsm_table_name(rel)),
+				 errdetail("It has %d columns; pg_harden writes %d.", desc->natts, natts),
+				 errhint("Reinstall the extension, or restore the table's original definition.")));
+	slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, values, sizeof(Datum) * natts);
+	memcpy(slot->tts_isnull, nulls, sizeof(bool) * natts);
+	ExecStoreVirtualTuple(slot);
+	simple_table_tuple_insert(rel, slot);
+
+	if (rel->rd_rel->relhasindex)
+	{
+		EState	   *estate = CreateExecutorState();
+		ResultRelInfo *rri = makeNode(ResultRelInfo);
+
+		InitResultRelInfo(rri, rel, 1, NULL, 0);
+		ExecOpenIndices(rri, false);
+		if (rri->ri_NumIndices > 0)
+			list_free(ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL));
+		ExecCloseIndices(rri);
+		FreeExecutorState(estate);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+}
+
+/* A harden table's oid, looked up once per cache generation. */
+static Oid
+cached_relid(Oid *cache, const char *relname)
+{
+	if (!OidIsValid(*cache))
+		*cache = fsm_harden_relid(relname);
+	return *cache;
+}
+
+static Datum
+text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s == NULL);
+	return s ? CStringGetTextDatum(s) : (Datum) 0;
+}
+
+#define FSM_LOG_NATTS 12
+#define FSM_DUE_NATTS 10
+
+static void
+fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
+		  const char *to, const char *event, const char *actor)
+{
+	Datum		v[FSM_LOG_NATTS];
+	bool		n[FSM_LOG_NATTS];
+
+	memset(n, 0, sizeof(n));
+	v[0] = Int64GetDatum(nextval_internal(cached_relid(&fsm_log_seqid, "fsm_log_id_seq"), false));
+	v[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	v[2] = CStringGetTextDatum(m->name);
+	v[3] = CStringGetTextDatum(table);
+	v[4] = key;
+	v[5] = text_or_null(from, &n[5]);
+	v[6] = CStringGetTextDatum(to);
+	v[7] = text_or_null(event, &n[7]);
+	v[8] = CStringGetTextDatum(actor);
+	v[9] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
+	v[10] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	v[11] = text_or_null(fsm_reason && fsm_reason[0] ? fsm_reason : NULL, &n[11]);
+	fsm_insert_row(cached_relid(&fsm_log_relid, "fsm_log"), v, n, FSM_LOG_NATTS);
+}
+
+/* A row entered a state with a timed exit: store its deadline. */
+static void
+fsm_due_insert(FsmMachine *m, const char *table, Datum key, int state)
+{
+	const FsmState *s = &m->states[state];
+	const FsmTransition *t = &s->trans[s->timed];
+	TimestampTz now = GetCurrentTimestamp();
+	Datum		v[FSM_DUE_NATTS];
+	bool		n[FSM_DUE_NATTS];
+
+	memset(n, 0, sizeof(n));
+	v[0] = Int64GetDatum(nextval_internal(cached_relid(&fsm_due_seqid, "fsm_due_id_seq"), false));
+	v[1] = DirectFunctionCall2(timestamptz_pl_interval, TimestampTzGetDatum(now),
+							   IntervalPGetDatum(&t->after));
+	v[2] = CStringGetTextDatum(m->name);
+	v[3] = CStringGetTextDatum(table);
+	v[4] = key;
+	v[5] = CStringGetTextDatum(s->name);
+	v[6] = CStringGetTextDatum(m->states[t->to].name);
+	v[7] = TimestampTzGetDatum(now);
+	v[8] = Int32GetDatum(0);
+	n[9] = true;
+	fsm_insert_row(cached_relid(&fsm_due_relid, "fsm_due"), v, n, FSM_DUE_NATTS);
+}
+
+/* ---- the trigger ---- */
+
+typedef struct FsmCheck
+{
+	FsmMachine *m;
+	Relation	rel;
+	HeapTuple	keytuple;		/* the tuple whose key identifies the row */
+	AttrNumber	attnum;
+} FsmCheck;
+
+static pg_noinline void
+fsm_reject(FsmCheck *c, int sqlstate, int from, const char *from_name,
+		   const char *to_name, bool new_unknown)
+{
+	char	   *table = fsm_table_name(c->rel);
+	char	   *key = fsm_jsonb_text(fsm_row_key(c->rel, c->keytuple));
+	char	   *to_q = to_name ? psprintf("\"%s\"", to_name) : "NULL";
+	char	   *next = fsm_next_list(c->m, from);
+
+	fsm_count(c->m, true);
+	if (sqlstate == ERRCODE_HARDEN_FSM_NOT_INITIAL)
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("invalid initial state for %s row %s: %s", table, key, to_q),
+				 errdetail("State machine \"%s\" starts in: %s.", c->m->name, next),
+				 errtablecol(c->rel, c->attnum)));
+	if (new_unknown && from_name == NULL)
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("invalid state for %s row %s: %s is not a state of machine \"%s\"",
+						table, key, to_q, c->m->name),
+				 errdetail("State machine \"%s\" starts in: %s.", c->m->name, next),
+				 errtablecol(c->rel, c->attnum)));
+	if (new_unknown)
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("invalid state for %s row %s: %s is not a state of machine \"%s\"",
+						table, key, to_q, c->m->name),
+				 errdetail("Allowed next states from \"%s\": %s.", from_name, next),
+				 errtablecol(c->rel, c->attnum)));
+	if (from < 0)
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("invalid transition for %s row %s: the current state %s is not a state of machine \"%s\"",
+						table, key, from_name ? psprintf("\"%s\"", from_name) : "NULL", c->m->name),
+				 errdetail("The row was given that state while the machine was not enforced on it."),
+				 errhint("Correct the row with the trigger %s%s disabled, or redefine the machine.",
+						 FSM_TRIGGER_PREFIX, c->m->name),
+				 errtablecol(c->rel, c->attnum)));
+	ereport(ERROR,
+			(errcode(sqlstate),
+			 errmsg("invalid transition for %s row %s: \"%s\" -> %s", table, key, from_name, to_q),
+			 errdetail("State machine \"%s\" allows from \"%s\": %s.", c->m->name, from_name, next),
+			 errtablecol(c->rel, c->attnum)));
+}
+
+PG_FUNCTION_INFO_V1(harden_fsm_enforce);
+
+Datum
+harden_fsm_enforce(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Trigger    *trig;
+	TupleDesc	desc;
+	Form_pg_attribute att;
+	FsmCheck	c;
+	HeapTuple	newtup;
+	bool		is_insert;
+	bool		audit;
+	Datum		newd;
+	bool		newnull;
+	char	   *to_name = NULL;
+	char	   *from_name = NULL;
+	int			to_len = 0;
+	int			from = -1;
+	int			to = -1;
+	FsmActor   *actor;
+	const char *event = NULL;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("harden.fsm_enforce() must be called as a trigger")));
+	trig = td->tg_trigger;
+	if (!TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		!(TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) ||
+		trig->tgnargs < 1 || trig->tgnattr != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+				 errmsg("trigger \"%s\" was not created by harden.fsm_attach()", trig->tgname),
+				 errhint("Drop it and attach the machine with harden.fsm_attach(table, column, machine).")));
+
+	c.rel = td->tg_relation;
+	c.attnum = trig->tgattr[0];
+	c.m = fsm_machine_get(trig->tgargs[0], false);
+	desc = RelationGetDescr(c.rel);
+	if (c.attnum <= 0 || c.attnum > desc->natts || TupleDescAttr(desc, c.attnum - 1)->attisdropped)
+		elog(ERROR, "trigger \"%s\" names a missing column", trig->tgname);
+	att = TupleDescAttr(desc, c.attnum - 1);
+	audit = !(trig->tgnargs >= 2 && strcmp(trig->tgargs[1], "noaudit") == 0);
+	is_insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);
+	newtup = is_insert ? td->tg_trigtuple : td->tg_newtuple;
+	c.keytuple = td->tg_trigtuple;
+
+	newd = heap_getattr(newtup, c.attnum, desc, &newnull);
+	if (!newnull)
+	{
+		to_name = fsm_datum_state(att->atttypid, newd, &to_len);
+		to = fsm_state_lookup(c.m, to_name, to_len);
+	}
+	if (is_insert)
+	{
+		if (to < 0)
+			fsm_reject(&c, ERRCODE_HARDEN_FSM_UNKNOWN_STATE, -1, NULL,
+					   newnull ? NULL : pnstrdup(to_name, to_len), true);
+		if (!c.m->states[to].initial)
+			fsm_reject(&c, ERRCODE_HARDEN_FSM_NOT_INITIAL, -1, NULL, c.m->states[to].name, false);
+	}
+	else
+	{
+		bool		oldnull;
+		Datum		oldd = heap_getattr(td->tg_trigtuple, c.attnum, desc, &oldnull);
+		int			from_len = 0;
+
+		if (!oldnull)
+		{
+			from_name = fsm_datum_state(att->atttypid, oldd, &from_len);
+			/* Not a change of state: nothing to check or record. */
+			if (!newnull && from_len == to_len && memcmp(from_name, to_name, to_len) == 0)
+				return PointerGetDatum(newtup);
+			from = fsm_state_lookup(c.m, from_name, from_len);
+			from_name = pnstrdup(from_name, from_len);
+		}
+		else if (newnull)
+			return PointerGetDatum(newtup);
+		if (from < 0)
+			fsm_reject(&c, ERRCODE_HARDEN_FSM_UNKNOWN_STATE, -1, from_name,
+					   newnull ? NULL : pnstrdup(to_name, to_len), false);
+		if (to < 0)
+			fsm_reject(&c, ERRCODE_HARDEN_FSM_UNKNOWN_STATE, from, c.m->states[from].name,
+					   newnull ? NULL : pnstrdup(to_name, to_len), true);
+		if (fsm_transition_find(c.m, from, to) == NULL)
+			fsm_reject(&c, ERRCODE_HARDEN_FSM_INVALID_TRANSITION, from, c.m->states[from].name,
+					   c.m->states[to].name, false);
+	}
+
+	fsm_count(c.m, false);
+	actor = fsm_current_actor;
+	if (actor && strcmp(actor->machine, c.m->name) == 0 &&
+		strcmp(actor->to, c.m->states[to].name) == 0 &&
+		from >= 0 && strcmp(actor->from, c.m->states[from].name) == 0)
+		event = actor->event;
+	else
+		actor = NULL;
+	if (audit || c.m->states[to].timed >= 0)
+	{
+		char	   *table = fsm_table_name(c.rel);
+		Datum		key = fsm_row_key(c.rel, is_insert ? newtup : c.keytuple);
+
+		if (audit)
+			fsm_audit(c.m, table, key, from >= 0 ? c.m->states[from].name : NULL,
+					  c.m->states[to].name, event, actor ? actor->actor : "sql");
+		if (c.m->states[to].timed >= 0)
+			fsm_due_insert(c.m, table, key, to);
+	}
+	return PointerGetDatum(newtup);
+}
+
+/* Statement trigger on the definition tables: every backend recompiles. */
+PG_FUNCTION_INFO_V1(harden_fsm_definitions_changed);
+
+Datum
+harden_fsm_definitions_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("harden.fsm_definitions_changed() must be called as a trigger")));
+	CacheInvalidateRelcache(td->tg_relation);
+	PG_RETURN_POINTER(NULL);
+}

@@ -1,0 +1,2 @@
+\set id random(1, 100000)
+UPDATE bench_fsm_plpgsql SET status = CASE status WHEN 'a' THEN 'b' WHEN 'b' THEN 'c' ELSE 'a' END WHERE id = :id;
