@@ -17,3 +17,13 @@ HARDEN_COUNTER(CACHE_SETS, "cache_sets_total", "Cache entries written")
 HARDEN_COUNTER(CACHE_EVICTIONS, "cache_evictions_total", "Cache entries evicted to make room")
 HARDEN_COUNTER(CACHE_EXPIRATIONS, "cache_expirations_total", "Cache entries removed after their TTL ran out")
 HARDEN_COUNTER(CACHE_INVALIDATIONS, "cache_invalidations_total", "Cache entries removed by invalidation (pattern, tag or flush)")
+
+/* stock */
+HARDEN_COUNTER(STOCK_TAKES, "stock_takes_total", "Stock lines deducted by stock_take, stock_take_many and stock_reserve")
+HARDEN_COUNTER(STOCK_SHORTAGES, "stock_shortages_total", "Stock calls refused for insufficient stock")
+HARDEN_COUNTER(STOCK_SKIPS, "stock_skips_total", "Stock calls with wait => skip that found a row locked")
+HARDEN_COUNTER(STOCK_PUTS, "stock_puts_total", "Stock lines returned by stock_put")
+HARDEN_COUNTER(STOCK_RESERVATIONS, "stock_reservations_total", "Reservations made by stock_reserve")
+HARDEN_COUNTER(STOCK_COMMITS, "stock_commits_total", "Reservations made final by stock_commit")
+HARDEN_COUNTER(STOCK_RELEASES, "stock_releases_total", "Reservations given back by stock_release and stock_release_ref")
+HARDEN_COUNTER(STOCK_EXPIRATIONS, "stock_expirations_total", "Expired reservations given back by stock_run_due")

@@ -17,6 +17,7 @@
 
 #include "pg_harden.h"
 #include "cache.h"
+#include "stock.h"
 
 PG_MODULE_MAGIC;
 
@@ -32,6 +33,7 @@ static const HardenModule harden_modules[] = {
 	{"metrics", metrics_define_gucs, metrics_shmem_size, metrics_shmem_startup},
 	{"cache", cache_define_gucs, cache_shmem_size, cache_shmem_startup},
 	{"cache sql", cache_sql_define_gucs, NULL, NULL},
+	{"stock", stock_define_gucs, NULL, NULL},
 };
 
 #define NUM_MODULES lengthof(harden_modules)

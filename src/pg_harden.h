@@ -10,7 +10,7 @@
 #include "port/atomics.h"
 #include "utils/elog.h"
 
-#define PG_HARDEN_VERSION "0.2.0"
+#define PG_HARDEN_VERSION "0.3.0"
 
 /*
  * pg_harden SQLSTATEs live in class "PH" (classes starting with I-Z are free
@@ -23,6 +23,16 @@
 #define ERRCODE_HARDEN_CACHE_WRONG_TYPE		MAKE_SQLSTATE('P','H','1','0','2')
 #define ERRCODE_HARDEN_CACHE_VALUE_TOO_LARGE	MAKE_SQLSTATE('P','H','1','0','3')
 #define ERRCODE_HARDEN_CACHE_INVALID_TAG	MAKE_SQLSTATE('P','H','1','0','4')
+
+/* stock: PH3xx */
+#define ERRCODE_HARDEN_STOCK_INSUFFICIENT	MAKE_SQLSTATE('P','H','3','0','1')
+#define ERRCODE_HARDEN_STOCK_NOT_ATTACHED	MAKE_SQLSTATE('P','H','3','0','2')
+#define ERRCODE_HARDEN_STOCK_UNKNOWN_RESERVATION	MAKE_SQLSTATE('P','H','3','0','3')
+#define ERRCODE_HARDEN_STOCK_NOT_HELD		MAKE_SQLSTATE('P','H','3','0','4')
+#define ERRCODE_HARDEN_STOCK_UNKNOWN_KEY	MAKE_SQLSTATE('P','H','3','0','5')
+#define ERRCODE_HARDEN_STOCK_INVALID_TABLE	MAKE_SQLSTATE('P','H','3','0','6')
+#define ERRCODE_HARDEN_STOCK_TABLE_CHANGED	MAKE_SQLSTATE('P','H','3','0','7')
+#define ERRCODE_HARDEN_STOCK_HOLDS_ACTIVE	MAKE_SQLSTATE('P','H','3','0','8')
 
 /*
  * Shared counters.  counters.h lists them once (X-macro); each becomes an
