@@ -306,7 +306,8 @@ refuse_if_held(Oid relid, const char *action)
 				(errcode(ERRCODE_HARDEN_STOCK_HOLDS_ACTIVE),
 				 errmsg("cannot %s stock table %s while it has active reservations",
 						action, stock_table_name(relid)),
-				 errdetail(INT64_FORMAT " reservations are held.", n),
+				 errdetail_plural("%d reservation is held.", "%d reservations are held.",
+								  (unsigned long) n, (int) n),
 				 errhint("Commit or release them first (see harden.stock_reservations).")));
 }
 
