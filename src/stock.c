@@ -168,10 +168,13 @@ coerce_key(StockTable *st, Datum value, Oid srctype)
 	return (Datum) 0;			/* keep the compiler quiet */
 }
 
-static char *
-key_text(StockTable *st, Datum key)
+/* The key as text, made only when a message or a hold needs it. */
+const char *
+stock_line_key(StockTable *st, StockLine *line)
 {
-	return OidOutputFunctionCall(st->key_output, key);
+	if (line->key_text == NULL)
+		line->key_text = OidOutputFunctionCall(st->key_output, line->key);
+	return line->key_text;
 }
 
 /* ---- line lists ---- */
@@ -217,13 +220,11 @@ merge_items(StockTable *st, SortItem *items, int n, int *nlines, int *positions)
 						(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 						 errmsg("stock quantity out of range"),
 						 errdetail("The lines for key %s add up to more than a bigint holds.",
-								   lines[m - 1].key_text)));
+								   stock_line_key(st, &lines[m - 1]))));
 		}
 		else
 		{
 			lines[m] = items[i].line;
-			if (lines[m].key_text == NULL)
-				lines[m].key_text = key_text(st, lines[m].key);
 			m++;
 		}
 		if (positions)
@@ -399,9 +400,9 @@ unknown_keys(StockTable *st, StockLine *lines, int nlines, const bool *missing)
 		if (!missing[i])
 			continue;
 		if (first == NULL)
-			first = lines[i].key_text;
+			first = stock_line_key(st, &lines[i]);
 		if (n < STOCK_DETAIL_MAX_LINES)
-			appendStringInfo(&buf, "%s%s", n ? ", " : "", lines[i].key_text);
+			appendStringInfo(&buf, "%s%s", n ? ", " : "", stock_line_key(st, &lines[i]));
 		else if (n == STOCK_DETAIL_MAX_LINES)
 			appendStringInfoString(&buf, ", ...");
 		n++;
@@ -497,9 +498,9 @@ take_one(StockTable *st, StockLine *line)
 		/* Someone put stock back between the two statements: try again. */
 		if (enough && attempt < STOCK_TAKE_RETRIES)
 			continue;
-		insufficient(st, 1, 1, line->key_text,
+		insufficient(st, 1, 1, stock_line_key(st, line),
 					 psprintf("Key %s: requested " INT64_FORMAT ", available %s.",
-							  line->key_text, line->qty, avail));
+							  stock_line_key(st, line), line->qty, avail));
 	}
 }
 
@@ -543,9 +544,9 @@ take_locked(StockTable *st, StockLine *lines, int nlines, StockWait wait)
 		if (!returned_avail(&avail))
 		{
 			if (first_short == NULL)
-				first_short = lines[i].key_text;
+				first_short = stock_line_key(st, &lines[i]);
 			append_line(&shortages, &nshort, "Key %s: requested " INT64_FORMAT ", available %s.",
-						lines[i].key_text, lines[i].qty, avail);
+						stock_line_key(st, &lines[i]), lines[i].qty, avail);
 		}
 	}
 	if (any_missing)
@@ -560,7 +561,7 @@ take_locked(StockTable *st, StockLine *lines, int nlines, StockWait wait)
 		exec_check(SPI_execute_plan(st->deduct, values, NULL, false, 0),
 				   SPI_OK_UPDATE_RETURNING, "deduct");
 		if (SPI_processed != 1)
-			elog(ERROR, "stock row for key %s vanished while locked", lines[i].key_text);
+			elog(ERROR, "stock row for key %s vanished while locked", stock_line_key(st, &lines[i]));
 		lines[i].remaining = returned_int8();
 	}
 	return true;
@@ -633,9 +634,10 @@ stock_put_lines(StockTable *st, StockLine *lines, int nlines)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("stock for key %s in %s would exceed the range of %s",
-						lines[i].key_text, stock_table_name(st->relid), format_type_be(st->qty_type)),
+						stock_line_key(st, &lines[i]), stock_table_name(st->relid),
+						format_type_be(st->qty_type)),
 				 errdetail("Key %s: on hand %s, adding " INT64_FORMAT ", largest value " INT64_FORMAT ".",
-						   lines[i].key_text, avail, lines[i].qty, st->qty_max)));
+						   stock_line_key(st, &lines[i]), avail, lines[i].qty, st->qty_max)));
 	}
 	harden_count(HC_STOCK_PUTS, nlines);
 }
@@ -649,7 +651,6 @@ single_line(StockTable *st, FunctionCallInfo fcinfo, int keyno, int64 qty)
 	StockLine	line = {0};
 
 	line.key = coerce_key(st, PG_GETARG_DATUM(keyno), get_fn_expr_argtype(fcinfo->flinfo, keyno));
-	line.key_text = key_text(st, line.key);
 	line.qty = qty;
 	return line;
 }

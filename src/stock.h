@@ -62,7 +62,7 @@ typedef struct StockLine
 {
 	Datum		key;
 	int64		qty;
-	char	   *key_text;		/* output form, for messages and holds */
+	char	   *key_text;		/* output form, made on demand (stock_line_key) */
 	int64		remaining;
 } StockLine;
 
@@ -96,6 +96,7 @@ extern StockLine *stock_lines_from_holds(StockTable *st, int nholds, ArrayType *
 										 ArrayType **qtys, int *nlines);
 extern bool stock_take_lines(StockTable *st, StockLine *lines, int nlines, StockWait wait);
 extern void stock_put_lines(StockTable *st, StockLine *lines, int nlines);
+extern const char *stock_line_key(StockTable *st, StockLine *line);
 extern int	stock_hold_retention_s;
 
 #endif							/* PG_HARDEN_STOCK_H */

@@ -276,7 +276,7 @@ harden_stock_reserve(PG_FUNCTION_ARGS)
 		qtys = palloc(sizeof(Datum) * nlines);
 		for (int i = 0; i < nlines; i++)
 		{
-			keys[i] = CStringGetTextDatum(lines[i].key_text);
+			keys[i] = CStringGetTextDatum(stock_line_key(st, &lines[i]));
 			qtys[i] = Int64GetDatum(lines[i].qty);
 		}
 		values[0] = ObjectIdGetDatum(relid);
