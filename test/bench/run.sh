@@ -2,7 +2,8 @@
 # make bench: side-by-side benchmarks in one run on a throwaway cluster.
 # Each file test/bench/groups/NN-*.sh is a group that sets up its data and
 # calls bench_pgbench / bench_record; the table is printed at the end.
-# BENCH_SECONDS (default 8) is the duration of each pgbench run.
+# BENCH_SECONDS (default 8) is the duration of each pgbench run; BENCH_GROUPS
+# (a glob, default every group) picks groups, e.g. BENCH_GROUPS='30-*'.
 source "$(dirname "$0")/../lib.sh"
 
 BENCH_SECONDS=${BENCH_SECONDS:-8}
@@ -55,7 +56,7 @@ pgh_build_and_stage
 pgh_cluster_start "shared_buffers = '512MB'" "max_connections = 120" "synchronous_commit = off"
 pgh_createdb "$BENCH_DB" pg_trgm pg_harden
 pgh_log "benchmarks: ${BENCH_SECONDS}s per run, $(nproc) cores"
-for g in "$BENCH_DIR"/groups/[0-9]*.sh; do
+for g in "$BENCH_DIR"/groups/${BENCH_GROUPS:-[0-9]*}.sh; do
 	pgh_log "group $(basename "$g" .sh)"
 	source "$g"
 done
