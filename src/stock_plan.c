@@ -36,6 +36,9 @@
 static HTAB *stock_tables = NULL;
 static SPIPlanPtr config_plan = NULL;
 
+/* harden.stock_tables itself: dropping it (DROP EXTENSION) forgets everything. */
+static Oid	config_relid = InvalidOid;
+
 static void
 stock_relcache_callback(Datum arg, Oid relid)
 {
@@ -44,6 +47,11 @@ stock_relcache_callback(Datum arg, Oid relid)
 
 	if (stock_tables == NULL)
 		return;
+	if (OidIsValid(relid) && relid == config_relid)
+	{
+		config_relid = InvalidOid;
+		relid = InvalidOid;
+	}
 	if (OidIsValid(relid))
 	{
 		st = hash_search(stock_tables, &relid, HASH_FIND, NULL);
@@ -317,6 +325,8 @@ read_config(Oid relid, NameData *qty, NameData *key)
 		SPI_keepplan(plan);
 		config_plan = plan;
 	}
+	if (!OidIsValid(config_relid))
+		config_relid = get_relname_relid("stock_tables", get_namespace_oid("harden", false));
 	ret = SPI_execute_plan(config_plan, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read harden.stock_tables: %s", SPI_result_code_string(ret));
