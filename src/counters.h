@@ -26,3 +26,13 @@ HARDEN_COUNTER(FSM_REJECTIONS, "fsm_rejections_total", "State-machine transition
 HARDEN_COUNTER(FSM_TIMERS_APPLIED, "fsm_timers_applied_total", "Timed transitions applied by fsm_run_due()")
 HARDEN_COUNTER(FSM_TIMERS_DROPPED, "fsm_timers_dropped_total", "Timed transitions dropped because the row had left the state (or was gone)")
 HARDEN_COUNTER(FSM_TIMERS_FAILED, "fsm_timers_failed_total", "Timed transitions that raised an error and were postponed")
+
+/* stock */
+HARDEN_COUNTER(STOCK_TAKES, "stock_takes_total", "Stock lines deducted by stock_take, stock_take_many and stock_reserve")
+HARDEN_COUNTER(STOCK_SHORTAGES, "stock_shortages_total", "Stock calls refused for insufficient stock")
+HARDEN_COUNTER(STOCK_SKIPS, "stock_skips_total", "Stock calls with wait => skip that found a row locked")
+HARDEN_COUNTER(STOCK_PUTS, "stock_puts_total", "Stock lines returned by stock_put")
+HARDEN_COUNTER(STOCK_RESERVATIONS, "stock_reservations_total", "Reservations made by stock_reserve")
+HARDEN_COUNTER(STOCK_COMMITS, "stock_commits_total", "Reservations made final by stock_commit")
+HARDEN_COUNTER(STOCK_RELEASES, "stock_releases_total", "Reservations given back by stock_release and stock_release_ref")
+HARDEN_COUNTER(STOCK_EXPIRATIONS, "stock_expirations_total", "Expired reservations given back by stock_run_due")

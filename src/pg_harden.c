@@ -18,6 +18,7 @@
 #include "pg_harden.h"
 #include "cache.h"
 #include "fsm.h"
+#include "stock.h"
 
 PG_MODULE_MAGIC;
 
@@ -36,6 +37,7 @@ static const HardenModule harden_modules[] = {
 	{"cache watch", cache_watch_define_gucs, cache_watch_shmem_size, cache_watch_shmem_startup},
 	{"cache query", cache_query_define_gucs, cache_flight_shmem_size, cache_flight_shmem_startup},
 	{"fsm", fsm_define_gucs, fsm_shmem_size, fsm_shmem_startup},
+	{"stock", stock_define_gucs, NULL, NULL},
 };
 
 #define NUM_MODULES lengthof(harden_modules)

@@ -38,6 +38,16 @@
 #define ERRCODE_HARDEN_FSM_MACHINE_IN_USE	MAKE_SQLSTATE('P','H','2','1','0')
 #define ERRCODE_HARDEN_FSM_AMBIGUOUS		MAKE_SQLSTATE('P','H','2','1','1')
 
+/* stock: PH3xx */
+#define ERRCODE_HARDEN_STOCK_INSUFFICIENT	MAKE_SQLSTATE('P','H','3','0','1')
+#define ERRCODE_HARDEN_STOCK_NOT_ATTACHED	MAKE_SQLSTATE('P','H','3','0','2')
+#define ERRCODE_HARDEN_STOCK_UNKNOWN_RESERVATION	MAKE_SQLSTATE('P','H','3','0','3')
+#define ERRCODE_HARDEN_STOCK_NOT_HELD		MAKE_SQLSTATE('P','H','3','0','4')
+#define ERRCODE_HARDEN_STOCK_UNKNOWN_KEY	MAKE_SQLSTATE('P','H','3','0','5')
+#define ERRCODE_HARDEN_STOCK_INVALID_TABLE	MAKE_SQLSTATE('P','H','3','0','6')
+#define ERRCODE_HARDEN_STOCK_TABLE_CHANGED	MAKE_SQLSTATE('P','H','3','0','7')
+#define ERRCODE_HARDEN_STOCK_HOLDS_ACTIVE	MAKE_SQLSTATE('P','H','3','0','8')
+
 /*
  * Shared counters.  counters.h lists them once (X-macro); each becomes an
  * enum value here and a Prometheus family in metrics.c.

@@ -1,7 +1,7 @@
 -- Without shared_preload_libraries: the extension installs, functions that
 -- need shared memory fail with PH001 and a HINT, the rest keep working.
 BEGIN;
-SELECT plan(20);
+SELECT plan(27);
 
 SELECT is(current_setting('shared_preload_libraries'), '', 'cluster is not preloaded');
 SELECT throws_ok($$ SELECT harden.metrics_reset() $$, 'PH001',
@@ -51,6 +51,19 @@ SELECT is((SELECT array_agg(to_state ORDER BY id) FROM harden.fsm_log WHERE tabl
 SELECT is((SELECT count(*) FROM harden.fsm_stats), 0::bigint, 'fsm_stats is empty');
 SELECT doesnt_match(harden.metrics(), 'fsm_machine_transitions_total', 'no per-machine counters in metrics()');
 SELECT lives_ok($$ SELECT harden.fsm_run_due() $$, 'fsm_run_due works');
+-- Stock functions need no shared memory.
+CREATE TABLE np_stock (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO np_stock VALUES (1, 5), (2, 5);
+SELECT lives_ok($$ SELECT harden.stock_attach('np_stock', 'q') $$, 'stock_attach works');
+SELECT is(harden.stock_take('np_stock', 1, 2), 3::bigint, 'stock_take works');
+SELECT is(harden.stock_take_many('np_stock', ARRAY[2, 1], ARRAY[1, 1]), '{4,2}'::bigint[],
+  'stock_take_many works');
+SELECT throws_ok($$ SELECT harden.stock_take('np_stock', 1, 100) $$, 'PH301', NULL,
+  'a shortage raises PH301');
+SELECT ok(harden.stock_release(harden.stock_reserve('np_stock', ARRAY[1], ARRAY[1], '1 hour')),
+  'stock_reserve and stock_release work');
+SELECT is(harden.stock_run_due(), 0, 'stock_run_due works');
+SELECT results_eq('SELECT q FROM np_stock ORDER BY id', ARRAY[2, 4], 'stock is where the calls left it');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,0 +1,267 @@
+-- Stock-row locking: attach, take, take_many, put, reservations, and every
+-- error a caller can cause, with its SQLSTATE.
+SET client_min_messages = warning;
+
+-- err(sql): 'ok', or the SQLSTATE, message and DETAIL of the error it raised.
+CREATE FUNCTION pg_temp.err(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+  st text; msg text; det text;
+BEGIN
+  EXECUTE sql;
+  RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+  RETURN st || ': ' || msg || coalesce(' | ' || nullif(replace(det, E'\n', ' / '), ''), '');
+END $$;
+
+CREATE TABLE product (id bigint PRIMARY KEY, name text NOT NULL, stock integer NOT NULL);
+INSERT INTO product SELECT i, 'product ' || i, 10 FROM generate_series(1, 6) AS i;
+
+-- ---- attach ----
+SELECT harden.stock_attach('product', 'stock');
+SELECT relid, qty_column, key_column, guard, attached_by FROM harden.stock_tables;
+SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+ WHERE conrelid = 'product'::regclass AND contype = 'c';
+-- The guard holds for every writer.
+SELECT pg_temp.err($$ UPDATE product SET stock = -1 WHERE id = 1 $$);
+-- Attaching again with the same columns changes nothing.
+SELECT harden.stock_attach('product', 'stock', 'id');
+SELECT count(*) AS guards FROM pg_constraint WHERE conrelid = 'product'::regclass AND contype = 'c';
+
+-- ---- take ----
+SELECT harden.stock_take('product', 1, 3) AS remaining;
+SELECT harden.stock_take('product', 1::int, 7) AS remaining_int_key;
+SELECT harden.stock_take('product', '2'::text, 1) AS remaining_text_key;
+SELECT harden.stock_take('product', 2, 1, 'nowait') AS nowait,
+       harden.stock_take('product', 2, 1, 'skip') AS skip,
+       harden.stock_take('product', 2, 1, '200ms') AS timeout,
+       harden.stock_take('product', 2, 1, 'BLOCK') AS block;
+-- A lock timeout applies to the call only.
+SHOW lock_timeout;
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 1, 1) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2, 6) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2, 5, 'nowait') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 99, 1) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 99, 1, 'skip') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2, 0) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2, -4) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2, NULL) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', NULL::bigint, 1) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take(NULL, 2, 1) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2, 1, 'later') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2, 1, '0') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2, 1, '-5ms') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2, 1, NULL) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 'two'::text, 1) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', now(), 1) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2, 3000000000) $$);
+SELECT id, stock FROM product ORDER BY id;
+
+-- ---- take_many ----
+-- Remaining per input line, duplicates summed (key 3 takes 1 + 3).
+SELECT harden.stock_take_many('product', ARRAY[3, 4, 3], ARRAY[1, 2, 3]) AS remaining;
+SELECT id, stock FROM product WHERE id IN (3, 4) ORDER BY id;
+-- Every short line in one error, nothing taken.
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 3, 4, 6], ARRAY[1, 7, 9, 11]) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[3, 3], ARRAY[4, 3]) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 98, 3, 97], ARRAY[1, 1, 100, 1]) $$);
+SELECT id, stock FROM product WHERE id IN (3, 4, 5, 6) ORDER BY id;
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[1, 2], ARRAY[1]) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', '{}'::bigint[], '{}') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[[1, 2]], ARRAY[1, 1]) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, NULL], ARRAY[1, 1]) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 6], ARRAY[1, NULL]) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 6], ARRAY[1, 0]) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', NULL::bigint[], ARRAY[1]) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5], NULL) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 5], ARRAY[9223372036854775807, 1]) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 6], ARRAY[1, 1], 'sometimes') $$);
+SELECT harden.stock_take_many('product', ARRAY[6, 5], ARRAY[1, 1], 'skip') AS skip,
+       harden.stock_take_many('product', ARRAY['5', '6'], ARRAY[1, 1], 'nowait') AS nowait_text_keys;
+
+-- ---- put ----
+SELECT harden.stock_put('product', 1, 4) AS on_hand;
+SELECT pg_temp.err($$ SELECT harden.stock_put('product', 1, 2147483647) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_put('product', 99, 1) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_put('product', 1, 0) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_put('product', NULL::int, 1) $$);
+SELECT harden.stock_put('product', 1, 2147483647 - 4) AS at_the_limit;
+UPDATE product SET stock = 10;
+
+-- ---- reservations ----
+SELECT harden.stock_reserve('product', ARRAY[2, 1, 2], ARRAY[1, 2, 3], '1 hour', 'cart-1') AS r1 \gset
+SELECT "table", ref, status, keys, qtys, units, ttl > '59 minutes' AS ttl_ok, owner
+  FROM harden.stock_reservations WHERE id = :r1;
+SELECT id, stock FROM product WHERE id IN (1, 2) ORDER BY id;
+SELECT harden.stock_release(:r1) AS released, harden.stock_release(:r1) AS again;
+SELECT id, stock FROM product WHERE id IN (1, 2) ORDER BY id;
+SELECT pg_temp.err(format('SELECT harden.stock_commit(%s)', :r1));
+
+SELECT harden.stock_reserve('product', ARRAY[3], ARRAY[4], '1 hour', 'cart-2') AS r2 \gset
+SELECT harden.stock_commit(:r2) AS committed, harden.stock_commit(:r2) AS again,
+       harden.stock_release(:r2) AS release_after_commit;
+SELECT status, closed_at IS NOT NULL AS closed FROM harden.stock_reservations WHERE id = :r2;
+SELECT stock FROM product WHERE id = 3;
+
+-- release_ref gives back every held reservation of a ref, once.
+SELECT harden.stock_reserve('product', ARRAY[4], ARRAY[1], '1 hour', 'cart-3') IS NOT NULL AS r3a,
+       harden.stock_reserve('product', ARRAY[4, 5], ARRAY[2, 2], '1 hour', 'cart-3') IS NOT NULL AS r3b;
+SELECT id, stock FROM product WHERE id IN (4, 5) ORDER BY id;
+SELECT harden.stock_release_ref('cart-3') AS released, harden.stock_release_ref('cart-3') AS again,
+       harden.stock_release_ref('no-such-cart') AS none;
+SELECT id, stock FROM product WHERE id IN (4, 5) ORDER BY id;
+
+-- Expiry: stock_run_due gives back holds past their TTL, and only those.
+SELECT harden.stock_reserve('product', ARRAY[6], ARRAY[3], '1 millisecond', 'cart-4') AS r4 \gset
+SELECT harden.stock_reserve('product', ARRAY[6], ARRAY[2], '1 hour', 'cart-5') AS r5 \gset
+SELECT pg_sleep(0.05);
+SELECT harden.stock_run_due() AS expired, harden.stock_run_due() AS again;
+SELECT id = :r4 AS is_r4, status FROM harden.stock_reservations WHERE id IN (:r4, :r5) ORDER BY id;
+SELECT stock FROM product WHERE id = 6;
+SELECT harden.stock_release(:r4) AS release_after_expiry;
+SELECT pg_temp.err(format('SELECT harden.stock_commit(%s)', :r4));
+SELECT harden.stock_commit(:r5) AS commit_r5;
+SELECT stock FROM product WHERE id = 6;
+
+SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[1], NULL) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[1], '0 s') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[1], '-1 hour') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[11], '1 hour') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', ARRAY[1, 2], ARRAY[1], '1 hour') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_commit(-1) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_release(-1) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_commit(NULL) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_release_ref(NULL) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_run_due(0) $$);
+SELECT count(*) AS held FROM harden.stock_reservations WHERE status = 'held';
+
+-- A reservation is rolled back with its transaction, stock and hold alike.
+BEGIN;
+SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[5], '1 hour', 'cart-6') IS NOT NULL AS reserved;
+ROLLBACK;
+SELECT stock FROM product WHERE id = 1;
+SELECT count(*) AS cart6 FROM harden.stock_reservations WHERE ref = 'cart-6';
+
+-- ---- other column types ----
+CREATE TABLE sku (code text PRIMARY KEY, on_hand numeric(12) NOT NULL);
+INSERT INTO sku VALUES ('mug-red', 5), ('mug-blue', 0);
+SELECT harden.stock_attach('sku', 'on_hand');
+SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'sku'::regclass AND contype = 'c';
+SELECT harden.stock_take('sku', 'mug-red'::text, 2) AS red;
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('sku', ARRAY['mug-red', 'mug-blue'], ARRAY[4, 1]) $$);
+SELECT harden.stock_put('sku', 'mug-blue'::varchar, 100000000000) AS blue;
+
+-- A table that already has the guard keeps it through attach and detach.
+CREATE TABLE part (id int PRIMARY KEY, n smallint NOT NULL CHECK (n >= 0), sku uuid UNIQUE);
+INSERT INTO part VALUES (1, 32000, '00000000-0000-0000-0000-000000000001');
+SELECT harden.stock_attach('part', 'n', 'sku');
+SELECT guard IS NULL AS kept_own_guard FROM harden.stock_tables WHERE relid = 'part'::regclass;
+SELECT harden.stock_take('part', '00000000-0000-0000-0000-000000000001'::text, 1) AS by_uuid_text;
+SELECT pg_temp.err($$ SELECT harden.stock_put('part', '00000000-0000-0000-0000-000000000001'::uuid, 1000) $$);
+SELECT harden.stock_detach('part') AS detached, harden.stock_detach('part') AS again;
+SELECT count(*) AS own_guard_left FROM pg_constraint WHERE conrelid = 'part'::regclass AND contype = 'c';
+SELECT pg_temp.err($$ SELECT harden.stock_take('part', 1, 1) $$);
+
+-- ---- attach errors ----
+CREATE TABLE bad (id int PRIMARY KEY, a int, b text NOT NULL, c numeric(10,2) NOT NULL,
+                  d int NOT NULL, e int NOT NULL, u int UNIQUE, v int NOT NULL);
+CREATE TABLE nopk (q int NOT NULL);
+CREATE TABLE twopk (a int, b int, q int NOT NULL, PRIMARY KEY (a, b));
+CREATE VIEW vbad AS SELECT * FROM bad;
+SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'a') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'b') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'c') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'zz') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'd', 'e') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'd', 'zz') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'd', 'd') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('nopk', 'q') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('twopk', 'q') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('vbad', 'd') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_attach(NULL, 'd') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', NULL) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_detach(NULL) $$);
+-- Rows that break the guard: attach fails and leaves nothing behind.
+UPDATE bad SET v = v;
+INSERT INTO bad (id, b, c, d, e, v) VALUES (1, 'x', 1, 1, 1, -3);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'v') $$);
+SELECT count(*) AS attached FROM harden.stock_tables WHERE relid = 'bad'::regclass;
+-- A unique key column other than the primary key.
+SELECT harden.stock_attach('bad', 'd', 'u');
+SELECT key_column FROM harden.stock_tables WHERE relid = 'bad'::regclass;
+SELECT harden.stock_detach('bad');
+
+-- ---- the table changes under the cached plans ----
+SELECT harden.stock_take('product', 1, 1) AS before_alter;
+ALTER TABLE product ALTER COLUMN stock TYPE bigint;
+SELECT harden.stock_take('product', 1, 1) AS after_type_change;
+ALTER TABLE product RENAME COLUMN stock TO qty;
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 1, 1) $$);
+ALTER TABLE product RENAME COLUMN qty TO stock;
+SELECT harden.stock_take('product', 1, 1) AS after_rename_back;
+-- Re-attaching or detaching is refused while holds are active.
+SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[1], '1 hour', 'cart-7') AS r7 \gset
+ALTER TABLE product ADD COLUMN stock2 int NOT NULL DEFAULT 0;
+SELECT pg_temp.err($$ SELECT harden.stock_attach('product', 'stock2') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_detach('product') $$);
+SELECT harden.stock_release(:r7);
+SELECT harden.stock_attach('product', 'stock2');
+SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+ WHERE conrelid = 'product'::regclass AND contype = 'c';
+SELECT harden.stock_put('product', 1, 2) AS stock2;
+SELECT harden.stock_attach('product', 'stock');
+-- Dropping the table drops its configuration and holds.
+SELECT harden.stock_reserve('product', ARRAY[2], ARRAY[1], '1 hour', 'cart-8') IS NOT NULL AS reserved;
+DROP TABLE product;
+SELECT count(*) AS configs FROM harden.stock_tables WHERE relid::text NOT IN ('sku');
+SELECT count(*) AS holds_of_dropped FROM harden.stock_holds WHERE ref = 'cart-8';
+
+-- ---- privileges ----
+CREATE TABLE shelf (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO shelf VALUES (1, 10), (2, 10);
+SELECT harden.stock_attach('shelf', 'q');
+CREATE ROLE pgh_stock_clerk;
+CREATE ROLE pgh_stock_viewer;
+GRANT USAGE ON SCHEMA harden TO pgh_stock_clerk, pgh_stock_viewer;
+GRANT SELECT, UPDATE ON shelf TO pgh_stock_clerk;
+GRANT SELECT ON shelf TO pgh_stock_viewer;
+SELECT harden.stock_reserve('shelf', ARRAY[1], ARRAY[1], '1 hour', 'cart-9') AS r9 \gset
+SET ROLE pgh_stock_viewer;
+SELECT pg_temp.err($$ SELECT harden.stock_take('shelf', 1, 1) $$);
+SELECT pg_temp.err(format('SELECT harden.stock_release(%s)', :r9));
+SELECT pg_temp.err(format('SELECT harden.stock_commit(%s)', :r9));
+SELECT pg_temp.err($$ SELECT harden.stock_attach('shelf', 'q') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_run_due() $$);
+SELECT pg_temp.err($$ INSERT INTO harden.stock_holds (relid, keys, qtys, expires_at, owner) VALUES ('shelf', '{1}', '{-100}', now(), 'pgh_stock_viewer') $$);
+SELECT pg_temp.err($$ UPDATE harden.stock_holds SET qtys = '{100}' $$);
+SELECT count(*) AS visible FROM harden.stock_reservations WHERE ref = 'cart-9';
+SET ROLE pgh_stock_clerk;
+SELECT harden.stock_take('shelf', 1, 1) AS clerk_take;
+SELECT harden.stock_reserve('shelf', ARRAY[2, 1], ARRAY[1, 1], '1 hour', 'cart-10') IS NOT NULL AS clerk_reserve;
+SELECT ref, owner FROM harden.stock_reservations WHERE ref LIKE 'cart-%' ORDER BY id;
+SELECT harden.stock_release_ref('cart-10') AS clerk_release, harden.stock_release(:r9) AS clerk_release_other;
+RESET ROLE;
+SELECT id, q FROM shelf ORDER BY id;
+SELECT proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute, prosecdef
+  FROM pg_proc p WHERE pronamespace = 'harden'::regnamespace AND proname LIKE 'stock%' ORDER BY 1;
+DROP TABLE shelf;
+REVOKE USAGE ON SCHEMA harden FROM pgh_stock_clerk, pgh_stock_viewer;
+DROP ROLE pgh_stock_clerk;
+DROP ROLE pgh_stock_viewer;
+
+-- ---- counters ----
+CREATE TABLE bin (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO bin VALUES (1, 5);
+SELECT harden.stock_attach('bin', 'q');
+SELECT harden.metrics_reset();
+SELECT harden.stock_take('bin', 1, 1), harden.stock_put('bin', 1, 1);
+SELECT pg_temp.err($$ SELECT harden.stock_take('bin', 1, 100) $$);
+SELECT harden.stock_commit(harden.stock_reserve('bin', ARRAY[1], ARRAY[1], '1 hour'));
+SELECT key, value::bigint
+  FROM jsonb_each(harden.metrics_json()->'metrics') AS m(key, v),
+       jsonb_path_query(v, '$.samples[*] ? (@.labels.database == $db).value',
+                        jsonb_build_object('db', current_database())) AS value
+ WHERE key LIKE 'pg_harden_stock_%' ORDER BY key;
+DROP TABLE bin;
+DROP TABLE sku, part, bad, nopk, twopk CASCADE;
+SELECT count(*) AS configs_left FROM harden.stock_tables;

@@ -1,0 +1,425 @@
+/*
+ * stock_hold.c
+ *	  Reservations: stock_reserve deducts now and records a hold in
+ *	  harden.stock_holds; stock_commit makes it final; stock_release,
+ *	  stock_release_ref and stock_run_due (expiry) give it back.
+ *
+ * A hold changes state only while its row is locked (FOR UPDATE), and only
+ * from 'held': whichever of commit, release and expiry locks it first wins,
+ * the others see the new state and do nothing, so stock is given back at
+ * most once.  Hold rows are always locked before stock rows, and stock rows
+ * in key order, so these calls cannot deadlock with each other or with takes.
+ *
+ * The hold table is written as the extension's owner; the stock table is
+ * updated as the caller, who therefore needs UPDATE on it.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "pg_harden.h"
+#include "stock.h"
+
+typedef enum HoldPlan
+{
+	HOLD_INSERT,
+	HOLD_LOCK,
+	HOLD_CLOSE,
+	HOLD_BY_REF,
+	HOLD_DUE,
+	HOLD_PURGE,
+	NUM_HOLD_PLANS
+} HoldPlan;
+
+static const struct
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[6];
+}			hold_sql[NUM_HOLD_PLANS] = {
+	[HOLD_INSERT] = {
+		"INSERT INTO harden.stock_holds (relid, ref, keys, qtys, expires_at, owner)"
+		" VALUES ($1, $2, $3, $4, clock_timestamp() + $5, $6) RETURNING id",
+		6, {OIDOID, TEXTOID, TEXTARRAYOID, INT8ARRAYOID, INTERVALOID, OIDOID}
+	},
+	[HOLD_LOCK] = {
+		"SELECT id, relid::oid, keys, qtys, status FROM harden.stock_holds WHERE id = $1 FOR UPDATE",
+		1, {INT8OID}
+	},
+	[HOLD_CLOSE] = {
+		"UPDATE harden.stock_holds SET status = $2, closed_at = clock_timestamp()"
+		" WHERE id = ANY ($1) AND status = 'held'",
+		2, {INT8ARRAYOID, TEXTOID}
+	},
+	[HOLD_BY_REF] = {
+		"SELECT id, relid::oid, keys, qtys, status FROM harden.stock_holds"
+		" WHERE ref = $1 AND status = 'held' ORDER BY id FOR UPDATE",
+		1, {TEXTOID}
+	},
+	[HOLD_DUE] = {
+		"SELECT id, relid::oid, keys, qtys, status FROM harden.stock_holds"
+		" WHERE status = 'held' AND expires_at <= clock_timestamp()"
+		" ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+		1, {INT4OID}
+	},
+	[HOLD_PURGE] = {
+		"DELETE FROM harden.stock_holds"
+		" WHERE status <> 'held' AND closed_at < clock_timestamp() - $1",
+		1, {INTERVALOID}
+	},
+};
+
+static SPIPlanPtr hold_plans[NUM_HOLD_PLANS];
+
+/* A hold row, copied out of SPI's tuple table. */
+typedef struct Hold
+{
+	int64		id;
+	Oid			relid;
+	ArrayType  *keys;
+	ArrayType  *qtys;
+	char	   *status;
+} Hold;
+
+/* Run one hold statement as the extension's owner. */
+static int
+hold_exec(HoldPlan p, Datum *values, const char *nulls, long tcount)
+{
+	StockOwnerScope scope;
+	int			ret;
+
+	stock_owner_enter(&scope);
+	if (hold_plans[p] == NULL)
+	{
+		SPIPlanPtr	plan = stock_prepare(hold_sql[p].sql, hold_sql[p].nargs,
+										 (Oid *) hold_sql[p].argtypes);
+
+		SPI_keepplan(plan);
+		hold_plans[p] = plan;
+	}
+	ret = SPI_execute_plan(hold_plans[p], values, nulls, false, tcount);
+	stock_owner_leave(&scope);
+	if (ret < 0)
+		elog(ERROR, "stock hold statement failed: %s", SPI_result_code_string(ret));
+	return ret;
+}
+
+static Hold *
+holds_from_result(int *nholds)
+{
+	Hold	   *holds = palloc0(sizeof(Hold) * Max(SPI_processed, 1));
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+
+		holds[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		holds[i].relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		holds[i].keys = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 3, &isnull));
+		holds[i].qtys = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 4, &isnull));
+		holds[i].status = SPI_getvalue(tup, desc, 5);
+	}
+	*nholds = (int) SPI_processed;
+	return holds;
+}
+
+static int
+cmp_hold_relid(const void *a, const void *b)
+{
+	const Hold *x = a;
+	const Hold *y = b;
+
+	if (x->relid != y->relid)
+		return x->relid < y->relid ? -1 : 1;
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+/*
+ * Give back the stock of locked holds and mark them closed with status.
+ * Tables in OID order, each table's lines merged and in key order.
+ */
+static void
+give_back(Hold *holds, int nholds, const char *status)
+{
+	Datum	   *ids;
+	Datum		values[2];
+
+	if (nholds == 0)
+		return;
+	qsort(holds, nholds, sizeof(Hold), cmp_hold_relid);
+	for (int first = 0; first < nholds;)
+	{
+		int			last = first;
+		ArrayType **keys;
+		ArrayType **qtys;
+		StockTable *st;
+		StockLine  *lines;
+		int			nlines;
+
+		while (last + 1 < nholds && holds[last + 1].relid == holds[first].relid)
+			last++;
+		keys = palloc(sizeof(ArrayType *) * (last - first + 1));
+		qtys = palloc(sizeof(ArrayType *) * (last - first + 1));
+		for (int i = first; i <= last; i++)
+		{
+			keys[i - first] = holds[i].keys;
+			qtys[i - first] = holds[i].qtys;
+		}
+		st = stock_table_get(holds[first].relid);
+		lines = stock_lines_from_holds(st, last - first + 1, keys, qtys, &nlines);
+		stock_put_lines(st, lines, nlines);
+		first = last + 1;
+	}
+
+	ids = palloc(sizeof(Datum) * nholds);
+	for (int i = 0; i < nholds; i++)
+		ids[i] = Int64GetDatum(holds[i].id);
+	values[0] = PointerGetDatum(construct_array(ids, nholds, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	values[1] = CStringGetTextDatum(status);
+	if (hold_exec(HOLD_CLOSE, values, NULL, 0) != SPI_OK_UPDATE || SPI_processed != (uint64) nholds)
+		elog(ERROR, "could not close %d stock holds", nholds);
+}
+
+/* Lock one hold by id; PH303 if there is none. */
+static Hold
+lock_hold(int64 id)
+{
+	Datum		values[1] = {Int64GetDatum(id)};
+	int			n;
+
+	hold_exec(HOLD_LOCK, values, NULL, 1);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_STOCK_UNKNOWN_RESERVATION),
+				 errmsg("stock reservation " INT64_FORMAT " does not exist", id),
+				 errhint("Finished reservations are deleted after harden.stock_hold_retention.")));
+	return *holds_from_result(&n);
+}
+
+/* Committing or releasing needs the right to change the table's stock. */
+static void
+check_update_privilege(const Hold *h)
+{
+	if (pg_class_aclcheck(h->relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for stock reservation " INT64_FORMAT, h->id),
+				 errdetail("Committing or releasing it needs UPDATE on table %s.",
+						   stock_table_name(h->relid))));
+}
+
+static int64
+arg_id(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stock reservation id must not be NULL")));
+	return PG_GETARG_INT64(0);
+}
+
+PG_FUNCTION_INFO_V1(harden_stock_reserve);
+
+/* stock_reserve(tbl, keys, qtys, ttl, ref, wait) -> id, NULL when skipped */
+Datum
+harden_stock_reserve(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	Interval   *ttl;
+	StockWait	wait = stock_parse_wait(fcinfo, 5);
+	StockTable *st;
+	StockLine  *lines;
+	int			nlines,
+				ninput;
+	int		   *positions;
+	Datum	   *keys,
+			   *qtys;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	int64		id = 0;
+	bool		taken;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stock table must not be NULL")));
+	relid = PG_GETARG_OID(0);
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("reservation TTL must not be NULL"),
+				 errhint("Every hold expires; give a TTL such as '15 minutes'.")));
+	ttl = PG_GETARG_INTERVAL_P(3);
+	if (ttl->month < 0 || ttl->day < 0 || ttl->time < 0 ||
+		(ttl->month == 0 && ttl->day == 0 && ttl->time == 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("reservation TTL must be positive"),
+				 errdetail("The TTL given is %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(ttl))))));
+
+	SPI_connect();
+	st = stock_table_get(relid);
+	lines = stock_lines_from_arrays(st, fcinfo, 1, 2, &nlines, &positions, &ninput);
+	taken = stock_take_lines(st, lines, nlines, wait);
+	if (taken)
+	{
+		keys = palloc(sizeof(Datum) * nlines);
+		qtys = palloc(sizeof(Datum) * nlines);
+		for (int i = 0; i < nlines; i++)
+		{
+			keys[i] = CStringGetTextDatum(stock_line_key(st, &lines[i]));
+			qtys[i] = Int64GetDatum(lines[i].qty);
+		}
+		values[0] = ObjectIdGetDatum(relid);
+		values[1] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+		nulls[1] = PG_ARGISNULL(4) ? 'n' : ' ';
+		values[2] = PointerGetDatum(construct_array(keys, nlines, TEXTOID, -1, false, TYPALIGN_INT));
+		values[3] = PointerGetDatum(construct_array(qtys, nlines, INT8OID, 8, FLOAT8PASSBYVAL,
+													TYPALIGN_DOUBLE));
+		values[4] = IntervalPGetDatum(ttl);
+		values[5] = ObjectIdGetDatum(GetUserId());
+		if (hold_exec(HOLD_INSERT, values, nulls, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+			elog(ERROR, "could not record the stock hold");
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		harden_count(HC_STOCK_RESERVATIONS, 1);
+	}
+	SPI_finish();
+	if (!taken)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(id);
+}
+
+PG_FUNCTION_INFO_V1(harden_stock_commit);
+
+/*
+ * stock_commit(id) -> true if committed now, false if it already was.  A
+ * released or expired reservation cannot be committed: its stock went back.
+ */
+Datum
+harden_stock_commit(PG_FUNCTION_ARGS)
+{
+	int64		id = arg_id(fcinfo);
+	Hold		h;
+	bool		done = false;
+
+	SPI_connect();
+	h = lock_hold(id);
+	check_update_privilege(&h);
+	if (strcmp(h.status, "held") == 0)
+	{
+		Datum		idd = Int64GetDatum(id);
+		Datum		values[2];
+
+		values[0] = PointerGetDatum(construct_array(&idd, 1, INT8OID, 8, FLOAT8PASSBYVAL,
+													TYPALIGN_DOUBLE));
+		values[1] = CStringGetTextDatum("committed");
+		if (hold_exec(HOLD_CLOSE, values, NULL, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+			elog(ERROR, "could not commit stock hold " INT64_FORMAT, id);
+		harden_count(HC_STOCK_COMMITS, 1);
+		done = true;
+	}
+	else if (strcmp(h.status, "committed") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_STOCK_NOT_HELD),
+				 errmsg("stock reservation " INT64_FORMAT " is %s and cannot be committed", id, h.status),
+				 errdetail("Its stock was given back to table %s.", stock_table_name(h.relid)),
+				 errhint("Take the stock again with harden.stock_take_many() or make a new reservation.")));
+	SPI_finish();
+	PG_RETURN_BOOL(done);
+}
+
+PG_FUNCTION_INFO_V1(harden_stock_release);
+
+/* stock_release(id) -> true if its stock went back now; false if not held */
+Datum
+harden_stock_release(PG_FUNCTION_ARGS)
+{
+	int64		id = arg_id(fcinfo);
+	Hold		h;
+	bool		done = false;
+
+	SPI_connect();
+	h = lock_hold(id);
+	check_update_privilege(&h);
+	if (strcmp(h.status, "held") == 0)
+	{
+		give_back(&h, 1, "released");
+		harden_count(HC_STOCK_RELEASES, 1);
+		done = true;
+	}
+	SPI_finish();
+	PG_RETURN_BOOL(done);
+}
+
+PG_FUNCTION_INFO_V1(harden_stock_release_ref);
+
+/* stock_release_ref(ref) -> number of holds given back */
+Datum
+harden_stock_release_ref(PG_FUNCTION_ARGS)
+{
+	Datum		values[1];
+	Hold	   *holds;
+	int			n;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stock reservation ref must not be NULL")));
+	values[0] = PG_GETARG_DATUM(0);
+	SPI_connect();
+	hold_exec(HOLD_BY_REF, values, NULL, 0);
+	holds = holds_from_result(&n);
+	for (int i = 0; i < n; i++)
+		check_update_privilege(&holds[i]);
+	give_back(holds, n, "released");
+	harden_count(HC_STOCK_RELEASES, n);
+	SPI_finish();
+	PG_RETURN_INT32(n);
+}
+
+PG_FUNCTION_INFO_V1(harden_stock_run_due);
+
+/*
+ * stock_run_due(max_holds) -> number of expired holds given back.  Holds
+ * another transaction has locked are skipped (it is committing or releasing
+ * them); finished holds older than harden.stock_hold_retention are deleted.
+ */
+Datum
+harden_stock_run_due(PG_FUNCTION_ARGS)
+{
+	int32		max_holds = PG_ARGISNULL(0) ? 1000 : PG_GETARG_INT32(0);
+	Datum		values[1];
+	Hold	   *holds;
+	int			n;
+
+	if (max_holds <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_holds must be positive"),
+				 errdetail("The value given is %d.", max_holds)));
+	values[0] = Int32GetDatum(max_holds);
+	SPI_connect();
+	hold_exec(HOLD_DUE, values, NULL, 0);
+	holds = holds_from_result(&n);
+	give_back(holds, n, "expired");
+	harden_count(HC_STOCK_EXPIRATIONS, n);
+	if (stock_hold_retention_s > 0)
+	{
+		Interval   *keep = palloc0(sizeof(Interval));
+
+		keep->time = (int64) stock_hold_retention_s * USECS_PER_SEC;
+		values[0] = IntervalPGetDatum(keep);
+		hold_exec(HOLD_PURGE, values, NULL, 0);
+	}
+	SPI_finish();
+	PG_RETURN_INT32(n);
+}

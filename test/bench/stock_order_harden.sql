@@ -1,0 +1,1 @@
+SELECT bench_order_harden();

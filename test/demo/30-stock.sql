@@ -1,0 +1,55 @@
+\echo '# 5. Stock that cannot be oversold'
+\echo 'Attach the product table: "stock" is the quantity, the primary key the key.'
+\echo 'pg_harden adds a CHECK (stock >= 0) guard, so no writer can push it below zero.'
+SELECT harden.stock_attach('product', 'stock');
+SELECT relid, qty_column, key_column, guard FROM harden.stock_tables;
+
+-- Shows the SQLSTATE, message and DETAIL of an error instead of stopping.
+CREATE FUNCTION pg_temp.attempt(sql text, OUT state text, OUT message text, OUT detail text)
+LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE sql;
+  state := '00000';
+  message := 'ok';
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+END $$;
+
+\echo
+\echo 'Product 7 is nearly sold out.  A three-line order takes every line or none;'
+\echo 'rows are locked in product order, so two orders never deadlock.'
+UPDATE product SET stock = 3 WHERE id = 7;
+BEGIN;
+INSERT INTO orders (customer) VALUES ('ada') RETURNING id AS order_id \gset
+INSERT INTO order_line VALUES (:order_id, 42, 2), (:order_id, 7, 1), (:order_id, 1, 5);
+SELECT harden.stock_take_many('product', ARRAY[42, 7, 1], ARRAY[2, 1, 5]) AS remaining_per_line;
+COMMIT;
+SELECT id, name, stock FROM product WHERE id IN (1, 7, 42) ORDER BY id;
+
+\echo
+\echo 'An order asking for more than is there is refused whole, and the error lists'
+\echo 'every short line at once (SQLSTATE PH301):'
+SELECT * FROM pg_temp.attempt($$
+  SELECT harden.stock_take_many('product', ARRAY[7, 1, 42], ARRAY[5, 1, 500])
+$$);
+SELECT id, stock FROM product WHERE id IN (1, 7, 42) ORDER BY id;
+
+\echo
+\echo 'A cart holds 2 units of product 3 for one second; nobody checks out.'
+SELECT harden.stock_reserve('product', ARRAY[3], ARRAY[2], ttl => '1 second', ref => 'cart:9f2c') AS hold \gset
+SELECT id, ref, status, keys, qtys, units FROM harden.stock_reservations WHERE id = :hold;
+SELECT stock AS product_3_while_held FROM product WHERE id = 3;
+SELECT pg_sleep(1.2);
+\echo 'The background job calls stock_run_due(): the hold expires back into stock.'
+SELECT harden.stock_run_due() AS expired;
+SELECT id, ref, status FROM harden.stock_reservations WHERE id = :hold;
+SELECT stock AS product_3_after_expiry FROM product WHERE id = 3;
+
+\echo
+\echo 'Another cart checks out in time: commit makes the hold final; a late release'
+\echo 'or expiry then changes nothing.'
+SELECT harden.stock_reserve('product', ARRAY[3, 4], ARRAY[1, 1], ttl => '15 minutes', ref => 'cart:77aa') AS hold \gset
+SELECT harden.stock_commit(:hold) AS committed, harden.stock_release(:hold) AS late_release;
+SELECT id, stock FROM product WHERE id IN (3, 4) ORDER BY id;
+SELECT line FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
+ WHERE line LIKE 'pg_harden_stock_%_total{database="shop"}%';
