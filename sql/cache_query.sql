@@ -176,12 +176,77 @@ INSERT INTO cq_events VALUES (2, 'us');
 SELECT harden.cache_query('cq:events:us', 'SELECT count(*) AS n FROM cq_events_us');
 SELECT harden.cache_unwatch('cq_events');
 
+-- The search path is part of the entry: one key and SQL text in two
+-- schemas (schema-per-tenant) are two results.
+CREATE SCHEMA cq_t1;
+CREATE SCHEMA cq_t2;
+CREATE TABLE cq_t1.o (v text);
+CREATE TABLE cq_t2.o (v text);
+INSERT INTO cq_t1.o VALUES ('tenant 1');
+INSERT INTO cq_t2.o VALUES ('tenant 2');
+SET search_path = cq_t1;
+SELECT harden.cache_query('cq:tenant', 'SELECT v FROM o');
+SET search_path = cq_t2;
+SELECT harden.cache_query('cq:tenant', 'SELECT v FROM o');
+RESET search_path;
+DROP SCHEMA cq_t1, cq_t2 CASCADE;
+
+-- Results that read a temporary table (this session's rows) are returned,
+-- never stored; temporary tables cannot be watched.
+CREATE TEMP TABLE cq_tmp (v int);
+INSERT INTO cq_tmp VALUES (1);
+SELECT harden.cache_query('cq:tmp', 'SELECT v FROM cq_tmp');
+SELECT count(*) AS cached FROM harden.cache_entries WHERE key = 'cq:tmp';
+SELECT harden.cache_watch('cq_tmp');
+DROP TABLE cq_tmp;
+-- A session whose temporary table shadows a table of a cached result reads
+-- its own table, not the shared result.
+CREATE TABLE cq_shadow (v text);
+INSERT INTO cq_shadow VALUES ('permanent');
+SELECT harden.cache_query('cq:shadow', 'SELECT v FROM cq_shadow');
+CREATE TEMP TABLE cq_shadow (v text);
+INSERT INTO cq_shadow VALUES ('temporary');
+SELECT harden.cache_query('cq:shadow', 'SELECT v FROM cq_shadow');
+DROP TABLE pg_temp.cq_shadow;
+SELECT hits AS hits_before FROM harden.cache_stats \gset
+SELECT harden.cache_query('cq:shadow', 'SELECT v FROM cq_shadow');
+SELECT hits - :hits_before AS new_hits FROM harden.cache_stats;
+DROP TABLE cq_shadow;
+
+-- Parameters are compared by value, not by their text form (which depends
+-- on extra_float_digits, DateStyle, ...).
+SET extra_float_digits = 0;
+SELECT harden.cache_query('cq:f', 'SELECT $1 = 0.3::float8 AS is_point3', NULL, 0.3::float8);
+SELECT harden.cache_query('cq:f', 'SELECT $1 = 0.3::float8 AS is_point3', NULL, 0.1::float8 + 0.2::float8);
+RESET extra_float_digits;
+
+-- Inheritance: a write through a parent (which fires only the parent's
+-- statement trigger) invalidates results read from a child.
+CREATE TABLE cq_par (id int);
+CREATE TABLE cq_ch () INHERITS (cq_par);
+INSERT INTO cq_ch VALUES (1);
+SELECT harden.cache_watch('cq_par'), harden.cache_watch('cq_ch');
+SELECT harden.cache_query('cq:ch', 'SELECT id FROM cq_ch');
+UPDATE cq_par SET id = 99;
+SELECT harden.cache_query('cq:ch', 'SELECT id FROM cq_ch');
+SELECT harden.cache_unwatch('cq_par'), harden.cache_unwatch('cq_ch');
+DROP TABLE cq_par CASCADE;
+
+-- Redefining a view (or a function, a role, a schema) invalidates results.
+CREATE VIEW cq_v AS SELECT 1 AS x;
+SELECT harden.cache_query('cq:v', 'SELECT x FROM cq_v');
+CREATE OR REPLACE VIEW cq_v AS SELECT 2 AS x;
+SELECT harden.cache_query('cq:v', 'SELECT x FROM cq_v');
+DROP VIEW cq_v;
+
 -- Errors: the query's own errors surface as themselves.
 SELECT harden.cache_query('cq:e', 'SELECT * FROM cq_nosuch');
 SELECT harden.cache_query('cq:e', 'SELECT 1/0');
 SELECT harden.cache_query('cq:e', 'SELEC 1');
 SELECT harden.cache_query('cq:e', 'SELECT $1::int', NULL, 'abc');
 SELECT harden.cache_query('cq:e', 'SELECT $2::int', NULL, 1);
+-- Two columns of one name would lose one of them: an error.
+SELECT harden.cache_query('cq:e', 'SELECT 1 AS a, 2 AS a');
 -- Only one read-only SELECT is cacheable (PH105).
 \set VERBOSITY default
 SELECT harden.cache_query('cq:e', '');

@@ -1151,6 +1151,9 @@ harden_cache_entries(PG_FUNCTION_ARGS)
 
 		if (!may_read(e->owner, e->flags))
 			continue;
+		/* Query results belong to one role: only it (or a superuser) sees them. */
+		if ((e->flags & CACHE_FLAG_QUERY) && e->owner != GetUserId() && !superuser())
+			continue;
 		values[0] = PointerGetDatum(cstring_to_text_with_len(e->key, e->keylen));
 		values[1] = CStringGetTextDatum(type_name(e->type));
 		values[2] = Int64GetDatum((int64) e->bytes);

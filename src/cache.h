@@ -81,6 +81,8 @@ typedef struct CacheHit
 	char	   *tags;			/* cache_store_peek_tags only: NUL-separated copies */
 	int			ntags;
 	uint64		fingerprint;	/* CACHE_FLAG_QUERY only */
+	int			ndeps;			/* CACHE_FLAG_QUERY value reads only: a copy */
+	CacheDep   *deps;
 } CacheHit;
 
 /* A copy of one entry's metadata, made during a scan. */
@@ -146,18 +148,27 @@ extern Size cache_watch_shmem_size(void);
 extern void cache_watch_shmem_startup(void);
 extern uint64 cache_gen_current(Oid dboid, Oid relid);
 extern uint64 cache_gen_epoch(void);
-extern void cache_gen_ensure(Oid relid);
+extern bool cache_gen_ensure(Oid relid);
 extern bool cache_rel_is_watched(Oid relid);
 extern bool cache_deps_current(Oid dboid, const CacheQueryMeta *meta);
 extern bool cache_watch_wrote_in_xact(void);
 
-/* cache_flight.c: single-flight computation of a key */
+/* cache_flight.c: single-flight computation of a query */
 typedef enum CacheFlight
 {
 	CACHE_FLIGHT_LEAD,			/* we compute; cache_flight_end() when done */
 	CACHE_FLIGHT_WAIT,			/* another backend computes: cache_flight_wait() */
 	CACHE_FLIGHT_NONE			/* no coordination possible: just compute */
 } CacheFlight;
+
+/* How a computation ended, as its waiters learn it. */
+typedef enum CacheFlightOutcome
+{
+	CACHE_FLIGHT_PUBLISHED,		/* its result is in the cache */
+	CACHE_FLIGHT_UNPUBLISHED,	/* computed, but it could not be stored */
+	CACHE_FLIGHT_FAILED,		/* error, cancel or exit: someone else computes */
+	CACHE_FLIGHT_TIMED_OUT		/* (waiter only) harden.cache_wait_timeout passed */
+} CacheFlightOutcome;
 
 typedef struct CacheFlightTicket
 {
@@ -167,9 +178,10 @@ typedef struct CacheFlightTicket
 
 extern Size cache_flight_shmem_size(void);
 extern void cache_flight_shmem_startup(void);
-extern CacheFlight cache_flight_begin(const char *key, int keylen, CacheFlightTicket *t);
-extern bool cache_flight_wait(const CacheFlightTicket *t, TimestampTz deadline);
-extern void cache_flight_end(const CacheFlightTicket *t);
+extern CacheFlight cache_flight_begin(const char *key, int keylen, uint64 fingerprint,
+									  CacheFlightTicket *t);
+extern CacheFlightOutcome cache_flight_wait(const CacheFlightTicket *t, TimestampTz deadline);
+extern void cache_flight_end(const CacheFlightTicket *t, CacheFlightOutcome outcome);
 
 /* cache.c */
 extern void cache_sql_define_gucs(bool preloading);

@@ -2,12 +2,14 @@
  * cache_flight.c
  *	  Single-flight: concurrent misses on one key compute it once.
  *
- * A backend that misses registers the key in a small shared table and
- * computes; others that miss the same key find the registration and sleep
- * on its condition variable until it is removed, then read the cache.  A
- * registration is removed when the computation ends, on error (the caller's
- * PG_FINALLY) and when the backend exits (FATAL, pg_terminate_backend), so
- * nothing stays marked as computing; a crash reinitialises shared memory.
+ * A backend that misses registers the query (its stored key and
+ * fingerprint) in a small shared table and computes; others that miss the
+ * same query find the registration and sleep on its condition variable
+ * until it is removed, then learn how it ended (published, not storable,
+ * failed).  A registration is removed when the computation ends, on error
+ * (the caller's PG_CATCH) and when the backend exits (FATAL,
+ * pg_terminate_backend), so nothing stays marked as computing; a crash
+ * reinitialises shared memory.
  *
  * The table is scanned under one lock, but only on misses of
  * cache_query(): hits never touch it.
@@ -31,7 +33,9 @@ typedef struct FlightSlot
 	Oid			dboid;
 	int			pid;			/* the computing backend */
 	uint16		keylen;
+	uint64		fingerprint;
 	uint64		seq;			/* moves on every claim and release */
+	CacheFlightOutcome outcome;	/* of the computation that ended at seq */
 	ConditionVariable cv;
 	char		key[CACHE_MAX_STORED_KEY_LEN];
 } FlightSlot;
@@ -86,7 +90,7 @@ static void
 release_owned_at_exit(int code, Datum arg)
 {
 	while (nowned > 0)
-		cache_flight_end(&owned[nowned - 1]);
+		cache_flight_end(&owned[nowned - 1], CACHE_FLIGHT_FAILED);
 }
 
 /*
@@ -94,13 +98,19 @@ release_owned_at_exit(int code, Datum arg)
  * waits for itself (a query that reads its own key computes again).
  */
 CacheFlight
-cache_flight_begin(const char *key, int keylen, CacheFlightTicket *t)
+cache_flight_begin(const char *key, int keylen, uint64 fingerprint, CacheFlightTicket *t)
 {
 	int			free_slot = -1;
 	FlightSlot *s;
 
 	if (flight_shared == NULL)
 		return CACHE_FLIGHT_NONE;
+	/* Before claiming anything, so an exit can always release it. */
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(release_owned_at_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
 	LWLockAcquire(flight_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < flight_shared->nslots; i++)
 	{
@@ -111,7 +121,8 @@ cache_flight_begin(const char *key, int keylen, CacheFlightTicket *t)
 				free_slot = i;
 			continue;
 		}
-		if (s->dboid != MyDatabaseId || s->keylen != keylen || memcmp(s->key, key, keylen) != 0)
+		if (s->dboid != MyDatabaseId || s->fingerprint != fingerprint ||
+			s->keylen != keylen || memcmp(s->key, key, keylen) != 0)
 			continue;
 		t->slot = i;
 		t->seq = s->seq;
@@ -128,62 +139,65 @@ cache_flight_begin(const char *key, int keylen, CacheFlightTicket *t)
 	s->dboid = MyDatabaseId;
 	s->pid = MyProcPid;
 	s->keylen = (uint16) keylen;
+	s->fingerprint = fingerprint;
 	memcpy(s->key, key, keylen);
 	s->seq++;
 	t->slot = free_slot;
 	t->seq = s->seq;
 	owned[nowned++] = *t;
 	LWLockRelease(flight_shared->lock);
-
-	if (!exit_callback_registered)
-	{
-		before_shmem_exit(release_owned_at_exit, (Datum) 0);
-		exit_callback_registered = true;
-	}
 	return CACHE_FLIGHT_LEAD;
 }
 
+/*
+ * Whether the computation behind t still runs; if not, how it ended (known
+ * only if the slot was not claimed again since: else treat it as failed,
+ * so the waiter tries to compute rather than trusting a stranger's end).
+ */
 static bool
-still_computing(const CacheFlightTicket *t)
+still_computing(const CacheFlightTicket *t, CacheFlightOutcome *outcome)
 {
 	FlightSlot *s = &flight_shared->slots[t->slot];
 	bool		running;
 
 	LWLockAcquire(flight_shared->lock, LW_SHARED);
 	running = s->used && s->seq == t->seq;
+	if (!running)
+		*outcome = (s->seq == t->seq + 1) ? s->outcome : CACHE_FLIGHT_FAILED;
 	LWLockRelease(flight_shared->lock);
 	return running;
 }
 
 /*
- * Sleep until the computation behind t ends; false if deadline passed
- * first.  Interrupts are served while waiting.
+ * Sleep until the computation behind t ends and return how it ended, or
+ * CACHE_FLIGHT_TIMED_OUT once deadline passed.  Interrupts are served while
+ * waiting.
  */
-bool
+CacheFlightOutcome
 cache_flight_wait(const CacheFlightTicket *t, TimestampTz deadline)
 {
 	FlightSlot *s = &flight_shared->slots[t->slot];
-	bool		ended = true;
+	CacheFlightOutcome outcome = CACHE_FLIGHT_FAILED;
 
 	ConditionVariablePrepareToSleep(&s->cv);
-	while (still_computing(t))
+	while (still_computing(t, &outcome))
 	{
 		long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 
 		if (ms <= 0)
 		{
-			ended = false;
+			outcome = CACHE_FLIGHT_TIMED_OUT;
 			break;
 		}
 		(void) ConditionVariableTimedSleep(&s->cv, ms, PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
-	return ended;
+	return outcome;
 }
 
-/* End our computation behind t and wake its waiters. */
+/* End our computation behind t, saying how, and wake its waiters. */
 void
-cache_flight_end(const CacheFlightTicket *t)
+cache_flight_end(const CacheFlightTicket *t, CacheFlightOutcome outcome)
 {
 	FlightSlot *s = &flight_shared->slots[t->slot];
 	bool		ours;
@@ -193,6 +207,7 @@ cache_flight_end(const CacheFlightTicket *t)
 	if (ours)
 	{
 		s->used = false;
+		s->outcome = outcome;
 		s->seq++;
 	}
 	LWLockRelease(flight_shared->lock);

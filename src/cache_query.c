@@ -19,10 +19,14 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
-#include "catalog/partition.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
@@ -34,6 +38,7 @@
 #include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -106,6 +111,7 @@ typedef struct QueryCall
 	Datum	   *values;
 	char	   *nulls;			/* SPI style: 'n' or ' ' */
 	uint64		fingerprint;
+	Oid			role;			/* the role the key was made for */
 } QueryCall;
 
 static void
@@ -174,27 +180,55 @@ collect_params(FunctionCallInfo fcinfo, int argno, QueryCall *q)
 	q->nargs = n;
 }
 
-/* The SQL text, each parameter's type and text form, hashed together. */
+/*
+ * A parameter's value as bytes that do not depend on settings: the binary
+ * send form (extra_float_digits and DateStyle change the text form), or the
+ * text form for a type without one.
+ */
+static uint64
+param_hash(Oid type, Datum value, int i)
+{
+	Oid			fn;
+	bool		isvarlena;
+
+	getTypeBinaryOutputInfo(type, &fn, &isvarlena);
+	if (OidIsValid(fn))
+	{
+		bytea	   *b = OidSendFunctionCall(fn, value);
+
+		return hash_bytes_extended((const unsigned char *) VARDATA(b), VARSIZE(b) - VARHDRSZ, i + 1);
+	}
+	getTypeOutputInfo(type, &fn, &isvarlena);
+	{
+		char	   *s = OidOutputFunctionCall(fn, value);
+
+		return hash_bytes_extended((const unsigned char *) s, strlen(s), i + 1);
+	}
+}
+
+/*
+ * The SQL text, the search path it is resolved in (its explicit schemas;
+ * temporary tables are handled on lookup), and each parameter's type and
+ * value, hashed together: a key reused for another query, another schema
+ * (schema-per-tenant) or other parameters is a miss.
+ */
 static uint64
 query_fingerprint(const QueryCall *q)
 {
 	uint64		h = hash_bytes_extended((const unsigned char *) q->sql, strlen(q->sql), 0);
+	List	   *path = fetch_search_path(false);
+	ListCell   *lc;
 
+	foreach(lc, path)
+		h = hash_combine64(h, murmurhash32(lfirst_oid(lc)));
+	h = hash_combine64(h, UINT64CONST(0x2545f4914f6cdd1d));
 	for (int i = 0; i < q->nargs; i++)
 	{
 		h = hash_combine64(h, murmurhash32(q->argtypes[i]));
 		if (q->nulls[i] == 'n')
 			h = hash_combine64(h, UINT64CONST(0x9e3779b97f4a7c15));
 		else
-		{
-			Oid			out;
-			bool		isvarlena;
-			char	   *s;
-
-			getTypeOutputInfo(q->argtypes[i], &out, &isvarlena);
-			s = OidOutputFunctionCall(out, q->values[i]);
-			h = hash_combine64(h, hash_bytes_extended((const unsigned char *) s, strlen(s), i + 1));
-		}
+			h = hash_combine64(h, param_hash(q->argtypes[i], q->values[i], i));
 	}
 	return h;
 }
@@ -210,13 +244,50 @@ not_cacheable(const char *why)
 }
 
 /*
- * Plan the query once to check it is a single read-only SELECT and to
- * record the relations it reads (views expanded, subqueries included).  A
- * partition brings its ancestors: a write through a partitioned table fires
- * only the parent's statement triggers.
+ * Add the inheritance ancestors of relid (partitioned tables included) to
+ * rels: a write through a parent fires only the parent's statement triggers.
  */
 static List *
-plan_relations(SPIPlanPtr plan)
+add_ancestors(List *rels, Oid relid, int depth)
+{
+	Relation	inh;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	List	   *parents = NIL;
+	ListCell   *lc;
+
+	check_stack_depth();
+	if (depth > 64)
+		return rels;
+	inh = table_open(InheritsRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_inherits_inhrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(inh, InheritsRelidSeqnoIndexId, true, NULL, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		parents = lappend_oid(parents, ((Form_pg_inherits) GETSTRUCT(tup))->inhparent);
+	systable_endscan(scan);
+	table_close(inh, AccessShareLock);
+
+	foreach(lc, parents)
+	{
+		Oid			parent = lfirst_oid(lc);
+
+		if (list_member_oid(rels, parent))
+			continue;
+		rels = lappend_oid(rels, parent);
+		rels = add_ancestors(rels, parent, depth + 1);
+	}
+	return rels;
+}
+
+/*
+ * Plan the query once to check it is a single read-only SELECT and to
+ * record the relations it reads (views expanded, subqueries included), with
+ * their inheritance ancestors.  *temp tells whether any is temporary.
+ */
+static List *
+plan_relations(SPIPlanPtr plan, bool *temp)
 {
 	CachedPlan *cplan = SPI_plan_get_cached_plan(plan);
 	PlannedStmt *stmt;
@@ -243,9 +314,13 @@ plan_relations(SPIPlanPtr plan)
 		if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE &&
 			kind != RELKIND_MATVIEW && kind != RELKIND_FOREIGN_TABLE)
 			continue;
-		rels = list_append_unique_oid(rels, relid);
-		if (get_rel_relispartition(relid))
-			rels = list_concat_unique_oid(rels, get_partition_ancestors(relid));
+		if (get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
+			*temp = true;
+		if (list_member_oid(rels, relid))
+			continue;
+		rels = lappend_oid(rels, relid);
+		if (has_superclass(relid))
+			rels = add_ancestors(rels, relid, 0);
 	}
 	ReleaseCachedPlan(cplan, NULL);
 	return rels;
@@ -269,7 +344,7 @@ read_generations(List *rels, int *ndeps, uint64 *epoch)
 		deps[n].relid = relid;
 		deps[n].watched = cache_rel_is_watched(relid);
 		if (deps[n].watched)
-			cache_gen_ensure(relid);
+			(void) cache_gen_ensure(relid);	/* no room: the epoch covers it */
 		n++;
 	}
 	*epoch = cache_gen_epoch();
@@ -281,12 +356,30 @@ read_generations(List *rels, int *ndeps, uint64 *epoch)
 	return deps;
 }
 
+/* Two columns of one name would silently become one object key. */
+static void
+check_column_names(TupleDesc desc)
+{
+	for (int i = 0; i < desc->natts; i++)
+		for (int j = i + 1; j < desc->natts; j++)
+			if (strcmp(NameStr(TupleDescAttr(desc, i)->attname),
+					   NameStr(TupleDescAttr(desc, j)->attname)) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_COLUMN),
+						 errmsg("harden.cache_query(): column name \"%s\" appears more than once",
+								NameStr(TupleDescAttr(desc, i)->attname)),
+						 errdetail("Each column becomes a key of the row's jsonb object."),
+						 errhint("Give the columns distinct aliases.")));
+}
+
 /* Rows of the last SPI result as a jsonb array of objects. */
 static Datum
 rows_to_jsonb(void)
 {
 	StringInfoData buf;
 	TupleDesc	desc = BlessTupleDesc(SPI_tuptable->tupdesc);
+
+	check_column_names(desc);
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '[');
@@ -304,43 +397,56 @@ rows_to_jsonb(void)
 }
 
 /*
- * Store a computed result unless it is already stale, too large, or was
- * computed from a transaction snapshot (REPEATABLE READ and SERIALIZABLE),
- * which may predate the generations it recorded, or by a transaction that
- * wrote a watched table (its rows are not committed).
+ * Whether a result computed now may be stored: not from a transaction
+ * snapshot (REPEATABLE READ, SERIALIZABLE), which may predate the
+ * generations it records, nor by a transaction that wrote a watched table
+ * (its rows are not committed).
  */
-static void
-publish(const QueryCall *q, Jsonb *result, CacheDep *deps, int ndeps, uint64 epoch)
+static bool
+may_publish(void)
+{
+	return !IsolationUsesXactSnapshot() && !cache_watch_wrote_in_xact();
+}
+
+/*
+ * Store a computed result unless it may not be (above), reads a temporary
+ * table (another session's rows), is too large or already stale, or the
+ * query changed the current role (its result is not the caller's).
+ * Returns whether it was stored or queued for commit.
+ */
+static bool
+publish(const QueryCall *q, Jsonb *result, CacheDep *deps, int ndeps, uint64 epoch,
+		bool temp)
 {
 	CacheItem	item = {0};
 
-	if (IsolationUsesXactSnapshot() || cache_watch_wrote_in_xact() ||
-		ndeps > CACHE_QUERY_MAX_DEPS ||
-		!cache_value_fits(VARSIZE(result) - VARHDRSZ))
-		return;
+	if (!may_publish() || temp || ndeps > CACHE_QUERY_MAX_DEPS ||
+		GetUserId() != q->role || !cache_value_fits(VARSIZE(result) - VARHDRSZ))
+		return false;
 	item.key = q->key;
 	item.keylen = q->keylen;
 	item.type = CACHE_JSONB;
 	item.value = VARDATA(result);
 	item.valuelen = VARSIZE(result) - VARHDRSZ;
-	item.owner = GetUserId();
+	item.owner = q->role;
 	item.flags = CACHE_FLAG_QUERY;
 	item.query.fingerprint = q->fingerprint;
 	item.query.epoch = epoch;
 	item.query.ndeps = ndeps;
 	item.query.deps = deps;
 	if (!cache_deps_current(MyDatabaseId, &item.query))
-		return;
+		return false;
 	cache_query_item_expiry(&item, q->userkey, q->userlen, q->ttl);
 	if (cache_xact_deferred())
 		cache_xact_add_set(&item);
 	else
 		cache_apply_set(&item);
+	return true;
 }
 
-/* Run the query and cache its result; returns the result. */
+/* Run the query and cache its result if it may be; returns the result. */
 static Jsonb *
-compute(QueryCall *q)
+compute(QueryCall *q, bool *published)
 {
 	SPIPlanPtr	plan;
 	List	   *rels;
@@ -350,6 +456,8 @@ compute(QueryCall *q)
 	Snapshot	snap;
 	int			rc;
 	Jsonb	   *result;
+	bool		temp = false;
+	bool		stored;
 
 	harden_count(HC_CACHE_QUERIES, 1);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -358,7 +466,7 @@ compute(QueryCall *q)
 	plan = SPI_prepare_cursor(q->sql, q->nargs, q->argtypes, CURSOR_OPT_PARALLEL_OK);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	rels = plan_relations(plan);
+	rels = plan_relations(plan, &temp);
 	deps = read_generations(rels, &ndeps, &epoch);
 
 	/* A snapshot taken after the generations were read (see above). */
@@ -369,12 +477,39 @@ compute(QueryCall *q)
 		not_cacheable("The statement did not return rows.");
 
 	result = DatumGetJsonbP(rows_to_jsonb());
-	publish(q, result, deps, ndeps, epoch);
+	stored = publish(q, result, deps, ndeps, epoch, temp);
+	if (published)
+		*published = stored;
 
 	/* Into the caller's context, before SPI frees its own. */
 	result = (Jsonb *) SPI_datumTransfer(JsonbPGetDatum(result), false, -1);
 	SPI_finish();
 	return result;
+}
+
+/*
+ * Whether one of a result's relations is shadowed, for this session, by a
+ * temporary table of the same name (searched first, implicitly): the
+ * session's own query would read that table instead.  Only sessions that
+ * have temporary tables pay for the check.
+ */
+static bool
+shadowed_by_temp(const CacheHit *hit)
+{
+	Oid			temp_ns;
+	Oid			temp_toast_ns;
+
+	GetTempNamespaceState(&temp_ns, &temp_toast_ns);
+	if (!OidIsValid(temp_ns))
+		return false;
+	for (int i = 0; i < hit->ndeps; i++)
+	{
+		char	   *name = get_rel_name(hit->deps[i].relid);
+
+		if (name != NULL && OidIsValid(get_relname_relid(name, temp_ns)))
+			return true;
+	}
+	return false;
 }
 
 /* A live, current result of this very query in the session's view. */
@@ -385,7 +520,7 @@ lookup(const QueryCall *q)
 
 	if (!cache_visible_lookup(q->key, q->keylen, &hit, true) ||
 		hit.type != CACHE_JSONB || !(hit.flags & CACHE_FLAG_QUERY) ||
-		hit.fingerprint != q->fingerprint)
+		hit.fingerprint != q->fingerprint || shadowed_by_temp(&hit))
 		return NULL;
 	SET_VARSIZE(hit.value, hit.valuelen + VARHDRSZ);
 	return (Jsonb *) hit.value;
@@ -396,28 +531,35 @@ static Jsonb *
 compute_as_leader(QueryCall *q, const CacheFlightTicket *t)
 {
 	Jsonb	   *volatile result = NULL;
+	bool		published = false;
 
 	PG_TRY();
 	{
 		/* Another leader may have published between our miss and now. */
 		result = lookup(q);
-		if (result == NULL)
-			result = compute(q);
+		if (result != NULL)
+			published = true;
+		else
+			result = compute(q, &published);
 	}
 	PG_CATCH();
 	{
-		cache_flight_end(t);
+		cache_flight_end(t, CACHE_FLIGHT_FAILED);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	cache_flight_end(t);
+	cache_flight_end(t, published ? CACHE_FLIGHT_PUBLISHED : CACHE_FLIGHT_UNPUBLISHED);
 	return result;
 }
 
 /*
- * Miss path: compute, or wait for the session computing the same key and
- * read what it published.  When that session fails or exits, a waiter
- * takes over; after harden.cache_wait_timeout it computes on its own.
+ * Miss path: compute, or wait for the session computing the same query and
+ * read what it published.  When that session failed or exited, a waiter
+ * takes over (one computes, the others wait for it); when it could not
+ * store its result (too large, say), or harden.cache_wait_timeout passed,
+ * the waiter computes on its own.  Computations that will not be stored
+ * now (inside a transaction block, or from a transaction snapshot) neither
+ * lead nor wait: nobody could read their result.
  */
 static Jsonb *
 fill(QueryCall *q)
@@ -425,29 +567,39 @@ fill(QueryCall *q)
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   cache_wait_timeout_ms);
 
+	if (!may_publish() || cache_xact_deferred())
+		return compute(q, NULL);
 	for (;;)
 	{
 		CacheFlightTicket t;
 		Jsonb	   *result;
 
-		switch (cache_flight_begin(q->key, q->keylen, &t))
+		switch (cache_flight_begin(q->key, q->keylen, q->fingerprint, &t))
 		{
 			case CACHE_FLIGHT_LEAD:
 				return compute_as_leader(q, &t);
 			case CACHE_FLIGHT_NONE:
-				return compute(q);
+				return compute(q, NULL);
 			case CACHE_FLIGHT_WAIT:
 				if (cache_wait_timeout_ms == 0)
-					return compute(q);
-				if (!cache_flight_wait(&t, deadline))
-					return compute(q);
-				result = lookup(q);
-				if (result != NULL)
+					return compute(q, NULL);
+				switch (cache_flight_wait(&t, deadline))
 				{
-					harden_count(HC_CACHE_COALESCED, 1);
-					return result;
+					case CACHE_FLIGHT_PUBLISHED:
+						result = lookup(q);
+						if (result != NULL)
+						{
+							harden_count(HC_CACHE_COALESCED, 1);
+							return result;
+						}
+						break;	/* gone again already: try to lead */
+					case CACHE_FLIGHT_FAILED:
+						break;	/* try to lead */
+					case CACHE_FLIGHT_UNPUBLISHED:
+					case CACHE_FLIGHT_TIMED_OUT:
+						return compute(q, NULL);
 				}
-				break;			/* it failed or did not publish: try to lead */
+				break;
 		}
 	}
 }
@@ -475,11 +627,12 @@ harden_cache_query(PG_FUNCTION_ARGS)
 	q.ttl = (PG_NARGS() > 2 && !PG_ARGISNULL(2)) ? PG_GETARG_INTERVAL_P(2) : NULL;
 	collect_params(fcinfo, 3, &q);
 	q.fingerprint = query_fingerprint(&q);
-	q.key = cache_query_key(q.userkey, q.userlen, GetUserId(), &q.keylen);
+	q.role = GetUserId();
+	q.key = cache_query_key(q.userkey, q.userlen, q.role, &q.keylen);
 
 	/* After writing a watched table, this transaction sees its own rows. */
 	if (cache_watch_wrote_in_xact())
-		PG_RETURN_JSONB_P(compute(&q));
+		PG_RETURN_JSONB_P(compute(&q, NULL));
 
 	result = lookup(&q);
 	if (result != NULL)

@@ -495,7 +495,9 @@ store_lookup(const char *key, int keylen, CacheHit *hit, LookupWant want)
 	hit->value = NULL;
 	hit->tags = NULL;
 	hit->ntags = e->ntags;
-	hit->fingerprint = entry_query_meta(e).fingerprint;
+	hit->fingerprint = 0;
+	hit->ndeps = 0;
+	hit->deps = NULL;
 	if (want == WANT_TAGS && e->ntags > 0)
 	{
 		const char *tags = entry_blob(e) + BLOB_TAGS_OFF(e->key.keylen);
@@ -508,6 +510,15 @@ store_lookup(const char *key, int keylen, CacheHit *hit, LookupWant want)
 	{
 		hit->value = palloc(e->valuelen + VARHDRSZ);
 		memcpy(hit->value + VARHDRSZ, entry_blob(e) + e->value_off, e->valuelen);
+		if (e->flags & CACHE_FLAG_QUERY)
+		{
+			CacheQueryMeta m = entry_query_meta(e);
+
+			hit->fingerprint = m.fingerprint;
+			hit->ndeps = m.ndeps;
+			hit->deps = palloc(sizeof(CacheDep) * Max(m.ndeps, 1));
+			memcpy(hit->deps, m.deps, sizeof(CacheDep) * m.ndeps);
+		}
 		/* Benign race: concurrent readers may lose an increment of usage. */
 		if (e->usage < USAGE_MAX)
 			e->usage++;

@@ -20,10 +20,12 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
+#include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
@@ -39,6 +41,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/syscache.h"
 
 #include "pg_harden.h"
 #include "cache.h"
@@ -68,14 +71,20 @@ static List *written = NIL;
 static bool callback_registered = false;
 
 static void watched_rel_changed(Datum arg, Oid relid);
+static void rules_changed(Datum arg, int cacheid, uint32 hashvalue);
 
 void
 cache_watch_define_gucs(bool preloading)
 {
 	if (!preloading)
 		return;
-	/* Registered in the postmaster, so every backend inherits it. */
+	/* Registered in the postmaster, so every backend inherits them. */
 	CacheRegisterRelcacheCallback(watched_rel_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, rules_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, rules_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, rules_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, rules_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(RULERELNAME, rules_changed, (Datum) 0);
 	DefineCustomIntVariable("harden.cache_max_watched",
 							"Most relations whose writes invalidate cached query results by generation.",
 							"Beyond this, writes to further watched relations invalidate every cached query result.",
@@ -140,7 +149,11 @@ slot_find(Oid dboid, Oid relid)
 		uint64		k = pg_atomic_read_u64(&watch_shared->slots[i].key);
 
 		if (k == key)
+		{
+			/* The generation was written before the key: read it after. */
+			pg_read_barrier();
 			return &watch_shared->slots[i];
+		}
 		if (k == 0)
 			return NULL;
 	}
@@ -221,17 +234,14 @@ slot_create(Oid relid)
 	return ok;
 }
 
-/* The same, raising an error when the table is full. */
-void
+/*
+ * Give a watched relation a slot if there is room; false if not.  Without
+ * one, a write to it moves the epoch, which every cached result records.
+ */
+bool
 cache_gen_ensure(Oid relid)
 {
-	if (watch_shared == NULL || slot_create(relid))
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-			 errmsg("too many relations watched by the pg_harden cache"),
-			 errdetail("harden.cache_max_watched is %d.", cache_max_watched),
-			 errhint("Raise harden.cache_max_watched and restart the server.")));
+	return watch_shared == NULL || slot_create(relid);
 }
 
 /*
@@ -250,6 +260,20 @@ watched_rel_changed(Datum arg, Oid relid)
 	slot = slot_find(MyDatabaseId, relid);
 	if (slot != NULL)
 		pg_atomic_fetch_add_u64(&slot->generation, 1);
+}
+
+/*
+ * Roles, memberships, schemas, functions or view definitions changed: a
+ * result may rely on any of them (privileges, BYPASSRLS, a function or view
+ * the query reads), so every cached query result goes stale.  Such changes
+ * are rare.  A backend processes the invalidation before its next lookup,
+ * so it never serves a result computed under the old rules after them.
+ */
+static void
+rules_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	if (watch_shared != NULL)
+		pg_atomic_fetch_add_u64(&watch_shared->epoch, 1);
 }
 
 /* ---- bumping at commit ---- */
@@ -354,11 +378,30 @@ harden_cache_watch_trigger(PG_FUNCTION_ARGS)
 
 static bool has_watch_trigger(Oid relid, bool enabled_only);
 
-/* Whether a relation has an enabled watch trigger (relcache, no lock). */
+/*
+ * Whether writes to a relation move its generation: it has the watch
+ * trigger, firing in ordinary sessions, and this is not a standby (replayed
+ * WAL fires no triggers).
+ */
 bool
 cache_rel_is_watched(Oid relid)
 {
-	return has_watch_trigger(relid, true);
+	return !RecoveryInProgress() && has_watch_trigger(relid, true);
+}
+
+/* The trigger cache_watch() installs: our function, statement level. */
+static bool
+is_watch_trigger(const Trigger *t)
+{
+	char	   *fn;
+	bool		ours;
+
+	if (strcmp(t->tgname, WATCH_TRIGGER_NAME) != 0 || TRIGGER_FOR_ROW(t->tgtype))
+		return false;
+	fn = get_func_name(t->tgfoid);
+	ours = fn != NULL && strcmp(fn, "cache_watch_trigger") == 0 &&
+		get_func_namespace(t->tgfoid) == get_namespace_oid("harden", true);
+	return ours;
 }
 
 static bool
@@ -375,8 +418,10 @@ has_watch_trigger(Oid relid, bool enabled_only)
 		{
 			Trigger    *t = &rel->trigdesc->triggers[i];
 
-			if (strcmp(t->tgname, WATCH_TRIGGER_NAME) == 0 &&
-				(!enabled_only || t->tgenabled != TRIGGER_DISABLED))
+			/* 'O' and 'A' fire in ordinary sessions; 'R' and 'D' do not. */
+			if (is_watch_trigger(t) &&
+				(!enabled_only || t->tgenabled == TRIGGER_FIRES_ON_ORIGIN ||
+				 t->tgenabled == TRIGGER_FIRES_ALWAYS))
 			{
 				watched = true;
 				break;
@@ -393,6 +438,12 @@ watch_targets(Oid relid, const char *fn)
 {
 	char		relkind = get_rel_relkind(relid);
 
+	/* Results reading temporary tables are never cached. */
+	if (get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s: \"%s\" is a temporary table", fn, get_rel_name(relid)),
+				 errdetail("cache_query() never caches results that read temporary tables.")));
 	if (relkind == RELKIND_PARTITIONED_TABLE)
 		return find_all_inheritors(relid, AccessShareLock, NULL);
 	if (relkind == RELKIND_RELATION || relkind == RELKIND_FOREIGN_TABLE)
@@ -463,7 +514,12 @@ set_watch(FunctionCallInfo fcinfo, bool watch)
 			run_ddl("CREATE TRIGGER " WATCH_TRIGGER_NAME
 					" AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s"
 					" FOR EACH STATEMENT EXECUTE FUNCTION harden.cache_watch_trigger()", target);
-			cache_gen_ensure(target);
+			if (!cache_gen_ensure(target))
+				ereport(NOTICE,
+						(errmsg("harden.cache_max_watched (%d) is reached", cache_max_watched),
+						 errdetail("Writes to \"%s\" will invalidate every cached query result, not only those that read it.",
+								   get_rel_name(target)),
+						 errhint("Raise harden.cache_max_watched and restart the server.")));
 		}
 		else
 			run_ddl("DROP TRIGGER " WATCH_TRIGGER_NAME " ON %s", target);

@@ -217,6 +217,10 @@ cache_xact_lookup(const char *key, int keylen, CacheHit *hit, bool want_value,
 		return true;
 	if (op->item.expires_at != 0 && op->item.expires_at <= GetCurrentTimestamp())
 		return true;
+	/* A pending query result goes stale like a stored one. */
+	if ((op->item.flags & CACHE_FLAG_QUERY) &&
+		!cache_deps_current(MyDatabaseId, &op->item.query))
+		return true;
 	hit->type = op->item.type;
 	hit->valuelen = op->item.valuelen;
 	hit->owner = op->item.owner;
@@ -224,6 +228,8 @@ cache_xact_lookup(const char *key, int keylen, CacheHit *hit, bool want_value,
 	hit->expires_at = op->item.expires_at;
 	hit->tags = (char *) op->item.tags;
 	hit->fingerprint = op->item.query.fingerprint;
+	hit->ndeps = op->item.query.ndeps;
+	hit->deps = (CacheDep *) op->item.query.deps;
 	hit->ntags = op->item.ntags;
 	hit->value = NULL;
 	if (want_value)
@@ -248,7 +254,10 @@ apply_pending(void)
 		switch (op->kind)
 		{
 			case CACHE_PENDING_SET:
-				cache_apply_set(&op->item);
+				/* A stale query result must not replace a fresh one. */
+				if (!(op->item.flags & CACHE_FLAG_QUERY) ||
+					cache_deps_current(MyDatabaseId, &op->item.query))
+					cache_apply_set(&op->item);
 				break;
 			case CACHE_PENDING_DELETE:
 				cache_apply_delete(op->name, op->namelen, op->role);

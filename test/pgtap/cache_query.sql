@@ -11,7 +11,7 @@
 --
 -- Like cache_roles.sql the suite runs without a surrounding transaction and
 -- cleans up after itself (keys start with 'tap:cq:').
-SELECT plan(49);
+SELECT plan(51);
 SET client_min_messages = warning;
 
 CREATE EXTENSION IF NOT EXISTS dblink;
@@ -90,7 +90,7 @@ SELECT is((SELECT array_agg(owner::text) FROM harden.cache_entries WHERE key = '
           '{pgh_cq_b}', 'cache_entries shows role b only its own result');
 SET ROLE pgh_cq_member;
 SELECT is((SELECT array_agg(owner::text ORDER BY owner::text) FROM harden.cache_entries WHERE key = 'tap:cq:orders'),
-          '{pgh_cq_a,pgh_cq_member}', 'a member sees the entries of the role it has the privileges of');
+          '{pgh_cq_member}', 'a member of role a does not see a''s query results either');
 RESET ROLE;
 
 -- A committed write to the table: every role's result is recomputed.
@@ -112,6 +112,28 @@ SELECT is(pg_temp.error_of($$SELECT harden.cache_query('tap:cq:orders', 'SELECT 
           '42501: permission denied for table tap_cq_orders',
           'after REVOKE role b''s cached result is not served');
 RESET ROLE;
+
+-- Privileges that come through role membership: revoking the membership
+-- invalidates (roles are not table changes).
+CREATE ROLE pgh_cq_readers;
+CREATE ROLE pgh_cq_reader IN ROLE pgh_cq_readers;
+GRANT USAGE ON SCHEMA harden TO pgh_cq_reader;
+CREATE TABLE tap_cq_secret (v text);
+INSERT INTO tap_cq_secret VALUES ('salary data');
+GRANT SELECT ON tap_cq_secret TO pgh_cq_readers;
+SET ROLE pgh_cq_reader;
+SELECT is(harden.cache_query('tap:cq:secret', 'SELECT v FROM tap_cq_secret'), '[{"v": "salary data"}]',
+          'a member of a granted role computes and caches a result');
+RESET ROLE;
+REVOKE pgh_cq_readers FROM pgh_cq_reader;
+SET ROLE pgh_cq_reader;
+SELECT is(pg_temp.error_of($$SELECT harden.cache_query('tap:cq:secret', 'SELECT v FROM tap_cq_secret')$$),
+          '42501: permission denied for table tap_cq_secret',
+          'after REVOKE of the membership the cached result is not served');
+RESET ROLE;
+DROP TABLE tap_cq_secret;
+REVOKE USAGE ON SCHEMA harden FROM pgh_cq_reader;
+DROP ROLE pgh_cq_reader, pgh_cq_readers;
 
 SELECT harden.cache_unwatch('tap_cq_orders');
 DROP TABLE tap_cq_orders;
