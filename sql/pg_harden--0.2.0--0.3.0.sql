@@ -428,3 +428,20 @@ SELECT h.id, h.relid AS "table", h.ref, h.status, h.keys, h.qtys,
  WHERE has_table_privilege(h.relid, 'SELECT');
 COMMENT ON VIEW harden.stock_reservations IS 'reservations on the stock tables the caller may read';
 GRANT SELECT ON harden.stock_reservations TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Background worker: status of the per-database workers
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION harden.worker_status_rows(
+        OUT database name, OUT pid integer, OUT state text,
+        OUT started_at timestamptz, OUT last_run timestamptz,
+        OUT runs bigint, OUT transitions bigint, OUT holds_released bigint,
+        OUT errors bigint, OUT last_error text, OUT last_error_at timestamptz,
+        OUT next_start timestamptz)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'harden_worker_status'
+    LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+CREATE VIEW harden.worker_status AS SELECT * FROM harden.worker_status_rows();
+COMMENT ON VIEW harden.worker_status IS 'the background worker of every database the launcher knows; other databases'' errors only for pg_read_all_stats';
+GRANT SELECT ON harden.worker_status TO PUBLIC;

@@ -36,3 +36,9 @@ HARDEN_COUNTER(STOCK_RESERVATIONS, "stock_reservations_total", "Reservations mad
 HARDEN_COUNTER(STOCK_COMMITS, "stock_commits_total", "Reservations made final by stock_commit")
 HARDEN_COUNTER(STOCK_RELEASES, "stock_releases_total", "Reservations given back by stock_release and stock_release_ref")
 HARDEN_COUNTER(STOCK_EXPIRATIONS, "stock_expirations_total", "Expired reservations given back by stock_run_due")
+
+/* background worker */
+HARDEN_COUNTER(WORKER_RUNS, "worker_runs_total", "Runs of the background worker (each runs fsm_run_due and stock_run_due once)")
+HARDEN_COUNTER(WORKER_TRANSITIONS, "worker_transitions_total", "Timed transitions applied by the background worker")
+HARDEN_COUNTER(WORKER_HOLDS_RELEASED, "worker_holds_released_total", "Expired reservations given back by the background worker")
+HARDEN_COUNTER(WORKER_ERRORS, "worker_errors_total", "Background worker steps that failed with an error (retried with backoff)")

@@ -19,6 +19,7 @@
 #include "cache.h"
 #include "fsm.h"
 #include "stock.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -38,6 +39,7 @@ static const HardenModule harden_modules[] = {
 	{"cache query", cache_query_define_gucs, cache_flight_shmem_size, cache_flight_shmem_startup},
 	{"fsm", fsm_define_gucs, fsm_shmem_size, fsm_shmem_startup},
 	{"stock", stock_define_gucs, NULL, NULL},
+	{"worker", worker_define_gucs, worker_shmem_size, worker_shmem_startup},
 };
 
 #define NUM_MODULES lengthof(harden_modules)
@@ -68,6 +70,7 @@ harden_shmem_request(void)
 	RequestAddinShmemSpace(size);
 	/* [0] metrics slot ownership, [1] cache eviction, [2] watch slots, [3] flights */
 	RequestNamedLWLockTranche("pg_harden", 4);
+	RequestNamedLWLockTranche("pg_harden_worker", 1);
 }
 
 static void
@@ -111,6 +114,8 @@ _PG_init(void)
 #else
 	harden_shmem_request();
 #endif
+	worker_register_launcher();
+	worker_utility_hook_install();
 }
 
 /*

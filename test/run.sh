@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole pg_harden suite on a throwaway cluster: pg_regress (sql/,
 # expected/), isolation specs (test/specs), the upgrade-path test, pgTAP
-# suites (test/pgtap) and, after a restart without preloading,
-# test/nopreload.  Exits non-zero if anything failed.
+# suites (test/pgtap), the background worker's (test/worker) and, after a
+# restart without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
 PASSED=0
@@ -85,11 +85,22 @@ run_upgrade() {
 
 pgh_ensure_packages
 pgh_build_and_stage
-pgh_cluster_start "harden.cache_memory = '16MB'"
+# The worker runs fast here, and stays out of the databases whose tests call
+# the *_run_due() functions themselves and check what they did.
+PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
+	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap'"
+	"max_worker_processes = 16")
+pgh_cluster_start "${PGH_CONF[@]}"
 run_regress
 run_isolation
 run_upgrade
 run_pgtap pgtap "$PGH_ROOT/test/pgtap"
+
+# The background worker: pgTAP in a database it serves, then checks across
+# a restart and across databases.
+source "$PGH_ROOT/test/worker/restart.sh"
+run_pgtap worker "$PGH_ROOT/test/worker"
+run_worker_restart
 
 # Without preloading: restart the same cluster with an empty preload list.
 pgh_cluster_stop

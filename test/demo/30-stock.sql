@@ -39,9 +39,15 @@ SELECT id, stock FROM product WHERE id IN (1, 7, 42) ORDER BY id;
 SELECT harden.stock_reserve('product', ARRAY[3], ARRAY[2], ttl => '1 second', ref => 'cart:9f2c') AS hold \gset
 SELECT id, ref, status, keys, qtys, units FROM harden.stock_reservations WHERE id = :hold;
 SELECT stock AS product_3_while_held FROM product WHERE id = 3;
-SELECT pg_sleep(1.2);
-\echo 'The background job calls stock_run_due(): the hold expires back into stock.'
-SELECT harden.stock_run_due() AS expired;
+\echo 'The background worker gives the expired hold back into stock (no call needed;'
+\echo 'without preloading, a cron job would call harden.stock_run_due()).'
+DO $$
+BEGIN
+  FOR i IN 1..300 LOOP
+    EXIT WHEN (SELECT status FROM harden.stock_reservations WHERE ref = 'cart:9f2c') <> 'held';
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
 SELECT id, ref, status FROM harden.stock_reservations WHERE id = :hold;
 SELECT stock AS product_3_after_expiry FROM product WHERE id = 3;
 

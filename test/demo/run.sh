@@ -6,7 +6,8 @@ source "$(dirname "$0")/../lib.sh"
 
 pgh_ensure_packages
 pgh_build_and_stage
-pgh_cluster_start
+# The worker chapter waits for the worker: run it every 200ms.
+pgh_cluster_start "harden.worker_interval = '200ms'"
 pgh_createdb shop pg_trgm pg_harden
 for f in "$PGH_ROOT"/test/demo/[0-9]*.sql; do
 	echo

@@ -1,7 +1,7 @@
 -- Without shared_preload_libraries: the extension installs, functions that
 -- need shared memory fail with PH001 and a HINT, the rest keep working.
 BEGIN;
-SELECT plan(27);
+SELECT plan(29);
 
 SELECT is(current_setting('shared_preload_libraries'), '', 'cluster is not preloaded');
 SELECT throws_ok($$ SELECT harden.metrics_reset() $$, 'PH001',
@@ -25,6 +25,9 @@ SELECT throws_ok($$ SELECT harden.cache_set('k', '1'::jsonb) $$, 'PH001',
   'cache_set raises PH001');
 SELECT throws_ok($$ SELECT harden.cache_get('k') $$, 'PH001', NULL, 'cache_get raises PH001');
 SELECT throws_ok($$ SELECT * FROM harden.cache_stats $$, 'PH001', NULL, 'cache_stats raises PH001');
+SELECT throws_ok($$ SELECT * FROM harden.worker_status $$, 'PH001', NULL, 'worker_status raises PH001');
+SELECT ok(NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type LIKE 'pg_harden%'),
+  'no background worker runs without preloading');
 SELECT throws_ok($$ SELECT harden.cache_query('k', 'SELECT 1') $$, 'PH001', NULL, 'cache_query raises PH001');
 -- Watching needs no shared memory, and a watched table stays writable.
 CREATE TABLE np_watched (id int);
