@@ -19,6 +19,7 @@
 #include "cache.h"
 #include "fsm.h"
 #include "stock.h"
+#include "analyze.h"
 
 PG_MODULE_MAGIC;
 
@@ -38,6 +39,7 @@ static const HardenModule harden_modules[] = {
 	{"cache query", cache_query_define_gucs, cache_flight_shmem_size, cache_flight_shmem_startup},
 	{"fsm", fsm_define_gucs, fsm_shmem_size, fsm_shmem_startup},
 	{"stock", stock_define_gucs, NULL, NULL},
+	{"analyze", analyze_define_gucs, analyze_shmem_size, analyze_shmem_startup},
 };
 
 #define NUM_MODULES lengthof(harden_modules)
