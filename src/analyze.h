@@ -17,6 +17,7 @@ extern int	analyze_min_rows;
 /* One piece of advice about a plan. */
 typedef struct AnalyzeFinding
 {
+	const char *key;			/* what makes two findings the same advice */
 	const char *severity;		/* "warning" or "info" */
 	const char *node;			/* plan node, as EXPLAIN names it */
 	Oid			relid;			/* InvalidOid: no single relation */

@@ -38,6 +38,9 @@
 #include "pg_harden.h"
 #include "analyze.h"
 
+/* A seq scan is reported when its filter keeps at most this share of rows. */
+#define SEQ_SCAN_MAX_KEPT	0.2
+
 typedef struct Walk
 {
 	PlannedStmt *stmt;
@@ -55,28 +58,42 @@ static void walk(Walk *w, Plan *plan, Plan *parent);
 
 /* ---- helpers ---- */
 
+/*
+ * Add advice unless the same advice is already there: partitions of one
+ * table and the statements a rule adds repeat it.  key identifies the
+ * advice (NULL: the message).
+ */
 static void
-add_finding(Walk *w, const char *severity, const char *node, Oid relid,
-			char *message, char *suggestion)
+add_finding_key(Walk *w, const char *key, const char *severity, const char *node,
+				Oid relid, char *message, char *suggestion)
 {
 	AnalyzeFinding *f;
 	ListCell   *lc;
 
-	/* Partitions and rewritten statements repeat the same advice. */
+	if (key == NULL)
+		key = message;
 	foreach(lc, w->findings)
 	{
 		f = lfirst(lc);
 		if (f->relid == relid && strcmp(f->node, node) == 0 &&
-			strcmp(f->message, message) == 0)
+			strcmp(f->key, key) == 0)
 			return;
 	}
 	f = palloc(sizeof(AnalyzeFinding));
+	f->key = pstrdup(key);
 	f->severity = severity;
 	f->node = node;
 	f->relid = relid;
 	f->message = message;
 	f->suggestion = suggestion;
 	w->findings = lappend(w->findings, f);
+}
+
+static void
+add_finding(Walk *w, const char *severity, const char *node, Oid relid,
+			char *message, char *suggestion)
+{
+	add_finding_key(w, NULL, severity, node, relid, message, suggestion);
 }
 
 static const char *
@@ -329,28 +346,34 @@ check_seq_scan(Walk *w, SeqScan *scan, bool like_reported)
 	int			n;
 	double		rows;
 	char	   *name;
+	Oid			root;
+	char	   *key;
 
 	if (!OidIsValid(relid) || plan->qual == NIL)
 		return;
 	rows = analyze_rel_rows(relid);
-	if (!is_large(rows))
+	/* A filter that keeps much of the table is best served by this scan. */
+	if (!is_large(rows) || plan->plan_rows > rows * SEQ_SCAN_MAX_KEPT)
 		return;
 	name = analyze_rel_name(relid);
+	root = analyze_report_relid(relid);
 	n = filter_index_columns(plan->qual, scan->scan.scanrelid, attnos);
+	/* One piece of advice for all partitions of a table scanned alike. */
+	key = psprintf("seq scan %s", analyze_column_list(relid, attnos, n));
 	if (n == 0 && like_reported)
 		return;					/* the LIKE advice says it */
 	if (n == 0)
-		add_finding(w, "warning", "Seq Scan", relid,
+		add_finding_key(w, key, "warning", "Seq Scan", root,
 					psprintf("Seq Scan on %s reads ~%.0f rows to keep ~%.0f; no part of the filter compares a plain column with a value",
 							 name, rows, plan->plan_rows),
 					NULL);
 	else if (analyze_index_leads_with(relid, attnos[0]))
-		add_finding(w, "info", "Seq Scan", relid,
-					psprintf("Seq Scan on %s reads ~%.0f rows to keep ~%.0f although an index on %s exists: the planner expects the filter to keep too many rows for it",
+		add_finding_key(w, key, "info", "Seq Scan", root,
+					psprintf("Seq Scan on %s reads ~%.0f rows to keep ~%.0f although an index leading with %s exists: the planner chose not to use it (statistics, settings, or a type or collation mismatch)",
 							 name, rows, plan->plan_rows, analyze_column_list(relid, attnos, 1)),
 					NULL);
 	else
-		add_finding(w, "warning", "Seq Scan", relid,
+		add_finding_key(w, key, "warning", "Seq Scan", root,
 					psprintf("Seq Scan on %s reads ~%.0f rows to keep ~%.0f; no index leads with %s",
 							 name, rows, plan->plan_rows, analyze_column_list(relid, attnos, 1)),
 					create_index_sql(relid, attnos, n));
@@ -363,6 +386,7 @@ typedef struct LikeContext
 	Walk	   *w;
 	Index		scanrelid;
 	Oid			relid;
+	bool		advised;		/* some LIKE advice for this scan */
 } LikeContext;
 
 static char *
@@ -433,6 +457,7 @@ check_like(LikeContext *c, OpExpr *op)
 		(anchored && !ilike && support == LIKE_SUPPORT_PREFIX))
 		return;
 
+	c->advised = true;
 	rows = analyze_rel_rows(c->relid);
 	severity = is_large(rows) ? "warning" : "info";
 	col = analyze_column_list(c->relid, &attno, 1);
@@ -440,16 +465,16 @@ check_like(LikeContext *c, OpExpr *op)
 	if (anchored && !ilike)
 	{
 		add_finding(c->w, severity, "Seq Scan", analyze_report_relid(c->relid),
-					psprintf("%s on %s.%s with %s reads every row (~%.0f): no btree on %s compares bytes (text_pattern_ops or the C collation)",
-							 what, analyze_rel_name(c->relid), col, pattern_desc, rows, col),
+					psprintf("%s on %s.%s with %s reads every row: no btree on %s compares bytes (text_pattern_ops or the C collation)",
+							 what, analyze_rel_name(analyze_report_relid(c->relid)), col, pattern_desc, col),
 					psprintf("CREATE INDEX ON %s (%s text_pattern_ops);",
 							 analyze_rel_name(analyze_report_relid(c->relid)), col));
 		return;
 	}
 	schema = analyze_trgm_schema();
 	add_finding(c->w, severity, "Seq Scan", analyze_report_relid(c->relid),
-				psprintf("%s on %s.%s with %s reads every row (~%.0f): no index on %s supports %s%s",
-						 what, analyze_rel_name(c->relid), col, pattern_desc, rows, col,
+				psprintf("%s on %s.%s with %s reads every row: no index on %s supports %s%s",
+						 what, analyze_rel_name(analyze_report_relid(c->relid)), col, pattern_desc, col,
 						 opname, schema ? "" : "; pg_trgm is not installed"),
 				trigram_sql(c->relid, attno, schema));
 }
@@ -472,14 +497,14 @@ static bool
 check_scan_like(Walk *w, SeqScan *scan)
 {
 	LikeContext c;
-	int			before = list_length(w->findings);
 
 	c.w = w;
 	c.scanrelid = scan->scan.scanrelid;
 	c.relid = scan_relid(w, &scan->scan);
+	c.advised = false;
 	if (OidIsValid(c.relid))
 		like_walker((Node *) scan->scan.plan.qual, &c);
-	return list_length(w->findings) > before;
+	return c.advised;
 }
 
 /* ---- sorts and hashes past work_mem ---- */
