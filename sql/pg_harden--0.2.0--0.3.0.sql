@@ -526,7 +526,7 @@ WITH idx AS (
      WHERE i.indisvalid AND i.indisready AND i.indislive
 ), pairs AS (
     SELECT d.indexrelid AS drop_index, k.indexrelid AS keep_index, d.indrelid,
-           d.indnkeyatts = k.indnkeyatts AS same_keys
+           d.indnkeyatts = k.indnkeyatts AND d.include <@ k.include AND k.include <@ d.include AS exact
       FROM idx d
       JOIN idx k ON k.indrelid = d.indrelid AND k.indexrelid <> d.indexrelid AND k.relam = d.relam
      WHERE d.droppable
@@ -552,13 +552,16 @@ WITH idx AS (
 SELECT DISTINCT ON (p.drop_index)
        p.indrelid::pg_catalog.regclass AS "table", p.drop_index::pg_catalog.regclass AS index,
        p.keep_index::pg_catalog.regclass AS covered_by,
-       CASE WHEN p.same_keys THEN 'exact' ELSE 'prefix' END AS kind,
-       pg_catalog.pg_relation_size(p.drop_index) AS index_bytes,
+       CASE WHEN p.exact THEN 'exact' ELSE 'prefix' END AS kind,
+       CASE WHEN c.relkind = 'I'
+            THEN (SELECT pg_catalog.sum(pg_catalog.pg_relation_size(t.relid))
+                    FROM pg_catalog.pg_partition_tree(p.drop_index) t WHERE t.isleaf)
+            ELSE pg_catalog.pg_relation_size(p.drop_index) END::bigint AS index_bytes,
        pg_catalog.format('DROP INDEX %s%s;',
                          CASE WHEN c.relkind = 'i' THEN 'CONCURRENTLY ' ELSE '' END,
                          harden._qualified(p.drop_index)) AS drop_sql
   FROM pairs p JOIN pg_catalog.pg_class c ON c.oid = p.drop_index
- ORDER BY p.drop_index, p.same_keys DESC, p.keep_index;
+ ORDER BY p.drop_index, p.exact DESC, p.keep_index;
 COMMENT ON VIEW harden.duplicate_indexes IS 'indexes whose every use another valid index serves: same method, key columns (or a btree prefix of them), operator classes, collations, sort options, expressions and predicate; INCLUDE columns covered';
 
 CREATE VIEW harden.missing_fk_indexes AS
@@ -984,7 +987,7 @@ WITH settings AS (
       FROM harden.long_running_queries v WHERE v.datname = pg_catalog.current_database()
     UNION ALL
     SELECT 'blocking_lock', 'warning', 'pid ' || v.pid,
-           pg_catalog.format('blocks %s sessions: %s', (SELECT pg_catalog.count(*) FROM harden.blocking_locks w
+           pg_catalog.format('blocks %s sessions: %s', (SELECT pg_catalog.count(DISTINCT w.pid) FROM harden.blocking_locks w
                                                           WHERE w.root_pid = v.pid AND w.depth > 0),
                              coalesce(pg_catalog.left(v.query, 200), '')),
            pg_catalog.format('SELECT pg_terminate_backend(%s);', v.pid)
