@@ -79,6 +79,10 @@ SELECT severity, relation, message, suggestion
   FROM harden.query_check('SELECT id FROM qc_product WHERE descr ILIKE ''%scr 4%''');
 SELECT severity, relation, message, suggestion
   FROM harden.query_check('SELECT id FROM qc_product WHERE name ILIKE $1');
+SELECT severity, relation, message, suggestion
+  FROM harden.query_check($$SELECT id FROM qc_product WHERE name ILIKE '%' || $1 || '%'$$);
+-- a pattern taken from the row itself is not advice about an index
+SELECT * FROM harden.query_check('SELECT id FROM qc_product WHERE name LIKE code || ''%''');
 -- left-anchored: a btree that compares bytes serves LIKE, not ILIKE
 SELECT severity, relation, message, suggestion
   FROM harden.query_check('SELECT id FROM qc_product WHERE name LIKE ''product 1%''');
@@ -373,10 +377,12 @@ SELECT count(*) AS missing_fk FROM harden.health_report() WHERE "check" = 'missi
 SELECT regexp_replace(line, 'database="[^"]*"', 'database="…"') AS line
   FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
  WHERE line ~ '^pg_harden_health_findings\{.*check="(missing_fk_index|duplicate_index)"'
+       AND strpos(line, format('database="%s"', current_database())) > 0
     OR line ~ '^# (HELP|TYPE) pg_harden_health_findings'
  ORDER BY 1;
-SELECT (harden.metrics_json()->'metrics'->'pg_harden_health_report_timestamp_seconds'->'samples'->0->>'value')::float8
-       BETWEEN extract(epoch FROM now()) - 60 AND extract(epoch FROM now()) + 60 AS recent_run;
+SELECT (s->>'value')::float8 BETWEEN extract(epoch FROM now()) - 60 AND extract(epoch FROM now()) + 60 AS recent_run
+  FROM jsonb_array_elements(harden.metrics_json()->'metrics'->'pg_harden_health_report_timestamp_seconds'->'samples') AS s
+ WHERE s->'labels'->>'database' = current_database();
 
 REVOKE USAGE ON SCHEMA harden FROM pgh_analyze_nobody;
 DROP ROLE pgh_analyze_nobody;

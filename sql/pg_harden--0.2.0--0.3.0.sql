@@ -467,48 +467,48 @@ COMMENT ON FUNCTION harden._index_same_expr(pg_catalog.oid, pg_catalog.oid) IS '
 -- Indexes
 -- ---------------------------------------------------------------------------
 
--- An index never chosen to drop: it enforces something or is not usable.
-CREATE FUNCTION harden._index_keeps_rule(i pg_catalog.oid) RETURNS boolean
-    LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT x.indisunique OR x.indisprimary OR x.indisexclusion OR x.indisreplident
-           OR NOT x.indisvalid
-           OR EXISTS (SELECT FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid
-                                                           AND k.contype IN ('p', 'u', 'x'))
-      FROM pg_catalog.pg_index x WHERE x.indexrelid = i;
-END;
-
 CREATE VIEW harden.unused_indexes AS
 WITH leaf AS (
     SELECT CASE WHEN ic.relispartition THEN pg_catalog.pg_partition_root(s.indexrelid)
                 ELSE s.indexrelid END AS indexrelid,
-           s.idx_scan, pg_catalog.pg_relation_size(s.indexrelid) AS bytes
+           s.indexrelid AS leaf, s.idx_scan
       FROM pg_catalog.pg_stat_all_indexes s
       JOIN pg_catalog.pg_class ic ON ic.oid = s.indexrelid
 ), per_index AS (
-    SELECT indexrelid, sum(idx_scan)::bigint AS idx_scan, sum(bytes)::bigint AS bytes
+    SELECT indexrelid, pg_catalog.sum(idx_scan)::bigint AS idx_scan, pg_catalog.array_agg(leaf) AS leaves
       FROM leaf GROUP BY indexrelid
 ), db AS (
     SELECT d.stats_reset FROM pg_catalog.pg_stat_database d
      WHERE d.datname = pg_catalog.current_database()
+), unused AS (
+    -- never one that enforces something (unique, primary key, exclusion,
+    -- any constraint), the replica identity, or an invalid one
+    SELECT p.indexrelid, p.idx_scan, p.leaves, i.indrelid, i.indexprs, c.relkind
+      FROM per_index p
+      JOIN pg_catalog.pg_index i ON i.indexrelid = p.indexrelid
+      JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+      JOIN harden._relations r ON r.relid = i.indrelid
+     WHERE p.idx_scan = 0
+       AND NOT (i.indisunique OR i.indisprimary OR i.indisexclusion OR i.indisreplident)
+       AND i.indisvalid
+       -- (a hashed subplan: pg_constraint has no index on conindid)
+       AND i.indexrelid NOT IN (SELECT k.conindid FROM pg_catalog.pg_constraint k WHERE k.conindid <> 0)
 )
-SELECT i.indrelid::pg_catalog.regclass AS "table", i.indexrelid::pg_catalog.regclass AS index,
-       p.bytes AS index_bytes, pg_catalog.pg_size_pretty(p.bytes) AS index_size,
-       p.idx_scan, db.stats_reset, pg_catalog.pg_is_in_recovery() AS standby,
+SELECT u.indrelid::pg_catalog.regclass AS "table", u.indexrelid::pg_catalog.regclass AS index,
+       b.bytes AS index_bytes, pg_catalog.pg_size_pretty(b.bytes) AS index_size,
+       u.idx_scan, db.stats_reset, pg_catalog.pg_is_in_recovery() AS standby,
        CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'low'
             WHEN db.stats_reset > pg_catalog.now() - interval '7 days' THEN 'low'
             WHEN db.stats_reset IS NULL THEN 'medium'
             ELSE 'high' END AS confidence,
-       CASE WHEN i.indexprs IS NOT NULL
+       CASE WHEN u.indexprs IS NOT NULL
             THEN 'expression index: the planner may use the statistics ANALYZE keeps on its expressions' END AS note,
-       pg_catalog.format('DROP INDEX %s%s;', CASE WHEN c.relkind = 'i' THEN 'CONCURRENTLY ' ELSE '' END,
-                         harden._qualified(i.indexrelid)) AS drop_sql
-  FROM per_index p
-  JOIN pg_catalog.pg_index i ON i.indexrelid = p.indexrelid
-  JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-  JOIN harden._relations r ON r.relid = i.indrelid
+       pg_catalog.format('DROP INDEX %s%s;', CASE WHEN u.relkind = 'i' THEN 'CONCURRENTLY ' ELSE '' END,
+                         harden._qualified(u.indexrelid)) AS drop_sql
+  FROM unused u
  CROSS JOIN db
- WHERE p.idx_scan = 0 AND NOT harden._index_keeps_rule(i.indexrelid);
+ CROSS JOIN LATERAL (SELECT pg_catalog.sum(pg_catalog.pg_relation_size(l))::bigint AS bytes
+                       FROM pg_catalog.unnest(u.leaves) AS l) b;
 COMMENT ON VIEW harden.unused_indexes IS 'indexes never scanned since statistics were reset (partitioned indexes summed over their partitions); never unique, primary key, constraint, replica-identity or invalid ones';
 
 CREATE VIEW harden.duplicate_indexes AS
@@ -519,7 +519,12 @@ WITH idx AS (
            (i.indclass)[0:i.indnkeyatts - 1] AS opclasses,
            (i.indcollation)[0:i.indnkeyatts - 1] AS collations,
            (i.indoption)[0:i.indnkeyatts - 1] AS options,
-           NOT harden._index_keeps_rule(i.indexrelid) AND NOT c.relispartition AS droppable
+           -- never drop one that enforces something or is the replica
+           -- identity; a partition's index goes with its parent's
+           NOT (i.indisunique OR i.indisprimary OR i.indisexclusion OR i.indisreplident
+                OR c.relispartition
+                OR i.indexrelid IN (SELECT k.conindid FROM pg_catalog.pg_constraint k WHERE k.conindid <> 0))
+               AS droppable
       FROM pg_catalog.pg_index i
       JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
       JOIN harden._relations r ON r.relid = i.indrelid
@@ -679,9 +684,6 @@ COMMENT ON VIEW harden.index_sizes IS 'size and scans of each index; a partition
 CREATE VIEW harden.bloat AS
 WITH consts AS (
     SELECT pg_catalog.current_setting('block_size')::numeric AS bs
-), widths AS (
-    SELECT s.starelid, s.staattnum, s.stawidth * (1 - s.stanullfrac) AS width
-      FROM pg_catalog.pg_statistic s WHERE NOT s.stainherit
 ), tables AS (
     SELECT r.relid, r.relpages, r.reltuples,
            coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(r.reloptions) o
@@ -690,8 +692,10 @@ WITH consts AS (
            (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped) AS natts
       FROM harden._relations r
-      JOIN (SELECT starelid, pg_catalog.sum(width) AS width, pg_catalog.count(*) AS ncols
-              FROM widths GROUP BY starelid) w ON w.starelid = r.relid
+      JOIN (SELECT s.starelid, pg_catalog.sum(s.stawidth * (1 - s.stanullfrac)) AS width,
+                   pg_catalog.count(*) AS ncols
+              FROM pg_catalog.pg_statistic s WHERE NOT s.stainherit
+             GROUP BY s.starelid) w ON w.starelid = r.relid
      WHERE r.relkind IN ('r', 'm') AND r.relpages > 0 AND r.reltuples >= 0
 ), table_est AS (
     SELECT t.relid, NULL::pg_catalog.oid AS indexrelid, t.relpages,
@@ -704,14 +708,17 @@ WITH consts AS (
     SELECT i.indexrelid, i.indrelid, ic.relpages, ic.reltuples,
            coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(ic.reloptions) o
                                  WHERE o.option_name = 'fillfactor'), 90) AS fillfactor,
-           (SELECT pg_catalog.sum(w.width) FROM pg_catalog.unnest(i.indkey) AS k(attnum)
-              JOIN widths w ON w.starelid = i.indrelid AND w.staattnum = k.attnum) AS width,
-           (SELECT pg_catalog.count(w.width) = pg_catalog.count(*) FROM pg_catalog.unnest(i.indkey) AS k(attnum)
-              LEFT JOIN widths w ON w.starelid = i.indrelid AND w.staattnum = k.attnum) AS analysed
+           w.width, w.analysed
       FROM pg_catalog.pg_index i
       JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
       JOIN pg_catalog.pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
       JOIN harden._relations r ON r.relid = i.indrelid AND r.relkind IN ('r', 'm')
+     CROSS JOIN LATERAL (
+        SELECT pg_catalog.sum(s.stawidth * (1 - s.stanullfrac)) AS width,
+               pg_catalog.count(s.stawidth) = pg_catalog.count(*) AS analysed
+          FROM pg_catalog.unnest(i.indkey) AS k(attnum)
+          LEFT JOIN pg_catalog.pg_statistic s
+                 ON s.starelid = i.indrelid AND s.staattnum = k.attnum AND NOT s.stainherit) w
      WHERE ic.relpages > 1 AND ic.reltuples >= 0 AND i.indexprs IS NULL AND i.indisvalid
 ), index_est AS (
     -- index tuple header, data, line pointer; plus the metapage and ~1% upper levels

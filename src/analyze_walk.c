@@ -449,8 +449,14 @@ check_like(LikeContext *c, OpExpr *op)
 		anchored = false;
 		pattern_desc = "a pattern given as a parameter (it may start with a wildcard)";
 	}
+	else if (!contain_var_clause(arg) && !contain_volatile_functions(arg))
+	{
+		/* '%' || $1 || '%' and the like: fixed for the scan, unknown here */
+		anchored = false;
+		pattern_desc = "a pattern computed from parameters (it may start with a wildcard)";
+	}
 	else
-		return;
+		return;					/* a pattern from the row itself */
 
 	support = analyze_like_support(c->relid, attno, op->opno);
 	if (support == LIKE_SUPPORT_ANY ||
