@@ -81,8 +81,12 @@ SELECT severity, relation, message, suggestion
   FROM harden.query_check('SELECT id FROM qc_product WHERE name ILIKE $1');
 SELECT severity, relation, message, suggestion
   FROM harden.query_check($$SELECT id FROM qc_product WHERE name ILIKE '%' || $1 || '%'$$);
--- a pattern taken from the row itself is not advice about an index
+-- a pattern taken from the row itself, or from another table's rows, is not
+-- advice about an index
 SELECT * FROM harden.query_check('SELECT id FROM qc_product WHERE name LIKE code || ''%''');
+SELECT severity, node, relation, message
+  FROM harden.query_check($$SELECT x.id FROM qc_small s,
+                            LATERAL (SELECT id FROM qc_product p WHERE p.payload LIKE '%' || s.name OFFSET 0) x$$);
 -- left-anchored: a btree that compares bytes serves LIKE, not ILIKE
 SELECT severity, relation, message, suggestion
   FROM harden.query_check('SELECT id FROM qc_product WHERE name LIKE ''product 1%''');

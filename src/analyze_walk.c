@@ -55,6 +55,7 @@ typedef struct ColRef
 } ColRef;
 
 static void walk(Walk *w, Plan *plan, Plan *parent);
+static bool contain_exec_param(Node *node, void *context);
 
 /* ---- helpers ---- */
 
@@ -444,19 +445,20 @@ check_like(LikeContext *c, OpExpr *op)
 		anchored = pattern[0] != '%' && pattern[0] != '_';
 		pattern_desc = anchored ? "a left-anchored pattern" : "a leading wildcard";
 	}
-	else if (IsA(arg, Param))
+	else if (IsA(arg, Param) && ((Param *) arg)->paramkind == PARAM_EXTERN)
 	{
 		anchored = false;
 		pattern_desc = "a pattern given as a parameter (it may start with a wildcard)";
 	}
-	else if (!contain_var_clause(arg) && !contain_volatile_functions(arg))
+	else if (!contain_var_clause(arg) && !contain_exec_param(arg, NULL) &&
+			 !contain_volatile_functions(arg))
 	{
 		/* '%' || $1 || '%' and the like: fixed for the scan, unknown here */
 		anchored = false;
 		pattern_desc = "a pattern computed from parameters (it may start with a wildcard)";
 	}
 	else
-		return;					/* a pattern from the row itself */
+		return;					/* a pattern from this or another row */
 
 	support = analyze_like_support(c->relid, attno, op->opno);
 	if (support == LIKE_SUPPORT_ANY ||
@@ -483,6 +485,17 @@ check_like(LikeContext *c, OpExpr *op)
 						 what, analyze_rel_name(analyze_report_relid(c->relid)), col, pattern_desc, col,
 						 opname, schema ? "" : "; pg_trgm is not installed"),
 				trigram_sql(c->relid, attno, schema));
+}
+
+/* Does an expression use a value of another row (a nested-loop or subquery parameter)? */
+static bool
+contain_exec_param(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Param) && ((Param *) node)->paramkind == PARAM_EXEC)
+		return true;
+	return expression_tree_walker(node, contain_exec_param, context);
 }
 
 static bool
