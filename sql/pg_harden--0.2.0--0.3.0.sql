@@ -961,13 +961,16 @@ WITH settings AS (
     SELECT 'seq_scan', 'warning', harden._qualified(v."table"),
            pg_catalog.format('%s sequential scans read ~%s rows each (%s index scans)', v.seq_scan, v.rows_per_scan,
                              coalesce(v.idx_scan, 0)),
-           'SELECT * FROM harden.query_check(''<a query that reads this table>'');'
-      FROM harden.seq_scan_tables v, settings s
+           -- the statements that read it, to pass to query_check()
+           pg_catalog.format('SELECT queryid, query FROM harden.slow_queries WHERE query ~* %L;',
+                             '\m' || c.relname || '\M')
+      FROM harden.seq_scan_tables v
+      JOIN pg_catalog.pg_class c ON c.oid = v."table", settings s
      WHERE v.rows >= s.min_rows AND v.rows_per_scan >= s.min_rows AND v.seq_scan > coalesce(v.idx_scan, 0)
     UNION ALL
     SELECT 'cache_hit_ratio', 'warning', v.kind || ' blocks',
            pg_catalog.format('%s%% of %s block reads hit shared buffers', pg_catalog.round(v.ratio * 100, 1), v.hits + v.reads),
-           'Consider a larger shared_buffers, or find the statements that read most (harden.slow_queries).'
+           '-- a larger shared_buffers, or fewer blocks read: see harden.slow_queries and harden.seq_scan_tables'
       FROM harden.cache_hit_ratio v, settings s
      WHERE v.ratio < s.hit_ratio AND v.hits + v.reads >= 10000
     UNION ALL
