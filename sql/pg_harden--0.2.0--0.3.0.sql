@@ -1006,7 +1006,9 @@ WITH settings AS (
     SELECT 'slow_query', 'warning', 'query ' || v.queryid,
            pg_catalog.format('mean %s ms over %s calls (%s%% of the time): %s', pg_catalog.round(v.mean_ms::numeric, 1),
                              v.calls, pg_catalog.round((v.share * 100)::numeric, 1), pg_catalog.left(v.query, 200)),
-           pg_catalog.format('SELECT * FROM harden.query_check(%L);', v.query)
+           -- pg_stat_statements shows constants as $n, which query_check() takes
+           CASE WHEN v.query ~* '^\s*(select|insert|update|delete|merge|with)\M'
+                THEN pg_catalog.format('SELECT * FROM harden.query_check(%L);', v.query) END
       FROM harden.slow_queries v, settings s
      WHERE v.mean_ms * interval '1 ms' >= s.slow_query
 )
