@@ -20,6 +20,7 @@
 #include "fsm.h"
 #include "stock.h"
 #include "worker.h"
+#include "analyze.h"
 
 PG_MODULE_MAGIC;
 
@@ -40,6 +41,7 @@ static const HardenModule harden_modules[] = {
 	{"fsm", fsm_define_gucs, fsm_shmem_size, fsm_shmem_startup},
 	{"stock", stock_define_gucs, NULL, NULL},
 	{"worker", worker_define_gucs, worker_shmem_size, worker_shmem_startup},
+	{"analyze", analyze_define_gucs, analyze_shmem_size, analyze_shmem_startup},
 };
 
 #define NUM_MODULES lengthof(harden_modules)

@@ -48,6 +48,9 @@
 #define ERRCODE_HARDEN_STOCK_TABLE_CHANGED	MAKE_SQLSTATE('P','H','3','0','7')
 #define ERRCODE_HARDEN_STOCK_HOLDS_ACTIVE	MAKE_SQLSTATE('P','H','3','0','8')
 
+/* query analysis: PH4xx */
+#define ERRCODE_HARDEN_ANALYZE_NOT_PLANNABLE	MAKE_SQLSTATE('P','H','4','0','1')
+
 /*
  * Shared counters.  counters.h lists them once (X-macro); each becomes an
  * enum value here and a Prometheus family in metrics.c.

@@ -1,7 +1,7 @@
 -- Without shared_preload_libraries: the extension installs, functions that
 -- need shared memory fail with PH001 and a HINT, the rest keep working.
 BEGIN;
-SELECT plan(29);
+SELECT plan(33);
 
 SELECT is(current_setting('shared_preload_libraries'), '', 'cluster is not preloaded');
 SELECT throws_ok($$ SELECT harden.metrics_reset() $$, 'PH001',
@@ -67,6 +67,20 @@ SELECT ok(harden.stock_release(harden.stock_reserve('np_stock', ARRAY[1], ARRAY[
   'stock_reserve and stock_release work');
 SELECT is(harden.stock_run_due(), 0, 'stock_run_due works');
 SELECT results_eq('SELECT q FROM np_stock ORDER BY id', ARRAY[2, 4], 'stock is where the calls left it');
+
+-- Query analysis needs no shared memory; only its metrics summary does.
+CREATE TABLE np_big (id int, name text);
+INSERT INTO np_big SELECT i, 'n' || i FROM generate_series(1, 2000) AS i;
+ANALYZE np_big;
+SET LOCAL harden.analyze_min_rows = 1000;
+SELECT is((SELECT suggestion FROM harden.query_check('SELECT * FROM np_big WHERE name ILIKE ''%7%''')),
+  'CREATE INDEX ON public.np_big USING gin (name public.gin_trgm_ops);', 'query_check advises a trigram index');
+SELECT throws_ok($$ SELECT * FROM harden.query_check('VACUUM') $$, 'PH401', NULL, 'query_check refuses a utility statement');
+CREATE INDEX np_big_a ON np_big (id);
+CREATE INDEX np_big_b ON np_big (id);
+SELECT is((SELECT count(*) FROM harden.health_report() WHERE "check" = 'duplicate_index' AND object = 'public.np_big_b'),
+  1::bigint, 'health_report works');
+SELECT doesnt_match(harden.metrics(), 'pg_harden_health_findings\{', 'no health summary in metrics()');
 
 SELECT * FROM finish();
 ROLLBACK;

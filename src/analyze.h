@@ -1,0 +1,53 @@
+/*
+ * analyze.h
+ *	  Interface between the query-analysis files: planning a statement and
+ *	  walking its plan (analyze.c, analyze_walk.c), index and foreign-key
+ *	  lookups (analyze_index.c), and the health report with its thresholds
+ *	  and metrics (analyze_health.c).
+ */
+#ifndef PG_HARDEN_ANALYZE_H
+#define PG_HARDEN_ANALYZE_H
+
+#include "nodes/pg_list.h"
+#include "nodes/plannodes.h"
+
+/* Thresholds (GUCs, analyze_health.c). */
+extern int	analyze_min_rows;
+
+/* One piece of advice about a plan. */
+typedef struct AnalyzeFinding
+{
+	const char *key;			/* what makes two findings the same advice */
+	const char *severity;		/* "warning" or "info" */
+	const char *node;			/* plan node, as EXPLAIN names it */
+	Oid			relid;			/* InvalidOid: no single relation */
+	char	   *message;
+	char	   *suggestion;		/* SQL, or NULL */
+} AnalyzeFinding;
+
+/* analyze_walk.c */
+extern List *analyze_plan(PlannedStmt *stmt, List *findings);
+
+/* analyze_index.c */
+typedef enum LikeSupport
+{
+	LIKE_SUPPORT_NONE,
+	LIKE_SUPPORT_PREFIX,		/* a btree usable for left-anchored patterns */
+	LIKE_SUPPORT_ANY			/* an index whose opfamily has the operator */
+} LikeSupport;
+
+extern double analyze_rel_rows(Oid relid);
+extern LikeSupport analyze_like_support(Oid relid, AttrNumber attno, Oid opno);
+extern bool analyze_index_leads_with(Oid relid, AttrNumber attno);
+extern bool analyze_index_covers(Oid relid, const AttrNumber *attnos, int n);
+extern Oid	analyze_report_relid(Oid relid);
+extern char *analyze_rel_name(Oid relid);
+extern char *analyze_column_list(Oid relid, const AttrNumber *attnos, int n);
+extern char *analyze_trgm_schema(void);
+
+/* analyze_health.c */
+extern void analyze_define_gucs(bool preloading);
+extern Size analyze_shmem_size(void);
+extern void analyze_shmem_startup(void);
+
+#endif							/* PG_HARDEN_ANALYZE_H */

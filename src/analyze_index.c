@@ -1,0 +1,354 @@
+/*
+ * analyze_index.c
+ *	  Catalog lookups for query analysis: relation sizes, which indexes
+ *	  serve a column or a foreign key, and the expression/predicate
+ *	  comparison behind harden.duplicate_indexes.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/relation.h"
+#include "catalog/partition.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_opfamily.h"
+#include "commands/extension.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "nodes/nodes.h"
+#include "optimizer/plancat.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/pg_locale.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/syscache.h"
+
+#include "pg_harden.h"
+#include "analyze.h"
+
+/*
+ * Estimated rows of a table, as the planner sees them: pg_class statistics
+ * scaled to the relation's current size.  -1 for relations without storage.
+ */
+double
+analyze_rel_rows(Oid relid)
+{
+	char		kind = get_rel_relkind(relid);
+	Relation	rel;
+	BlockNumber pages;
+	double		tuples;
+	double		allvisfrac;
+
+	if (kind != RELKIND_RELATION && kind != RELKIND_MATVIEW)
+		return -1;
+	/* The statement's parse analysis already holds a lock on it. */
+	rel = relation_open(relid, AccessShareLock);
+	estimate_rel_size(rel, NULL, &pages, &tuples, &allvisfrac);
+	relation_close(rel, AccessShareLock);
+	return tuples;
+}
+
+/* Visit each valid index of relid with its pg_index row. */
+typedef bool (*index_visitor) (Form_pg_index idx, HeapTuple tup, void *arg);
+
+static bool
+any_index(Oid relid, index_visitor visit, void *arg)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		found = false;
+
+	relation_close(rel, AccessShareLock);
+	foreach(lc, indexes)
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index idx;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		idx = (Form_pg_index) GETSTRUCT(tup);
+		if (idx->indisvalid && idx->indisready)
+			found = visit(idx, tup, arg);
+		ReleaseSysCache(tup);
+		if (found)
+			break;
+	}
+	return found;
+}
+
+static Oid
+index_am(Oid indexrelid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(indexrelid));
+	Oid			am;
+
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	am = ((Form_pg_class) GETSTRUCT(tup))->relam;
+	ReleaseSysCache(tup);
+	return am;
+}
+
+/* Operator family of key column i of an index. */
+static Oid
+index_opfamily(HeapTuple tup, int i)
+{
+	bool		isnull;
+	Datum		d = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indclass, &isnull);
+	oidvector  *classes = (oidvector *) DatumGetPointer(d);
+
+	if (isnull || i >= classes->dim1)
+		return InvalidOid;
+	return get_opclass_family(classes->values[i]);
+}
+
+static Oid
+index_collation(HeapTuple tup, int i)
+{
+	bool		isnull;
+	Datum		d = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indcollation, &isnull);
+	oidvector  *colls = (oidvector *) DatumGetPointer(d);
+
+	if (isnull || i >= colls->dim1)
+		return InvalidOid;
+	return colls->values[i];
+}
+
+typedef struct LikeArgs
+{
+	AttrNumber	attno;
+	Oid			opno;
+	LikeSupport best;
+} LikeArgs;
+
+/*
+ * Can this index serve col LIKE/ILIKE pattern?  Any index whose operator
+ * family has the operator itself (pg_trgm's) serves every pattern.  A
+ * btree leading with the column serves left-anchored LIKE through the
+ * planner's prefix rewrite when its opclass compares bytes: the pattern
+ * opclasses, or the default one under the C collation.
+ */
+static bool
+visit_like(Form_pg_index idx, HeapTuple tup, void *arg)
+{
+	LikeArgs   *a = arg;
+	Oid			am = index_am(idx->indexrelid);
+	bool		partial = !heap_attisnull(tup, Anum_pg_index_indpred, NULL);
+
+	for (int i = 0; i < idx->indnkeyatts; i++)
+	{
+		Oid			family;
+
+		if (idx->indkey.values[i] != a->attno)
+			continue;
+		family = index_opfamily(tup, i);
+		if (OidIsValid(family) && op_in_opfamily(a->opno, family))
+		{
+			a->best = LIKE_SUPPORT_ANY;
+			return true;
+		}
+		if (i == 0 && am == BTREE_AM_OID && !partial &&
+			(family == TEXT_PATTERN_BTREE_FAM_OID ||
+			 family == BPCHAR_PATTERN_BTREE_FAM_OID ||
+			 ((family == TEXT_BTREE_FAM_OID || family == BPCHAR_BTREE_FAM_OID) &&
+			  lc_collate_is_c(index_collation(tup, i)))))
+			a->best = LIKE_SUPPORT_PREFIX;
+	}
+	return false;
+}
+
+LikeSupport
+analyze_like_support(Oid relid, AttrNumber attno, Oid opno)
+{
+	LikeArgs	a = {attno, opno, LIKE_SUPPORT_NONE};
+
+	any_index(relid, visit_like, &a);
+	return a.best;
+}
+
+static bool
+visit_leads(Form_pg_index idx, HeapTuple tup, void *arg)
+{
+	return idx->indnkeyatts > 0 && idx->indkey.values[0] == *(AttrNumber *) arg;
+}
+
+/* Is there a valid index whose first key column is attno? */
+bool
+analyze_index_leads_with(Oid relid, AttrNumber attno)
+{
+	return any_index(relid, visit_leads, &attno);
+}
+
+typedef struct CoverArgs
+{
+	const AttrNumber *attnos;
+	int			n;
+} CoverArgs;
+
+/*
+ * The rule of harden.missing_fk_indexes: a non-partial btree whose first n
+ * key columns are the n columns in any order.
+ */
+static bool
+visit_covers(Form_pg_index idx, HeapTuple tup, void *arg)
+{
+	CoverArgs  *a = arg;
+
+	if (idx->indnkeyatts < a->n || index_am(idx->indexrelid) != BTREE_AM_OID ||
+		!heap_attisnull(tup, Anum_pg_index_indpred, NULL))
+		return false;
+	for (int i = 0; i < a->n; i++)
+	{
+		bool		found = false;
+
+		for (int j = 0; j < a->n && !found; j++)
+			found = idx->indkey.values[j] == a->attnos[i];
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+bool
+analyze_index_covers(Oid relid, const AttrNumber *attnos, int n)
+{
+	CoverArgs	a = {attnos, n};
+
+	return any_index(relid, visit_covers, &a);
+}
+
+/*
+ * The relation to name in advice: a partition's root, where one
+ * CREATE INDEX reaches every partition.
+ */
+Oid
+analyze_report_relid(Oid relid)
+{
+	if (get_rel_relispartition(relid))
+	{
+		List	   *ancestors = get_partition_ancestors(relid);
+
+		if (ancestors != NIL)
+			return llast_oid(ancestors);
+	}
+	return relid;
+}
+
+char *
+analyze_rel_name(Oid relid)
+{
+	char	   *nsp = get_namespace_name(get_rel_namespace(relid));
+	char	   *rel = get_rel_name(relid);
+
+	if (nsp == NULL || rel == NULL)
+		return psprintf("%u", relid);
+	return quote_qualified_identifier(nsp, rel);
+}
+
+/* "a, b" with each column quoted; names are shared by a partition tree. */
+char *
+analyze_column_list(Oid relid, const AttrNumber *attnos, int n)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+	{
+		char	   *name = get_attname(relid, attnos[i], true);
+
+		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "",
+						 name ? quote_identifier(name) : "?");
+	}
+	return buf.data;
+}
+
+/* ---- harden._index_same_expr ---- */
+
+/* A pg_index node-tree column as a list (NIL when NULL). */
+static List *
+index_tree(HeapTuple tup, AttrNumber attr)
+{
+	bool		isnull;
+	Datum		d = SysCacheGetAttr(INDEXRELID, tup, attr, &isnull);
+	Node	   *node;
+
+	if (isnull)
+		return NIL;
+	node = stringToNode(TextDatumGetCString(d));
+	if (attr == Anum_pg_index_indpred)
+		return list_make1(node);
+	return (List *) node;
+}
+
+PG_FUNCTION_INFO_V1(harden_index_same_expr);
+
+/*
+ * True when index a's expressions are, in order, the first expressions of
+ * index b and both have the same predicate.  The trees are compared with
+ * equal(), which ignores parse locations and spelling, so "(lower(x))" and
+ * "lower( x )" match and different casts do not.  Not-an-index is false.
+ */
+Datum
+harden_index_same_expr(PG_FUNCTION_ARGS)
+{
+	Oid			a = PG_GETARG_OID(0);
+	Oid			b = PG_GETARG_OID(1);
+	HeapTuple	ta = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(a));
+	HeapTuple	tb;
+	bool		same = false;
+
+	if (!HeapTupleIsValid(ta))
+		PG_RETURN_BOOL(false);
+	tb = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(b));
+	if (HeapTupleIsValid(tb))
+	{
+		List	   *ea = index_tree(ta, Anum_pg_index_indexprs);
+		List	   *eb = index_tree(tb, Anum_pg_index_indexprs);
+
+		same = ((Form_pg_index) GETSTRUCT(ta))->indrelid ==
+			((Form_pg_index) GETSTRUCT(tb))->indrelid &&
+			list_length(ea) <= list_length(eb) &&
+			equal(index_tree(ta, Anum_pg_index_indpred),
+				  index_tree(tb, Anum_pg_index_indpred));
+		for (int i = 0; same && i < list_length(ea); i++)
+			same = equal(list_nth(ea, i), list_nth(eb, i));
+		ReleaseSysCache(tb);
+	}
+	ReleaseSysCache(ta);
+	PG_RETURN_BOOL(same);
+}
+
+/*
+ * The schema pg_trgm is installed in, or NULL when it is not: advice names
+ * its operator classes qualified, whatever the search_path.
+ */
+char *
+analyze_trgm_schema(void)
+{
+	Oid			extoid = get_extension_oid("pg_trgm", true);
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			nsp = InvalidOid;
+
+	if (!OidIsValid(extoid))
+		return NULL;
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return OidIsValid(nsp) ? get_namespace_name(nsp) : NULL;
+}
