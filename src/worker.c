@@ -7,10 +7,11 @@
  * one slot per connectable, non-template database and starts a dynamic
  * worker for each.  A worker that finds no pg_harden 0.3.0 in its database
  * says so and exits; the launcher looks again when a backend reports a
- * CREATE or ALTER EXTENSION there, and every few minutes.  The launcher also
- * sweeps the cluster-wide cache, so exactly one process does that.  It and
- * the workers start only once recovery has finished
- * (BgWorkerStart_RecoveryFinished): a standby runs none of them.
+ * CREATE or ALTER EXTENSION there, and every few minutes.  At most
+ * MAX_STARTING workers are starting at a time.  The launcher also sweeps the
+ * cluster-wide cache, so exactly one process does that.  It and the workers
+ * start only once recovery has finished (BgWorkerStart_RecoveryFinished): a
+ * standby runs none of them.
  *
  * A database's worker runs harden.fsm_run_due() and harden.stock_run_due()
  * every harden.worker_interval, each in its own transaction.  An error in one
@@ -63,6 +64,14 @@
 #define RESCAN_MS (10 * 1000)
 #define REPROBE_MS (300 * 1000)
 #define BACKOFF_MAX_MS (60 * 1000)
+
+/*
+ * Most workers the launcher has started that have not yet said whether
+ * pg_harden is installed.  On a server with many databases, probing them
+ * all at once would take every background worker slot for a moment, and a
+ * parallel query or a replication worker starting then would get none.
+ */
+#define MAX_STARTING 2
 
 /* ---- registration ---- */
 
@@ -309,6 +318,14 @@ wanted_state(WorkerSlot *s, TimestampTz now)
 static void
 start_workers(TimestampTz now)
 {
+	int			starting = 0;
+
+	LWLockAcquire(worker_shared->lock, LW_SHARED);
+	for (int i = 0; i < worker_shared->nslots; i++)
+		if (handles[i] != NULL && worker_shared->slots[i].state == WS_STARTING)
+			starting++;
+	LWLockRelease(worker_shared->lock);
+
 	for (int i = 0; i < worker_shared->nslots; i++)
 	{
 		WorkerSlot *s = &worker_shared->slots[i];
@@ -343,6 +360,12 @@ start_workers(TimestampTz now)
 			LWLockRelease(worker_shared->lock);
 			continue;
 		}
+		/* The others start once these have checked their databases. */
+		if (starting >= MAX_STARTING)
+		{
+			LWLockRelease(worker_shared->lock);
+			continue;
+		}
 		h = start_db_worker(s);
 		if (h == NULL)
 		{
@@ -359,6 +382,7 @@ start_workers(TimestampTz now)
 			continue;
 		}
 		logged_no_slot = false;
+		starting++;
 		handles[i] = h;
 		terminating[i] = false;
 		s->state = WS_STARTING;
@@ -798,6 +822,9 @@ harden_worker_db_main(Datum arg)
 		set_state(WS_NOT_INSTALLED);
 		proc_exit(0);
 	}
+	/* No longer starting: the launcher may start the next worker. */
+	set_state(WS_RUNNING);
+	worker_wake_launcher(false);
 
 	for (;;)
 	{
