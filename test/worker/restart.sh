@@ -119,7 +119,8 @@ SQL
 CREATE TABLE wk_calls (app text, usr name);
 CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO public.wk_calls VALUES (pg_catalog.current_setting('application_name'), current_user);
+  INSERT INTO public.wk_calls
+    SELECT a.backend_type, current_user FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid();
   RETURN pg_catalog.now();
 END $$;
 ALTER DATABASE pgh_worker_restart SET search_path = public, pg_catalog;
