@@ -7,14 +7,23 @@
  * one slot per connectable, non-template database and starts a dynamic
  * worker for each.  A worker that finds no pg_harden 0.3.0 in its database
  * says so and exits; the launcher looks again when a backend reports a
- * CREATE or ALTER EXTENSION there, and every few minutes.  The launcher also
- * sweeps the cluster-wide cache, so exactly one process does that.
+ * CREATE or ALTER EXTENSION there, and every few minutes.  At most
+ * MAX_STARTING workers are starting at a time.  The launcher also sweeps the
+ * cluster-wide cache, so exactly one process does that.  It and the workers
+ * start only once recovery has finished (BgWorkerStart_RecoveryFinished): a
+ * standby runs none of them.
  *
  * A database's worker runs harden.fsm_run_due() and harden.stock_run_due()
  * every harden.worker_interval, each in its own transaction.  An error in one
  * is caught, recorded and retried with backoff without stopping the other;
  * an error the worker cannot recover from ends the process, and the launcher
- * starts it again with backoff.
+ * starts it again with backoff.  A full batch is followed by the next run at
+ * once.
+ *
+ * The worker connects as the bootstrap superuser.  The functions it calls
+ * run user code (triggers of the tables they write) as the table's owner;
+ * the worker itself runs nothing of the database's: each step gets a fixed
+ * search_path and every setting made during it is rolled back at its end.
  */
 #include "postgres.h"
 
@@ -42,6 +51,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -54,6 +64,14 @@
 #define RESCAN_MS (10 * 1000)
 #define REPROBE_MS (300 * 1000)
 #define BACKOFF_MAX_MS (60 * 1000)
+
+/*
+ * Most workers the launcher has started that have not yet said whether
+ * pg_harden is installed.  On a server with many databases, probing them
+ * all at once would take every background worker slot for a moment, and a
+ * parallel query or a replication worker starting then would get none.
+ */
+#define MAX_STARTING 2
 
 /* ---- registration ---- */
 
@@ -300,6 +318,14 @@ wanted_state(WorkerSlot *s, TimestampTz now)
 static void
 start_workers(TimestampTz now)
 {
+	int			starting = 0;
+
+	LWLockAcquire(worker_shared->lock, LW_SHARED);
+	for (int i = 0; i < worker_shared->nslots; i++)
+		if (handles[i] != NULL && worker_shared->slots[i].state == WS_STARTING)
+			starting++;
+	LWLockRelease(worker_shared->lock);
+
 	for (int i = 0; i < worker_shared->nslots; i++)
 	{
 		WorkerSlot *s = &worker_shared->slots[i];
@@ -334,6 +360,12 @@ start_workers(TimestampTz now)
 			LWLockRelease(worker_shared->lock);
 			continue;
 		}
+		/* The others start once these have checked their databases. */
+		if (starting >= MAX_STARTING)
+		{
+			LWLockRelease(worker_shared->lock);
+			continue;
+		}
 		h = start_db_worker(s);
 		if (h == NULL)
 		{
@@ -350,6 +382,7 @@ start_workers(TimestampTz now)
 			continue;
 		}
 		logged_no_slot = false;
+		starting++;
 		handles[i] = h;
 		terminating[i] = false;
 		s->state = WS_STARTING;
@@ -478,16 +511,28 @@ typedef enum StepResult
 typedef struct WorkerStep
 {
 	const char *name;
-	const char *sql;			/* $1: harden.worker_batch_size */
+	/*
+	 * $1: harden.worker_batch_size.  Returns what the step counts (applied
+	 * transitions, expired holds) and how many due rows it handled in all:
+	 * a full batch means more may be due.
+	 */
+	const char *sql;
 	int			failures;		/* consecutive */
 	TimestampTz next_try;
 	char		last_error[WORKER_ERROR_LEN];
 } WorkerStep;
 
 static WorkerStep steps[] = {
-	{"fsm_run_due", "SELECT applied FROM harden.fsm_run_due($1)"},
-	{"stock_run_due", "SELECT harden.stock_run_due($1)::bigint"},
+	{"fsm_run_due", "SELECT applied, applied + dropped + failed FROM harden.fsm_run_due($1)"},
+	{"stock_run_due", "SELECT n::bigint, n::bigint FROM harden.stock_run_due($1) AS n"},
 };
+
+/*
+ * pg_harden's own queries, and the lookups above, run with this search_path,
+ * whatever the database or a trigger sets: an object a user creates in a
+ * schema of theirs must never be picked up by them.
+ */
+#define WORKER_SEARCH_PATH "pg_catalog, pg_temp"
 
 static WorkerSlot *my_slot = NULL;
 static NameData my_dbname;
@@ -568,31 +613,53 @@ probe_extension(void)
 	return ready;
 }
 
-/* Run one step's function; returns the number it reports in *n. */
+static int64
+result_int8(int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+/*
+ * Run one step's function; returns the number it reports in *n and the
+ * number of due rows it handled in *handled.
+ *
+ * Every setting is saved at a new GUC nesting level and rolled back before
+ * the commit: a setting made by user code the step ran (a trigger's
+ * set_config('search_path', ..., false), say) does not outlive the step,
+ * and the database's own search_path never applies to it.
+ */
 static StepResult
-step_exec(WorkerStep *step, int64 *n)
+step_exec(WorkerStep *step, int64 *n, int64 *handled)
 {
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(worker_batch_size)};
-	bool		isnull;
+	int			guc_level;
+	StepResult	result = STEP_DONE;
 
 	begin_xact(step->sql);
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", WORKER_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	if (!extension_ready())
+		result = STEP_GONE;
+	else
 	{
-		end_xact();
-		return STEP_GONE;
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args(step->sql, 1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "unexpected result from %s", step->name);
+		*n = result_int8(1);
+		*handled = result_int8(2);
+		SPI_finish();
 	}
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args(step->sql, 1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "unexpected result from %s", step->name);
-	*n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (isnull)
-		*n = 0;
-	SPI_finish();
+	AtEOXact_GUC(false, guc_level);
 	end_xact();
-	return STEP_DONE;
+	return result;
 }
 
 static void
@@ -629,17 +696,18 @@ record_error(WorkerStep *step, ErrorData *edata)
  * is aborted and the step retried later, with backoff.
  */
 static StepResult
-run_step(WorkerStep *step, int64 *n)
+run_step(WorkerStep *step, int64 *n, int64 *handled)
 {
 	volatile StepResult result = STEP_FAILED;
 
 	*n = 0;
+	*handled = 0;
 	if (step->failures > 0 && GetCurrentTimestamp() < step->next_try)
 		return STEP_FAILED;
 	MemoryContextSwitchTo(step_cxt);
 	PG_TRY();
 	{
-		result = step_exec(step, n);
+		result = step_exec(step, n, handled);
 	}
 	PG_CATCH();
 	{
@@ -669,19 +737,42 @@ run_step(WorkerStep *step, int64 *n)
 	return result;
 }
 
-/* One run: every step once.  False when pg_harden has gone. */
+/*
+ * One run: every step once.  False when pg_harden has gone.  *more is set
+ * when a step handled a full batch, so more may be due at once.
+ */
 static bool
-run_once(void)
+run_once(bool *more)
 {
 	int64		counts[lengthof(steps)] = {0};
 
+	*more = false;
 	set_state(WS_RUNNING);
 	for (int i = 0; i < (int) lengthof(steps); i++)
-		if (run_step(&steps[i], &counts[i]) == STEP_GONE)
-			return false;
+	{
+		int64		handled;
+
+		switch (run_step(&steps[i], &counts[i], &handled))
+		{
+			case STEP_GONE:
+				return false;
+			case STEP_FAILED:
+				break;
+			case STEP_DONE:
+				if (handled >= worker_batch_size)
+					*more = true;
+				break;
+		}
+	}
 	MemoryContextReset(step_cxt);
 
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	/*
+	 * The process got through a run (a failed step is caught and retried on
+	 * its own): that ends a series of abnormal exits, so the next restart is
+	 * not delayed by old ones.
+	 */
+	my_slot->failures = 0;
 	my_slot->runs++;
 	my_slot->transitions += counts[0];
 	my_slot->holds_released += counts[1];
@@ -731,9 +822,20 @@ harden_worker_db_main(Datum arg)
 		set_state(WS_NOT_INSTALLED);
 		proc_exit(0);
 	}
+	/* No longer starting: the launcher may start the next worker. */
+	set_state(WS_RUNNING);
+	worker_wake_launcher(false);
 
 	for (;;)
 	{
+		bool		more;
+
+		/*
+		 * A cancel (pg_cancel_backend) that arrives between runs has no
+		 * statement to cancel; outside a step it would otherwise end the
+		 * process.  One during a step fails that step, which is retried.
+		 */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -745,11 +847,14 @@ harden_worker_db_main(Datum arg)
 			set_state(WS_DISABLED);
 			proc_exit(0);
 		}
-		if (!run_once())
+		if (!run_once(&more))
 		{
 			set_state(WS_NOT_INSTALLED);
 			proc_exit(0);
 		}
+		/* A full batch: the rest is due now, so run again without waiting. */
+		if (more)
+			continue;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 worker_interval_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -7,7 +7,15 @@
  * DATABASE ... TEMPLATE fail while another session is connected to the
  * database; a worker is such a session.  Before those commands run, the
  * database's worker is asked to stop for a few seconds, within the time the
- * command waits for other sessions to leave.
+ * command waits for other sessions to leave.  Only a role the command's own
+ * permission check will let through can do that (the database's owner, or
+ * for a template use a role with CREATEDB that owns the source): anyone
+ * else's attempt fails without pausing the worker, so it cannot be used to
+ * keep another database's worker stopped.
+ *
+ * Every other statement goes straight to the previous hook or
+ * standard_ProcessUtility after a switch on its node tag: no catalog access,
+ * no lock.  The hook is installed only when pg_harden is preloaded.
  *
  * CREATE DATABASE and CREATE / ALTER EXTENSION pg_harden wake the launcher
  * when their transaction commits, so a new installation is served at once
@@ -16,11 +24,13 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 
 #include "pg_harden.h"
 #include "worker.h"
@@ -30,16 +40,36 @@ static bool pending_probe = false;
 static bool pending_rescan = false;
 static bool xact_callback_registered = false;
 
+static bool
+owns_database(Oid dboid)
+{
+#if PG_VERSION_NUM >= 160000
+	return object_ownercheck(DatabaseRelationId, dboid, GetUserId());
+#else
+	return pg_database_ownercheck(dboid, GetUserId());
+#endif
+}
+
+/*
+ * Pause the worker of a database the command may act on.  need_createdb:
+ * the command also requires CREATEDB (RENAME, CREATE DATABASE).
+ */
 static void
-release_by_name(const char *dbname)
+release_by_name(const char *dbname, bool need_createdb)
 {
 	Oid			dboid;
 
-	if (dbname == NULL)
+	if (dbname == NULL || worker_shared == NULL)
+		return;
+	/* These commands refuse to run in a transaction block anyway. */
+	if (IsTransactionBlock())
 		return;
 	dboid = get_database_oid(dbname, true);
-	if (OidIsValid(dboid))
-		worker_release_database(dboid);
+	if (!OidIsValid(dboid) || !owns_database(dboid))
+		return;
+	if (need_createdb && !have_createdb_privilege())
+		return;
+	worker_release_database(dboid);
 }
 
 static const char *
@@ -64,18 +94,19 @@ before_utility(Node *stmt)
 	switch (nodeTag(stmt))
 	{
 		case T_DropdbStmt:
-			release_by_name(((DropdbStmt *) stmt)->dbname);
+			release_by_name(((DropdbStmt *) stmt)->dbname, false);
 			break;
 		case T_RenameStmt:
 			if (((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
-				release_by_name(((RenameStmt *) stmt)->subname);
+				release_by_name(((RenameStmt *) stmt)->subname, true);
 			break;
 		case T_AlterDatabaseStmt:
 			if (option_string(((AlterDatabaseStmt *) stmt)->options, "tablespace") != NULL)
-				release_by_name(((AlterDatabaseStmt *) stmt)->dbname);
+				release_by_name(((AlterDatabaseStmt *) stmt)->dbname, false);
 			break;
 		case T_CreatedbStmt:
-			release_by_name(option_string(((CreatedbStmt *) stmt)->options, "template"));
+			/* A template database has no worker; a plain one needs its owner. */
+			release_by_name(option_string(((CreatedbStmt *) stmt)->options, "template"), true);
 			break;
 		default:
 			break;
@@ -92,7 +123,12 @@ worker_xact_callback(XactEvent event, void *arg)
 		if (pending_rescan)
 			worker_wake_launcher(true);
 	}
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+	/*
+	 * A prepared transaction commits later, maybe in another session; the
+	 * launcher's periodic look finds what it installed.
+	 */
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE)
 		pending_probe = pending_rescan = false;
 }
 

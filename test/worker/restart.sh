@@ -18,6 +18,23 @@ wk_check() {
 	if "${@:2}"; then echo "ok - $1"; else echo "not ok - $1"; fi
 }
 
+# wk_pid DB: the pid of the database's worker, per worker_status.
+wk_pid() { wk_q "$1" "SELECT pid FROM harden.worker_status WHERE database = current_database()"; }
+
+# wk_restarts DB N SECONDS: terminate the database's worker N times; each
+# time a new one must be back, with a finished run, within SECONDS.
+wk_restarts() {
+	local db=$1 n=$2 secs=$3 pid i
+	for i in $(seq 1 "$n"); do
+		pid=$(wk_pid "$db")
+		[ -n "$pid" ] || { echo "# no worker to terminate"; return 1; }
+		wk_q postgres "SELECT pg_terminate_backend($pid)" >/dev/null
+		wk_wait "$db" "SELECT pid <> $pid AND state IN ('idle', 'running') AND last_run > started_at
+			FROM harden.worker_status WHERE database = current_database()" "$secs" \
+			|| { echo "# restart $i took longer than ${secs}s"; return 1; }
+	done
+}
+
 wk_equals() { [ "$1" = "$2" ] || { echo "# got '$1', expected '$2'"; return 1; }; }
 
 wk_setup_overdue() {
@@ -68,6 +85,56 @@ SQL
 	wk_check "meanwhile another database's hold is given back" \
 		wk_wait pgh_worker_restart "SELECT stock = 10 FROM rs_product WHERE id = 1"
 
+	# Other databases' errors are shown only to pg_read_all_stats.
+	pgh_psql -d postgres >/dev/null <<'SQL'
+DROP ROLE IF EXISTS wk_nobody;
+DROP ROLE IF EXISTS wk_stats;
+CREATE ROLE wk_nobody LOGIN;
+CREATE ROLE wk_stats LOGIN IN ROLE pg_read_all_stats;
+SQL
+	wk_q pgh_worker_restart "GRANT USAGE ON SCHEMA harden TO wk_nobody, wk_stats" >/dev/null
+	wk_check "worker_status hides another database's error from a plain role" wk_equals \
+		"$(pgh_psql -At -U wk_nobody -d pgh_worker_restart -c "SELECT errors > 0, last_error IS NULL FROM harden.worker_status WHERE database = 'pgh_worker_broken'")" "t|t"
+	wk_check "and shows it to pg_read_all_stats" wk_equals \
+		"$(pgh_psql -At -U wk_stats -d pgh_worker_restart -c "SELECT last_error LIKE '%br_product is frozen%' FROM harden.worker_status WHERE database = 'pgh_worker_broken'")" "t"
+
+	# A role that may not drop or rename a database cannot stop its worker
+	# by trying to.
+	local pid_before
+	pid_before=$(wk_pid pgh_worker_restart)
+	for _ in 1 2 3; do
+		pgh_psql -U wk_nobody -d postgres -c "DROP DATABASE pgh_worker_restart" >/dev/null 2>&1 || true
+		pgh_psql -U wk_nobody -d postgres -c "ALTER DATABASE pgh_worker_restart RENAME TO wk_gone" >/dev/null 2>&1 || true
+		pgh_psql -U wk_nobody -d postgres -c "CREATE DATABASE wk_copy TEMPLATE pgh_worker_restart" >/dev/null 2>&1 || true
+	done
+	wk_q pgh_worker_restart "SELECT harden.stock_reserve('rs_product', ARRAY[1], ARRAY[2], '100 ms')" >/dev/null
+	wk_check "a failed DROP DATABASE by a non-owner does not pause the worker" \
+		wk_wait pgh_worker_restart "SELECT stock = 10 FROM rs_product WHERE id = 1" 8
+	wk_check "the same worker still runs" wk_equals "$(wk_pid pgh_worker_restart)" "$pid_before"
+
+	# The worker's own queries use pg_catalog, whatever search_path the
+	# database sets; and a worker that ran well restarts fast again.
+	wk_wait pgh_worker_restart "SELECT pid IS NOT NULL AND state IN ('idle', 'running') FROM harden.worker_status WHERE database = current_database()" >/dev/null
+	pgh_psql -d pgh_worker_restart >/dev/null <<'SQL'
+CREATE TABLE wk_calls (app text, usr name);
+CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.wk_calls
+    SELECT a.backend_type, current_user FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid();
+  RETURN pg_catalog.now();
+END $$;
+ALTER DATABASE pgh_worker_restart SET search_path = public, pg_catalog;
+SELECT harden.stock_reserve('rs_product', ARRAY[1], ARRAY[1], '1 hour', 'rs-long');
+SQL
+	wk_check "a worker terminated 5 times comes back within 6 s each time (failures reset after a good run)" \
+		wk_restarts pgh_worker_restart 5 6
+	wk_check "a database's search_path does not reach the worker's queries" wk_equals \
+		"$(wk_q pgh_worker_restart "SELECT count(*) FROM wk_calls WHERE app = 'pg_harden worker'")" "0"
+	pgh_psql -d pgh_worker_restart >/dev/null <<'SQL'
+ALTER DATABASE pgh_worker_restart RESET search_path;
+DROP FUNCTION public.now();
+SQL
+
 	# DROP DATABASE does not fail on the worker's connection.
 	wk_check "DROP DATABASE with its worker running succeeds" \
 		pgh_psql -d postgres -c "DROP DATABASE pgh_worker_broken"
@@ -81,6 +148,26 @@ SQL
 	pgh_psql -d postgres -c "ALTER SYSTEM RESET harden.worker_skip_databases" -c "SELECT pg_reload_conf()" >/dev/null
 	wk_check "and removing it from the list brings the worker back" wk_wait pgh_worker_restart \
 		"SELECT state IN ('idle', 'running') FROM harden.worker_status WHERE database = current_database()"
+
+	# A full batch is followed by another run at once, not after the
+	# interval: 30 expired holds with a batch of 5 and an interval of 10 min.
+	pgh_psql -d pgh_worker_restart >/dev/null <<'SQL'
+CREATE TABLE bt_product (id int PRIMARY KEY, stock int NOT NULL);
+INSERT INTO bt_product VALUES (1, 100);
+SELECT harden.stock_attach('bt_product', 'stock');
+SQL
+	pgh_psql -d postgres -c "ALTER SYSTEM SET harden.worker_batch_size = 5" \
+		-c "ALTER SYSTEM SET harden.worker_interval = '10min'" -c "SELECT pg_reload_conf()" >/dev/null
+	# Once the worker has taken the new interval it stops running every 200ms.
+	wk_wait pgh_worker_restart "SELECT last_run < clock_timestamp() - interval '1 s' FROM harden.worker_status WHERE database = current_database()" >/dev/null
+	wk_q pgh_worker_restart "SELECT count(harden.stock_reserve('bt_product', ARRAY[1], ARRAY[1], '50 ms')) FROM generate_series(1, 30)" >/dev/null
+	wk_wait pgh_worker_restart "SELECT count(*) = 0 FROM harden.stock_holds WHERE relid = 'bt_product'::regclass AND expires_at > clock_timestamp()" >/dev/null
+	# The reload wakes the worker from its 10-minute wait.
+	pgh_psql -d postgres -c "SELECT pg_reload_conf()" >/dev/null
+	wk_check "a full batch is followed at once by the next one" \
+		wk_wait pgh_worker_restart "SELECT stock = 100 FROM bt_product WHERE id = 1" 20
+	pgh_psql -d postgres -c "ALTER SYSTEM RESET harden.worker_batch_size" \
+		-c "ALTER SYSTEM RESET harden.worker_interval" -c "SELECT pg_reload_conf()" >/dev/null
 }
 
 run_worker_restart() {

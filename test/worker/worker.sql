@@ -4,7 +4,7 @@
 -- poll with a timeout, and only what they wait for is asserted.
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
-SELECT plan(21);
+SELECT plan(25);
 
 -- wait_for(condition, timeout): true once the condition holds.  Each check
 -- runs with a new snapshot, so commits of the worker are seen.
@@ -110,6 +110,44 @@ DROP TRIGGER wk_refuse ON wk_product;
 SELECT ok(pg_temp.wait_for(format($$ (SELECT status = 'expired' FROM harden.stock_reservations WHERE id = %s) $$,
                                   :hold_frozen), '90 s'),
   'after the failure is fixed, the retry gives the hold back');
+
+-- ---- user code cannot steer the worker's own queries ----
+-- A trigger run by the worker sets search_path for the rest of the session,
+-- to a schema holding a now() that counts its calls.  fsm_run_due reads
+-- now() in every run (to prune harden.fsm_log); if the setting outlived the
+-- step, every later run would call this now() with the worker's rights.
+CREATE TABLE wk_calls (usr name, app text);
+CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.wk_calls VALUES (current_user, pg_catalog.current_setting('application_name'));
+  RETURN pg_catalog.now();
+END $$;
+CREATE FUNCTION wk_sp_trap() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_catalog.set_config('search_path', 'public, pg_catalog', false);
+  RETURN NEW;
+END $$;
+CREATE TABLE wk_sp (id int PRIMARY KEY, status text NOT NULL DEFAULT 'open');
+SELECT harden.fsm_attach('wk_sp', 'status', 'wk_cart');
+CREATE TRIGGER wk_sp_trap BEFORE UPDATE ON wk_sp FOR EACH ROW
+  WHEN (NEW.status = 'abandoned') EXECUTE FUNCTION wk_sp_trap();
+INSERT INTO wk_sp VALUES (1);
+UPDATE wk_sp SET status = 'submitted';
+SELECT ok(pg_temp.wait_for($$ (SELECT status = 'abandoned' FROM wk_sp WHERE id = 1) $$),
+  'the worker applies a timer whose table has a trigger that changes search_path');
+-- Calls made in the trigger's own step are the function's business; from
+-- the next runs on there must be none.
+SELECT runs AS wk_runs FROM harden.worker_status WHERE database = current_database() \gset
+SELECT ok(pg_temp.wait_for(format($$ (SELECT runs >= %s + 3 FROM harden.worker_status
+            WHERE database = current_database()) $$, :wk_runs)),
+  'the worker carries on after it');
+SELECT count(*) AS wk_calls_then FROM wk_calls \gset
+SELECT ok(pg_temp.wait_for(format($$ (SELECT runs >= %s + 8 FROM harden.worker_status
+            WHERE database = current_database()) $$, :wk_runs)),
+  'five more runs');
+SELECT is((SELECT count(*) FROM wk_calls), :wk_calls_then::bigint,
+  'a search_path set by user code does not outlive the worker''s step');
+DROP FUNCTION public.now();
 
 -- ---- counters ----
 SELECT ok((SELECT count(*) = 4 FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
