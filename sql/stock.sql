@@ -249,6 +249,51 @@ REVOKE USAGE ON SCHEMA harden FROM pgh_stock_clerk, pgh_stock_viewer;
 DROP ROLE pgh_stock_clerk;
 DROP ROLE pgh_stock_viewer;
 
+-- ---- expiry runs as the table's owner ----
+-- stock_run_due (an administrator, or the background worker as superuser)
+-- gives stock back as the owner of each table, in a security-restricted
+-- operation with a pinned search_path: the owner's trigger never runs with
+-- the privileges of whoever runs expiry.
+CREATE ROLE pgh_stock_owner;
+GRANT CREATE ON SCHEMA public TO pgh_stock_owner;
+GRANT USAGE ON SCHEMA harden TO pgh_stock_owner;
+SET ROLE pgh_stock_owner;
+CREATE TABLE crate (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO crate VALUES (1, 10);
+CREATE TABLE crate_log (who text, super boolean, path text, escalated text);
+CREATE FUNCTION crate_spy() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  escalated text := 'no';
+BEGIN
+  BEGIN
+    ALTER ROLE pgh_stock_owner SUPERUSER;
+    escalated := 'yes';
+  EXCEPTION WHEN OTHERS THEN
+    NULL;
+  END;
+  INSERT INTO public.crate_log
+    SELECT current_user, rolsuper, current_setting('search_path'), escalated
+      FROM pg_roles WHERE rolname = current_user;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER crate_spy BEFORE UPDATE ON crate FOR EACH ROW EXECUTE FUNCTION crate_spy();
+RESET ROLE;
+SELECT harden.stock_attach('crate', 'q');
+SET ROLE pgh_stock_owner;
+SELECT harden.stock_reserve('crate', ARRAY[1], ARRAY[3], '1 microsecond', 'crate-1') IS NOT NULL AS reserved;
+TRUNCATE crate_log;
+RESET ROLE;
+SELECT pg_sleep(0.01);
+SELECT harden.stock_run_due() >= 1 AS expired;
+SELECT who, super, path, escalated FROM crate_log;
+SELECT rolsuper AS owner_became_superuser FROM pg_roles WHERE rolname = 'pgh_stock_owner';
+SELECT q FROM crate;
+DROP TABLE crate, crate_log;
+DROP FUNCTION crate_spy();
+REVOKE CREATE ON SCHEMA public FROM pgh_stock_owner;
+REVOKE USAGE ON SCHEMA harden FROM pgh_stock_owner;
+DROP ROLE pgh_stock_owner;
+
 -- ---- counters ----
 CREATE TABLE bin (id int PRIMARY KEY, q int NOT NULL);
 INSERT INTO bin VALUES (1, 5);

@@ -15,10 +15,14 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "pg_harden.h"
@@ -141,11 +145,55 @@ cmp_hold_relid(const void *a, const void *b)
 }
 
 /*
+ * Run as the owner of table relid, like REFRESH MATERIALIZED VIEW or
+ * autovacuum do: a security-restricted operation with search_path pinned.
+ * stock_run_due uses it, so the table's triggers, domain checks and key
+ * input functions never run with the privileges of whoever runs expiry (an
+ * administrator, or the background worker as superuser).  An error needs no
+ * cleanup: (sub)transaction abort restores the user and the GUCs.
+ */
+typedef struct TableOwnerScope
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nest;
+} TableOwnerScope;
+
+static void
+table_owner_enter(TableOwnerScope *scope, Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	GetUserIdAndSecContext(&scope->save_user, &scope->save_sec);
+	SetUserIdAndSecContext(owner, scope->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	scope->nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+static void
+table_owner_leave(TableOwnerScope *scope)
+{
+	AtEOXact_GUC(true, scope->nest);
+	SetUserIdAndSecContext(scope->save_user, scope->save_sec);
+}
+
+/*
  * Give back the stock of locked holds and mark them closed with status.
- * Tables in OID order, each table's lines merged and in key order.
+ * Tables in OID order, each table's lines merged and in key order.  With
+ * as_owner, each table's stock goes back as that table's owner (expiry);
+ * otherwise as the caller, who was checked for UPDATE on it.
  */
 static void
-give_back(Hold *holds, int nholds, const char *status)
+give_back(Hold *holds, int nholds, const char *status, bool as_owner)
 {
 	Datum	   *ids;
 	Datum		values[2];
@@ -161,6 +209,7 @@ give_back(Hold *holds, int nholds, const char *status)
 		StockTable *st;
 		StockLine  *lines;
 		int			nlines;
+		TableOwnerScope scope;
 
 		while (last + 1 < nholds && holds[last + 1].relid == holds[first].relid)
 			last++;
@@ -171,9 +220,13 @@ give_back(Hold *holds, int nholds, const char *status)
 			keys[i - first] = holds[i].keys;
 			qtys[i - first] = holds[i].qtys;
 		}
+		if (as_owner)
+			table_owner_enter(&scope, holds[first].relid);
 		st = stock_table_get(holds[first].relid);
 		lines = stock_lines_from_holds(st, last - first + 1, keys, qtys, &nlines);
 		stock_put_lines(st, lines, nlines);
+		if (as_owner)
+			table_owner_leave(&scope);
 		first = last + 1;
 	}
 
@@ -352,7 +405,7 @@ harden_stock_release(PG_FUNCTION_ARGS)
 	check_update_privilege(&h);
 	if (strcmp(h.status, "held") == 0)
 	{
-		give_back(&h, 1, "released");
+		give_back(&h, 1, "released", false);
 		harden_count(HC_STOCK_RELEASES, 1);
 		done = true;
 	}
@@ -380,7 +433,7 @@ harden_stock_release_ref(PG_FUNCTION_ARGS)
 	holds = holds_from_result(&n);
 	for (int i = 0; i < n; i++)
 		check_update_privilege(&holds[i]);
-	give_back(holds, n, "released");
+	give_back(holds, n, "released", false);
 	harden_count(HC_STOCK_RELEASES, n);
 	SPI_finish();
 	PG_RETURN_INT32(n);
@@ -410,7 +463,7 @@ harden_stock_run_due(PG_FUNCTION_ARGS)
 	SPI_connect();
 	hold_exec(HOLD_DUE, values, NULL, 0);
 	holds = holds_from_result(&n);
-	give_back(holds, n, "expired");
+	give_back(holds, n, "expired", true);
 	harden_count(HC_STOCK_EXPIRATIONS, n);
 	if (stock_hold_retention_s > 0)
 	{

@@ -316,7 +316,10 @@ read_config(Oid relid, NameData *qty, NameData *key)
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 	bool		isnull;
 	int			ret;
+	StockOwnerScope scope;
 
+	/* As the extension's owner: the caller needs no access to schema harden. */
+	stock_owner_enter(&scope);
 	if (config_plan == NULL)
 	{
 		SPIPlanPtr	plan = stock_prepare("SELECT qty_column, key_column FROM harden.stock_tables"
@@ -328,6 +331,7 @@ read_config(Oid relid, NameData *qty, NameData *key)
 	if (!OidIsValid(config_relid))
 		config_relid = get_relname_relid("stock_tables", get_namespace_oid("harden", false));
 	ret = SPI_execute_plan(config_plan, values, NULL, true, 1);
+	stock_owner_leave(&scope);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read harden.stock_tables: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
