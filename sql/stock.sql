@@ -222,8 +222,9 @@ INSERT INTO shelf VALUES (1, 10), (2, 10);
 SELECT harden.stock_attach('shelf', 'q');
 CREATE ROLE pgh_stock_clerk;
 CREATE ROLE pgh_stock_viewer;
-GRANT USAGE ON SCHEMA harden TO pgh_stock_clerk, pgh_stock_viewer;
-GRANT SELECT, UPDATE ON shelf TO pgh_stock_clerk;
+CREATE ROLE pgh_stock_clerk2;
+GRANT USAGE ON SCHEMA harden TO pgh_stock_clerk, pgh_stock_clerk2, pgh_stock_viewer;
+GRANT SELECT, UPDATE ON shelf TO pgh_stock_clerk, pgh_stock_clerk2;
 GRANT SELECT ON shelf TO pgh_stock_viewer;
 SELECT harden.stock_reserve('shelf', ARRAY[1], ARRAY[1], '1 hour', 'cart-9') AS r9 \gset
 SET ROLE pgh_stock_viewer;
@@ -238,15 +239,31 @@ SELECT count(*) AS visible FROM harden.stock_reservations WHERE ref = 'cart-9';
 SET ROLE pgh_stock_clerk;
 SELECT harden.stock_take('shelf', 1, 1) AS clerk_take;
 SELECT harden.stock_reserve('shelf', ARRAY[2, 1], ARRAY[1, 1], '1 hour', 'cart-10') IS NOT NULL AS clerk_reserve;
+SELECT harden.stock_reserve('shelf', ARRAY[2], ARRAY[1], '1 hour', 'cart-11') AS r11 \gset
 SELECT ref, owner FROM harden.stock_reservations WHERE ref LIKE 'cart-%' ORDER BY id;
-SELECT harden.stock_release_ref('cart-10') AS clerk_release, harden.stock_release(:r9) AS clerk_release_other;
+-- A hold is committed or released by the role that made it or the table's
+-- owner; another role that may update the table cannot finish it.
+SELECT pg_temp.err(format('SELECT harden.stock_release(%s)', :r9)) AS clerk_release_other;
+SELECT pg_temp.err(format('SELECT harden.stock_commit(%s)', :r9)) AS clerk_commit_other;
+SET ROLE pgh_stock_clerk2;
+SELECT pg_temp.err(format('SELECT harden.stock_release(%s)', :r11)) AS clerk2_release;
+SELECT pg_temp.err(format('SELECT harden.stock_commit(%s)', :r11)) AS clerk2_commit;
+-- stock_release_ref leaves other roles' holds with the same ref alone.
+SELECT harden.stock_reserve('shelf', ARRAY[1], ARRAY[1], '1 hour', 'cart-10') IS NOT NULL AS clerk2_reserve;
+SELECT harden.stock_release_ref('cart-10') AS clerk2_release_ref;
+SELECT ref, owner, status FROM harden.stock_reservations WHERE ref = 'cart-10' ORDER BY id;
+SET ROLE pgh_stock_clerk;
+SELECT harden.stock_release_ref('cart-10') AS clerk_release_ref, harden.stock_release(:r11) AS clerk_release_own;
 RESET ROLE;
+-- The table's owner may finish anyone's hold.
+SELECT harden.stock_release(:r9) AS owner_release;
 SELECT id, q FROM shelf ORDER BY id;
 SELECT proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute, prosecdef
   FROM pg_proc p WHERE pronamespace = 'harden'::regnamespace AND proname LIKE 'stock%' ORDER BY 1;
 DROP TABLE shelf;
-REVOKE USAGE ON SCHEMA harden FROM pgh_stock_clerk, pgh_stock_viewer;
+REVOKE USAGE ON SCHEMA harden FROM pgh_stock_clerk, pgh_stock_clerk2, pgh_stock_viewer;
 DROP ROLE pgh_stock_clerk;
+DROP ROLE pgh_stock_clerk2;
 DROP ROLE pgh_stock_viewer;
 
 -- ---- expiry runs as the table's owner ----

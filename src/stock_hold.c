@@ -51,7 +51,7 @@ static const struct
 		6, {OIDOID, TEXTOID, TEXTARRAYOID, INT8ARRAYOID, INTERVALOID, OIDOID}
 	},
 	[HOLD_LOCK] = {
-		"SELECT id, relid::oid, keys, qtys, status FROM harden.stock_holds WHERE id = $1 FOR UPDATE",
+		"SELECT id, relid::oid, keys, qtys, status, owner::oid FROM harden.stock_holds WHERE id = $1 FOR UPDATE",
 		1, {INT8OID}
 	},
 	[HOLD_CLOSE] = {
@@ -60,12 +60,15 @@ static const struct
 		2, {INT8ARRAYOID, TEXTOID}
 	},
 	[HOLD_BY_REF] = {
-		"SELECT id, relid::oid, keys, qtys, status FROM harden.stock_holds"
-		" WHERE ref = $1 AND status = 'held' ORDER BY id FOR UPDATE",
-		1, {TEXTOID}
+		"SELECT id, relid::oid, keys, qtys, status, owner::oid FROM harden.stock_holds h"
+		" WHERE ref = $1 AND status = 'held'"
+		" AND (pg_has_role($2, owner, 'USAGE')"
+		"      OR pg_has_role($2, (SELECT relowner FROM pg_class c WHERE c.oid = h.relid), 'USAGE'))"
+		" ORDER BY id FOR UPDATE",
+		2, {TEXTOID, OIDOID}
 	},
 	[HOLD_DUE] = {
-		"SELECT id, relid::oid, keys, qtys, status FROM harden.stock_holds"
+		"SELECT id, relid::oid, keys, qtys, status, owner::oid FROM harden.stock_holds"
 		" WHERE status = 'held' AND expires_at <= clock_timestamp()"
 		" ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
 		1, {INT4OID}
@@ -87,6 +90,7 @@ typedef struct Hold
 	ArrayType  *keys;
 	ArrayType  *qtys;
 	char	   *status;
+	Oid			owner;			/* the role that reserved */
 } Hold;
 
 /* Run one hold statement as the extension's owner. */
@@ -128,6 +132,7 @@ holds_from_result(int *nholds)
 		holds[i].keys = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 3, &isnull));
 		holds[i].qtys = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 4, &isnull));
 		holds[i].status = SPI_getvalue(tup, desc, 5);
+		holds[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
 	}
 	*nholds = (int) SPI_processed;
 	return holds;
@@ -256,15 +261,38 @@ lock_hold(int64 id)
 	return *holds_from_result(&n);
 }
 
-/* Committing or releasing needs the right to change the table's stock. */
+/*
+ * Who may commit or release a hold: the role that reserved it (or a member
+ * with its privileges) and the owner of its table.  Others who can update
+ * the same table cannot finish another role's reservation.  Releasing also
+ * needs UPDATE on the table: the stock goes back with the caller's
+ * privileges.
+ */
 static void
-check_update_privilege(const Hold *h)
+check_hold_privilege(const Hold *h, bool release)
 {
-	if (pg_class_aclcheck(h->relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK)
+	Oid			user = GetUserId();
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(h->relid));
+	Oid			relowner;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", h->relid)));
+	relowner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	if (!has_privs_of_role(user, h->owner) && !has_privs_of_role(user, relowner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for stock reservation " INT64_FORMAT, h->id),
-				 errdetail("Committing or releasing it needs UPDATE on table %s.",
+				 errdetail("Only role %s, which made it, or the owner of table %s may %s it.",
+						   GetUserNameFromId(h->owner, true) ? GetUserNameFromId(h->owner, true) : "(dropped)",
+						   stock_table_name(h->relid), release ? "release" : "commit")));
+	if (release && pg_class_aclcheck(h->relid, user, ACL_UPDATE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for stock reservation " INT64_FORMAT, h->id),
+				 errdetail("Releasing it needs UPDATE on table %s.",
 						   stock_table_name(h->relid))));
 }
 
@@ -366,7 +394,7 @@ harden_stock_commit(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	h = lock_hold(id);
-	check_update_privilege(&h);
+	check_hold_privilege(&h, false);
 	if (strcmp(h.status, "held") == 0)
 	{
 		Datum		idd = Int64GetDatum(id);
@@ -402,7 +430,7 @@ harden_stock_release(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	h = lock_hold(id);
-	check_update_privilege(&h);
+	check_hold_privilege(&h, true);
 	if (strcmp(h.status, "held") == 0)
 	{
 		give_back(&h, 1, "released", false);
@@ -419,7 +447,7 @@ PG_FUNCTION_INFO_V1(harden_stock_release_ref);
 Datum
 harden_stock_release_ref(PG_FUNCTION_ARGS)
 {
-	Datum		values[1];
+	Datum		values[2];
 	Hold	   *holds;
 	int			n;
 
@@ -428,11 +456,13 @@ harden_stock_release_ref(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("stock reservation ref must not be NULL")));
 	values[0] = PG_GETARG_DATUM(0);
+	/* Only the holds the caller may release (see check_hold_privilege). */
+	values[1] = ObjectIdGetDatum(GetUserId());
 	SPI_connect();
 	hold_exec(HOLD_BY_REF, values, NULL, 0);
 	holds = holds_from_result(&n);
 	for (int i = 0; i < n; i++)
-		check_update_privilege(&holds[i]);
+		check_hold_privilege(&holds[i], true);
 	give_back(holds, n, "released", false);
 	harden_count(HC_STOCK_RELEASES, n);
 	SPI_finish();
