@@ -266,6 +266,34 @@ DROP ROLE pgh_stock_clerk;
 DROP ROLE pgh_stock_clerk2;
 DROP ROLE pgh_stock_viewer;
 
+-- ---- a trigger that skips the update ----
+-- A BEFORE UPDATE trigger returning NULL (or a row-level security policy)
+-- makes an UPDATE change no row: every stock update checks its row count,
+-- fails with PH309 and changes nothing, rather than reporting a shortage or
+-- an overflow, or taking nothing while claiming success.
+CREATE TABLE tray (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO tray VALUES (1, 10), (2, 10);
+SELECT harden.stock_attach('tray', 'q');
+SELECT harden.stock_reserve('tray', ARRAY[1], ARRAY[2], '1 hour', 'tray-1') AS rt \gset
+CREATE FUNCTION pg_temp.tray_skip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER tray_skip BEFORE UPDATE ON tray FOR EACH ROW EXECUTE FUNCTION pg_temp.tray_skip();
+SELECT pg_temp.err($$ SELECT harden.stock_take('tray', 1, 1) $$) AS take;
+SELECT pg_temp.err($$ SELECT harden.stock_take('tray', 1, 1, '200ms') $$) AS take_timeout;
+SELECT pg_temp.err($$ SELECT harden.stock_take('tray', 1, 1, 'nowait') $$) AS take_nowait;
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('tray', ARRAY[2, 1], ARRAY[1, 1]) $$) AS take_many;
+SELECT pg_temp.err($$ SELECT harden.stock_reserve('tray', ARRAY[1], ARRAY[1], '1 hour') $$) AS reserve;
+SELECT pg_temp.err($$ SELECT harden.stock_put('tray', 1, 1) $$) AS put;
+SELECT pg_temp.err(format('SELECT harden.stock_release(%s)', :rt)) AS release;
+-- Shortages and unknown keys are still told apart.
+SELECT pg_temp.err($$ SELECT harden.stock_take('tray', 1, 100) $$) AS short;
+SELECT pg_temp.err($$ SELECT harden.stock_take('tray', 3, 1) $$) AS unknown;
+SELECT pg_temp.err($$ SELECT harden.stock_put('tray', 1, 2147483647) $$) AS overflow;
+DROP TRIGGER tray_skip ON tray;
+SELECT status FROM harden.stock_holds WHERE id = :rt;
+SELECT harden.stock_release(:rt) AS released;
+SELECT id, q FROM tray ORDER BY id;
+DROP TABLE tray;
+
 -- ---- expiry runs as the table's owner ----
 -- stock_run_due (an administrator, or the background worker as superuser)
 -- gives stock back as the owner of each table, in a security-restricted

@@ -47,6 +47,7 @@
 #define ERRCODE_HARDEN_STOCK_INVALID_TABLE	MAKE_SQLSTATE('P','H','3','0','6')
 #define ERRCODE_HARDEN_STOCK_TABLE_CHANGED	MAKE_SQLSTATE('P','H','3','0','7')
 #define ERRCODE_HARDEN_STOCK_HOLDS_ACTIVE	MAKE_SQLSTATE('P','H','3','0','8')
+#define ERRCODE_HARDEN_STOCK_UPDATE_SKIPPED	MAKE_SQLSTATE('P','H','3','0','9')
 
 /*
  * Shared counters.  counters.h lists them once (X-macro); each becomes an

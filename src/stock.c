@@ -30,9 +30,6 @@
 /* Longest list of lines an error DETAIL spells out. */
 #define STOCK_DETAIL_MAX_LINES 100
 
-/* How often a single take retries when the row gained stock meanwhile. */
-#define STOCK_TAKE_RETRIES 3
-
 int			stock_hold_retention_s = 7 * 24 * 3600;
 
 void
@@ -466,42 +463,44 @@ returned_avail(char **avail)
 	return !isnull && DatumGetBool(d);
 }
 
-/* One line in block mode: one UPDATE; on refusal find out why. */
+/*
+ * An UPDATE of a row that is there (and locked) changed no row: a BEFORE
+ * UPDATE trigger returned NULL, or a row-level security policy hid it.
+ */
 static void
-take_one(StockTable *st, StockLine *line)
+update_skipped(StockTable *st, StockLine *line, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_HARDEN_STOCK_UPDATE_SKIPPED),
+			 errmsg("%s of stock for key %s in %s changed no row",
+					what, stock_line_key(st, line), stock_table_name(st->relid)),
+			 errdetail("The row is there, but its UPDATE was skipped by a BEFORE UPDATE trigger"
+					   " that returned NULL or by a row-level security policy; nothing was changed."),
+			 errhint("A trigger on a stock table must return the new row for stock updates.")));
+}
+
+static bool take_locked(StockTable *st, StockLine *lines, int nlines, StockWait wait);
+
+/*
+ * One line in block mode: one UPDATE.  When it changes nothing, lock the row
+ * and take it the careful way, which tells a missing key, a shortage and a
+ * skipped update apart.
+ */
+static void
+take_one(StockTable *st, StockLine *line, StockWait wait)
 {
 	Datum		values[2] = {line->key, Int64GetDatum(line->qty)};
 
-	for (int attempt = 0;; attempt++)
+	exec_check(SPI_execute_plan(st->take, values, NULL, false, 0),
+			   SPI_OK_UPDATE_RETURNING, "take");
+	if (SPI_processed == 1)
 	{
-		char	   *avail;
-		bool		enough;
-
-		exec_check(SPI_execute_plan(st->take, values, NULL, false, 0),
-				   SPI_OK_UPDATE_RETURNING, "take");
-		if (SPI_processed == 1)
-		{
-			line->remaining = returned_int8();
-			return;
-		}
-		if (SPI_processed > 1)
-			not_unique(st);
-
-		exec_check(SPI_execute_plan(st->peek, values, NULL, false, 1), SPI_OK_SELECT, "peek");
-		if (SPI_processed == 0)
-		{
-			bool		missing = true;
-
-			unknown_keys(st, line, 1, &missing);
-		}
-		enough = returned_avail(&avail);
-		/* Someone put stock back between the two statements: try again. */
-		if (enough && attempt < STOCK_TAKE_RETRIES)
-			continue;
-		insufficient(st, 1, 1, stock_line_key(st, line),
-					 psprintf("Key %s: requested " INT64_FORMAT ", available %s.",
-							  stock_line_key(st, line), line->qty, avail));
+		line->remaining = returned_int8();
+		return;
 	}
+	if (SPI_processed > 1)
+		not_unique(st);
+	(void) take_locked(st, line, 1, wait);
 }
 
 /*
@@ -560,8 +559,10 @@ take_locked(StockTable *st, StockLine *lines, int nlines, StockWait wait)
 
 		exec_check(SPI_execute_plan(st->deduct, values, NULL, false, 0),
 				   SPI_OK_UPDATE_RETURNING, "deduct");
-		if (SPI_processed != 1)
-			elog(ERROR, "stock row for key %s vanished while locked", stock_line_key(st, &lines[i]));
+		if (SPI_processed > 1)
+			not_unique(st);
+		if (SPI_processed == 0)
+			update_skipped(st, &lines[i], "a take");
 		lines[i].remaining = returned_int8();
 	}
 	return true;
@@ -586,7 +587,7 @@ stock_take_lines(StockTable *st, StockLine *lines, int nlines, StockWait wait)
 	}
 	if (nlines == 1 && (wait.mode == STOCK_WAIT_BLOCK || wait.mode == STOCK_WAIT_TIMEOUT))
 	{
-		take_one(st, &lines[0]);
+		take_one(st, &lines[0], wait);
 		taken = true;
 	}
 	else
@@ -598,7 +599,11 @@ stock_take_lines(StockTable *st, StockLine *lines, int nlines, StockWait wait)
 	return taken;
 }
 
-/* Add lines (merged, in key order), refusing to overflow the column. */
+/*
+ * Add lines (merged, in key order), refusing to overflow the column.  One
+ * UPDATE per line; when it changes nothing, lock the row to tell a missing
+ * key, an overflow and a skipped update apart.
+ */
 void
 stock_put_lines(StockTable *st, StockLine *lines, int nlines)
 {
@@ -613,31 +618,41 @@ stock_put_lines(StockTable *st, StockLine *lines, int nlines)
 			values[2] = Int64GetDatum(st->qty_max - lines[i].qty);
 			nulls[2] = ' ';
 		}
-		exec_check(SPI_execute_plan(st->put, values, nulls, false, 0),
-				   SPI_OK_UPDATE_RETURNING, "put");
-		if (SPI_processed > 1)
-			not_unique(st);
-		if (SPI_processed == 1)
+		for (int attempt = 0;; attempt++)
 		{
-			lines[i].remaining = returned_int8();
-			continue;
-		}
-		exec_check(SPI_execute_plan(st->peek, values, NULL, false, 1), SPI_OK_SELECT, "peek");
-		if (SPI_processed == 0)
-		{
-			bool	   *missing = palloc0(sizeof(bool) * nlines);
+			exec_check(SPI_execute_plan(st->put, values, nulls, false, 0),
+					   SPI_OK_UPDATE_RETURNING, "put");
+			if (SPI_processed > 1)
+				not_unique(st);
+			if (SPI_processed == 1)
+			{
+				lines[i].remaining = returned_int8();
+				break;
+			}
+			/* The row was locked and had room, yet the UPDATE changed nothing. */
+			if (attempt > 0)
+				update_skipped(st, &lines[i], "a put");
+			exec_check(SPI_execute_plan(st->lock[STOCK_WAIT_BLOCK], values, NULL, false, 0),
+					   SPI_OK_SELECT, "lock");
+			if (SPI_processed > 1)
+				not_unique(st);
+			if (SPI_processed == 0)
+			{
+				bool	   *missing = palloc0(sizeof(bool) * nlines);
 
-			missing[i] = true;
-			unknown_keys(st, lines, nlines, missing);
+				missing[i] = true;
+				unknown_keys(st, lines, nlines, missing);
+			}
+			(void) returned_avail(&avail);
+			if (st->qty_max > 0 && pg_strtoint64(avail) > st->qty_max - lines[i].qty)
+				ereport(ERROR,
+						(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+						 errmsg("stock for key %s in %s would exceed the range of %s",
+								stock_line_key(st, &lines[i]), stock_table_name(st->relid),
+								format_type_be(st->qty_type)),
+						 errdetail("Key %s: on hand %s, adding " INT64_FORMAT ", largest value " INT64_FORMAT ".",
+								   stock_line_key(st, &lines[i]), avail, lines[i].qty, st->qty_max)));
 		}
-		(void) returned_avail(&avail);
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("stock for key %s in %s would exceed the range of %s",
-						stock_line_key(st, &lines[i]), stock_table_name(st->relid),
-						format_type_be(st->qty_type)),
-				 errdetail("Key %s: on hand %s, adding " INT64_FORMAT ", largest value " INT64_FORMAT ".",
-						   stock_line_key(st, &lines[i]), avail, lines[i].qty, st->qty_max)));
 	}
 	harden_count(HC_STOCK_PUTS, nlines);
 }
