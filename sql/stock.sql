@@ -199,6 +199,27 @@ ALTER TABLE product RENAME COLUMN stock TO qty;
 SELECT pg_temp.err($$ SELECT harden.stock_take('product', 1, 1) $$);
 ALTER TABLE product RENAME COLUMN qty TO stock;
 SELECT harden.stock_take('product', 1, 1) AS after_rename_back;
+-- A renamed or moved table keeps its stock: the statements follow the table,
+-- not a new table that takes its old name.
+CREATE TABLE box (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO box VALUES (1, 10);
+SELECT harden.stock_attach('box', 'q');
+SELECT harden.stock_take('box', 1, 1) AS box_take;
+ALTER TABLE box RENAME TO box_old;
+CREATE TABLE box (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO box VALUES (1, 100);
+SELECT harden.stock_take('box_old', 1, 1) AS renamed_take;
+CREATE SCHEMA pgh_stock_moved;
+ALTER TABLE box_old SET SCHEMA pgh_stock_moved;
+ALTER TABLE box SET SCHEMA pgh_stock_moved;
+ALTER TABLE pgh_stock_moved.box RENAME TO box_new;
+ALTER TABLE pgh_stock_moved.box_old RENAME TO box;
+ALTER TABLE pgh_stock_moved.box_new SET SCHEMA public;
+ALTER TABLE box_new RENAME TO box_old;
+SELECT harden.stock_take('pgh_stock_moved.box', 1, 1) AS moved_take;
+SELECT 'attached' AS t, q FROM pgh_stock_moved.box UNION ALL SELECT 'other', q FROM box_old;
+DROP TABLE box_old;
+DROP SCHEMA pgh_stock_moved CASCADE;
 -- Re-attaching or detaching is refused while holds are active.
 SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[1], '1 hour', 'cart-7') AS r7 \gset
 ALTER TABLE product ADD COLUMN stock2 int NOT NULL DEFAULT 0;

@@ -39,6 +39,8 @@ typedef struct StockTable
 {
 	Oid			relid;			/* hash key */
 	bool		valid;			/* false: reread the configuration */
+	Oid			relnamespace;	/* the plans name the table as it was then */
+	NameData	relname;
 	NameData	qty_column;
 	NameData	key_column;
 	Oid			qty_type;

@@ -19,6 +19,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_operator.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
@@ -365,6 +366,15 @@ stock_table_get(Oid relid)
 	bool		found;
 
 	stock_tables_init();
+
+	/*
+	 * Lock the table first, as the statements will: that takes in every
+	 * invalidation committed so far, and no one can rename, drop or alter
+	 * the table until this transaction ends, so the plans checked below
+	 * are the ones that run.  (A plan names its table; were it re-analysed
+	 * after a rename, it could resolve to another table of the old name.)
+	 */
+	LockRelationOid(relid, RowExclusiveLock);
 	st = hash_search(stock_tables, &relid, HASH_FIND, &found);
 	if (found && st->valid)
 		return st;
@@ -377,9 +387,13 @@ stock_table_get(Oid relid)
 		not_attached(relid);
 	}
 	describe_columns(&fresh, relid);
+	fresh.relnamespace = get_rel_namespace(relid);
+	namestrcpy(&fresh.relname, get_rel_name(relid));
 
-	/* Plans survive when the table's definition still matches them. */
+	/* Plans survive when the table's name and definition still match them. */
 	if (found && st->take &&
+		st->relnamespace == fresh.relnamespace &&
+		namestrcmp(&st->relname, NameStr(fresh.relname)) == 0 &&
 		namestrcmp(&st->qty_column, NameStr(fresh.qty_column)) == 0 &&
 		namestrcmp(&st->key_column, NameStr(fresh.key_column)) == 0 &&
 		st->qty_type == fresh.qty_type && st->key_type == fresh.key_type &&
