@@ -602,11 +602,15 @@ stock_take_lines(StockTable *st, StockLine *lines, int nlines, StockWait wait)
 /*
  * Add lines (merged, in key order), refusing to overflow the column.  One
  * UPDATE per line; when it changes nothing, lock the row to tell a missing
- * key, an overflow and a skipped update apart.
+ * key, an overflow and a skipped update apart.  With skip_missing (giving a
+ * hold back) a row deleted since is skipped with a WARNING: its stock went
+ * with it, and the hold's other lines still go back.
  */
 void
-stock_put_lines(StockTable *st, StockLine *lines, int nlines)
+stock_put_lines(StockTable *st, StockLine *lines, int nlines, bool skip_missing)
 {
+	int			put = 0;
+
 	for (int i = 0; i < nlines; i++)
 	{
 		Datum		values[3] = {lines[i].key, Int64GetDatum(lines[i].qty), (Datum) 0};
@@ -627,6 +631,7 @@ stock_put_lines(StockTable *st, StockLine *lines, int nlines)
 			if (SPI_processed == 1)
 			{
 				lines[i].remaining = returned_int8();
+				put++;
 				break;
 			}
 			/* The row was locked and had room, yet the UPDATE changed nothing. */
@@ -636,6 +641,17 @@ stock_put_lines(StockTable *st, StockLine *lines, int nlines)
 					   SPI_OK_SELECT, "lock");
 			if (SPI_processed > 1)
 				not_unique(st);
+			if (SPI_processed == 0 && skip_missing)
+			{
+				ereport(WARNING,
+						(errcode(ERRCODE_HARDEN_STOCK_UNKNOWN_KEY),
+						 errmsg("stock table %s has no row with key %s any more",
+								stock_table_name(st->relid), stock_line_key(st, &lines[i])),
+						 errdetail("The " INT64_FORMAT " units held for it are not given back; the other lines are.",
+								   lines[i].qty)));
+				lines[i].remaining = -1;
+				break;
+			}
 			if (SPI_processed == 0)
 			{
 				bool	   *missing = palloc0(sizeof(bool) * nlines);
@@ -654,7 +670,7 @@ stock_put_lines(StockTable *st, StockLine *lines, int nlines)
 								   stock_line_key(st, &lines[i]), avail, lines[i].qty, st->qty_max)));
 		}
 	}
-	harden_count(HC_STOCK_PUTS, nlines);
+	harden_count(HC_STOCK_PUTS, put);
 }
 
 /* ---- SQL functions ---- */
@@ -759,7 +775,7 @@ harden_stock_put(PG_FUNCTION_ARGS)
 	SPI_connect();
 	st = stock_table_get(relid);
 	line = single_line(st, fcinfo, 1, qty);
-	stock_put_lines(st, &line, 1);
+	stock_put_lines(st, &line, 1, false);
 	SPI_finish();
 	PG_RETURN_INT64(line.remaining);
 }

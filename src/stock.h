@@ -97,7 +97,7 @@ extern StockLine *stock_lines_from_arrays(StockTable *st, FunctionCallInfo fcinf
 extern StockLine *stock_lines_from_holds(StockTable *st, int nholds, ArrayType **keys,
 										 ArrayType **qtys, int *nlines);
 extern bool stock_take_lines(StockTable *st, StockLine *lines, int nlines, StockWait wait);
-extern void stock_put_lines(StockTable *st, StockLine *lines, int nlines);
+extern void stock_put_lines(StockTable *st, StockLine *lines, int nlines, bool skip_missing);
 extern const char *stock_line_key(StockTable *st, StockLine *line);
 extern int	stock_hold_retention_s;
 

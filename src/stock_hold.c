@@ -18,9 +18,11 @@
 #include "access/htup_details.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/resowner.h"
 #include "utils/guc.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -191,58 +193,123 @@ table_owner_leave(TableOwnerScope *scope)
 	SetUserIdAndSecContext(scope->save_user, scope->save_sec);
 }
 
+/* Give back the holds[first..last] (one table) and close them with status. */
+static void
+give_back_table(Hold *holds, int first, int last, const char *status, bool as_owner)
+{
+	int			n = last - first + 1;
+	ArrayType **keys = palloc(sizeof(ArrayType *) * n);
+	ArrayType **qtys = palloc(sizeof(ArrayType *) * n);
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum		values[2];
+	StockTable *st;
+	StockLine  *lines;
+	int			nlines;
+	TableOwnerScope scope;
+
+	for (int i = first; i <= last; i++)
+	{
+		keys[i - first] = holds[i].keys;
+		qtys[i - first] = holds[i].qtys;
+		ids[i - first] = Int64GetDatum(holds[i].id);
+	}
+	if (as_owner)
+		table_owner_enter(&scope, holds[first].relid);
+	st = stock_table_get(holds[first].relid);
+	lines = stock_lines_from_holds(st, n, keys, qtys, &nlines);
+	stock_put_lines(st, lines, nlines, true);
+	if (as_owner)
+		table_owner_leave(&scope);
+
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	values[1] = CStringGetTextDatum(status);
+	if (hold_exec(HOLD_CLOSE, values, NULL, 0) != SPI_OK_UPDATE || SPI_processed != (uint64) n)
+		elog(ERROR, "could not close %d stock holds", n);
+}
+
+/*
+ * give_back_table in a subtransaction: an error (a trigger that raises, a
+ * key that no longer parses, a skipped update) is reported as a WARNING and
+ * leaves that table's holds held, to be tried again, while the other
+ * tables' expired holds still go back.  Returns whether it worked.
+ */
+static bool
+give_back_table_guarded(Hold *holds, int first, int last, const char *status)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		give_back_table(holds, first, last, status, true);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("could not give back %d expired stock hold%s on table %s: %s",
+						last - first + 1, last > first ? "s" : "",
+						stock_table_name(holds[first].relid), edata->message),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+				 errhint("They stay held and are tried again on the next run.")));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
 /*
  * Give back the stock of locked holds and mark them closed with status.
  * Tables in OID order, each table's lines merged and in key order.  With
- * as_owner, each table's stock goes back as that table's owner (expiry);
- * otherwise as the caller, who was checked for UPDATE on it.
+ * as_owner (expiry), each table's stock goes back as that table's owner,
+ * one table at a time so that a failing table does not hold up the others;
+ * otherwise as the caller, who was checked for UPDATE on it, and any error
+ * is the caller's.  Returns the number of holds closed.
  */
-static void
+static int
 give_back(Hold *holds, int nholds, const char *status, bool as_owner)
 {
-	Datum	   *ids;
-	Datum		values[2];
+	int			closed = 0;
 
 	if (nholds == 0)
-		return;
+		return 0;
 	qsort(holds, nholds, sizeof(Hold), cmp_hold_relid);
 	for (int first = 0; first < nholds;)
 	{
 		int			last = first;
-		ArrayType **keys;
-		ArrayType **qtys;
-		StockTable *st;
-		StockLine  *lines;
-		int			nlines;
-		TableOwnerScope scope;
 
 		while (last + 1 < nholds && holds[last + 1].relid == holds[first].relid)
 			last++;
-		keys = palloc(sizeof(ArrayType *) * (last - first + 1));
-		qtys = palloc(sizeof(ArrayType *) * (last - first + 1));
-		for (int i = first; i <= last; i++)
+		if (!as_owner)
+			give_back_table(holds, first, last, status, false);
+		else if (!give_back_table_guarded(holds, first, last, status))
 		{
-			keys[i - first] = holds[i].keys;
-			qtys[i - first] = holds[i].qtys;
+			first = last + 1;
+			continue;
 		}
-		if (as_owner)
-			table_owner_enter(&scope, holds[first].relid);
-		st = stock_table_get(holds[first].relid);
-		lines = stock_lines_from_holds(st, last - first + 1, keys, qtys, &nlines);
-		stock_put_lines(st, lines, nlines);
-		if (as_owner)
-			table_owner_leave(&scope);
+		closed += last - first + 1;
 		first = last + 1;
 	}
-
-	ids = palloc(sizeof(Datum) * nholds);
-	for (int i = 0; i < nholds; i++)
-		ids[i] = Int64GetDatum(holds[i].id);
-	values[0] = PointerGetDatum(construct_array(ids, nholds, INT8OID, 8, FLOAT8PASSBYVAL,
-												TYPALIGN_DOUBLE));
-	values[1] = CStringGetTextDatum(status);
-	if (hold_exec(HOLD_CLOSE, values, NULL, 0) != SPI_OK_UPDATE || SPI_processed != (uint64) nholds)
-		elog(ERROR, "could not close %d stock holds", nholds);
+	return closed;
 }
 
 /* Lock one hold by id; PH303 if there is none. */
@@ -493,7 +560,7 @@ harden_stock_run_due(PG_FUNCTION_ARGS)
 	SPI_connect();
 	hold_exec(HOLD_DUE, values, NULL, 0);
 	holds = holds_from_result(&n);
-	give_back(holds, n, "expired", true);
+	n = give_back(holds, n, "expired", true);
 	harden_count(HC_STOCK_EXPIRATIONS, n);
 	if (stock_hold_retention_s > 0)
 	{
