@@ -315,6 +315,25 @@ SELECT harden.stock_release(:rt) AS released;
 SELECT id, q FROM tray ORDER BY id;
 DROP TABLE tray;
 
+-- ---- keys that print differently per session ----
+-- A hold stores its keys as text. They are written and read back with the
+-- output settings pinned, so a date key reserved under one DateStyle goes
+-- back to the same row when the hold is released or expires under another.
+CREATE TABLE showing (day date PRIMARY KEY, seats int NOT NULL);
+INSERT INTO showing VALUES ('2025-02-01', 10), ('2025-01-02', 10);
+SELECT harden.stock_attach('showing', 'seats');
+SET DateStyle = 'SQL, DMY';
+SELECT harden.stock_reserve('showing', ARRAY['2025-02-01'::date], ARRAY[3], '1 hour') AS rd1 \gset
+RESET DateStyle;
+SELECT keys FROM harden.stock_holds WHERE id = :rd1;
+SELECT harden.stock_release(:rd1) AS released_iso;
+SELECT harden.stock_reserve('showing', ARRAY['2025-01-02'::date], ARRAY[2], '1 hour') AS rd2 \gset
+SET DateStyle = 'German, DMY';
+SELECT harden.stock_release(:rd2) AS released_german;
+RESET DateStyle;
+SELECT day, seats FROM showing ORDER BY day;
+DROP TABLE showing;
+
 -- ---- giving back what cannot all go back ----
 -- A row deleted while a hold on it is held: releasing (or expiry) gives the
 -- other lines back and warns about the missing one, rather than failing and

@@ -174,6 +174,37 @@ stock_line_key(StockTable *st, StockLine *line)
 	return line->key_text;
 }
 
+/*
+ * Keys are stored in a hold as text and read back later, maybe by another
+ * session (expiry) with other settings.  Both happen with the settings that
+ * change how values print pinned, so a date, an interval, a float or a
+ * money key reads back as the same value under any session's DateStyle,
+ * IntervalStyle, extra_float_digits or lc_monetary.
+ */
+int
+stock_key_style_enter(void)
+{
+	static const char *const settings[][2] = {
+		{"DateStyle", "ISO, YMD"},
+		{"IntervalStyle", "postgres"},
+		{"extra_float_digits", "1"},
+		{"bytea_output", "hex"},
+		{"lc_monetary", "C"},
+	};
+	int			nest = NewGUCNestLevel();
+
+	for (size_t i = 0; i < lengthof(settings); i++)
+		(void) set_config_option(settings[i][0], settings[i][1], PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+void
+stock_key_style_leave(int nest)
+{
+	AtEOXact_GUC(true, nest);
+}
+
 /* ---- line lists ---- */
 
 typedef struct SortItem
@@ -323,6 +354,7 @@ stock_lines_from_holds(StockTable *st, int nholds, ArrayType **keys, ArrayType *
 {
 	SortItem   *items = NULL;
 	int			n = 0;
+	int			nest = stock_key_style_enter();
 
 	for (int h = 0; h < nholds; h++)
 	{
@@ -351,6 +383,7 @@ stock_lines_from_holds(StockTable *st, int nholds, ArrayType **keys, ArrayType *
 			items[n].input = n;
 		}
 	}
+	stock_key_style_leave(nest);
 	return merge_items(st, items, n, nlines, NULL);
 }
 

@@ -99,6 +99,8 @@ extern StockLine *stock_lines_from_holds(StockTable *st, int nholds, ArrayType *
 extern bool stock_take_lines(StockTable *st, StockLine *lines, int nlines, StockWait wait);
 extern void stock_put_lines(StockTable *st, StockLine *lines, int nlines, bool skip_missing);
 extern const char *stock_line_key(StockTable *st, StockLine *line);
+extern int	stock_key_style_enter(void);
+extern void stock_key_style_leave(int nest);
 extern int	stock_hold_retention_s;
 
 #endif							/* PG_HARDEN_STOCK_H */

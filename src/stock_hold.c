@@ -420,13 +420,16 @@ harden_stock_reserve(PG_FUNCTION_ARGS)
 	taken = stock_take_lines(st, lines, nlines, wait);
 	if (taken)
 	{
+		int			nest = stock_key_style_enter();
+
 		keys = palloc(sizeof(Datum) * nlines);
 		qtys = palloc(sizeof(Datum) * nlines);
 		for (int i = 0; i < nlines; i++)
 		{
-			keys[i] = CStringGetTextDatum(stock_line_key(st, &lines[i]));
+			keys[i] = CStringGetTextDatum(OidOutputFunctionCall(st->key_output, lines[i].key));
 			qtys[i] = Int64GetDatum(lines[i].qty);
 		}
+		stock_key_style_leave(nest);
 		values[0] = ObjectIdGetDatum(relid);
 		values[1] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
 		nulls[1] = PG_ARGISNULL(4) ? 'n' : ' ';
