@@ -357,7 +357,7 @@ BEGIN RAISE EXCEPTION 'skid is frozen'; END $$;
 CREATE TRIGGER skid_fail BEFORE UPDATE ON skid FOR EACH ROW EXECUTE FUNCTION pg_temp.skid_fail();
 SELECT pg_sleep(0.01);
 SELECT harden.stock_run_due() AS expired;
-SELECT status FROM harden.stock_holds WHERE id = :rs;
+SELECT status, attempts, last_error FROM harden.stock_holds WHERE id = :rs;
 DROP TRIGGER skid_fail ON skid;
 SELECT harden.stock_run_due() AS expired_later;
 SELECT 'pallet' AS t, id, q FROM pallet UNION ALL SELECT 'skid', id, q FROM skid ORDER BY 1, 2;

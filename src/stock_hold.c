@@ -38,6 +38,7 @@ typedef enum HoldPlan
 	HOLD_BY_REF,
 	HOLD_DUE,
 	HOLD_PURGE,
+	HOLD_FAILED,
 	NUM_HOLD_PLANS
 } HoldPlan;
 
@@ -79,6 +80,11 @@ static const struct
 		"DELETE FROM harden.stock_holds"
 		" WHERE status <> 'held' AND closed_at < clock_timestamp() - $1",
 		1, {INTERVALOID}
+	},
+	[HOLD_FAILED] = {
+		"UPDATE harden.stock_holds SET attempts = attempts + 1, last_error = $2"
+		" WHERE id = ANY ($1) AND status = 'held'",
+		2, {INT8ARRAYOID, TEXTOID}
 	},
 };
 
@@ -231,8 +237,9 @@ give_back_table(Hold *holds, int first, int last, const char *status, bool as_ow
 /*
  * give_back_table in a subtransaction: an error (a trigger that raises, a
  * key that no longer parses, a skipped update) is reported as a WARNING and
- * leaves that table's holds held, to be tried again, while the other
- * tables' expired holds still go back.  Returns whether it worked.
+ * recorded in the holds' attempts and last_error; they stay held, to be
+ * tried again, while the other tables' expired holds still go back.
+ * Returns whether it worked.
  */
 static bool
 give_back_table_guarded(Hold *holds, int first, int last, const char *status)
@@ -263,6 +270,17 @@ give_back_table_guarded(Hold *holds, int first, int last, const char *status)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		{
+			Datum	   *ids = palloc(sizeof(Datum) * (last - first + 1));
+			Datum		values[2];
+
+			for (int i = first; i <= last; i++)
+				ids[i - first] = Int64GetDatum(holds[i].id);
+			values[0] = PointerGetDatum(construct_array(ids, last - first + 1, INT8OID, 8,
+														FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			values[1] = CStringGetTextDatum(edata->message);
+			hold_exec(HOLD_FAILED, values, NULL, 0);
+		}
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("could not give back %d expired stock hold%s on table %s: %s",

@@ -62,8 +62,8 @@ CREATE FUNCTION br_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE E
 CREATE TRIGGER br_refuse BEFORE UPDATE ON br_product FOR EACH ROW WHEN (NEW.stock > OLD.stock) EXECUTE FUNCTION br_refuse();
 SELECT harden.stock_reserve('br_product', ARRAY[1], ARRAY[1], '100 ms');
 SQL
-	wk_check "the broken database's worker records its error" wk_wait pgh_worker_broken \
-		"SELECT errors > 0 AND last_error LIKE '%br_product is frozen%' FROM harden.worker_status WHERE database = current_database()"
+	wk_check "the broken database's worker records the failing hold's error" wk_wait pgh_worker_broken \
+		"SELECT status = 'held' AND attempts > 0 AND last_error LIKE '%br_product is frozen%' FROM harden.stock_reservations"
 	wk_q pgh_worker_restart "SELECT harden.stock_reserve('rs_product', ARRAY[1], ARRAY[2], '100 ms')" >/dev/null
 	wk_check "meanwhile another database's hold is given back" \
 		wk_wait pgh_worker_restart "SELECT stock = 10 FROM rs_product WHERE id = 1"
