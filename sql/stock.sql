@@ -75,6 +75,9 @@ SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 6], ARRA
 SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', NULL::bigint[], ARRAY[1]) $$);
 SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5], NULL) $$);
 SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 5], ARRAY[9223372036854775807, 1]) $$);
+-- At most 100000 lines a call, refused before anything is allocated for them.
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', array_fill(5, ARRAY[100001]), array_fill(1::bigint, ARRAY[100001])) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', array_fill(5, ARRAY[100001]), array_fill(1::bigint, ARRAY[100001]), '1 hour') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 6], ARRAY[1, 1], 'sometimes') $$);
 SELECT harden.stock_take_many('product', ARRAY[6, 5], ARRAY[1, 1], 'skip') AS skip,
        harden.stock_take_many('product', ARRAY['5', '6'], ARRAY[1, 1], 'nowait') AS nowait_text_keys;

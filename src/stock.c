@@ -27,6 +27,9 @@
 #include "pg_harden.h"
 #include "stock.h"
 
+/* Most lines one call takes, reserves or gives back. */
+#define STOCK_MAX_LINES 100000
+
 /* Longest list of lines an error DETAIL spells out. */
 #define STOCK_DETAIL_MAX_LINES 100
 
@@ -306,6 +309,12 @@ stock_lines_from_arrays(StockTable *st, FunctionCallInfo fcinfo, int keys_argno,
 	qtys = PG_GETARG_ARRAYTYPE_P(qtys_argno);
 	check_array(keys, "keys");
 	check_array(qtys, "quantities");
+	nk = ArrayGetNItems(ARR_NDIM(keys), ARR_DIMS(keys));
+	if (nk > STOCK_MAX_LINES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("an order has at most %d lines", STOCK_MAX_LINES),
+				 errdetail("%d keys were given.", nk)));
 	elemtype = ARR_ELEMTYPE(keys);
 	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
 	deconstruct_array(keys, elemtype, typlen, typbyval, typalign, &kd, &kn, &nk);
