@@ -223,6 +223,19 @@ SELECT harden.stock_take('pgh_stock_moved.box', 1, 1) AS moved_take;
 SELECT 'attached' AS t, q FROM pgh_stock_moved.box UNION ALL SELECT 'other', q FROM box_old;
 DROP TABLE box_old;
 DROP SCHEMA pgh_stock_moved CASCADE;
+-- Inheritance children are not part of a plain stock table: its unique
+-- index covers its own rows only, so only those are taken from.
+CREATE TABLE crate_parent (id int PRIMARY KEY, q int NOT NULL);
+CREATE TABLE crate_child (PRIMARY KEY (id)) INHERITS (crate_parent);
+INSERT INTO crate_parent VALUES (1, 10);
+INSERT INTO crate_child VALUES (1, 5), (2, 10);
+SELECT harden.stock_attach('crate_parent', 'q');
+SELECT harden.stock_take('crate_parent', 1, 1) AS parent_row;
+SELECT pg_temp.err($$ SELECT harden.stock_take('crate_parent', 2, 1) $$) AS child_row;
+SELECT harden.stock_take_many('crate_parent', ARRAY[1], ARRAY[1], 'nowait') AS parent_row_locked;
+SELECT harden.stock_put('crate_parent', 1, 2) AS put_back;
+SELECT tableoid::regclass AS t, id, q FROM crate_parent ORDER BY 1, 2;
+DROP TABLE crate_parent CASCADE;
 -- Re-attaching or detaching is refused while holds are active.
 SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[1], '1 hour', 'cart-7') AS r7 \gset
 ALTER TABLE product ADD COLUMN stock2 int NOT NULL DEFAULT 0;

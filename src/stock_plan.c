@@ -257,8 +257,15 @@ static void
 prepare_plans(StockTable *st)
 {
 	Oid			relid = st->relid;
-	char	   *tbl = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-												 get_rel_name(relid));
+
+	/*
+	 * ONLY a plain table: its unique index covers none of its inheritance
+	 * children's rows.  (A partitioned table's unique index covers all its
+	 * partitions.)
+	 */
+	char	   *tbl = psprintf("%s%s", get_rel_relkind(relid) == RELKIND_RELATION ? "ONLY " : "",
+							   quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+														  get_rel_name(relid)));
 	const char *q = quote_identifier(NameStr(st->qty_column));
 	const char *k = quote_identifier(NameStr(st->key_column));
 	char	   *eq = key_eq_operator(st->key_type);
