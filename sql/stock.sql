@@ -32,6 +32,13 @@ SELECT count(*) AS guards FROM pg_constraint WHERE conrelid = 'product'::regclas
 SELECT harden.stock_take('product', 1, 3) AS remaining;
 SELECT harden.stock_take('product', 1::int, 7) AS remaining_int_key;
 SELECT harden.stock_take('product', '2'::text, 1) AS remaining_text_key;
+-- A key that an assignment cast would round is refused, not taken from
+-- the row it rounds to.
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 1.5, 1) $$) AS numeric_key;
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2.7::float8, 1) $$) AS float_key;
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[1.0, 2.5], ARRAY[1, 1]) $$) AS numeric_keys;
+SELECT harden.stock_put('product', 2.0, 1) AS whole_numeric_key,
+       harden.stock_take('product', 2.0::float8, 1) AS whole_float_key;
 SELECT harden.stock_take('product', 2, 1, 'nowait') AS nowait,
        harden.stock_take('product', 2, 1, 'skip') AS skip,
        harden.stock_take('product', 2, 1, '200ms') AS timeout,

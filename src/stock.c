@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "lib/stringinfo.h"
@@ -23,6 +24,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/typcache.h"
 
 #include "pg_harden.h"
 #include "stock.h"
@@ -124,6 +126,47 @@ stock_parse_wait(FunctionCallInfo fcinfo, int argno)
 
 /* ---- keys ---- */
 
+static Datum
+call_cast(Oid funcid, Datum value)
+{
+	if (get_func_nargs(funcid) == 1)
+		return OidFunctionCall1(funcid, value);
+	return OidFunctionCall3(funcid, value, Int32GetDatum(-1), BoolGetDatum(false));
+}
+
+/*
+ * An assignment cast may round (numeric or float to integer): 1.5 would
+ * become key 2 and take another row's stock.  Cast the key back and refuse
+ * it unless it is the value given.
+ */
+static void
+check_lossless(StockTable *st, Datum value, Oid srctype, Datum key)
+{
+	Oid			funcid;
+	TypeCacheEntry *tc;
+
+	if (find_coercion_pathway(srctype, st->key_type, COERCION_ASSIGNMENT, &funcid) != COERCION_PATH_FUNC)
+		return;
+	tc = lookup_type_cache(srctype, TYPECACHE_EQ_OPR_FINFO);
+	if (!OidIsValid(tc->eq_opr_finfo.fn_oid))
+		return;
+	if (!DatumGetBool(FunctionCall2Coll(&tc->eq_opr_finfo, DEFAULT_COLLATION_OID, value,
+										call_cast(funcid, key))))
+	{
+		Oid			out;
+		bool		varlena;
+
+		getTypeOutputInfo(srctype, &out, &varlena);
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("stock key %s does not fit key column \"%s\" of type %s",
+						OidOutputFunctionCall(out, value), NameStr(st->key_column),
+						format_type_be(st->key_type)),
+				 errdetail("As %s it would be %s, another key.", format_type_be(st->key_type),
+						   OidOutputFunctionCall(st->key_output, key))));
+	}
+}
+
 /*
  * Convert a key of the caller's type to the key column's type: assignment
  * casts, and text-like values through the column type's input function (so
@@ -145,9 +188,12 @@ coerce_key(StockTable *st, Datum value, Oid srctype)
 		case COERCION_PATH_RELABELTYPE:
 			return value;
 		case COERCION_PATH_FUNC:
-			if (get_func_nargs(funcid) == 1)
-				return OidFunctionCall1(funcid, value);
-			return OidFunctionCall3(funcid, value, Int32GetDatum(-1), BoolGetDatum(false));
+			{
+				Datum		key = call_cast(funcid, value);
+
+				check_lossless(st, value, srctype, key);
+				return key;
+			}
 		case COERCION_PATH_COERCEVIAIO:
 			{
 				Oid			out;
