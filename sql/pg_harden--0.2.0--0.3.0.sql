@@ -420,7 +420,9 @@ CREATE FUNCTION harden.stock_run_due(max_holds integer DEFAULT 1000) RETURNS int
 COMMENT ON FUNCTION harden.stock_run_due(integer) IS 'give back expired reservations (skipping locked ones) and purge old finished ones; returns how many expired';
 REVOKE ALL ON FUNCTION harden.stock_run_due(integer) FROM PUBLIC;
 
-CREATE VIEW harden.stock_reservations AS
+-- security_barrier: the caller's own conditions run after the privilege
+-- filter, so a leaky function cannot see holds on tables it may not read.
+CREATE VIEW harden.stock_reservations WITH (security_barrier) AS
 SELECT h.id, h.relid AS "table", h.ref, h.status, h.keys, h.qtys,
        (SELECT sum(q) FROM unnest(h.qtys) AS q)::bigint AS units,
        h.created_at, h.expires_at,

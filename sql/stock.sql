@@ -271,6 +271,10 @@ GRANT USAGE ON SCHEMA harden TO pgh_stock_clerk, pgh_stock_clerk2, pgh_stock_vie
 GRANT SELECT, UPDATE ON shelf TO pgh_stock_clerk, pgh_stock_clerk2;
 GRANT SELECT ON shelf TO pgh_stock_viewer;
 SELECT harden.stock_reserve('shelf', ARRAY[1], ARRAY[1], '1 hour', 'cart-9') AS r9 \gset
+CREATE TABLE vault (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO vault VALUES (1, 10);
+SELECT harden.stock_attach('vault', 'q');
+SELECT harden.stock_reserve('vault', ARRAY[1], ARRAY[1], '1 hour', 'vault-secret') IS NOT NULL AS vault_reserved;
 SET ROLE pgh_stock_viewer;
 SELECT pg_temp.err($$ SELECT harden.stock_take('shelf', 1, 1) $$);
 SELECT pg_temp.err(format('SELECT harden.stock_release(%s)', :r9));
@@ -280,6 +284,11 @@ SELECT pg_temp.err($$ SELECT harden.stock_run_due() $$);
 SELECT pg_temp.err($$ INSERT INTO harden.stock_holds (relid, keys, qtys, expires_at, owner) VALUES ('shelf', '{1}', '{-100}', now(), 'pgh_stock_viewer') $$);
 SELECT pg_temp.err($$ UPDATE harden.stock_holds SET qtys = '{100}' $$);
 SELECT count(*) AS visible FROM harden.stock_reservations WHERE ref = 'cart-9';
+-- A function of the viewer's in the condition sees only the rows it may see.
+CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+BEGIN RAISE WARNING 'saw %', $1; RETURN true; END $$;
+SELECT count(*) AS visible_leak FROM harden.stock_reservations WHERE pg_temp.leak(ref);
+DROP FUNCTION pg_temp.leak(text);
 SET ROLE pgh_stock_clerk;
 SELECT harden.stock_take('shelf', 1, 1) AS clerk_take;
 SELECT harden.stock_reserve('shelf', ARRAY[2, 1], ARRAY[1, 1], '1 hour', 'cart-10') IS NOT NULL AS clerk_reserve;
@@ -304,7 +313,7 @@ SELECT harden.stock_release(:r9) AS owner_release;
 SELECT id, q FROM shelf ORDER BY id;
 SELECT proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute, prosecdef
   FROM pg_proc p WHERE pronamespace = 'harden'::regnamespace AND proname LIKE 'stock%' ORDER BY 1;
-DROP TABLE shelf;
+DROP TABLE shelf, vault;
 REVOKE USAGE ON SCHEMA harden FROM pgh_stock_clerk, pgh_stock_clerk2, pgh_stock_viewer;
 DROP ROLE pgh_stock_clerk;
 DROP ROLE pgh_stock_clerk2;
