@@ -181,6 +181,17 @@ CREATE VIEW vbad AS SELECT * FROM bad;
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'a') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'b') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'c') $$);
+-- A numeric without a scale holds fractions: refused too, and so is a
+-- quantity column retyped to one after attach.
+CREATE TABLE frac (id int PRIMARY KEY, q numeric NOT NULL);
+INSERT INTO frac VALUES (1, 2.5);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('frac', 'q') $$);
+ALTER TABLE frac ALTER COLUMN q TYPE numeric(10);
+SELECT harden.stock_attach('frac', 'q');
+SELECT harden.stock_take('frac', 1, 1) AS frac_take;
+ALTER TABLE frac ALTER COLUMN q TYPE numeric;
+SELECT pg_temp.err($$ SELECT harden.stock_take('frac', 1, 1) $$);
+DROP TABLE frac;
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'zz') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'd', 'e') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'd', 'zz') $$);

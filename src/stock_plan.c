@@ -152,6 +152,13 @@ describe_columns(StockTable *st, Oid relid)
 			break;
 		case NUMERICOID:
 			st->qty_max = 0;
+			if (qtypmod < (int32) VARHDRSZ || ((qtypmod - VARHDRSZ) & 0xffff) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_HARDEN_STOCK_TABLE_CHANGED),
+						 errmsg("quantity column \"%s\" of stock table %s has fractional scale",
+								NameStr(st->qty_column), tname),
+						 errdetail("Quantities are whole units; use numeric(p) (scale 0) or an integer type."),
+						 errhint("Attach the table again with harden.stock_attach().")));
 			break;
 		default:
 			ereport(ERROR,
