@@ -11,7 +11,9 @@
  *
  * Every function runs with the caller's privileges (SECURITY INVOKER): the
  * caller needs SELECT and UPDATE on the stock table, as for the UPDATE it
- * replaces.
+ * replaces.  (Expiry, in stock_hold.c, runs these as the table's owner.)
+ * Every UPDATE's row count is checked: a trigger or policy that turns one
+ * into a no-op is PH309, never a silent success.
  */
 #include "postgres.h"
 

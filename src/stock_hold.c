@@ -10,20 +10,22 @@
  * most once.  Hold rows are always locked before stock rows, and stock rows
  * in key order, so these calls cannot deadlock with each other or with takes.
  *
- * The hold table is written as the extension's owner; the stock table is
- * updated as the caller, who therefore needs UPDATE on it.
+ * The hold table is written as the extension's owner.  The stock table is
+ * updated as the caller, who therefore needs UPDATE on it, and may commit or
+ * release only holds it made (or on tables it owns); expiry updates each
+ * table as its owner, security-restricted, one table per subtransaction.
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
-#include "access/xact.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/resowner.h"
 #include "utils/guc.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
