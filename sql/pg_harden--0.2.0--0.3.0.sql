@@ -322,10 +322,12 @@ CREATE TABLE harden.stock_holds (
     expires_at  timestamptz NOT NULL,
     closed_at   timestamptz,
     owner       regrole NOT NULL,
+    attempts    integer NOT NULL DEFAULT 0,
+    last_error  text,
     CHECK (cardinality(keys) = cardinality(qtys) AND cardinality(keys) > 0),
     CHECK ((status = 'held') = (closed_at IS NULL))
 );
-COMMENT ON TABLE harden.stock_holds IS 'stock reservations: the lines a hold deducted, its state and expiry';
+COMMENT ON TABLE harden.stock_holds IS 'stock reservations: the lines a hold deducted, its state and expiry; attempts and last_error: failed expiries';
 CREATE INDEX stock_holds_due ON harden.stock_holds (expires_at) WHERE status = 'held';
 CREATE INDEX stock_holds_ref ON harden.stock_holds (ref) WHERE status = 'held';
 CREATE INDEX stock_holds_closed ON harden.stock_holds (closed_at) WHERE status <> 'held';
@@ -418,12 +420,14 @@ CREATE FUNCTION harden.stock_run_due(max_holds integer DEFAULT 1000) RETURNS int
 COMMENT ON FUNCTION harden.stock_run_due(integer) IS 'give back expired reservations (skipping locked ones) and purge old finished ones; returns how many expired';
 REVOKE ALL ON FUNCTION harden.stock_run_due(integer) FROM PUBLIC;
 
-CREATE VIEW harden.stock_reservations AS
+-- security_barrier: the caller's own conditions run after the privilege
+-- filter, so a leaky function cannot see holds on tables it may not read.
+CREATE VIEW harden.stock_reservations WITH (security_barrier) AS
 SELECT h.id, h.relid AS "table", h.ref, h.status, h.keys, h.qtys,
        (SELECT sum(q) FROM unnest(h.qtys) AS q)::bigint AS units,
        h.created_at, h.expires_at,
        CASE WHEN h.status = 'held' THEN greatest(h.expires_at - clock_timestamp(), interval '0') END AS ttl,
-       h.closed_at, h.owner
+       h.closed_at, h.owner, h.attempts, h.last_error
   FROM harden.stock_holds h
  WHERE has_table_privilege(h.relid, 'SELECT');
 COMMENT ON VIEW harden.stock_reservations IS 'reservations on the stock tables the caller may read';

@@ -32,6 +32,13 @@ SELECT count(*) AS guards FROM pg_constraint WHERE conrelid = 'product'::regclas
 SELECT harden.stock_take('product', 1, 3) AS remaining;
 SELECT harden.stock_take('product', 1::int, 7) AS remaining_int_key;
 SELECT harden.stock_take('product', '2'::text, 1) AS remaining_text_key;
+-- A key that an assignment cast would round is refused, not taken from
+-- the row it rounds to.
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 1.5, 1) $$) AS numeric_key;
+SELECT pg_temp.err($$ SELECT harden.stock_take('product', 2.7::float8, 1) $$) AS float_key;
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[1.0, 2.5], ARRAY[1, 1]) $$) AS numeric_keys;
+SELECT harden.stock_put('product', 2.0, 1) AS whole_numeric_key,
+       harden.stock_take('product', 2.0::float8, 1) AS whole_float_key;
 SELECT harden.stock_take('product', 2, 1, 'nowait') AS nowait,
        harden.stock_take('product', 2, 1, 'skip') AS skip,
        harden.stock_take('product', 2, 1, '200ms') AS timeout,
@@ -75,6 +82,9 @@ SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 6], ARRA
 SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', NULL::bigint[], ARRAY[1]) $$);
 SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5], NULL) $$);
 SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 5], ARRAY[9223372036854775807, 1]) $$);
+-- At most 100000 lines a call, refused before anything is allocated for them.
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', array_fill(5, ARRAY[100001]), array_fill(1::bigint, ARRAY[100001])) $$);
+SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', array_fill(5, ARRAY[100001]), array_fill(1::bigint, ARRAY[100001]), '1 hour') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_take_many('product', ARRAY[5, 6], ARRAY[1, 1], 'sometimes') $$);
 SELECT harden.stock_take_many('product', ARRAY[6, 5], ARRAY[1, 1], 'skip') AS skip,
        harden.stock_take_many('product', ARRAY['5', '6'], ARRAY[1, 1], 'nowait') AS nowait_text_keys;
@@ -171,6 +181,17 @@ CREATE VIEW vbad AS SELECT * FROM bad;
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'a') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'b') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'c') $$);
+-- A numeric without a scale holds fractions: refused too, and so is a
+-- quantity column retyped to one after attach.
+CREATE TABLE frac (id int PRIMARY KEY, q numeric NOT NULL);
+INSERT INTO frac VALUES (1, 2.5);
+SELECT pg_temp.err($$ SELECT harden.stock_attach('frac', 'q') $$);
+ALTER TABLE frac ALTER COLUMN q TYPE numeric(10);
+SELECT harden.stock_attach('frac', 'q');
+SELECT harden.stock_take('frac', 1, 1) AS frac_take;
+ALTER TABLE frac ALTER COLUMN q TYPE numeric;
+SELECT pg_temp.err($$ SELECT harden.stock_take('frac', 1, 1) $$);
+DROP TABLE frac;
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'zz') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'd', 'e') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_attach('bad', 'd', 'zz') $$);
@@ -199,6 +220,40 @@ ALTER TABLE product RENAME COLUMN stock TO qty;
 SELECT pg_temp.err($$ SELECT harden.stock_take('product', 1, 1) $$);
 ALTER TABLE product RENAME COLUMN qty TO stock;
 SELECT harden.stock_take('product', 1, 1) AS after_rename_back;
+-- A renamed or moved table keeps its stock: the statements follow the table,
+-- not a new table that takes its old name.
+CREATE TABLE box (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO box VALUES (1, 10);
+SELECT harden.stock_attach('box', 'q');
+SELECT harden.stock_take('box', 1, 1) AS box_take;
+ALTER TABLE box RENAME TO box_old;
+CREATE TABLE box (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO box VALUES (1, 100);
+SELECT harden.stock_take('box_old', 1, 1) AS renamed_take;
+CREATE SCHEMA pgh_stock_moved;
+ALTER TABLE box_old SET SCHEMA pgh_stock_moved;
+ALTER TABLE box SET SCHEMA pgh_stock_moved;
+ALTER TABLE pgh_stock_moved.box RENAME TO box_new;
+ALTER TABLE pgh_stock_moved.box_old RENAME TO box;
+ALTER TABLE pgh_stock_moved.box_new SET SCHEMA public;
+ALTER TABLE box_new RENAME TO box_old;
+SELECT harden.stock_take('pgh_stock_moved.box', 1, 1) AS moved_take;
+SELECT 'attached' AS t, q FROM pgh_stock_moved.box UNION ALL SELECT 'other', q FROM box_old;
+DROP TABLE box_old;
+DROP SCHEMA pgh_stock_moved CASCADE;
+-- Inheritance children are not part of a plain stock table: its unique
+-- index covers its own rows only, so only those are taken from.
+CREATE TABLE crate_parent (id int PRIMARY KEY, q int NOT NULL);
+CREATE TABLE crate_child (PRIMARY KEY (id)) INHERITS (crate_parent);
+INSERT INTO crate_parent VALUES (1, 10);
+INSERT INTO crate_child VALUES (1, 5), (2, 10);
+SELECT harden.stock_attach('crate_parent', 'q');
+SELECT harden.stock_take('crate_parent', 1, 1) AS parent_row;
+SELECT pg_temp.err($$ SELECT harden.stock_take('crate_parent', 2, 1) $$) AS child_row;
+SELECT harden.stock_take_many('crate_parent', ARRAY[1], ARRAY[1], 'nowait') AS parent_row_locked;
+SELECT harden.stock_put('crate_parent', 1, 2) AS put_back;
+SELECT tableoid::regclass AS t, id, q FROM crate_parent ORDER BY 1, 2;
+DROP TABLE crate_parent CASCADE;
 -- Re-attaching or detaching is refused while holds are active.
 SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[1], '1 hour', 'cart-7') AS r7 \gset
 ALTER TABLE product ADD COLUMN stock2 int NOT NULL DEFAULT 0;
@@ -222,10 +277,15 @@ INSERT INTO shelf VALUES (1, 10), (2, 10);
 SELECT harden.stock_attach('shelf', 'q');
 CREATE ROLE pgh_stock_clerk;
 CREATE ROLE pgh_stock_viewer;
-GRANT USAGE ON SCHEMA harden TO pgh_stock_clerk, pgh_stock_viewer;
-GRANT SELECT, UPDATE ON shelf TO pgh_stock_clerk;
+CREATE ROLE pgh_stock_clerk2;
+GRANT USAGE ON SCHEMA harden TO pgh_stock_clerk, pgh_stock_clerk2, pgh_stock_viewer;
+GRANT SELECT, UPDATE ON shelf TO pgh_stock_clerk, pgh_stock_clerk2;
 GRANT SELECT ON shelf TO pgh_stock_viewer;
 SELECT harden.stock_reserve('shelf', ARRAY[1], ARRAY[1], '1 hour', 'cart-9') AS r9 \gset
+CREATE TABLE vault (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO vault VALUES (1, 10);
+SELECT harden.stock_attach('vault', 'q');
+SELECT harden.stock_reserve('vault', ARRAY[1], ARRAY[1], '1 hour', 'vault-secret') IS NOT NULL AS vault_reserved;
 SET ROLE pgh_stock_viewer;
 SELECT pg_temp.err($$ SELECT harden.stock_take('shelf', 1, 1) $$);
 SELECT pg_temp.err(format('SELECT harden.stock_release(%s)', :r9));
@@ -235,19 +295,161 @@ SELECT pg_temp.err($$ SELECT harden.stock_run_due() $$);
 SELECT pg_temp.err($$ INSERT INTO harden.stock_holds (relid, keys, qtys, expires_at, owner) VALUES ('shelf', '{1}', '{-100}', now(), 'pgh_stock_viewer') $$);
 SELECT pg_temp.err($$ UPDATE harden.stock_holds SET qtys = '{100}' $$);
 SELECT count(*) AS visible FROM harden.stock_reservations WHERE ref = 'cart-9';
+-- A function of the viewer's in the condition sees only the rows it may see.
+CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+BEGIN RAISE WARNING 'saw %', $1; RETURN true; END $$;
+SELECT count(*) AS visible_leak FROM harden.stock_reservations WHERE pg_temp.leak(ref);
+DROP FUNCTION pg_temp.leak(text);
 SET ROLE pgh_stock_clerk;
 SELECT harden.stock_take('shelf', 1, 1) AS clerk_take;
 SELECT harden.stock_reserve('shelf', ARRAY[2, 1], ARRAY[1, 1], '1 hour', 'cart-10') IS NOT NULL AS clerk_reserve;
+SELECT harden.stock_reserve('shelf', ARRAY[2], ARRAY[1], '1 hour', 'cart-11') AS r11 \gset
 SELECT ref, owner FROM harden.stock_reservations WHERE ref LIKE 'cart-%' ORDER BY id;
-SELECT harden.stock_release_ref('cart-10') AS clerk_release, harden.stock_release(:r9) AS clerk_release_other;
+-- A hold is committed or released by the role that made it or the table's
+-- owner; another role that may update the table cannot finish it.
+SELECT pg_temp.err(format('SELECT harden.stock_release(%s)', :r9)) AS clerk_release_other;
+SELECT pg_temp.err(format('SELECT harden.stock_commit(%s)', :r9)) AS clerk_commit_other;
+SET ROLE pgh_stock_clerk2;
+SELECT pg_temp.err(format('SELECT harden.stock_release(%s)', :r11)) AS clerk2_release;
+SELECT pg_temp.err(format('SELECT harden.stock_commit(%s)', :r11)) AS clerk2_commit;
+-- stock_release_ref leaves other roles' holds with the same ref alone.
+SELECT harden.stock_reserve('shelf', ARRAY[1], ARRAY[1], '1 hour', 'cart-10') IS NOT NULL AS clerk2_reserve;
+SELECT harden.stock_release_ref('cart-10') AS clerk2_release_ref;
+SELECT ref, owner, status FROM harden.stock_reservations WHERE ref = 'cart-10' ORDER BY id;
+SET ROLE pgh_stock_clerk;
+SELECT harden.stock_release_ref('cart-10') AS clerk_release_ref, harden.stock_release(:r11) AS clerk_release_own;
 RESET ROLE;
+-- The table's owner may finish anyone's hold.
+SELECT harden.stock_release(:r9) AS owner_release;
 SELECT id, q FROM shelf ORDER BY id;
 SELECT proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute, prosecdef
   FROM pg_proc p WHERE pronamespace = 'harden'::regnamespace AND proname LIKE 'stock%' ORDER BY 1;
-DROP TABLE shelf;
-REVOKE USAGE ON SCHEMA harden FROM pgh_stock_clerk, pgh_stock_viewer;
+DROP TABLE shelf, vault;
+REVOKE USAGE ON SCHEMA harden FROM pgh_stock_clerk, pgh_stock_clerk2, pgh_stock_viewer;
 DROP ROLE pgh_stock_clerk;
+DROP ROLE pgh_stock_clerk2;
 DROP ROLE pgh_stock_viewer;
+
+-- ---- a trigger that skips the update ----
+-- A BEFORE UPDATE trigger returning NULL (or a row-level security policy)
+-- makes an UPDATE change no row: every stock update checks its row count,
+-- fails with PH309 and changes nothing, rather than reporting a shortage or
+-- an overflow, or taking nothing while claiming success.
+CREATE TABLE tray (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO tray VALUES (1, 10), (2, 10);
+SELECT harden.stock_attach('tray', 'q');
+SELECT harden.stock_reserve('tray', ARRAY[1], ARRAY[2], '1 hour', 'tray-1') AS rt \gset
+CREATE FUNCTION pg_temp.tray_skip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER tray_skip BEFORE UPDATE ON tray FOR EACH ROW EXECUTE FUNCTION pg_temp.tray_skip();
+SELECT pg_temp.err($$ SELECT harden.stock_take('tray', 1, 1) $$) AS take;
+SELECT pg_temp.err($$ SELECT harden.stock_take('tray', 1, 1, '200ms') $$) AS take_timeout;
+SELECT pg_temp.err($$ SELECT harden.stock_take('tray', 1, 1, 'nowait') $$) AS take_nowait;
+SELECT pg_temp.err($$ SELECT harden.stock_take_many('tray', ARRAY[2, 1], ARRAY[1, 1]) $$) AS take_many;
+SELECT pg_temp.err($$ SELECT harden.stock_reserve('tray', ARRAY[1], ARRAY[1], '1 hour') $$) AS reserve;
+SELECT pg_temp.err($$ SELECT harden.stock_put('tray', 1, 1) $$) AS put;
+SELECT pg_temp.err(format('SELECT harden.stock_release(%s)', :rt)) AS release;
+-- Shortages and unknown keys are still told apart.
+SELECT pg_temp.err($$ SELECT harden.stock_take('tray', 1, 100) $$) AS short;
+SELECT pg_temp.err($$ SELECT harden.stock_take('tray', 3, 1) $$) AS unknown;
+SELECT pg_temp.err($$ SELECT harden.stock_put('tray', 1, 2147483647) $$) AS overflow;
+DROP TRIGGER tray_skip ON tray;
+SELECT status FROM harden.stock_holds WHERE id = :rt;
+SELECT harden.stock_release(:rt) AS released;
+SELECT id, q FROM tray ORDER BY id;
+DROP TABLE tray;
+
+-- ---- keys that print differently per session ----
+-- A hold stores its keys as text. They are written and read back with the
+-- output settings pinned, so a date key reserved under one DateStyle goes
+-- back to the same row when the hold is released or expires under another.
+CREATE TABLE showing (day date PRIMARY KEY, seats int NOT NULL);
+INSERT INTO showing VALUES ('2025-02-01', 10), ('2025-01-02', 10);
+SELECT harden.stock_attach('showing', 'seats');
+SET DateStyle = 'SQL, DMY';
+SELECT harden.stock_reserve('showing', ARRAY['2025-02-01'::date], ARRAY[3], '1 hour') AS rd1 \gset
+RESET DateStyle;
+SELECT keys FROM harden.stock_holds WHERE id = :rd1;
+SELECT harden.stock_release(:rd1) AS released_iso;
+SELECT harden.stock_reserve('showing', ARRAY['2025-01-02'::date], ARRAY[2], '1 hour') AS rd2 \gset
+SET DateStyle = 'German, DMY';
+SELECT harden.stock_release(:rd2) AS released_german;
+RESET DateStyle;
+SELECT day, seats FROM showing ORDER BY day;
+DROP TABLE showing;
+
+-- ---- giving back what cannot all go back ----
+-- A row deleted while a hold on it is held: releasing (or expiry) gives the
+-- other lines back and warns about the missing one, rather than failing and
+-- leaving the hold, and with it every later expiry, stuck.
+CREATE TABLE pallet (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO pallet VALUES (1, 10), (2, 10), (3, 10);
+SELECT harden.stock_attach('pallet', 'q');
+SELECT harden.stock_reserve('pallet', ARRAY[1, 2], ARRAY[1, 2], '1 hour') AS rp \gset
+DELETE FROM pallet WHERE id = 1;
+SELECT harden.stock_release(:rp) AS released_without_row_1;
+SELECT harden.stock_reserve('pallet', ARRAY[2, 3], ARRAY[1, 1], '1 microsecond') IS NOT NULL AS reserved;
+DELETE FROM pallet WHERE id = 3;
+-- Expiry gives back one table at a time: a table whose trigger fails keeps
+-- its holds held (a WARNING says why) and the other tables' holds still go back.
+CREATE TABLE skid (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO skid VALUES (1, 10);
+SELECT harden.stock_attach('skid', 'q');
+SELECT harden.stock_reserve('skid', ARRAY[1], ARRAY[4], '1 microsecond') AS rs \gset
+CREATE FUNCTION pg_temp.skid_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'skid is frozen'; END $$;
+CREATE TRIGGER skid_fail BEFORE UPDATE ON skid FOR EACH ROW EXECUTE FUNCTION pg_temp.skid_fail();
+SELECT pg_sleep(0.01);
+SELECT harden.stock_run_due() AS expired;
+SELECT status, attempts, last_error FROM harden.stock_holds WHERE id = :rs;
+DROP TRIGGER skid_fail ON skid;
+SELECT harden.stock_run_due() AS expired_later;
+SELECT 'pallet' AS t, id, q FROM pallet UNION ALL SELECT 'skid', id, q FROM skid ORDER BY 1, 2;
+DROP TABLE pallet, skid;
+
+-- ---- expiry runs as the table's owner ----
+-- stock_run_due (an administrator, or the background worker as superuser)
+-- gives stock back as the owner of each table, in a security-restricted
+-- operation with a pinned search_path: the owner's trigger never runs with
+-- the privileges of whoever runs expiry.
+CREATE ROLE pgh_stock_owner;
+GRANT CREATE ON SCHEMA public TO pgh_stock_owner;
+GRANT USAGE ON SCHEMA harden TO pgh_stock_owner;
+SET ROLE pgh_stock_owner;
+CREATE TABLE crate (id int PRIMARY KEY, q int NOT NULL);
+INSERT INTO crate VALUES (1, 10);
+CREATE TABLE crate_log (who text, super boolean, path text, escalated text);
+CREATE FUNCTION crate_spy() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  escalated text := 'no';
+BEGIN
+  BEGIN
+    ALTER ROLE pgh_stock_owner SUPERUSER;
+    escalated := 'yes';
+  EXCEPTION WHEN OTHERS THEN
+    NULL;
+  END;
+  INSERT INTO public.crate_log
+    SELECT current_user, rolsuper, current_setting('search_path'), escalated
+      FROM pg_roles WHERE rolname = current_user;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER crate_spy BEFORE UPDATE ON crate FOR EACH ROW EXECUTE FUNCTION crate_spy();
+RESET ROLE;
+SELECT harden.stock_attach('crate', 'q');
+SET ROLE pgh_stock_owner;
+SELECT harden.stock_reserve('crate', ARRAY[1], ARRAY[3], '1 microsecond', 'crate-1') IS NOT NULL AS reserved;
+TRUNCATE crate_log;
+RESET ROLE;
+SELECT pg_sleep(0.01);
+SELECT harden.stock_run_due() >= 1 AS expired;
+SELECT who, super, path, escalated FROM crate_log;
+SELECT rolsuper AS owner_became_superuser FROM pg_roles WHERE rolname = 'pgh_stock_owner';
+SELECT q FROM crate;
+DROP TABLE crate, crate_log;
+DROP FUNCTION crate_spy();
+REVOKE CREATE ON SCHEMA public FROM pgh_stock_owner;
+REVOKE USAGE ON SCHEMA harden FROM pgh_stock_owner;
+DROP ROLE pgh_stock_owner;
 
 -- ---- counters ----
 CREATE TABLE bin (id int PRIMARY KEY, q int NOT NULL);

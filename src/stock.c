@@ -11,10 +11,13 @@
  *
  * Every function runs with the caller's privileges (SECURITY INVOKER): the
  * caller needs SELECT and UPDATE on the stock table, as for the UPDATE it
- * replaces.
+ * replaces.  (Expiry, in stock_hold.c, runs these as the table's owner.)
+ * Every UPDATE's row count is checked: a trigger or policy that turns one
+ * into a no-op is PH309, never a silent success.
  */
 #include "postgres.h"
 
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "lib/stringinfo.h"
@@ -23,15 +26,16 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/typcache.h"
 
 #include "pg_harden.h"
 #include "stock.h"
 
+/* Most lines one call takes, reserves or gives back. */
+#define STOCK_MAX_LINES 100000
+
 /* Longest list of lines an error DETAIL spells out. */
 #define STOCK_DETAIL_MAX_LINES 100
-
-/* How often a single take retries when the row gained stock meanwhile. */
-#define STOCK_TAKE_RETRIES 3
 
 int			stock_hold_retention_s = 7 * 24 * 3600;
 
@@ -124,6 +128,47 @@ stock_parse_wait(FunctionCallInfo fcinfo, int argno)
 
 /* ---- keys ---- */
 
+static Datum
+call_cast(Oid funcid, Datum value)
+{
+	if (get_func_nargs(funcid) == 1)
+		return OidFunctionCall1(funcid, value);
+	return OidFunctionCall3(funcid, value, Int32GetDatum(-1), BoolGetDatum(false));
+}
+
+/*
+ * An assignment cast may round (numeric or float to integer): 1.5 would
+ * become key 2 and take another row's stock.  Cast the key back and refuse
+ * it unless it is the value given.
+ */
+static void
+check_lossless(StockTable *st, Datum value, Oid srctype, Datum key)
+{
+	Oid			funcid;
+	TypeCacheEntry *tc;
+
+	if (find_coercion_pathway(srctype, st->key_type, COERCION_ASSIGNMENT, &funcid) != COERCION_PATH_FUNC)
+		return;
+	tc = lookup_type_cache(srctype, TYPECACHE_EQ_OPR_FINFO);
+	if (!OidIsValid(tc->eq_opr_finfo.fn_oid))
+		return;
+	if (!DatumGetBool(FunctionCall2Coll(&tc->eq_opr_finfo, DEFAULT_COLLATION_OID, value,
+										call_cast(funcid, key))))
+	{
+		Oid			out;
+		bool		varlena;
+
+		getTypeOutputInfo(srctype, &out, &varlena);
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("stock key %s does not fit key column \"%s\" of type %s",
+						OidOutputFunctionCall(out, value), NameStr(st->key_column),
+						format_type_be(st->key_type)),
+				 errdetail("As %s it would be %s, another key.", format_type_be(st->key_type),
+						   OidOutputFunctionCall(st->key_output, key))));
+	}
+}
+
 /*
  * Convert a key of the caller's type to the key column's type: assignment
  * casts, and text-like values through the column type's input function (so
@@ -145,9 +190,12 @@ coerce_key(StockTable *st, Datum value, Oid srctype)
 		case COERCION_PATH_RELABELTYPE:
 			return value;
 		case COERCION_PATH_FUNC:
-			if (get_func_nargs(funcid) == 1)
-				return OidFunctionCall1(funcid, value);
-			return OidFunctionCall3(funcid, value, Int32GetDatum(-1), BoolGetDatum(false));
+			{
+				Datum		key = call_cast(funcid, value);
+
+				check_lossless(st, value, srctype, key);
+				return key;
+			}
 		case COERCION_PATH_COERCEVIAIO:
 			{
 				Oid			out;
@@ -175,6 +223,37 @@ stock_line_key(StockTable *st, StockLine *line)
 	if (line->key_text == NULL)
 		line->key_text = OidOutputFunctionCall(st->key_output, line->key);
 	return line->key_text;
+}
+
+/*
+ * Keys are stored in a hold as text and read back later, maybe by another
+ * session (expiry) with other settings.  Both happen with the settings that
+ * change how values print pinned, so a date, an interval, a float or a
+ * money key reads back as the same value under any session's DateStyle,
+ * IntervalStyle, extra_float_digits or lc_monetary.
+ */
+int
+stock_key_style_enter(void)
+{
+	static const char *const settings[][2] = {
+		{"DateStyle", "ISO, YMD"},
+		{"IntervalStyle", "postgres"},
+		{"extra_float_digits", "1"},
+		{"bytea_output", "hex"},
+		{"lc_monetary", "C"},
+	};
+	int			nest = NewGUCNestLevel();
+
+	for (size_t i = 0; i < lengthof(settings); i++)
+		(void) set_config_option(settings[i][0], settings[i][1], PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+void
+stock_key_style_leave(int nest)
+{
+	AtEOXact_GUC(true, nest);
 }
 
 /* ---- line lists ---- */
@@ -278,6 +357,12 @@ stock_lines_from_arrays(StockTable *st, FunctionCallInfo fcinfo, int keys_argno,
 	qtys = PG_GETARG_ARRAYTYPE_P(qtys_argno);
 	check_array(keys, "keys");
 	check_array(qtys, "quantities");
+	nk = ArrayGetNItems(ARR_NDIM(keys), ARR_DIMS(keys));
+	if (nk > STOCK_MAX_LINES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("an order has at most %d lines", STOCK_MAX_LINES),
+				 errdetail("%d keys were given.", nk)));
 	elemtype = ARR_ELEMTYPE(keys);
 	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
 	deconstruct_array(keys, elemtype, typlen, typbyval, typalign, &kd, &kn, &nk);
@@ -326,6 +411,7 @@ stock_lines_from_holds(StockTable *st, int nholds, ArrayType **keys, ArrayType *
 {
 	SortItem   *items = NULL;
 	int			n = 0;
+	int			nest = stock_key_style_enter();
 
 	for (int h = 0; h < nholds; h++)
 	{
@@ -354,6 +440,7 @@ stock_lines_from_holds(StockTable *st, int nholds, ArrayType **keys, ArrayType *
 			items[n].input = n;
 		}
 	}
+	stock_key_style_leave(nest);
 	return merge_items(st, items, n, nlines, NULL);
 }
 
@@ -466,42 +553,44 @@ returned_avail(char **avail)
 	return !isnull && DatumGetBool(d);
 }
 
-/* One line in block mode: one UPDATE; on refusal find out why. */
+/*
+ * An UPDATE of a row that is there (and locked) changed no row: a BEFORE
+ * UPDATE trigger returned NULL, or a row-level security policy hid it.
+ */
 static void
-take_one(StockTable *st, StockLine *line)
+update_skipped(StockTable *st, StockLine *line, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_HARDEN_STOCK_UPDATE_SKIPPED),
+			 errmsg("%s of stock for key %s in %s changed no row",
+					what, stock_line_key(st, line), stock_table_name(st->relid)),
+			 errdetail("The row is there, but its UPDATE was skipped by a BEFORE UPDATE trigger"
+					   " that returned NULL or by a row-level security policy; nothing was changed."),
+			 errhint("A trigger on a stock table must return the new row for stock updates.")));
+}
+
+static bool take_locked(StockTable *st, StockLine *lines, int nlines, StockWait wait);
+
+/*
+ * One line in block mode: one UPDATE.  When it changes nothing, lock the row
+ * and take it the careful way, which tells a missing key, a shortage and a
+ * skipped update apart.
+ */
+static void
+take_one(StockTable *st, StockLine *line, StockWait wait)
 {
 	Datum		values[2] = {line->key, Int64GetDatum(line->qty)};
 
-	for (int attempt = 0;; attempt++)
+	exec_check(SPI_execute_plan(st->take, values, NULL, false, 0),
+			   SPI_OK_UPDATE_RETURNING, "take");
+	if (SPI_processed == 1)
 	{
-		char	   *avail;
-		bool		enough;
-
-		exec_check(SPI_execute_plan(st->take, values, NULL, false, 0),
-				   SPI_OK_UPDATE_RETURNING, "take");
-		if (SPI_processed == 1)
-		{
-			line->remaining = returned_int8();
-			return;
-		}
-		if (SPI_processed > 1)
-			not_unique(st);
-
-		exec_check(SPI_execute_plan(st->peek, values, NULL, false, 1), SPI_OK_SELECT, "peek");
-		if (SPI_processed == 0)
-		{
-			bool		missing = true;
-
-			unknown_keys(st, line, 1, &missing);
-		}
-		enough = returned_avail(&avail);
-		/* Someone put stock back between the two statements: try again. */
-		if (enough && attempt < STOCK_TAKE_RETRIES)
-			continue;
-		insufficient(st, 1, 1, stock_line_key(st, line),
-					 psprintf("Key %s: requested " INT64_FORMAT ", available %s.",
-							  stock_line_key(st, line), line->qty, avail));
+		line->remaining = returned_int8();
+		return;
 	}
+	if (SPI_processed > 1)
+		not_unique(st);
+	(void) take_locked(st, line, 1, wait);
 }
 
 /*
@@ -560,8 +649,10 @@ take_locked(StockTable *st, StockLine *lines, int nlines, StockWait wait)
 
 		exec_check(SPI_execute_plan(st->deduct, values, NULL, false, 0),
 				   SPI_OK_UPDATE_RETURNING, "deduct");
-		if (SPI_processed != 1)
-			elog(ERROR, "stock row for key %s vanished while locked", stock_line_key(st, &lines[i]));
+		if (SPI_processed > 1)
+			not_unique(st);
+		if (SPI_processed == 0)
+			update_skipped(st, &lines[i], "a take");
 		lines[i].remaining = returned_int8();
 	}
 	return true;
@@ -586,7 +677,7 @@ stock_take_lines(StockTable *st, StockLine *lines, int nlines, StockWait wait)
 	}
 	if (nlines == 1 && (wait.mode == STOCK_WAIT_BLOCK || wait.mode == STOCK_WAIT_TIMEOUT))
 	{
-		take_one(st, &lines[0]);
+		take_one(st, &lines[0], wait);
 		taken = true;
 	}
 	else
@@ -598,10 +689,18 @@ stock_take_lines(StockTable *st, StockLine *lines, int nlines, StockWait wait)
 	return taken;
 }
 
-/* Add lines (merged, in key order), refusing to overflow the column. */
+/*
+ * Add lines (merged, in key order), refusing to overflow the column.  One
+ * UPDATE per line; when it changes nothing, lock the row to tell a missing
+ * key, an overflow and a skipped update apart.  With skip_missing (giving a
+ * hold back) a row deleted since is skipped with a WARNING: its stock went
+ * with it, and the hold's other lines still go back.
+ */
 void
-stock_put_lines(StockTable *st, StockLine *lines, int nlines)
+stock_put_lines(StockTable *st, StockLine *lines, int nlines, bool skip_missing)
 {
+	int			put = 0;
+
 	for (int i = 0; i < nlines; i++)
 	{
 		Datum		values[3] = {lines[i].key, Int64GetDatum(lines[i].qty), (Datum) 0};
@@ -613,33 +712,55 @@ stock_put_lines(StockTable *st, StockLine *lines, int nlines)
 			values[2] = Int64GetDatum(st->qty_max - lines[i].qty);
 			nulls[2] = ' ';
 		}
-		exec_check(SPI_execute_plan(st->put, values, nulls, false, 0),
-				   SPI_OK_UPDATE_RETURNING, "put");
-		if (SPI_processed > 1)
-			not_unique(st);
-		if (SPI_processed == 1)
+		for (int attempt = 0;; attempt++)
 		{
-			lines[i].remaining = returned_int8();
-			continue;
-		}
-		exec_check(SPI_execute_plan(st->peek, values, NULL, false, 1), SPI_OK_SELECT, "peek");
-		if (SPI_processed == 0)
-		{
-			bool	   *missing = palloc0(sizeof(bool) * nlines);
+			exec_check(SPI_execute_plan(st->put, values, nulls, false, 0),
+					   SPI_OK_UPDATE_RETURNING, "put");
+			if (SPI_processed > 1)
+				not_unique(st);
+			if (SPI_processed == 1)
+			{
+				lines[i].remaining = returned_int8();
+				put++;
+				break;
+			}
+			/* The row was locked and had room, yet the UPDATE changed nothing. */
+			if (attempt > 0)
+				update_skipped(st, &lines[i], "a put");
+			exec_check(SPI_execute_plan(st->lock[STOCK_WAIT_BLOCK], values, NULL, false, 0),
+					   SPI_OK_SELECT, "lock");
+			if (SPI_processed > 1)
+				not_unique(st);
+			if (SPI_processed == 0 && skip_missing)
+			{
+				ereport(WARNING,
+						(errcode(ERRCODE_HARDEN_STOCK_UNKNOWN_KEY),
+						 errmsg("stock table %s has no row with key %s any more",
+								stock_table_name(st->relid), stock_line_key(st, &lines[i])),
+						 errdetail("The " INT64_FORMAT " units held for it are not given back; the other lines are.",
+								   lines[i].qty)));
+				lines[i].remaining = -1;
+				break;
+			}
+			if (SPI_processed == 0)
+			{
+				bool	   *missing = palloc0(sizeof(bool) * nlines);
 
-			missing[i] = true;
-			unknown_keys(st, lines, nlines, missing);
+				missing[i] = true;
+				unknown_keys(st, lines, nlines, missing);
+			}
+			(void) returned_avail(&avail);
+			if (st->qty_max > 0 && pg_strtoint64(avail) > st->qty_max - lines[i].qty)
+				ereport(ERROR,
+						(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+						 errmsg("stock for key %s in %s would exceed the range of %s",
+								stock_line_key(st, &lines[i]), stock_table_name(st->relid),
+								format_type_be(st->qty_type)),
+						 errdetail("Key %s: on hand %s, adding " INT64_FORMAT ", largest value " INT64_FORMAT ".",
+								   stock_line_key(st, &lines[i]), avail, lines[i].qty, st->qty_max)));
 		}
-		(void) returned_avail(&avail);
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("stock for key %s in %s would exceed the range of %s",
-						stock_line_key(st, &lines[i]), stock_table_name(st->relid),
-						format_type_be(st->qty_type)),
-				 errdetail("Key %s: on hand %s, adding " INT64_FORMAT ", largest value " INT64_FORMAT ".",
-						   stock_line_key(st, &lines[i]), avail, lines[i].qty, st->qty_max)));
 	}
-	harden_count(HC_STOCK_PUTS, nlines);
+	harden_count(HC_STOCK_PUTS, put);
 }
 
 /* ---- SQL functions ---- */
@@ -744,7 +865,7 @@ harden_stock_put(PG_FUNCTION_ARGS)
 	SPI_connect();
 	st = stock_table_get(relid);
 	line = single_line(st, fcinfo, 1, qty);
-	stock_put_lines(st, &line, 1);
+	stock_put_lines(st, &line, 1, false);
 	SPI_finish();
 	PG_RETURN_INT64(line.remaining);
 }

@@ -39,6 +39,8 @@ typedef struct StockTable
 {
 	Oid			relid;			/* hash key */
 	bool		valid;			/* false: reread the configuration */
+	Oid			relnamespace;	/* the plans name the table as it was then */
+	NameData	relname;
 	NameData	qty_column;
 	NameData	key_column;
 	Oid			qty_type;
@@ -95,8 +97,10 @@ extern StockLine *stock_lines_from_arrays(StockTable *st, FunctionCallInfo fcinf
 extern StockLine *stock_lines_from_holds(StockTable *st, int nholds, ArrayType **keys,
 										 ArrayType **qtys, int *nlines);
 extern bool stock_take_lines(StockTable *st, StockLine *lines, int nlines, StockWait wait);
-extern void stock_put_lines(StockTable *st, StockLine *lines, int nlines);
+extern void stock_put_lines(StockTable *st, StockLine *lines, int nlines, bool skip_missing);
 extern const char *stock_line_key(StockTable *st, StockLine *line);
+extern int	stock_key_style_enter(void);
+extern void stock_key_style_leave(int nest);
 extern int	stock_hold_retention_s;
 
 #endif							/* PG_HARDEN_STOCK_H */

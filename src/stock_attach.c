@@ -161,10 +161,13 @@ qty_column(Oid relid, NameData *qty, const NameData *key)
 	if (type != INT2OID && type != INT4OID && type != INT8OID && type != NUMERICOID)
 		invalid_table(relid, psprintf("quantity column \"%s\" has type %s", NameStr(*qty), format_type_be(type)),
 					  "A quantity column must be smallint, integer, bigint or numeric.", NULL);
-	/* numeric(p,s) keeps its scale in the low 16 bits of typmod - VARHDRSZ */
-	if (type == NUMERICOID && typmod >= (int32) VARHDRSZ && ((typmod - VARHDRSZ) & 0xffff) != 0)
+	/*
+	 * numeric(p,s) keeps its scale in the low 16 bits of typmod - VARHDRSZ;
+	 * a numeric without a typmod holds fractions too.
+	 */
+	if (type == NUMERICOID && (typmod < (int32) VARHDRSZ || ((typmod - VARHDRSZ) & 0xffff) != 0))
 		invalid_table(relid, psprintf("quantity column \"%s\" has fractional scale", NameStr(*qty)),
-					  "Quantities are whole units; use numeric with scale 0 or an integer type.", NULL);
+					  "Quantities are whole units; use numeric(p) (scale 0) or an integer type.", NULL);
 	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(att));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for attribute %d of relation %u", att, relid);

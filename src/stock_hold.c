@@ -10,15 +10,23 @@
  * most once.  Hold rows are always locked before stock rows, and stock rows
  * in key order, so these calls cannot deadlock with each other or with takes.
  *
- * The hold table is written as the extension's owner; the stock table is
- * updated as the caller, who therefore needs UPDATE on it.
+ * The hold table is written as the extension's owner.  The stock table is
+ * updated as the caller, who therefore needs UPDATE on it, and may commit or
+ * release only holds it made (or on tables it owns); expiry updates each
+ * table as its owner, security-restricted, one table per subtransaction.
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/resowner.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "pg_harden.h"
@@ -32,6 +40,7 @@ typedef enum HoldPlan
 	HOLD_BY_REF,
 	HOLD_DUE,
 	HOLD_PURGE,
+	HOLD_FAILED,
 	NUM_HOLD_PLANS
 } HoldPlan;
 
@@ -47,7 +56,7 @@ static const struct
 		6, {OIDOID, TEXTOID, TEXTARRAYOID, INT8ARRAYOID, INTERVALOID, OIDOID}
 	},
 	[HOLD_LOCK] = {
-		"SELECT id, relid::oid, keys, qtys, status FROM harden.stock_holds WHERE id = $1 FOR UPDATE",
+		"SELECT id, relid::oid, keys, qtys, status, owner::oid FROM harden.stock_holds WHERE id = $1 FOR UPDATE",
 		1, {INT8OID}
 	},
 	[HOLD_CLOSE] = {
@@ -56,12 +65,15 @@ static const struct
 		2, {INT8ARRAYOID, TEXTOID}
 	},
 	[HOLD_BY_REF] = {
-		"SELECT id, relid::oid, keys, qtys, status FROM harden.stock_holds"
-		" WHERE ref = $1 AND status = 'held' ORDER BY id FOR UPDATE",
-		1, {TEXTOID}
+		"SELECT id, relid::oid, keys, qtys, status, owner::oid FROM harden.stock_holds h"
+		" WHERE ref = $1 AND status = 'held'"
+		" AND (pg_has_role($2, owner, 'USAGE')"
+		"      OR pg_has_role($2, (SELECT relowner FROM pg_class c WHERE c.oid = h.relid), 'USAGE'))"
+		" ORDER BY id FOR UPDATE",
+		2, {TEXTOID, OIDOID}
 	},
 	[HOLD_DUE] = {
-		"SELECT id, relid::oid, keys, qtys, status FROM harden.stock_holds"
+		"SELECT id, relid::oid, keys, qtys, status, owner::oid FROM harden.stock_holds"
 		" WHERE status = 'held' AND expires_at <= clock_timestamp()"
 		" ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
 		1, {INT4OID}
@@ -70,6 +82,11 @@ static const struct
 		"DELETE FROM harden.stock_holds"
 		" WHERE status <> 'held' AND closed_at < clock_timestamp() - $1",
 		1, {INTERVALOID}
+	},
+	[HOLD_FAILED] = {
+		"UPDATE harden.stock_holds SET attempts = attempts + 1, last_error = $2"
+		" WHERE id = ANY ($1) AND status = 'held'",
+		2, {INT8ARRAYOID, TEXTOID}
 	},
 };
 
@@ -83,6 +100,7 @@ typedef struct Hold
 	ArrayType  *keys;
 	ArrayType  *qtys;
 	char	   *status;
+	Oid			owner;			/* the role that reserved */
 } Hold;
 
 /* Run one hold statement as the extension's owner. */
@@ -124,6 +142,7 @@ holds_from_result(int *nholds)
 		holds[i].keys = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 3, &isnull));
 		holds[i].qtys = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 4, &isnull));
 		holds[i].status = SPI_getvalue(tup, desc, 5);
+		holds[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
 	}
 	*nholds = (int) SPI_processed;
 	return holds;
@@ -141,50 +160,176 @@ cmp_hold_relid(const void *a, const void *b)
 }
 
 /*
- * Give back the stock of locked holds and mark them closed with status.
- * Tables in OID order, each table's lines merged and in key order.
+ * Run as the owner of table relid, like REFRESH MATERIALIZED VIEW or
+ * autovacuum do: a security-restricted operation with search_path pinned.
+ * stock_run_due uses it, so the table's triggers, domain checks and key
+ * input functions never run with the privileges of whoever runs expiry (an
+ * administrator, or the background worker as superuser).  An error needs no
+ * cleanup: (sub)transaction abort restores the user and the GUCs.
  */
-static void
-give_back(Hold *holds, int nholds, const char *status)
+typedef struct TableOwnerScope
 {
-	Datum	   *ids;
+	Oid			save_user;
+	int			save_sec;
+	int			nest;
+} TableOwnerScope;
+
+static void
+table_owner_enter(TableOwnerScope *scope, Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	GetUserIdAndSecContext(&scope->save_user, &scope->save_sec);
+	SetUserIdAndSecContext(owner, scope->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	scope->nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+static void
+table_owner_leave(TableOwnerScope *scope)
+{
+	AtEOXact_GUC(true, scope->nest);
+	SetUserIdAndSecContext(scope->save_user, scope->save_sec);
+}
+
+/* Give back the holds[first..last] (one table) and close them with status. */
+static void
+give_back_table(Hold *holds, int first, int last, const char *status, bool as_owner)
+{
+	int			n = last - first + 1;
+	ArrayType **keys = palloc(sizeof(ArrayType *) * n);
+	ArrayType **qtys = palloc(sizeof(ArrayType *) * n);
+	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum		values[2];
+	StockTable *st;
+	StockLine  *lines;
+	int			nlines;
+	TableOwnerScope scope;
+
+	for (int i = first; i <= last; i++)
+	{
+		keys[i - first] = holds[i].keys;
+		qtys[i - first] = holds[i].qtys;
+		ids[i - first] = Int64GetDatum(holds[i].id);
+	}
+	if (as_owner)
+		table_owner_enter(&scope, holds[first].relid);
+	st = stock_table_get(holds[first].relid);
+	lines = stock_lines_from_holds(st, n, keys, qtys, &nlines);
+	stock_put_lines(st, lines, nlines, true);
+	if (as_owner)
+		table_owner_leave(&scope);
+
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	values[1] = CStringGetTextDatum(status);
+	if (hold_exec(HOLD_CLOSE, values, NULL, 0) != SPI_OK_UPDATE || SPI_processed != (uint64) n)
+		elog(ERROR, "could not close %d stock holds", n);
+}
+
+/*
+ * give_back_table in a subtransaction: an error (a trigger that raises, a
+ * key that no longer parses, a skipped update) is reported as a WARNING and
+ * recorded in the holds' attempts and last_error; they stay held, to be
+ * tried again, while the other tables' expired holds still go back.
+ * Returns whether it worked.
+ */
+static bool
+give_back_table_guarded(Hold *holds, int first, int last, const char *status)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		give_back_table(holds, first, last, status, true);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		{
+			Datum	   *ids = palloc(sizeof(Datum) * (last - first + 1));
+			Datum		values[2];
+
+			for (int i = first; i <= last; i++)
+				ids[i - first] = Int64GetDatum(holds[i].id);
+			values[0] = PointerGetDatum(construct_array(ids, last - first + 1, INT8OID, 8,
+														FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			values[1] = CStringGetTextDatum(edata->message);
+			hold_exec(HOLD_FAILED, values, NULL, 0);
+		}
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("could not give back %d expired stock hold%s on table %s: %s",
+						last - first + 1, last > first ? "s" : "",
+						stock_table_name(holds[first].relid), edata->message),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+				 errhint("They stay held and are tried again on the next run.")));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * Give back the stock of locked holds and mark them closed with status.
+ * Tables in OID order, each table's lines merged and in key order.  With
+ * as_owner (expiry), each table's stock goes back as that table's owner,
+ * one table at a time so that a failing table does not hold up the others;
+ * otherwise as the caller, who was checked for UPDATE on it, and any error
+ * is the caller's.  Returns the number of holds closed.
+ */
+static int
+give_back(Hold *holds, int nholds, const char *status, bool as_owner)
+{
+	int			closed = 0;
 
 	if (nholds == 0)
-		return;
+		return 0;
 	qsort(holds, nholds, sizeof(Hold), cmp_hold_relid);
 	for (int first = 0; first < nholds;)
 	{
 		int			last = first;
-		ArrayType **keys;
-		ArrayType **qtys;
-		StockTable *st;
-		StockLine  *lines;
-		int			nlines;
 
 		while (last + 1 < nholds && holds[last + 1].relid == holds[first].relid)
 			last++;
-		keys = palloc(sizeof(ArrayType *) * (last - first + 1));
-		qtys = palloc(sizeof(ArrayType *) * (last - first + 1));
-		for (int i = first; i <= last; i++)
+		if (!as_owner)
+			give_back_table(holds, first, last, status, false);
+		else if (!give_back_table_guarded(holds, first, last, status))
 		{
-			keys[i - first] = holds[i].keys;
-			qtys[i - first] = holds[i].qtys;
+			first = last + 1;
+			continue;
 		}
-		st = stock_table_get(holds[first].relid);
-		lines = stock_lines_from_holds(st, last - first + 1, keys, qtys, &nlines);
-		stock_put_lines(st, lines, nlines);
+		closed += last - first + 1;
 		first = last + 1;
 	}
-
-	ids = palloc(sizeof(Datum) * nholds);
-	for (int i = 0; i < nholds; i++)
-		ids[i] = Int64GetDatum(holds[i].id);
-	values[0] = PointerGetDatum(construct_array(ids, nholds, INT8OID, 8, FLOAT8PASSBYVAL,
-												TYPALIGN_DOUBLE));
-	values[1] = CStringGetTextDatum(status);
-	if (hold_exec(HOLD_CLOSE, values, NULL, 0) != SPI_OK_UPDATE || SPI_processed != (uint64) nholds)
-		elog(ERROR, "could not close %d stock holds", nholds);
+	return closed;
 }
 
 /* Lock one hold by id; PH303 if there is none. */
@@ -203,15 +348,38 @@ lock_hold(int64 id)
 	return *holds_from_result(&n);
 }
 
-/* Committing or releasing needs the right to change the table's stock. */
+/*
+ * Who may commit or release a hold: the role that reserved it (or a member
+ * with its privileges) and the owner of its table.  Others who can update
+ * the same table cannot finish another role's reservation.  Releasing also
+ * needs UPDATE on the table: the stock goes back with the caller's
+ * privileges.
+ */
 static void
-check_update_privilege(const Hold *h)
+check_hold_privilege(const Hold *h, bool release)
 {
-	if (pg_class_aclcheck(h->relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK)
+	Oid			user = GetUserId();
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(h->relid));
+	Oid			relowner;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", h->relid)));
+	relowner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	if (!has_privs_of_role(user, h->owner) && !has_privs_of_role(user, relowner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for stock reservation " INT64_FORMAT, h->id),
-				 errdetail("Committing or releasing it needs UPDATE on table %s.",
+				 errdetail("Only role %s, which made it, or the owner of table %s may %s it.",
+						   GetUserNameFromId(h->owner, true) ? GetUserNameFromId(h->owner, true) : "(dropped)",
+						   stock_table_name(h->relid), release ? "release" : "commit")));
+	if (release && pg_class_aclcheck(h->relid, user, ACL_UPDATE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for stock reservation " INT64_FORMAT, h->id),
+				 errdetail("Releasing it needs UPDATE on table %s.",
 						   stock_table_name(h->relid))));
 }
 
@@ -272,13 +440,16 @@ harden_stock_reserve(PG_FUNCTION_ARGS)
 	taken = stock_take_lines(st, lines, nlines, wait);
 	if (taken)
 	{
+		int			nest = stock_key_style_enter();
+
 		keys = palloc(sizeof(Datum) * nlines);
 		qtys = palloc(sizeof(Datum) * nlines);
 		for (int i = 0; i < nlines; i++)
 		{
-			keys[i] = CStringGetTextDatum(stock_line_key(st, &lines[i]));
+			keys[i] = CStringGetTextDatum(OidOutputFunctionCall(st->key_output, lines[i].key));
 			qtys[i] = Int64GetDatum(lines[i].qty);
 		}
+		stock_key_style_leave(nest);
 		values[0] = ObjectIdGetDatum(relid);
 		values[1] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
 		nulls[1] = PG_ARGISNULL(4) ? 'n' : ' ';
@@ -313,7 +484,7 @@ harden_stock_commit(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	h = lock_hold(id);
-	check_update_privilege(&h);
+	check_hold_privilege(&h, false);
 	if (strcmp(h.status, "held") == 0)
 	{
 		Datum		idd = Int64GetDatum(id);
@@ -349,10 +520,10 @@ harden_stock_release(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	h = lock_hold(id);
-	check_update_privilege(&h);
+	check_hold_privilege(&h, true);
 	if (strcmp(h.status, "held") == 0)
 	{
-		give_back(&h, 1, "released");
+		give_back(&h, 1, "released", false);
 		harden_count(HC_STOCK_RELEASES, 1);
 		done = true;
 	}
@@ -366,7 +537,7 @@ PG_FUNCTION_INFO_V1(harden_stock_release_ref);
 Datum
 harden_stock_release_ref(PG_FUNCTION_ARGS)
 {
-	Datum		values[1];
+	Datum		values[2];
 	Hold	   *holds;
 	int			n;
 
@@ -375,12 +546,14 @@ harden_stock_release_ref(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("stock reservation ref must not be NULL")));
 	values[0] = PG_GETARG_DATUM(0);
+	/* Only the holds the caller may release (see check_hold_privilege). */
+	values[1] = ObjectIdGetDatum(GetUserId());
 	SPI_connect();
 	hold_exec(HOLD_BY_REF, values, NULL, 0);
 	holds = holds_from_result(&n);
 	for (int i = 0; i < n; i++)
-		check_update_privilege(&holds[i]);
-	give_back(holds, n, "released");
+		check_hold_privilege(&holds[i], true);
+	give_back(holds, n, "released", false);
 	harden_count(HC_STOCK_RELEASES, n);
 	SPI_finish();
 	PG_RETURN_INT32(n);
@@ -410,7 +583,7 @@ harden_stock_run_due(PG_FUNCTION_ARGS)
 	SPI_connect();
 	hold_exec(HOLD_DUE, values, NULL, 0);
 	holds = holds_from_result(&n);
-	give_back(holds, n, "expired");
+	n = give_back(holds, n, "expired", true);
 	harden_count(HC_STOCK_EXPIRATIONS, n);
 	if (stock_hold_retention_s > 0)
 	{

@@ -19,6 +19,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_operator.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
@@ -151,6 +152,13 @@ describe_columns(StockTable *st, Oid relid)
 			break;
 		case NUMERICOID:
 			st->qty_max = 0;
+			if (qtypmod < (int32) VARHDRSZ || ((qtypmod - VARHDRSZ) & 0xffff) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_HARDEN_STOCK_TABLE_CHANGED),
+						 errmsg("quantity column \"%s\" of stock table %s has fractional scale",
+								NameStr(st->qty_column), tname),
+						 errdetail("Quantities are whole units; use numeric(p) (scale 0) or an integer type."),
+						 errhint("Attach the table again with harden.stock_attach().")));
 			break;
 		default:
 			ereport(ERROR,
@@ -256,8 +264,15 @@ static void
 prepare_plans(StockTable *st)
 {
 	Oid			relid = st->relid;
-	char	   *tbl = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-												 get_rel_name(relid));
+
+	/*
+	 * ONLY a plain table: its unique index covers none of its inheritance
+	 * children's rows.  (A partitioned table's unique index covers all its
+	 * partitions.)
+	 */
+	char	   *tbl = psprintf("%s%s", get_rel_relkind(relid) == RELKIND_RELATION ? "ONLY " : "",
+							   quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+														  get_rel_name(relid)));
 	const char *q = quote_identifier(NameStr(st->qty_column));
 	const char *k = quote_identifier(NameStr(st->key_column));
 	char	   *eq = key_eq_operator(st->key_type);
@@ -316,7 +331,10 @@ read_config(Oid relid, NameData *qty, NameData *key)
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 	bool		isnull;
 	int			ret;
+	StockOwnerScope scope;
 
+	/* As the extension's owner: the caller needs no access to schema harden. */
+	stock_owner_enter(&scope);
 	if (config_plan == NULL)
 	{
 		SPIPlanPtr	plan = stock_prepare("SELECT qty_column, key_column FROM harden.stock_tables"
@@ -328,6 +346,7 @@ read_config(Oid relid, NameData *qty, NameData *key)
 	if (!OidIsValid(config_relid))
 		config_relid = get_relname_relid("stock_tables", get_namespace_oid("harden", false));
 	ret = SPI_execute_plan(config_plan, values, NULL, true, 1);
+	stock_owner_leave(&scope);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read harden.stock_tables: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -361,6 +380,15 @@ stock_table_get(Oid relid)
 	bool		found;
 
 	stock_tables_init();
+
+	/*
+	 * Lock the table first, as the statements will: that takes in every
+	 * invalidation committed so far, and no one can rename, drop or alter
+	 * the table until this transaction ends, so the plans checked below
+	 * are the ones that run.  (A plan names its table; were it re-analysed
+	 * after a rename, it could resolve to another table of the old name.)
+	 */
+	LockRelationOid(relid, RowExclusiveLock);
 	st = hash_search(stock_tables, &relid, HASH_FIND, &found);
 	if (found && st->valid)
 		return st;
@@ -373,9 +401,13 @@ stock_table_get(Oid relid)
 		not_attached(relid);
 	}
 	describe_columns(&fresh, relid);
+	fresh.relnamespace = get_rel_namespace(relid);
+	namestrcpy(&fresh.relname, get_rel_name(relid));
 
-	/* Plans survive when the table's definition still matches them. */
+	/* Plans survive when the table's name and definition still match them. */
 	if (found && st->take &&
+		st->relnamespace == fresh.relnamespace &&
+		namestrcmp(&st->relname, NameStr(fresh.relname)) == 0 &&
 		namestrcmp(&st->qty_column, NameStr(fresh.qty_column)) == 0 &&
 		namestrcmp(&st->key_column, NameStr(fresh.key_column)) == 0 &&
 		st->qty_type == fresh.qty_type && st->key_type == fresh.key_type &&

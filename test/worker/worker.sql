@@ -4,7 +4,7 @@
 -- poll with a timeout, and only what they wait for is asserted.
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
-SELECT plan(25);
+SELECT plan(26);
 
 -- wait_for(condition, timeout): true once the condition holds.  Each check
 -- runs with a new snapshot, so commits of the worker are seen.
@@ -75,8 +75,9 @@ SELECT ok(pg_temp.wait_for(format($$ (SELECT status = 'expired' FROM harden.stoc
   'the worker expires the short hold');
 SELECT is((SELECT stock FROM wk_product WHERE id = 1), 8, 'its stock is back, the long hold''s is not');
 
--- ---- a failing batch is recorded, retried, and does not stop the rest ----
--- Every give-back to wk_product raises, so stock_run_due fails as a whole;
+-- ---- a failing give-back is recorded, retried, and does not stop the rest ----
+-- Every give-back to wk_product raises: its expired hold stays held with the
+-- error and is retried, while another table's hold still expires and
 -- taking stock still works.
 CREATE FUNCTION wk_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -84,11 +85,18 @@ BEGIN
 END $$;
 CREATE TRIGGER wk_refuse BEFORE UPDATE ON wk_product FOR EACH ROW
   WHEN (NEW.stock > OLD.stock) EXECUTE FUNCTION wk_refuse();
-SELECT errors AS errors_before FROM harden.worker_status WHERE database = current_database() \gset
+CREATE TABLE wk_other (id int PRIMARY KEY, stock int NOT NULL);
+INSERT INTO wk_other VALUES (1, 10);
+SELECT harden.stock_attach('wk_other', 'stock');
 SELECT harden.stock_reserve('wk_product', ARRAY[2], ARRAY[4], '100 ms', 'wk-3') AS hold_frozen \gset
-SELECT ok(pg_temp.wait_for(format($$ (SELECT errors > %s AND last_error LIKE '%%wk_product is frozen%%'
-            FROM harden.worker_status WHERE database = current_database()) $$, :errors_before)),
-  'the failing stock batch is counted with its error');
+SELECT harden.stock_reserve('wk_other', ARRAY[1], ARRAY[4], '100 ms', 'wk-4') AS hold_other \gset
+SELECT ok(pg_temp.wait_for(format($$ (SELECT status = 'held' AND attempts > 0
+                                             AND last_error LIKE '%%wk_product is frozen%%'
+            FROM harden.stock_reservations WHERE id = %s) $$, :hold_frozen)),
+  'the hold whose give-back fails stays held, with its error, for a later attempt');
+SELECT ok(pg_temp.wait_for(format($$ (SELECT status = 'expired' FROM harden.stock_reservations WHERE id = %s) $$,
+                                  :hold_other)),
+  'meanwhile another table''s expired hold is given back');
 -- Meanwhile timed transitions go on, including one whose own trigger fails.
 CREATE FUNCTION wk_cart_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -151,8 +159,10 @@ DROP FUNCTION public.now();
 
 -- ---- counters ----
 SELECT ok((SELECT count(*) = 4 FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
-            WHERE line ~ ('^pg_harden_worker_(runs|transitions|holds_released|errors)_total\{database="'
-                          || current_database() || '"\} [1-9][0-9]*$')),
+            WHERE line ~ ('^pg_harden_worker_(runs|transitions|holds_released)_total\{database="'
+                          || current_database() || '"\} [1-9][0-9]*$')
+               OR line ~ ('^pg_harden_worker_errors_total\{database="'
+                          || current_database() || '"\} [0-9]+$')),
   'metrics() counts runs, transitions, released holds and errors of this database');
 SELECT ok(harden.metrics() ~ ('pg_harden_worker_last_run_timestamp_seconds\{database="'
                               || current_database() || '"\} [0-9.e+]+'),
