@@ -358,6 +358,66 @@ SELECT count(*) AS per_machine_samples
  WHERE line ~ ('^pg_harden_fsm_machine_(transitions|rejections)_total\{database="'
                || current_database() || '",machine="order"\} [0-9]+$');
 
+-- ---- privileges: a table's owner cannot turn the trigger against fsm_run_due ----
+CREATE ROLE fsm_mallory;
+GRANT USAGE ON SCHEMA harden TO fsm_mallory;
+CREATE SCHEMA fsm_m AUTHORIZATION fsm_mallory;
+SET ROLE fsm_mallory;
+CREATE TABLE fsm_m.t (id int PRIMARY KEY, s text);
+CREATE FUNCTION fsm_m.escalate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE NOTICE 'owner trigger runs as %', current_user;
+  IF current_user <> 'fsm_mallory' THEN
+    ALTER ROLE fsm_mallory SUPERUSER;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER escalate BEFORE UPDATE ON fsm_m.t FOR EACH ROW EXECUTE FUNCTION fsm_m.escalate();
+-- Only fsm_attach may create the trigger.
+CREATE TRIGGER harden_fsm_circuit_breaker BEFORE INSERT OR UPDATE OF s ON fsm_m.t
+  FOR EACH ROW EXECUTE FUNCTION harden.fsm_enforce('circuit_breaker');
+RESET ROLE;
+-- A trigger made any other way (here by a superuser) refuses to run.
+CREATE TRIGGER harden_fsm_circuit_breaker BEFORE INSERT OR UPDATE OF s ON fsm_m.t
+  FOR EACH ROW EXECUTE FUNCTION harden.fsm_enforce('circuit_breaker');
+SET ROLE fsm_mallory;
+INSERT INTO fsm_m.t VALUES (1, 'closed');
+RESET ROLE;
+DROP TRIGGER harden_fsm_circuit_breaker ON fsm_m.t;
+-- A caller granted fsm_attach needs only TRIGGER on the table.
+GRANT EXECUTE ON FUNCTION harden.fsm_attach(regclass, name, text, boolean),
+                          harden.fsm_detach(regclass, text) TO fsm_mallory;
+SET ROLE fsm_mallory;
+SELECT harden.fsm_attach('orders', 'customer', 'cart');
+SELECT harden.fsm_attach('fsm_m.t', 's', 'circuit_breaker');
+INSERT INTO fsm_m.t VALUES (1, 'closed');
+UPDATE fsm_m.t SET s = 'open';
+RESET ROLE;
+SELECT relid, machine, attached_by FROM harden.fsm_attached WHERE relid = 'fsm_m.t'::regclass;
+-- The timer moves the row as its owner, in a restricted context.
+UPDATE harden.fsm_due SET due_at = now() - interval '1 second' WHERE relid = 'fsm_m.t'::regclass;
+SELECT applied, dropped, failed FROM harden.fsm_run_due();
+SELECT rolsuper AS mallory_is_superuser FROM pg_roles WHERE rolname = 'fsm_mallory';
+SELECT s FROM fsm_m.t;
+SELECT from_state, to_state, actor, role FROM harden.fsm_log WHERE table_name = 'fsm_m.t' ORDER BY id;
+-- The timer's table is its oid: a renamed table keeps its timers.
+SET ROLE fsm_mallory;
+UPDATE fsm_m.t SET s = 'open';
+ALTER TABLE fsm_m.t RENAME TO t2;
+RESET ROLE;
+UPDATE harden.fsm_due SET due_at = now() - interval '1 second' WHERE relid = 'fsm_m.t2'::regclass;
+SELECT applied, dropped, failed FROM harden.fsm_run_due();
+SELECT s FROM fsm_m.t2;
+SET ROLE fsm_mallory;
+SELECT harden.fsm_detach('fsm_m.t2');
+RESET ROLE;
+SELECT count(*) AS registered FROM harden.fsm_attached WHERE relid = 'fsm_m.t2'::regclass;
+DROP SCHEMA fsm_m CASCADE;
+REVOKE ALL ON FUNCTION harden.fsm_attach(regclass, name, text, boolean),
+                       harden.fsm_detach(regclass, text) FROM fsm_mallory;
+REVOKE USAGE ON SCHEMA harden FROM fsm_mallory;
+DROP ROLE fsm_mallory;
+
 -- ---- clean up ----
 SELECT harden.fsm_detach(t) FROM unnest(ARRAY['orders', 'shop_order', '"Line Item"', 'breaker', 'mini']::regclass[]) t;
 DROP TABLE orders, shop_order, "Line Item", breaker, ticket, mini, no_pk CASCADE;

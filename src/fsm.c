@@ -42,6 +42,9 @@
 #include "commands/dbcommands.h"
 #include "nodes/bitmapset.h"
 #include "utils/typcache.h"
+#include "utils/snapmgr.h"
+#include "mb/pg_wchar.h"
+#include "catalog/partition.h"
 
 #include "pg_harden.h"
 #include "fsm.h"
@@ -82,9 +85,10 @@ typedef struct FsmStateIndexEntry
 
 static MemoryContext fsm_cache_cxt = NULL;
 static HTAB *fsm_machines = NULL;
+static HTAB *fsm_registry = NULL;
 static bool fsm_cache_stale = true;
 static bool fsm_callbacks_registered = false;
-static Oid	fsm_config_relids[3];
+static Oid	fsm_config_relids[4];
 static Oid	fsm_trigger_oid = InvalidOid;
 static Oid	fsm_log_relid = InvalidOid;
 static Oid	fsm_log_seqid = InvalidOid;
@@ -285,7 +289,8 @@ static void
 fsm_relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == fsm_config_relids[0] ||
-		relid == fsm_config_relids[1] || relid == fsm_config_relids[2])
+		relid == fsm_config_relids[1] || relid == fsm_config_relids[2] ||
+		relid == fsm_config_relids[3])
 		fsm_cache_stale = true;
 }
 
@@ -322,6 +327,7 @@ fsm_cache_reset(void)
 	ctl.hcxt = fsm_cache_cxt;
 	fsm_machines = hash_create("pg_harden fsm machines", 16, &ctl,
 							   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	fsm_registry = NULL;
 	fsm_trigger_oid = InvalidOid;
 	fsm_log_relid = fsm_log_seqid = fsm_due_relid = fsm_due_seqid = InvalidOid;
 
@@ -330,6 +336,78 @@ fsm_cache_reset(void)
 	fsm_config_relids[0] = fsm_harden_relid("fsm_machines");
 	fsm_config_relids[1] = fsm_harden_relid("fsm_states");
 	fsm_config_relids[2] = fsm_harden_relid("fsm_transitions");
+	fsm_config_relids[3] = fsm_harden_relid("fsm_attached");
+}
+
+/*
+ * Run a read-only query of harden's tables with a fresh snapshot: what the
+ * cache compiles must be what was committed before it was marked current,
+ * whatever the transaction's own snapshot (REPEATABLE READ) predates.
+ */
+static void
+fsm_read_latest(const char *sql, int nargs, Oid *types, Datum *values)
+{
+	int			ret;
+
+	PushActiveSnapshot(GetLatestSnapshot());
+	ret = SPI_execute_with_args(sql, nargs, types, values, NULL, true, 0);
+	PopActiveSnapshot();
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_harden: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+}
+
+/* ---- registered attachments: (table, machine) pairs fsm_attach made ---- */
+
+typedef struct FsmRegistryKey
+{
+	Oid			relid;
+	char		machine[NAMEDATALEN];
+} FsmRegistryKey;
+
+static void
+fsm_registry_load(void)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(FsmRegistryKey);
+	ctl.entrysize = sizeof(FsmRegistryKey);
+	ctl.hcxt = fsm_cache_cxt;
+	fsm_registry = hash_create("pg_harden fsm attachments", 16, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	fsm_read_latest("SELECT relid::oid, machine FROM harden.fsm_attached", 0, NULL, NULL);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		FsmRegistryKey key;
+		bool		isnull;
+		char	   *machine = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+
+		memset(&key, 0, sizeof(key));
+		key.relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		strlcpy(key.machine, machine, NAMEDATALEN);
+		hash_search(fsm_registry, &key, HASH_ENTER, NULL);
+	}
+	SPI_finish();
+}
+
+/* Whether fsm_attach attached machine to relid (and it was not detached). */
+bool
+fsm_attachment_registered(Oid relid, const char *machine)
+{
+	FsmRegistryKey key;
+
+	if (fsm_cache_stale || fsm_machines == NULL)
+		fsm_cache_reset();
+	if (fsm_registry == NULL)
+		fsm_registry_load();
+	if (strlen(machine) >= NAMEDATALEN)
+		return false;
+	memset(&key, 0, sizeof(key));
+	key.relid = relid;
+	strlcpy(key.machine, machine, NAMEDATALEN);
+	return hash_search(fsm_registry, &key, HASH_FIND, NULL) != NULL;
 }
 
 static char *
@@ -621,6 +699,21 @@ fsm_datum_state(Oid typid, Datum value, int *len)
 	}
 }
 
+/* A user-supplied value for a message: at most 64 bytes, then "...". */
+const char *
+fsm_truncate(const char *s)
+{
+	int			len;
+
+	if (s == NULL)
+		return "(null)";
+	len = strlen(s);
+	if (len <= 64)
+		return s;
+	len = pg_mbcliplen(s, len, 64);
+	return psprintf("%.*s...", len, s);
+}
+
 char *
 fsm_table_name(Relation rel)
 {
@@ -776,7 +869,7 @@ text_or_null(const char *s, bool *isnull)
 }
 
 #define FSM_LOG_NATTS 12
-#define FSM_DUE_NATTS 10
+#define FSM_DUE_NATTS 11
 
 static void
 fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
@@ -803,7 +896,7 @@ fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
 
 /* A row entered a state with a timed exit: store its deadline. */
 static void
-fsm_due_insert(FsmMachine *m, const char *table, Datum key, int state)
+fsm_due_insert(FsmMachine *m, Oid relid, const char *table, Datum key, int state)
 {
 	const FsmState *s = &m->states[state];
 	const FsmTransition *t = &s->trans[s->timed];
@@ -816,13 +909,14 @@ fsm_due_insert(FsmMachine *m, const char *table, Datum key, int state)
 	v[1] = DirectFunctionCall2(timestamptz_pl_interval, TimestampTzGetDatum(now),
 							   IntervalPGetDatum(&t->after));
 	v[2] = CStringGetTextDatum(m->name);
-	v[3] = CStringGetTextDatum(table);
-	v[4] = key;
-	v[5] = CStringGetTextDatum(s->name);
-	v[6] = CStringGetTextDatum(m->states[t->to].name);
-	v[7] = TimestampTzGetDatum(now);
-	v[8] = Int32GetDatum(0);
-	n[9] = true;
+	v[3] = ObjectIdGetDatum(relid);
+	v[4] = CStringGetTextDatum(table);
+	v[5] = key;
+	v[6] = CStringGetTextDatum(s->name);
+	v[7] = CStringGetTextDatum(m->states[t->to].name);
+	v[8] = TimestampTzGetDatum(now);
+	v[9] = Int32GetDatum(0);
+	n[10] = true;
 	fsm_insert_row(cached_relid(&fsm_due_relid, "fsm_due"), v, n, FSM_DUE_NATTS);
 }
 
@@ -882,6 +976,60 @@ fsm_reject(FsmCheck *c, int sqlstate, int from, const char *from_name,
 			 errtablecol(c->rel, c->attnum)));
 }
 
+/*
+ * The trigger runs only as fsm_attach installed it: named after its
+ * machine, on a table harden.fsm_attached records (or a partition of one,
+ * for the clones PostgreSQL makes).  A trigger created any other way --
+ * before EXECUTE was revoked, or restored without its registration -- would
+ * let a table's owner have harden write its tables and timers run UPDATEs
+ * on the owner's behalf.  The answer is kept for the statement.
+ */
+typedef struct FsmTriggerCache
+{
+	Oid			tgoid;
+	uint64		generation;
+} FsmTriggerCache;
+
+static void
+fsm_trigger_check_registered(FunctionCallInfo fcinfo, Trigger *trig, Relation rel)
+{
+	FsmTriggerCache *tc = (FsmTriggerCache *) fcinfo->flinfo->fn_extra;
+	const char *machine = trig->tgargs[0];
+	bool		ok;
+
+	if (tc != NULL && tc->tgoid == trig->tgoid && tc->generation == fsm_cache_generation &&
+		!fsm_cache_stale)
+		return;
+	ok = strncmp(trig->tgname, FSM_TRIGGER_PREFIX, strlen(FSM_TRIGGER_PREFIX)) == 0 &&
+		strcmp(trig->tgname + strlen(FSM_TRIGGER_PREFIX), machine) == 0;
+	if (ok && !fsm_attachment_registered(RelationGetRelid(rel), machine))
+	{
+		ok = false;
+		if (trig->tgisclone)
+		{
+			List	   *ancestors = get_partition_ancestors(RelationGetRelid(rel));
+			ListCell   *lc;
+
+			foreach(lc, ancestors)
+				if (fsm_attachment_registered(lfirst_oid(lc), machine))
+					ok = true;
+		}
+	}
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+				 errmsg("trigger \"%s\" on %s was not created by harden.fsm_attach()",
+						trig->tgname, fsm_table_name(rel)),
+				 errdetail("harden.fsm_attached has no attachment of machine \"%s\" to the table.",
+						   fsm_truncate(machine)),
+				 errhint("Drop the trigger and attach the machine with harden.fsm_attach(table, column, machine).")));
+	if (tc == NULL)
+		tc = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(FsmTriggerCache));
+	tc->tgoid = trig->tgoid;
+	tc->generation = fsm_cache_generation;
+	fcinfo->flinfo->fn_extra = tc;
+}
+
 PG_FUNCTION_INFO_V1(harden_fsm_enforce);
 
 Datum
@@ -920,6 +1068,7 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 
 	c.rel = td->tg_relation;
 	c.attnum = trig->tgattr[0];
+	fsm_trigger_check_registered(fcinfo, trig, c.rel);
 	c.m = fsm_machine_get(trig->tgargs[0], false);
 	desc = RelationGetDescr(c.rel);
 	if (c.attnum <= 0 || c.attnum > desc->natts || TupleDescAttr(desc, c.attnum - 1)->attisdropped)
@@ -989,7 +1138,7 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 			fsm_audit(c.m, table, key, from >= 0 ? c.m->states[from].name : NULL,
 					  c.m->states[to].name, event, actor ? actor->actor : "sql");
 		if (c.m->states[to].timed >= 0)
-			fsm_due_insert(c.m, table, key, to);
+			fsm_due_insert(c.m, RelationGetRelid(c.rel), table, key, to);
 	}
 	return PointerGetDatum(newtup);
 }

@@ -31,6 +31,11 @@
 #include "utils/regproc.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+#include "catalog/pg_operator.h"
+#include "catalog/pg_class.h"
 
 #include "pg_harden.h"
 #include "fsm.h"
@@ -88,6 +93,60 @@ spi_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *null
 
 	if (ret != expect)
 		elog(ERROR, "pg_harden: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+}
+
+/* ---- acting as another role ---- */
+
+/*
+ * Run as role like a SECURITY DEFINER function with a pinned search_path
+ * (restricted: as a table's owner, the way autovacuum and REFRESH
+ * MATERIALIZED VIEW do, so the owner's code cannot change the session).
+ * An error needs no cleanup: (sub)transaction abort restores the user and
+ * the GUC nesting level.
+ */
+typedef struct FsmRoleScope
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nest;
+} FsmRoleScope;
+
+static void
+role_enter(FsmRoleScope *scope, Oid role, bool restricted)
+{
+	GetUserIdAndSecContext(&scope->save_user, &scope->save_sec);
+	SetUserIdAndSecContext(role, scope->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   (restricted ? SECURITY_RESTRICTED_OPERATION : 0));
+	scope->nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+static void
+role_leave(FsmRoleScope *scope)
+{
+	AtEOXact_GUC(true, scope->nest);
+	SetUserIdAndSecContext(scope->save_user, scope->save_sec);
+}
+
+static Oid
+rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* The extension's owner: the owner of its tables. */
+static Oid
+harden_owner(void)
+{
+	return rel_owner(fsm_harden_relid("fsm_machines"));
 }
 
 /* ---- attachments ---- */
@@ -260,6 +319,35 @@ normalize_key(Relation rel, Jsonb *key)
 	return k;
 }
 
+/*
+ * "OPERATOR(schema.=)" for a column's type, so the query means the same
+ * under any search_path.
+ */
+static char *
+eq_operator(Relation rel, const char *column)
+{
+	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), column);
+	Oid			typid = TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid;
+	TypeCacheEntry *tc = lookup_type_cache(typid, TYPECACHE_EQ_OPR);
+	HeapTuple	tup;
+	Form_pg_operator op;
+	char	   *result;
+
+	if (!OidIsValid(tc->eq_opr))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("could not identify an equality operator for type %s of column \"%s\" of %s",
+						format_type_be(typid), column, fsm_table_name(rel))));
+	tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(tc->eq_opr));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for operator %u", tc->eq_opr);
+	op = (Form_pg_operator) GETSTRUCT(tup);
+	result = psprintf("OPERATOR(%s.%s)", quote_identifier(get_namespace_name(op->oprnamespace)),
+					  NameStr(op->oprname));
+	ReleaseSysCache(tup);
+	return result;
+}
+
 typedef struct FsmRow
 {
 	bool		found;
@@ -291,7 +379,8 @@ read_row(Relation rel, FsmAttachment *a, Datum key, bool lock, MemoryContext out
 	{
 		const char *c = quote_identifier(lfirst(lc));
 
-		appendStringInfo(&sql, "%st.%s = k.%s", foreach_current_index(lc) > 0 ? " AND " : "", c, c);
+		appendStringInfo(&sql, "%st.%s %s k.%s", foreach_current_index(lc) > 0 ? " AND " : "", c,
+						 eq_operator(rel, lfirst(lc)), c);
 	}
 	if (lock)
 		appendStringInfoString(&sql, " FOR UPDATE OF t");
@@ -1037,11 +1126,30 @@ harden_fsm_attach(PG_FUNCTION_ARGS)
 	states = text_array(names, NULL, m->nstates);
 	spi_connect();
 	check_rows_in_states(relid, column, states, machine, "attach");
-	spi_exec(psprintf("CREATE TRIGGER %s BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW "
-					  "EXECUTE FUNCTION harden.fsm_enforce(%s, %s)",
-					  quote_identifier(trigname), quote_identifier(column), table,
-					  quote_literal_cstr(machine), audit ? "'audit'" : "'noaudit'"),
-			 0, NULL, NULL, NULL, false, SPI_OK_UTILITY);
+
+	/*
+	 * The caller has the TRIGGER privilege but not EXECUTE on fsm_enforce:
+	 * the extension's owner records the attachment and creates the trigger.
+	 */
+	{
+		FsmRoleScope scope;
+		Oid			types[3] = {OIDOID, TEXTOID, OIDOID};
+		Datum		values[3];
+
+		values[0] = ObjectIdGetDatum(relid);
+		values[1] = CStringGetTextDatum(machine);
+		values[2] = ObjectIdGetDatum(GetUserId());
+		role_enter(&scope, harden_owner(), false);
+		spi_exec("INSERT INTO harden.fsm_attached (relid, machine, attached_by) VALUES ($1, $2, $3) "
+				 "ON CONFLICT (relid, machine) DO UPDATE SET attached_at = now(), attached_by = excluded.attached_by",
+				 3, types, values, NULL, false, SPI_OK_INSERT);
+		spi_exec(psprintf("CREATE TRIGGER %s BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW "
+						  "EXECUTE FUNCTION harden.fsm_enforce(%s, %s)",
+						  quote_identifier(trigname), quote_identifier(column), table,
+						  quote_literal_cstr(machine), audit ? "'audit'" : "'noaudit'"),
+				 0, NULL, NULL, NULL, false, SPI_OK_UTILITY);
+		role_leave(&scope);
+	}
 	SPI_finish();
 	relation_close(rel, NoLock);
 	PG_RETURN_VOID();
@@ -1080,6 +1188,19 @@ harden_fsm_detach(PG_FUNCTION_ARGS)
 	foreach(lc, drops)
 		spi_exec(psprintf("DROP TRIGGER %s ON %s", quote_identifier(lfirst(lc)), table),
 				 0, NULL, NULL, NULL, false, SPI_OK_UTILITY);
+	{
+		FsmRoleScope scope;
+		Oid			types[2] = {OIDOID, TEXTOID};
+		Datum		values[2];
+		char		nulls[2] = {' ', machine ? ' ' : 'n'};
+
+		values[0] = ObjectIdGetDatum(relid);
+		values[1] = machine ? CStringGetTextDatum(machine) : (Datum) 0;
+		role_enter(&scope, harden_owner(), false);
+		spi_exec("DELETE FROM harden.fsm_attached WHERE relid = $1 AND ($2::text IS NULL OR machine = $2)",
+				 2, types, values, nulls, false, SPI_OK_DELETE);
+		role_leave(&scope);
+	}
 	SPI_finish();
 	relation_close(rel, NoLock);
 	PG_RETURN_INT32(list_length(drops));
@@ -1091,6 +1212,7 @@ typedef struct DueRow
 {
 	int64		id;
 	char	   *machine;
+	Oid			relid;
 	char	   *table;
 	Datum		key;
 	char	   *from;
@@ -1109,7 +1231,6 @@ typedef enum DueOutcome
 static DueOutcome
 due_apply(DueRow *d)
 {
-	Oid			relid;
 	Relation	rel;
 	List	   *atts;
 	ListCell   *lc;
@@ -1120,14 +1241,18 @@ due_apply(DueRow *d)
 	const FsmTransition *t;
 	FsmRow		row;
 	FsmActor	actor;
+	FsmRoleScope scope;
 
 	if (d->superseded)
 		return DUE_DROPPED;
-	relid = RangeVarGetRelid(makeRangeVarFromNameList(stringToQualifiedNameList(d->table)),
-							 AccessShareLock, true);
-	if (!OidIsValid(relid))
+	rel = try_relation_open(d->relid, AccessShareLock);
+	if (rel == NULL)
 		return DUE_DROPPED;
-	rel = table_open(relid, AccessShareLock);
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+	{
+		relation_close(rel, AccessShareLock);
+		return DUE_DROPPED;
+	}
 	atts = attachments_of(rel);
 	foreach(lc, atts)
 		if (strcmp(((FsmAttachment *) lfirst(lc))->machine, d->machine) == 0)
@@ -1147,9 +1272,17 @@ due_apply(DueRow *d)
 		table_close(rel, AccessShareLock);
 		return DUE_DROPPED;
 	}
+
+	/*
+	 * Lock and move the row as the table's owner, in a restricted security
+	 * context: the owner's triggers and expressions must not run with the
+	 * privileges of whoever calls fsm_run_due (an administrator, the worker).
+	 */
+	role_enter(&scope, rel->rd_rel->relowner, true);
 	row = read_row(rel, a, d->key, true, CurrentMemoryContext);
 	if (!row.found || row.state == NULL || strcmp(row.state, d->from) != 0)
 	{
+		role_leave(&scope);
 		table_close(rel, AccessShareLock);
 		return DUE_DROPPED;
 	}
@@ -1159,6 +1292,7 @@ due_apply(DueRow *d)
 	actor.event = NULL;
 	actor.actor = "timer";
 	update_row(rel, a, &row, d->to, &actor);
+	role_leave(&scope);
 	table_close(rel, NoLock);
 	return DUE_APPLIED;
 }
@@ -1208,8 +1342,8 @@ fetch_due(int limit, int *n)
 	 * the state and came back.
 	 */
 	spi_exec("SELECT d.id, d.machine, d.table_name, d.row_key, d.from_state, d.to_state, "
-			 "EXISTS (SELECT 1 FROM harden.fsm_due n WHERE n.table_name = d.table_name "
-			 "AND n.row_key = d.row_key AND n.machine = d.machine AND n.id > d.id) "
+			 "EXISTS (SELECT 1 FROM harden.fsm_due n WHERE n.relid = d.relid "
+			 "AND n.row_key = d.row_key AND n.machine = d.machine AND n.id > d.id), d.relid::oid "
 			 "FROM harden.fsm_due d WHERE d.due_at <= now() ORDER BY d.due_at, d.id LIMIT $1 "
 			 "FOR UPDATE OF d SKIP LOCKED",
 			 1, &argtype, &arg, NULL, false, SPI_OK_SELECT);
@@ -1228,6 +1362,7 @@ fetch_due(int limit, int *n)
 		rows[i].from = SPI_getvalue(tup, desc, 5);
 		rows[i].to = SPI_getvalue(tup, desc, 6);
 		rows[i].superseded = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+		rows[i].relid = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 	}
 	return rows;
 }
