@@ -340,18 +340,17 @@ fsm_cache_reset(void)
 }
 
 /*
- * Run a read-only query of harden's tables with a fresh snapshot: what the
- * cache compiles must be what was committed before it was marked current,
- * whatever the transaction's own snapshot (REPEATABLE READ) predates.
+ * Run a read-only query of harden's tables with the active snapshot, which
+ * the callers set to a fresh one: what the cache compiles must be what was
+ * committed before it was marked current, whatever the transaction's own
+ * snapshot (REPEATABLE READ) predates.
  */
 static void
 fsm_read_latest(const char *sql, int nargs, Oid *types, Datum *values)
 {
 	int			ret;
 
-	PushActiveSnapshot(GetLatestSnapshot());
 	ret = SPI_execute_with_args(sql, nargs, types, values, NULL, true, 0);
-	PopActiveSnapshot();
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_harden: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
 }
@@ -377,7 +376,9 @@ fsm_registry_load(void)
 							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetLatestSnapshot());
 	fsm_read_latest("SELECT relid::oid, machine FROM harden.fsm_attached", 0, NULL, NULL);
+	PopActiveSnapshot();
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		FsmRegistryKey key;
@@ -421,7 +422,10 @@ spi_text(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt)
 	return MemoryContextStrdup(cxt, TextDatumGetCString(d));
 }
 
-/* Read one machine's definition into m (allocated in the cache). */
+/*
+ * Read one machine's definition into m (allocated in the cache), all three
+ * tables with one fresh snapshot.
+ */
 static bool
 fsm_machine_load(const char *name, FsmMachine *m)
 {
@@ -434,11 +438,11 @@ fsm_machine_load(const char *name, FsmMachine *m)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT shipped FROM harden.fsm_machines WHERE machine = $1",
-							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read harden.fsm_machines");
+	PushActiveSnapshot(GetLatestSnapshot());
+	fsm_read_latest("SELECT shipped FROM harden.fsm_machines WHERE machine = $1", 1, &argtype, &arg);
 	if (SPI_processed == 0)
 	{
+		PopActiveSnapshot();
 		SPI_finish();
 		return false;
 	}
@@ -447,9 +451,8 @@ fsm_machine_load(const char *name, FsmMachine *m)
 	m->shipped = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	mcxt = AllocSetContextCreate(fsm_cache_cxt, "pg_harden fsm machine", ALLOCSET_SMALL_SIZES);
-	if (SPI_execute_with_args("SELECT state, initial FROM harden.fsm_states WHERE machine = $1 ORDER BY position, state",
-							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read harden.fsm_states");
+	fsm_read_latest("SELECT state, initial FROM harden.fsm_states WHERE machine = $1 ORDER BY position, state",
+					1, &argtype, &arg);
 	m->nstates = (int) SPI_processed;
 	m->states = MemoryContextAllocZero(mcxt, sizeof(FsmState) * Max(m->nstates, 1));
 	memset(&ctl, 0, sizeof(ctl));
@@ -473,10 +476,9 @@ fsm_machine_load(const char *name, FsmMachine *m)
 		e->num = i;
 	}
 
-	if (SPI_execute_with_args("SELECT from_state, to_state, event, after FROM harden.fsm_transitions "
-							  "WHERE machine = $1 ORDER BY position, from_state, to_state",
-							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read harden.fsm_transitions");
+	fsm_read_latest("SELECT from_state, to_state, event, after FROM harden.fsm_transitions "
+					"WHERE machine = $1 ORDER BY position, from_state, to_state",
+					1, &argtype, &arg);
 	counts = palloc0(sizeof(int) * Max(m->nstates, 1));
 	for (int pass = 0; pass < 2; pass++)
 	{
@@ -515,6 +517,7 @@ fsm_machine_load(const char *name, FsmMachine *m)
 				m->states[s].trans = MemoryContextAllocZero(mcxt, sizeof(FsmTransition) *
 															Max(m->states[s].ntrans, 1));
 	}
+	PopActiveSnapshot();
 	SPI_finish();
 	return true;
 }
