@@ -31,6 +31,8 @@
 #include "utils/regproc.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
+#include "utils/inval.h"
+#include "utils/snapmgr.h"
 #include "utils/guc.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
@@ -886,8 +888,15 @@ attached_tables(const char *machine, List **relids, List **columns)
 
 	*relids = NIL;
 	*columns = NIL;
+	/*
+	 * With a snapshot taken after the machine's row was locked: an attach
+	 * we waited for has committed, and even a REPEATABLE READ snapshot
+	 * would not show it.
+	 */
+	PushActiveSnapshot(GetLatestSnapshot());
 	spi_exec("SELECT table_name::oid, column_name::text FROM harden.fsm_attachments WHERE machine = $1 ORDER BY 1",
 			 1, &argtype, &arg, NULL, true, SPI_OK_SELECT);
+	PopActiveSnapshot();
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -942,10 +951,20 @@ store_definition(const char *machine, const char *rules, FsmDef *d)
 	int			lbs[1] = {1};
 
 	mvals[0] = svals[0] = tvals[0] = CStringGetTextDatum(machine);
-	spi_exec("DELETE FROM harden.fsm_machines WHERE machine = $1", 1, mtypes, mvals, NULL, false, SPI_OK_DELETE);
 	mvals[1] = CStringGetTextDatum(rules);
-	spi_exec("INSERT INTO harden.fsm_machines (machine, rules) VALUES ($1, $2)",
-			 2, mtypes, mvals, NULL, false, SPI_OK_INSERT);
+
+	/*
+	 * Update the machine's row in place (not delete and insert): an attach
+	 * waiting for its lock follows the update to the new version.
+	 */
+	spi_exec("UPDATE harden.fsm_machines SET rules = $2, defined_at = now() WHERE machine = $1",
+			 2, mtypes, mvals, NULL, false, SPI_OK_UPDATE);
+	if (SPI_processed == 0)
+		spi_exec("INSERT INTO harden.fsm_machines (machine, rules) VALUES ($1, $2)",
+				 2, mtypes, mvals, NULL, false, SPI_OK_INSERT);
+	else
+		spi_exec("DELETE FROM harden.fsm_states WHERE machine = $1", 1, mtypes, mvals, NULL, false,
+				 SPI_OK_DELETE);
 
 	for (int i = 0; i < d->ntrans; i++)
 	{
@@ -1069,6 +1088,31 @@ harden_fsm_drop(PG_FUNCTION_ARGS)
 
 /* ---- attach / detach ---- */
 
+/*
+ * Lock the machine's row FOR SHARE until the attaching transaction ends:
+ * fsm_define and fsm_drop lock it FOR UPDATE, so they wait and then see the
+ * attachment, and an attach that waited for a redefinition sees the new
+ * rules.  As the extension's owner: locking needs UPDATE on the table.
+ */
+static void
+lock_machine_for_attach(const char *machine)
+{
+	FsmRoleScope scope;
+	Oid			argtype = TEXTOID;
+	Datum		arg = CStringGetTextDatum(machine);
+	bool		found;
+
+	role_enter(&scope, harden_owner(), false);
+	spi_exec("SELECT 1 FROM harden.fsm_machines WHERE machine = $1 FOR SHARE",
+			 1, &argtype, &arg, NULL, false, SPI_OK_SELECT);
+	found = SPI_processed > 0;
+	role_leave(&scope);
+	if (!found)
+		(void) fsm_machine_get(machine, false); /* the usual "does not exist" */
+	/* A redefinition we waited for committed: see its invalidation now. */
+	AcceptInvalidationMessages();
+}
+
 PG_FUNCTION_INFO_V1(harden_fsm_attach);
 
 Datum
@@ -1111,6 +1155,8 @@ harden_fsm_attach(PG_FUNCTION_ARGS)
 				 errmsg("column \"%s\" of %s does not exist", column, table)));
 	fsm_column_type_check(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid, table, column);
 	pk_columns(rel);
+	spi_connect();
+	lock_machine_for_attach(machine);
 	m = fsm_machine_get(machine, false);
 	if (rel->trigdesc)
 		for (int i = 0; i < rel->trigdesc->numtriggers; i++)
@@ -1124,7 +1170,6 @@ harden_fsm_attach(PG_FUNCTION_ARGS)
 	for (int i = 0; i < m->nstates; i++)
 		names[i] = pstrdup(m->states[i].name);
 	states = text_array(names, NULL, m->nstates);
-	spi_connect();
 	check_rows_in_states(relid, column, states, machine, "attach");
 
 	/*
