@@ -358,6 +358,49 @@ SELECT count(*) AS per_machine_samples
  WHERE line ~ ('^pg_harden_fsm_machine_(transitions|rejections)_total\{database="'
                || current_database() || '",machine="order"\} [0-9]+$');
 
+-- ---- the audit trail and timers must keep the layout the trigger writes ----
+CREATE TABLE layout (id int PRIMARY KEY, s text NOT NULL DEFAULT 'closed');
+SELECT harden.fsm_attach('layout', 's', 'circuit_breaker');
+INSERT INTO layout VALUES (1);
+BEGIN;
+ALTER TABLE harden.fsm_log ALTER COLUMN id TYPE text;
+INSERT INTO layout VALUES (2);
+ROLLBACK;
+BEGIN;
+ALTER TABLE harden.fsm_log ALTER COLUMN reason TYPE integer USING NULL;
+INSERT INTO layout VALUES (2);
+ROLLBACK;
+BEGIN;
+ALTER TABLE harden.fsm_log DROP COLUMN reason, ADD COLUMN reason text;
+INSERT INTO layout VALUES (2);
+ROLLBACK;
+BEGIN;
+ALTER TABLE harden.fsm_due ALTER COLUMN relid TYPE oid;
+UPDATE layout SET s = 'open';
+ROLLBACK;
+-- CHECK constraints an administrator adds hold, and deferred checks are refused.
+BEGIN;
+ALTER TABLE harden.fsm_log ADD CONSTRAINT only_events CHECK (actor <> 'sql') NOT VALID;
+\set VERBOSITY terse
+INSERT INTO layout VALUES (2);
+\set VERBOSITY default
+ROLLBACK;
+BEGIN;
+ALTER TABLE harden.fsm_log ADD CONSTRAINT id_unique UNIQUE (id, txid) DEFERRABLE INITIALLY DEFERRED;
+INSERT INTO layout VALUES (2);
+ROLLBACK;
+BEGIN;
+ALTER TABLE harden.fsm_due ADD CONSTRAINT short CHECK (due_at < created_at + interval '1 second');
+\set VERBOSITY terse
+UPDATE layout SET s = 'open';
+\set VERBOSITY default
+ROLLBACK;
+-- Restored, it works again.
+INSERT INTO layout VALUES (2);
+SELECT count(*) AS audited FROM harden.fsm_log WHERE table_name = 'public.layout';
+SELECT harden.fsm_detach('layout');
+DROP TABLE layout;
+
 -- ---- privileges: a table's owner cannot turn the trigger against fsm_run_due ----
 CREATE ROLE fsm_mallory;
 GRANT USAGE ON SCHEMA harden TO fsm_mallory;

@@ -43,6 +43,7 @@
 #include "nodes/bitmapset.h"
 #include "utils/typcache.h"
 #include "utils/snapmgr.h"
+#include "access/genam.h"
 #include "mb/pg_wchar.h"
 #include "catalog/partition.h"
 
@@ -94,6 +95,8 @@ static Oid	fsm_log_relid = InvalidOid;
 static Oid	fsm_log_seqid = InvalidOid;
 static Oid	fsm_due_relid = InvalidOid;
 static Oid	fsm_due_seqid = InvalidOid;
+static bool fsm_log_verified = false;
+static bool fsm_due_verified = false;
 uint64		fsm_cache_generation = 0;
 
 FsmActor   *fsm_current_actor = NULL;
@@ -292,6 +295,10 @@ fsm_relcache_callback(Datum arg, Oid relid)
 		relid == fsm_config_relids[1] || relid == fsm_config_relids[2] ||
 		relid == fsm_config_relids[3])
 		fsm_cache_stale = true;
+	if (relid == InvalidOid || relid == fsm_log_relid)
+		fsm_log_verified = false;
+	if (relid == InvalidOid || relid == fsm_due_relid)
+		fsm_due_verified = false;
 }
 
 Oid
@@ -330,6 +337,7 @@ fsm_cache_reset(void)
 	fsm_registry = NULL;
 	fsm_trigger_oid = InvalidOid;
 	fsm_log_relid = fsm_log_seqid = fsm_due_relid = fsm_due_seqid = InvalidOid;
+	fsm_log_verified = fsm_due_verified = false;
 
 	/* Invalidations that arrive during these lookups mark us stale again. */
 	fsm_cache_stale = false;
@@ -812,45 +820,106 @@ fsm_jsonb_text(Datum j)
 
 /* ---- direct inserts into harden's own tables ---- */
 
+static pg_noinline void
+fsm_altered_table(Relation rel, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_HARDEN_FSM_ALTERED_TABLE),
+			 errmsg("%s is not the table pg_harden created", fsm_table_name(rel)),
+			 errdetail_internal("%s", detail),
+			 errhint("Restore the table's original definition, or reinstall the extension.")));
+}
+
 /*
- * Insert one row into a harden table without SQL.  The heap insert goes
- * through the table AM; index entries are made with the executor's
- * ExecInsertIndexTuples so every index on the table -- ours and any an
- * administrator adds -- stays consistent.  Privileges are not checked on
- * purpose: writers must not need (or have) INSERT on the audit trail.
+ * The rows are formed here, not by the parser: the table must still have
+ * exactly the columns and types pg_harden writes, and no deferred unique or
+ * exclusion check (whose recheck an insert outside the executor cannot
+ * queue).  Checked once per relcache invalidation of the table.
  */
 static void
-fsm_insert_row(Oid relid, Datum *values, bool *nulls, int natts)
+fsm_verify_table(Relation rel, const Oid *types, int natts)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *indexes;
+	ListCell   *lc;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		fsm_altered_table(rel, "It is not a plain table.");
+	if (desc->natts != natts)
+		fsm_altered_table(rel, psprintf("It has %d columns; pg_harden writes %d.", desc->natts, natts));
+	for (int i = 0; i < natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			fsm_altered_table(rel, psprintf("Column %d was dropped.", i + 1));
+		if (att->atttypid != types[i])
+			fsm_altered_table(rel, psprintf("Column \"%s\" is of type %s; pg_harden writes %s.",
+											NameStr(att->attname), format_type_be(att->atttypid),
+											format_type_be(types[i])));
+		if (att->attgenerated)
+			fsm_altered_table(rel, psprintf("Column \"%s\" is generated.", NameStr(att->attname)));
+	}
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		Relation	ind = index_open(lfirst_oid(lc), AccessShareLock);
+		bool		deferred = !ind->rd_index->indimmediate;
+		char	   *name = pstrdup(RelationGetRelationName(ind));
+
+		index_close(ind, AccessShareLock);
+		if (deferred)
+			fsm_altered_table(rel, psprintf("Index \"%s\" is deferrable.", name));
+	}
+}
+
+/*
+ * Insert one row into a harden table without SQL.  The heap insert goes
+ * through the table AM; NOT NULL and CHECK constraints are checked with the
+ * executor's ExecConstraints, and index entries (unique and exclusion
+ * checks included) are made with ExecInsertIndexTuples, so every constraint
+ * and index on the table -- ours and any an administrator adds -- holds.
+ * Privileges are not checked on purpose: writers must not need (or have)
+ * INSERT on the audit trail.
+ */
+static void
+fsm_insert_row(Oid relid, const Oid *types, bool *verified, Datum *values, bool *nulls, int natts)
 {
 	Relation	rel = table_open(relid, RowExclusiveLock);
 	TupleDesc	desc = RelationGetDescr(rel);
 	TupleTableSlot *slot;
+	EState	   *estate;
+	ResultRelInfo *rri;
 
-	if (desc->natts != natts || rel->rd_rel->relkind != RELKIND_RELATION)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("%s is not the table pg_harden created", fsm_table_name(rel)),
-				 errdetail("It has %d columns; pg_harden writes %d.", desc->natts, natts),
-				 errhint("Reinstall the extension, or restore the table's original definition.")));
+	if (!*verified)
+	{
+		fsm_verify_table(rel, types, natts);
+		*verified = true;
+	}
 	slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
 	ExecClearTuple(slot);
 	memcpy(slot->tts_values, values, sizeof(Datum) * natts);
 	memcpy(slot->tts_isnull, nulls, sizeof(bool) * natts);
 	ExecStoreVirtualTuple(slot);
-	simple_table_tuple_insert(rel, slot);
 
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 0, NULL, 0);
+	if (desc->constr && (desc->constr->has_not_null || desc->constr->num_check > 0))
+		ExecConstraints(rri, slot, estate);
+	simple_table_tuple_insert(rel, slot);
 	if (rel->rd_rel->relhasindex)
 	{
-		EState	   *estate = CreateExecutorState();
-		ResultRelInfo *rri = makeNode(ResultRelInfo);
+		List	   *recheck;
 
-		InitResultRelInfo(rri, rel, 1, NULL, 0);
 		ExecOpenIndices(rri, false);
-		if (rri->ri_NumIndices > 0)
-			list_free(ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL));
+		recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+		/* Verified above: no index defers its check. */
+		Assert(recheck == NIL);
+		list_free(recheck);
 		ExecCloseIndices(rri);
-		FreeExecutorState(estate);
 	}
+	FreeExecutorState(estate);
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, NoLock);
 }
@@ -874,6 +943,15 @@ text_or_null(const char *s, bool *isnull)
 #define FSM_LOG_NATTS 12
 #define FSM_DUE_NATTS 11
 
+static const Oid fsm_log_types[FSM_LOG_NATTS] = {
+	INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, XID8OID, TEXTOID
+};
+static const Oid fsm_due_types[FSM_DUE_NATTS] = {
+	INT8OID, TIMESTAMPTZOID, TEXTOID, REGCLASSOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID,
+	TIMESTAMPTZOID, INT4OID, TEXTOID
+};
+
 static void
 fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
 		  const char *to, const char *event, const char *actor)
@@ -894,7 +972,8 @@ fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
 	v[9] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
 	v[10] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	v[11] = text_or_null(fsm_reason && fsm_reason[0] ? fsm_reason : NULL, &n[11]);
-	fsm_insert_row(cached_relid(&fsm_log_relid, "fsm_log"), v, n, FSM_LOG_NATTS);
+	fsm_insert_row(cached_relid(&fsm_log_relid, "fsm_log"), fsm_log_types, &fsm_log_verified,
+				   v, n, FSM_LOG_NATTS);
 }
 
 /* A row entered a state with a timed exit: store its deadline. */
@@ -920,7 +999,8 @@ fsm_due_insert(FsmMachine *m, Oid relid, const char *table, Datum key, int state
 	v[8] = TimestampTzGetDatum(now);
 	v[9] = Int32GetDatum(0);
 	n[10] = true;
-	fsm_insert_row(cached_relid(&fsm_due_relid, "fsm_due"), v, n, FSM_DUE_NATTS);
+	fsm_insert_row(cached_relid(&fsm_due_relid, "fsm_due"), fsm_due_types, &fsm_due_verified,
+				   v, n, FSM_DUE_NATTS);
 }
 
 /* ---- the trigger ---- */
