@@ -358,6 +358,45 @@ SELECT count(*) AS per_machine_samples
  WHERE line ~ ('^pg_harden_fsm_machine_(transitions|rejections)_total\{database="'
                || current_database() || '",machine="order"\} [0-9]+$');
 
+-- ---- table shapes: domains, generated columns, inheritance, partitions ----
+-- Events and questions read only the key columns: other columns' domains do not matter.
+CREATE DOMAIN nn_label AS text NOT NULL;
+CREATE TABLE labelled (id int PRIMARY KEY, label nn_label DEFAULT 'x', s text NOT NULL DEFAULT 'pending');
+SELECT harden.fsm_attach('labelled', 's', 'order', false);
+INSERT INTO labelled VALUES (1);
+SELECT harden.fsm_can('labelled', '1', 'processing') AS can_pay;
+SELECT harden.fsm_fire('labelled', '1', 'pay') AS paid;
+DROP TABLE labelled;
+DROP DOMAIN nn_label;
+-- A generated column is computed after the trigger ran.
+CREATE TABLE gen (id int PRIMARY KEY, n int, s text GENERATED ALWAYS AS (CASE WHEN n > 0 THEN 'processing' ELSE 'pending' END) STORED);
+SELECT harden.fsm_attach('gen', 's', 'order');
+DROP TABLE gen;
+-- Row triggers do not fire for inheritance children.
+CREATE TABLE parent_t (id int PRIMARY KEY, s text NOT NULL DEFAULT 'pending');
+CREATE TABLE child_t () INHERITS (parent_t);
+SELECT harden.fsm_attach('parent_t', 's', 'order');
+DROP TABLE parent_t CASCADE;
+-- A partitioned table: every partition enforces and audits, timers find the partition.
+CREATE TABLE parted (id int, region text, s text NOT NULL DEFAULT 'closed', PRIMARY KEY (id, region))
+  PARTITION BY LIST (region);
+CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
+SELECT harden.fsm_attach('parted', 'region', 'circuit_breaker');
+SELECT harden.fsm_attach('parted', 's', 'circuit_breaker');
+CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us');
+INSERT INTO parted VALUES (1, 'eu'), (2, 'us');
+INSERT INTO parted VALUES (3, 'us', 'open');
+UPDATE parted SET s = 'open' WHERE id = 1;
+SELECT harden.fsm_fire('parted', '{"id": 2, "region": "us"}', 'trip');
+UPDATE harden.fsm_due SET due_at = now() - interval '1 second' WHERE relid::text LIKE 'parted%';
+SELECT applied, dropped, failed FROM harden.fsm_run_due();
+SELECT * FROM parted ORDER BY id;
+SELECT table_name, row_key, from_state, to_state, actor FROM harden.fsm_log
+ WHERE table_name LIKE 'public.parted%' ORDER BY id;
+SELECT harden.fsm_detach('parted_eu');
+SELECT harden.fsm_detach('parted');
+DROP TABLE parted;
+
 -- ---- the audit trail and timers must keep the layout the trigger writes ----
 CREATE TABLE layout (id int PRIMARY KEY, s text NOT NULL DEFAULT 'closed');
 SELECT harden.fsm_attach('layout', 's', 'circuit_breaker');

@@ -31,6 +31,10 @@
 #include "utils/regproc.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
+#include "catalog/pg_inherits.h"
+#include "catalog/partition.h"
+#include "utils/partcache.h"
+#include "optimizer/optimizer.h"
 #include "utils/inval.h"
 #include "utils/snapmgr.h"
 #include "utils/guc.h"
@@ -142,6 +146,12 @@ rel_owner(Oid relid)
 	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
 	return owner;
+}
+
+static char *
+rel_qualified_name(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
 }
 
 /* The extension's owner: the owner of its tables. */
@@ -374,9 +384,28 @@ read_row(Relation rel, FsmAttachment *a, Datum key, bool lock, MemoryContext out
 	Oid			argtype = JSONBOID;
 	FsmRow		row;
 
+	StringInfoData coldefs;
+
+	/*
+	 * The key's columns only, with their types: a whole-row record of the
+	 * table would have to satisfy every other column's domain.  ONLY for a
+	 * plain table: the trigger is not on inheritance children.
+	 */
+	initStringInfo(&coldefs);
+	foreach(lc, cols)
+	{
+		AttrNumber	attnum = get_attnum(RelationGetRelid(rel), lfirst(lc));
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+
+		appendStringInfo(&coldefs, "%s%s %s", foreach_current_index(lc) > 0 ? ", " : "",
+						 quote_identifier(lfirst(lc)),
+						 format_type_extended(att->atttypid, att->atttypmod,
+											  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+	}
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT t.%s, t.ctid, t.tableoid FROM %s t, jsonb_populate_record(NULL::%s, $1) k WHERE ",
-					 quote_identifier(a->column), table, table);
+	appendStringInfo(&sql, "SELECT t.%s, t.ctid, t.tableoid FROM %s%s t, pg_catalog.jsonb_to_record($1) AS k(%s) WHERE ",
+					 quote_identifier(a->column),
+					 rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "", table, coldefs.data);
 	foreach(lc, cols)
 	{
 		const char *c = quote_identifier(lfirst(lc));
@@ -439,7 +468,8 @@ update_row(Relation rel, FsmAttachment *a, FsmRow *row, const char *state, FsmAc
 	values[1] = PointerGetDatum(&row->ctid);
 	values[2] = ObjectIdGetDatum(row->tableoid);
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "UPDATE %s SET %s = $1 WHERE ctid = $2 AND tableoid = $3",
+	appendStringInfo(&sql, "UPDATE %s%s SET %s = $1 WHERE ctid = $2 AND tableoid = $3",
+					 rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "",
 					 fsm_table_name(rel), quote_identifier(a->column));
 	fsm_current_actor = actor;
 	PG_TRY();
@@ -1089,6 +1119,28 @@ harden_fsm_drop(PG_FUNCTION_ARGS)
 /* ---- attach / detach ---- */
 
 /*
+ * A state column in the partition key would move rows between partitions
+ * on a change of state, which fires the new partition's INSERT trigger:
+ * every transition would have to lead to an initial state.
+ */
+static void
+partition_key_check(Relation rel, AttrNumber attnum, const char *column)
+{
+	PartitionKey key = RelationGetPartitionKey(rel);
+	Bitmapset  *exprcols = NULL;
+
+	pull_varattnos((Node *) key->partexprs, 1, &exprcols);
+	for (int i = 0; i <= key->partnatts; i++)
+		if ((i < key->partnatts && key->partattrs[i] == attnum) ||
+			(i == key->partnatts && bms_is_member(attnum - FirstLowInvalidHeapAttributeNumber, exprcols)))
+			ereport(ERROR,
+					(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+					 errmsg("cannot attach a state machine to column \"%s\" of %s: it is in the partition key",
+							column, fsm_table_name(rel)),
+					 errdetail("A change of state would move the row to another partition, where it is checked as an insert.")));
+}
+
+/*
  * Lock the machine's row FOR SHARE until the attaching transaction ends:
  * fsm_define and fsm_drop lock it FOR UPDATE, so they wait and then see the
  * attachment, and an attach that waited for a redefinition sees the new
@@ -1154,6 +1206,20 @@ harden_fsm_attach(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
 				 errmsg("column \"%s\" of %s does not exist", column, table)));
 	fsm_column_type_check(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid, table, column);
+	if (TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attgenerated)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+				 errmsg("cannot attach a state machine to generated column \"%s\" of %s", column, table),
+				 errdetail("A generated column is computed after BEFORE triggers run, so its transitions cannot be checked.")));
+	if (rel->rd_rel->relkind == RELKIND_RELATION && rel->rd_rel->relhassubclass &&
+		find_inheritance_children(relid, NoLock) != NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+				 errmsg("cannot attach a state machine to %s: it has inheritance children", table),
+				 errdetail("Row triggers do not fire for rows of child tables, so they would be neither enforced nor audited."),
+				 errhint("Attach the machine to each child table, or use a partitioned table.")));
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		partition_key_check(rel, attnum, column);
 	pk_columns(rel);
 	spi_connect();
 	lock_machine_for_attach(machine);
@@ -1220,9 +1286,17 @@ harden_fsm_detach(PG_FUNCTION_ARGS)
 		{
 			Trigger    *t = &rel->trigdesc->triggers[i];
 
-			if (t->tgfoid == fn && t->tgnargs >= 1 &&
-				(machine == NULL || strcmp(t->tgargs[0], machine) == 0))
-				drops = lappend(drops, pstrdup(t->tgname));
+			if (t->tgfoid != fn || t->tgnargs < 1 ||
+				(machine != NULL && strcmp(t->tgargs[0], machine) != 0))
+				continue;
+			if (t->tgisclone)
+				ereport(ERROR,
+						(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+						 errmsg("cannot detach state machine \"%s\" from partition %s", t->tgargs[0], table),
+						 errdetail("It is attached to the partitioned table %s, whose partitions all enforce it.",
+								   rel_qualified_name(get_partition_parent(relid, true))),
+						 errhint("Detach it from the partitioned table.")));
+			drops = lappend(drops, pstrdup(t->tgname));
 		}
 	if (drops == NIL)
 		ereport(ERROR,
