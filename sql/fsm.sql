@@ -55,6 +55,9 @@ SELECT harden.fsm_define('bad', 'a -> b', 'c');
 SELECT harden.fsm_define('bad', 'a -> b', 'a b');
 SELECT harden.fsm_define('bad', 'a -> b', '');
 SELECT harden.fsm_define('bad', repeat('a -> b; ', 200000));
+-- The initial states have the same limit; names are looked up by hash.
+SELECT harden.fsm_define('bad', 'a -> b', repeat('s1000,', 3000000));
+SELECT harden.fsm_define('bad', 'a -> b', repeat('a,', 524287) || 'x');
 SELECT harden.fsm_define('bad machine', 'a -> b');
 SELECT harden.fsm_define('1bad', 'a -> b');
 SELECT harden.fsm_define(repeat('m', 49), 'a -> b');
