@@ -400,6 +400,35 @@ SELECT harden.fsm_detach('parted_eu');
 SELECT harden.fsm_detach('parted');
 DROP TABLE parted;
 
+-- ---- re-entry: a nested trigger call that recompiles leaves the outer call's machine intact ----
+SELECT harden.fsm_define('re_m', 'x -> y');
+CREATE TABLE re_a (id int PRIMARY KEY, s text NOT NULL DEFAULT 'closed');
+CREATE TABLE re_b (id int PRIMARY KEY, s text NOT NULL DEFAULT 'x');
+SELECT harden.fsm_attach('re_a', 's', 'circuit_breaker');
+SELECT harden.fsm_attach('re_b', 's', 're_m', false);
+INSERT INTO re_a VALUES (1);
+INSERT INTO re_b VALUES (1);
+-- A CHECK constraint of fsm_log redefines a machine and moves a row of another attached table.
+CREATE FUNCTION re_enter(m text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  IF m = 'circuit_breaker' THEN
+    PERFORM harden.fsm_define('re_m', 'x -> y; y -> z; z -> w; w -> v; v -> u; u -> t; t -> s; s -> r');
+    UPDATE re_b SET s = 'y';
+  END IF;
+  RETURN true;
+END $$;
+ALTER TABLE harden.fsm_log ADD CONSTRAINT re_enter CHECK (re_enter(machine));
+UPDATE re_a SET s = 'open';
+ALTER TABLE harden.fsm_log DROP CONSTRAINT re_enter;
+SELECT machine, table_name, from_state, to_state, due_at - created_at AS delay FROM harden.fsm_due
+ WHERE relid = 're_a'::regclass;
+SELECT s FROM re_b;
+SELECT harden.fsm_detach('re_a'), harden.fsm_detach('re_b');
+DROP TABLE re_a, re_b;
+DROP FUNCTION re_enter(text);
+SELECT harden.fsm_drop('re_m');
+DELETE FROM harden.fsm_due;
+
 -- ---- the audit trail and timers must keep the layout the trigger writes ----
 CREATE TABLE layout (id int PRIMARY KEY, s text NOT NULL DEFAULT 'closed');
 SELECT harden.fsm_attach('layout', 's', 'circuit_breaker');

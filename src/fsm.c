@@ -85,6 +85,8 @@ typedef struct FsmStateIndexEntry
 } FsmStateIndexEntry;
 
 static MemoryContext fsm_cache_cxt = NULL;
+static int	fsm_cache_pins = 0;
+static List *fsm_retired_cxts = NIL;	/* in TopMemoryContext */
 static HTAB *fsm_machines = NULL;
 static HTAB *fsm_registry = NULL;
 static bool fsm_cache_stale = true;
@@ -312,6 +314,50 @@ fsm_harden_relid(const char *relname)
 }
 
 static void
+fsm_free_retired(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, fsm_retired_cxts)
+		MemoryContextDelete(lfirst(lc));
+	list_free(fsm_retired_cxts);
+	fsm_retired_cxts = NIL;
+}
+
+/*
+ * Machines in use by a trigger call lower on the stack must outlive a
+ * recompile by a nested one (a user function in an index expression or a
+ * CHECK constraint of fsm_log can move rows of another attached table): a
+ * recompile while pinned retires the old cache rather than freeing it.
+ */
+void
+fsm_cache_pin(void)
+{
+	fsm_cache_pins++;
+}
+
+void
+fsm_cache_unpin(void)
+{
+	if (fsm_cache_pins > 0 && --fsm_cache_pins == 0 && fsm_retired_cxts != NIL)
+		fsm_free_retired();
+}
+
+/* An error skips the unpin: every pin ends with the transaction. */
+static void
+fsm_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		fsm_cache_pins = 0;
+		if (fsm_retired_cxts != NIL)
+			fsm_free_retired();
+	}
+}
+
+static void
 fsm_cache_reset(void)
 {
 	HASHCTL		ctl;
@@ -319,7 +365,16 @@ fsm_cache_reset(void)
 	if (!fsm_callbacks_registered)
 	{
 		CacheRegisterRelcacheCallback(fsm_relcache_callback, (Datum) 0);
+		RegisterXactCallback(fsm_xact_callback, NULL);
 		fsm_callbacks_registered = true;
+	}
+	if (fsm_cache_cxt != NULL && fsm_cache_pins > 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		fsm_retired_cxts = lappend(fsm_retired_cxts, fsm_cache_cxt);
+		MemoryContextSwitchTo(old);
+		fsm_cache_cxt = NULL;
 	}
 	if (fsm_cache_cxt == NULL)
 		fsm_cache_cxt = AllocSetContextCreate(TopMemoryContext, "pg_harden fsm cache",
@@ -1113,6 +1168,8 @@ fsm_trigger_check_registered(FunctionCallInfo fcinfo, Trigger *trig, Relation re
 	fcinfo->flinfo->fn_extra = tc;
 }
 
+static Datum fsm_enforce_row(TriggerData *td, FsmCheck *cp);
+
 PG_FUNCTION_INFO_V1(harden_fsm_enforce);
 
 Datum
@@ -1120,21 +1177,8 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	Trigger    *trig;
-	TupleDesc	desc;
-	Form_pg_attribute att;
 	FsmCheck	c;
-	HeapTuple	newtup;
-	bool		is_insert;
-	bool		audit;
-	Datum		newd;
-	bool		newnull;
-	char	   *to_name = NULL;
-	char	   *from_name = NULL;
-	int			to_len = 0;
-	int			from = -1;
-	int			to = -1;
-	FsmActor   *actor;
-	const char *event = NULL;
+	Datum		result;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -1153,6 +1197,32 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 	c.attnum = trig->tgattr[0];
 	fsm_trigger_check_registered(fcinfo, trig, c.rel);
 	c.m = fsm_machine_get(trig->tgargs[0], false);
+	fsm_cache_pin();
+	result = fsm_enforce_row(td, &c);
+	fsm_cache_unpin();
+	return result;
+}
+
+static Datum
+fsm_enforce_row(TriggerData *td, FsmCheck *cp)
+{
+	FsmCheck	c = *cp;
+	Trigger    *trig = td->tg_trigger;
+	TupleDesc	desc;
+	Form_pg_attribute att;
+	HeapTuple	newtup;
+	bool		is_insert;
+	bool		audit;
+	Datum		newd;
+	bool		newnull;
+	char	   *to_name = NULL;
+	char	   *from_name = NULL;
+	int			to_len = 0;
+	int			from = -1;
+	int			to = -1;
+	FsmActor   *actor;
+	const char *event = NULL;
+
 	desc = RelationGetDescr(c.rel);
 	if (c.attnum <= 0 || c.attnum > desc->natts || TupleDescAttr(desc, c.attnum - 1)->attisdropped)
 		elog(ERROR, "trigger \"%s\" names a missing column", trig->tgname);

@@ -111,5 +111,7 @@ extern char *fsm_jsonb_text(Datum jsonb);
 extern char *fsm_table_name(Relation rel);
 extern const char *fsm_truncate(const char *s);
 extern bool fsm_attachment_registered(Oid relid, const char *machine);
+extern void fsm_cache_pin(void);
+extern void fsm_cache_unpin(void);
 
 #endif							/* PG_HARDEN_FSM_H */
