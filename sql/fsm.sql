@@ -400,6 +400,19 @@ SELECT harden.fsm_detach('parted_eu');
 SELECT harden.fsm_detach('parted');
 DROP TABLE parted;
 
+-- ---- an UPDATE that changes the key and the state records the new key ----
+CREATE TABLE rekey (id int PRIMARY KEY, s text NOT NULL DEFAULT 'closed');
+SELECT harden.fsm_attach('rekey', 's', 'circuit_breaker');
+INSERT INTO rekey VALUES (1);
+UPDATE rekey SET id = 2, s = 'open';
+SELECT row_key, from_state, to_state FROM harden.fsm_log WHERE table_name = 'public.rekey' ORDER BY id;
+SELECT row_key, from_state, to_state FROM harden.fsm_due WHERE relid = 'rekey'::regclass;
+UPDATE harden.fsm_due SET due_at = now() - interval '1 second' WHERE relid = 'rekey'::regclass;
+SELECT applied, dropped, failed FROM harden.fsm_run_due();
+SELECT * FROM rekey;
+SELECT harden.fsm_detach('rekey');
+DROP TABLE rekey;
+
 -- ---- re-entry: a nested trigger call that recompiles leaves the outer call's machine intact ----
 SELECT harden.fsm_define('re_m', 'x -> y');
 CREATE TABLE re_a (id int PRIMARY KEY, s text NOT NULL DEFAULT 'closed');

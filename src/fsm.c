@@ -1285,7 +1285,16 @@ fsm_enforce_row(TriggerData *td, FsmCheck *cp)
 	if (audit || c.m->states[to].timed >= 0)
 	{
 		char	   *table = fsm_table_name(c.rel);
-		Datum		key = fsm_row_key(c.rel, is_insert ? newtup : c.keytuple);
+		Datum		key;
+
+		/*
+		 * The row's key as it will be: an UPDATE may change the primary key
+		 * together with the state.  (Without a primary key the fallback is
+		 * the old version's ctid.)
+		 */
+		if (!is_insert && !ItemPointerIsValid(&newtup->t_self))
+			newtup->t_self = c.keytuple->t_self;
+		key = fsm_row_key(c.rel, newtup);
 
 		if (audit)
 			fsm_audit(c.m, table, key, from >= 0 ? c.m->states[from].name : NULL,
