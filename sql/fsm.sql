@@ -400,6 +400,36 @@ SELECT harden.fsm_detach('parted_eu');
 SELECT harden.fsm_detach('parted');
 DROP TABLE parted;
 
+-- ---- errors a user can cause carry their own SQLSTATE ----
+-- A trigger on a column that cannot hold a state (made by hand, registered as a restore would).
+CREATE TABLE int_state (id int PRIMARY KEY, s int);
+INSERT INTO harden.fsm_attached (relid, machine, attached_by) VALUES ('int_state', 'order', current_user::regrole);
+CREATE TRIGGER harden_fsm_order BEFORE INSERT OR UPDATE OF s ON int_state
+  FOR EACH ROW EXECUTE FUNCTION harden.fsm_enforce('order');
+\set VERBOSITY sqlstate
+INSERT INTO int_state VALUES (1, 1);
+\set VERBOSITY default
+INSERT INTO int_state VALUES (1, 1);
+DELETE FROM harden.fsm_attached WHERE relid = 'int_state'::regclass;
+DROP TABLE int_state;
+-- Another BEFORE trigger that skips the row: the event did not happen.
+CREATE TABLE skipper (id int PRIMARY KEY, s text NOT NULL DEFAULT 'pending');
+SELECT harden.fsm_attach('skipper', 's', 'order', false);
+INSERT INTO skipper VALUES (1);
+CREATE FUNCTION skip_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER a_skip BEFORE UPDATE ON skipper FOR EACH ROW EXECUTE FUNCTION skip_row();
+\set VERBOSITY sqlstate
+SELECT harden.fsm_fire('skipper', '1', 'pay');
+\set VERBOSITY default
+SELECT harden.fsm_fire('skipper', '1', 'pay');
+DROP TABLE skipper;
+DROP FUNCTION skip_row();
+-- Values quoted in messages are cut at 64 bytes.
+SELECT harden.fsm_fire('orders', '6', repeat('e', 100));
+SELECT harden.fsm_fire('orders', jsonb_build_object('id', 6, 'x', repeat('k', 100)), 'pay');
+SELECT harden.fsm_can('orders', '6', repeat('s', 100));
+UPDATE orders SET status = repeat('z', 100) WHERE id = 4;
+
 -- ---- an UPDATE that changes the key and the state records the new key ----
 CREATE TABLE rekey (id int PRIMARY KEY, s text NOT NULL DEFAULT 'closed');
 SELECT harden.fsm_attach('rekey', 's', 'circuit_breaker');

@@ -730,7 +730,8 @@ fsm_column_type_check(Oid typid, const char *table, const char *column)
 				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
 				 errmsg("column \"%s\" of %s cannot hold a state", column, table),
 				 errdetail("Its type is %s; a state column must be text, varchar or an enum (or a domain over one).",
-						   format_type_be(typid))));
+						   format_type_be(typid)),
+				 errhint("Drop any trigger harden_fsm_* on the column and attach the machine to a state column.")));
 }
 
 /*
@@ -743,7 +744,11 @@ fsm_datum_state(Oid typid, Datum value, int *len)
 	bool		is_enum = false;
 
 	if (typid != TEXTOID && typid != VARCHAROID && !state_type_ok(typid, &is_enum))
-		elog(ERROR, "type %s cannot hold a state", format_type_be(typid));
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+				 errmsg("a value of type %s cannot be a state", format_type_be(typid)),
+				 errdetail("A state column must be text, varchar or an enum (or a domain over one)."),
+				 errhint("Attach the machine to such a column with harden.fsm_attach(table, column, machine).")));
 	if (is_enum)
 	{
 		HeapTuple	tup = SearchSysCache1(ENUMOID, value);
@@ -1073,8 +1078,8 @@ fsm_reject(FsmCheck *c, int sqlstate, int from, const char *from_name,
 		   const char *to_name, bool new_unknown)
 {
 	char	   *table = fsm_table_name(c->rel);
-	char	   *key = fsm_jsonb_text(fsm_row_key(c->rel, c->keytuple));
-	char	   *to_q = to_name ? psprintf("\"%s\"", to_name) : "NULL";
+	const char *key = fsm_truncate(fsm_jsonb_text(fsm_row_key(c->rel, c->keytuple)));
+	char	   *to_q = to_name ? psprintf("\"%s\"", fsm_truncate(to_name)) : "NULL";
 	char	   *next = fsm_next_list(c->m, from);
 
 	fsm_count(c->m, true);
@@ -1102,7 +1107,7 @@ fsm_reject(FsmCheck *c, int sqlstate, int from, const char *from_name,
 		ereport(ERROR,
 				(errcode(sqlstate),
 				 errmsg("invalid transition for %s row %s: the current state %s is not a state of machine \"%s\"",
-						table, key, from_name ? psprintf("\"%s\"", from_name) : "NULL", c->m->name),
+						table, key, from_name ? psprintf("\"%s\"", fsm_truncate(from_name)) : "NULL", c->m->name),
 				 errdetail("The row was given that state while the machine was not enforced on it."),
 				 errhint("Correct the row with the trigger %s%s disabled, or redefine the machine.",
 						 FSM_TRIGGER_PREFIX, c->m->name),
@@ -1152,6 +1157,20 @@ fsm_trigger_check_registered(FunctionCallInfo fcinfo, Trigger *trig, Relation re
 				if (fsm_attachment_registered(lfirst_oid(lc), machine))
 					ok = true;
 		}
+	}
+	if (ok)
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+		AttrNumber	attnum = trig->tgattr[0];
+
+		if (attnum <= 0 || attnum > desc->natts || TupleDescAttr(desc, attnum - 1)->attisdropped)
+			ereport(ERROR,
+					(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+					 errmsg("trigger \"%s\" on %s names a column that does not exist",
+							trig->tgname, fsm_table_name(rel)),
+					 errhint("Drop the trigger and attach the machine with harden.fsm_attach(table, column, machine).")));
+		fsm_column_type_check(TupleDescAttr(desc, attnum - 1)->atttypid, fsm_table_name(rel),
+							  NameStr(TupleDescAttr(desc, attnum - 1)->attname));
 	}
 	if (!ok)
 		ereport(ERROR,
@@ -1224,8 +1243,6 @@ fsm_enforce_row(TriggerData *td, FsmCheck *cp)
 	const char *event = NULL;
 
 	desc = RelationGetDescr(c.rel);
-	if (c.attnum <= 0 || c.attnum > desc->natts || TupleDescAttr(desc, c.attnum - 1)->attisdropped)
-		elog(ERROR, "trigger \"%s\" names a missing column", trig->tgname);
 	att = TupleDescAttr(desc, c.attnum - 1);
 	audit = !(trig->tgnargs >= 2 && strcmp(trig->tgargs[1], "noaudit") == 0);
 	is_insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);

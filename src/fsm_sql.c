@@ -244,17 +244,17 @@ choose_attachment(Relation rel, const char *machine, attachment_pred pred,
 	if (machine != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
-				 errmsg("state machine \"%s\" is not attached to %s", machine, fsm_table_name(rel))));
+				 errmsg("state machine \"%s\" is not attached to %s", fsm_truncate(machine), fsm_table_name(rel))));
 	if (list_length(fit) == 1)
 		return linitial(fit);
 	if (fit == NIL)
 		ereport(ERROR,
 				(errcode(pred == machine_has_event ? ERRCODE_HARDEN_FSM_EVENT_NOT_AVAILABLE :
 						 ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-				 errmsg("no state machine attached to %s has %s \"%s\"", fsm_table_name(rel), what, arg)));
+				 errmsg("no state machine attached to %s has %s \"%s\"", fsm_table_name(rel), what, fsm_truncate(arg))));
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_AMBIGUOUS),
-			 errmsg("several state machines attached to %s have %s \"%s\"", fsm_table_name(rel), what, arg),
+			 errmsg("several state machines attached to %s have %s \"%s\"", fsm_table_name(rel), what, fsm_truncate(arg)),
 			 errhint("Name the machine: machine => '...'.")));
 	return NULL;
 }
@@ -310,7 +310,7 @@ normalize_key(Relation rel, Jsonb *key)
 	if (!JB_ROOT_IS_OBJECT(key))
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-				 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_jsonb_text(k)),
+				 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(k))),
 				 errdetail("A row key is a jsonb object of the primary-key columns, or a scalar for a one-column key.")));
 	foreach(lc, cols)
 	{
@@ -325,7 +325,7 @@ normalize_key(Relation rel, Jsonb *key)
 		if (v == NULL || v->type == jbvNull)
 			ereport(ERROR,
 					(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-					 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_jsonb_text(k)),
+					 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(k))),
 					 errdetail("The key has no value for primary-key column \"%s\".", col)));
 	}
 	return k;
@@ -420,7 +420,7 @@ read_row(Relation rel, FsmAttachment *a, Datum key, bool lock, MemoryContext out
 	if (SPI_processed > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-				 errmsg("row key %s matches %llu rows of %s", fsm_jsonb_text(key),
+				 errmsg("row key %s matches %llu rows of %s", fsm_truncate(fsm_jsonb_text(key)),
 						(unsigned long long) SPI_processed, table)));
 	if (SPI_processed == 1)
 	{
@@ -449,7 +449,7 @@ row_not_found(Relation rel, Datum key)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-			 errmsg("%s has no row with key %s", fsm_table_name(rel), fsm_jsonb_text(key))));
+			 errmsg("%s has no row with key %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)))));
 }
 
 /* Move a locked row to state; the trigger validates and audits. */
@@ -482,7 +482,12 @@ update_row(Relation rel, FsmAttachment *a, FsmRow *row, const char *state, FsmAc
 	}
 	PG_END_TRY();
 	if (SPI_processed != 1)
-		elog(ERROR, "pg_harden: the locked row of %s was not updated", fsm_table_name(rel));
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_TRANSITION_SKIPPED),
+				 errmsg("the transition of %s row to \"%s\" did not happen", fsm_table_name(rel),
+						fsm_truncate(state)),
+				 errdetail("The locked row was not updated: a BEFORE UPDATE trigger on the table returned NULL."),
+				 errhint("Make the trigger return the new row for this update, or disable it.")));
 }
 
 /* ---- fsm_fire / fsm_can / fsm_next ---- */
@@ -502,7 +507,7 @@ event_not_available(FsmMachine *m, Relation rel, Datum key, int from, const char
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_EVENT_NOT_AVAILABLE),
 			 errmsg("event \"%s\" is not available for %s row %s in state \"%s\"",
-					event, fsm_table_name(rel), fsm_jsonb_text(key), s->name),
+					fsm_truncate(event), fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)), s->name),
 			 errdetail("State machine \"%s\" has these events from \"%s\": %s.",
 					   m->name, s->name, n > 0 ? events.data : "none")));
 }
@@ -513,8 +518,8 @@ current_state_unknown(FsmMachine *m, Relation rel, Datum key, const char *state)
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
 			 errmsg("%s row %s is in state %s, which is not a state of machine \"%s\"",
-					fsm_table_name(rel), fsm_jsonb_text(key),
-					state ? quote_literal_cstr(state) : "NULL", m->name)));
+					fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)),
+					state ? quote_literal_cstr(fsm_truncate(state)) : "NULL", m->name)));
 }
 
 PG_FUNCTION_INFO_V1(harden_fsm_fire);
@@ -621,7 +626,7 @@ harden_fsm_can(PG_FUNCTION_ARGS)
 	if (to < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-				 errmsg("\"%s\" is not a state of machine \"%s\"", to_state, m->name)));
+				 errmsg("\"%s\" is not a state of machine \"%s\"", fsm_truncate(to_state), m->name)));
 	from = row.state ? fsm_state_lookup(m, row.state, strlen(row.state)) : -1;
 	table_close(rel, AccessShareLock);
 	PG_RETURN_BOOL(from >= 0 && fsm_transition_find(m, from, to) != NULL);
@@ -650,7 +655,7 @@ harden_fsm_next(PG_FUNCTION_ARGS)
 		if (s < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-					 errmsg("\"%s\" is not a state of machine \"%s\"", state, m->name),
+					 errmsg("\"%s\" is not a state of machine \"%s\"", fsm_truncate(state), m->name),
 					 errdetail("Its states are listed in harden.fsm_states.")));
 		for (int i = 0; i < m->states[s].ntrans; i++)
 			elems[n++] = CStringGetTextDatum(m->states[m->states[s].trans[i].to].name);
@@ -840,7 +845,7 @@ harden_fsm_diagram(PG_FUNCTION_ARGS)
 		PG_RETURN_TEXT_P(cstring_to_text(diagram_dot(m)));
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown diagram format %s", format ? quote_literal_cstr(format) : "NULL"),
+			 errmsg("unknown diagram format %s", format ? quote_literal_cstr(fsm_truncate(format)) : "NULL"),
 			 errhint("Use 'mermaid' or 'dot'.")));
 	PG_RETURN_NULL();
 }
@@ -1301,7 +1306,7 @@ harden_fsm_detach(PG_FUNCTION_ARGS)
 	if (drops == NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
-				 machine ? errmsg("state machine \"%s\" is not attached to %s", machine, table) :
+				 machine ? errmsg("state machine \"%s\" is not attached to %s", fsm_truncate(machine), table) :
 				 errmsg("no state machine is attached to %s", table)));
 	spi_connect();
 	foreach(lc, drops)
