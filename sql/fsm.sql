@@ -443,6 +443,34 @@ SELECT * FROM rekey;
 SELECT harden.fsm_detach('rekey');
 DROP TABLE rekey;
 
+-- ---- row keys of every JSON kind, and cached names that follow renames ----
+CREATE SCHEMA fsm_keys;
+CREATE TABLE fsm_keys.k (a int2, b bigint, n numeric, f float8, t text, bo boolean, j jsonb,
+                         s text NOT NULL DEFAULT 'closed', PRIMARY KEY (a, b, n, f, t, bo, j));
+SELECT harden.fsm_attach('fsm_keys.k', 's', 'circuit_breaker');
+INSERT INTO fsm_keys.k VALUES (1, 9007199254740993, 1.50, 0.1, 'x"y', true, '{"z": [1, null]}'),
+                              (2, -1, 'NaN', '-Infinity', '', false, '"s"');
+SELECT row_key, row_key = jsonb_build_object('a', a, 'b', b, 'n', n, 'f', f, 't', t, 'bo', bo, 'j', j) AS same
+  FROM harden.fsm_log l JOIN fsm_keys.k ON l.row_key->>'a' = k.a::text
+ WHERE l.table_name = 'fsm_keys.k' ORDER BY l.id;
+CREATE ROLE fsm_renamed;
+GRANT USAGE ON SCHEMA fsm_keys TO fsm_renamed;
+GRANT SELECT, UPDATE ON fsm_keys.k TO fsm_renamed;
+ALTER SCHEMA fsm_keys RENAME TO fsm_keys2;
+SET ROLE fsm_renamed;
+UPDATE fsm_keys2.k SET s = 'open' WHERE a = 1;
+RESET ROLE;
+ALTER TABLE fsm_keys2.k RENAME TO k2;
+ALTER ROLE fsm_renamed RENAME TO fsm_renamed2;
+SET ROLE fsm_renamed2;
+UPDATE fsm_keys2.k2 SET s = 'open' WHERE a = 2;
+RESET ROLE;
+SELECT table_name, row_key->'a' AS a, role FROM harden.fsm_log WHERE table_name LIKE 'fsm_keys%' AND from_state IS NOT NULL ORDER BY id;
+SELECT harden.fsm_detach('fsm_keys2.k2');
+DROP SCHEMA fsm_keys2 CASCADE;
+DROP ROLE fsm_renamed2;
+DELETE FROM harden.fsm_due;
+
 -- ---- re-entry: a nested trigger call that recompiles leaves the outer call's machine intact ----
 SELECT harden.fsm_define('re_m', 'x -> y');
 CREATE TABLE re_a (id int PRIMARY KEY, s text NOT NULL DEFAULT 'closed');

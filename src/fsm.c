@@ -104,6 +104,12 @@ uint64		fsm_cache_generation = 0;
 FsmActor   *fsm_current_actor = NULL;
 
 static void fsm_write_metrics(MetricWriter *w);
+static void fsm_relinfo_inval(Oid relid);
+static void fsm_register_callbacks(void);
+static void fsm_xact_callback(XactEvent event, void *arg);
+typedef struct FsmRelInfo FsmRelInfo;
+static FsmRelInfo *fsm_relinfo_get(Relation rel);
+static const char *fsm_rel_name(Relation rel);
 
 void
 fsm_define_gucs(bool preloading)
@@ -154,15 +160,31 @@ fsm_shmem_startup(void)
 	fsm_shared->nused = 0;
 }
 
+/*
+ * Find or claim the counter slot of (this database, machine).  Slots below
+ * nused are never rewritten, so the scan runs without the lock; the lock
+ * is held only to look at slots claimed meanwhile and to append.
+ */
 static FsmCounterSlot *
 fsm_claim_slot(const char *machine)
 {
 	FsmCounterSlot *slot = NULL;
+	int			n;
 
 	if (fsm_shared == NULL || !harden_shmem_ready)
 		return NULL;
 	SpinLockAcquire(&fsm_shared->mutex);
-	for (int i = 0; i < fsm_shared->nused; i++)
+	n = fsm_shared->nused;
+	SpinLockRelease(&fsm_shared->mutex);
+	for (int i = 0; i < n; i++)
+	{
+		FsmCounterSlot *s = &fsm_shared->slots[i];
+
+		if (s->dboid == MyDatabaseId && strcmp(s->machine, machine) == 0)
+			return s;
+	}
+	SpinLockAcquire(&fsm_shared->mutex);
+	for (int i = n; i < fsm_shared->nused; i++)
 	{
 		FsmCounterSlot *s = &fsm_shared->slots[i];
 
@@ -186,6 +208,52 @@ fsm_claim_slot(const char *machine)
 }
 
 /*
+ * The slot of a machine, remembered by name for the life of the backend
+ * (slots are never freed), so recompiling a machine does not claim again.
+ */
+typedef struct FsmSlotEntry
+{
+	char		machine[NAMEDATALEN];
+	FsmCounterSlot *slot;
+} FsmSlotEntry;
+
+static HTAB *fsm_slot_cache = NULL;
+
+static FsmCounterSlot *
+fsm_machine_slot(const char *machine)
+{
+	FsmSlotEntry *e;
+	bool		found;
+	char		key[NAMEDATALEN];
+
+	if (fsm_slot_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = NAMEDATALEN;
+		ctl.entrysize = sizeof(FsmSlotEntry);
+		fsm_slot_cache = hash_create("pg_harden fsm counter slots", 16, &ctl,
+									 HASH_ELEM | HASH_STRINGS);
+	}
+	memset(key, 0, sizeof(key));
+	strlcpy(key, machine, NAMEDATALEN);
+	e = hash_search(fsm_slot_cache, key, HASH_FIND, NULL);
+	if (e != NULL)
+		return e->slot;
+	{
+		FsmCounterSlot *slot = fsm_claim_slot(key);
+
+		/* Remember a miss only once shared memory exists: the array is full. */
+		if (slot == NULL && (fsm_shared == NULL || !harden_shmem_ready))
+			return NULL;
+		e = hash_search(fsm_slot_cache, key, HASH_ENTER, &found);
+		e->slot = slot;
+		return slot;
+	}
+}
+
+/*
  * Count a transition or a rejection.  Rejections roll back with their
  * transaction, which is why the counts live in shared memory, not a table.
  */
@@ -195,7 +263,7 @@ fsm_count(FsmMachine *m, bool rejected)
 	harden_count(rejected ? HC_FSM_REJECTIONS : HC_FSM_TRANSITIONS, 1);
 	if (!m->counters_claimed)
 	{
-		m->counters = fsm_claim_slot(m->name);
+		m->counters = fsm_machine_slot(m->name);
 		m->counters_claimed = true;
 	}
 	if (m->counters)
@@ -297,6 +365,7 @@ fsm_relcache_callback(Datum arg, Oid relid)
 		relid == fsm_config_relids[1] || relid == fsm_config_relids[2] ||
 		relid == fsm_config_relids[3])
 		fsm_cache_stale = true;
+	fsm_relinfo_inval(relid);
 	if (relid == InvalidOid || relid == fsm_log_relid)
 		fsm_log_verified = false;
 	if (relid == InvalidOid || relid == fsm_due_relid)
@@ -362,12 +431,7 @@ fsm_cache_reset(void)
 {
 	HASHCTL		ctl;
 
-	if (!fsm_callbacks_registered)
-	{
-		CacheRegisterRelcacheCallback(fsm_relcache_callback, (Datum) 0);
-		RegisterXactCallback(fsm_xact_callback, NULL);
-		fsm_callbacks_registered = true;
-	}
+	fsm_register_callbacks();
 	if (fsm_cache_cxt != NULL && fsm_cache_pins > 0)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
@@ -738,6 +802,8 @@ fsm_column_type_check(Oid typid, const char *table, const char *column)
  * The state a column value names: text and varchar point into the datum
  * (not NUL-terminated), enums are looked up in pg_enum.
  */
+static char *datum_state(bool is_enum, Datum value, int *len);
+
 char *
 fsm_datum_state(Oid typid, Datum value, int *len)
 {
@@ -749,6 +815,13 @@ fsm_datum_state(Oid typid, Datum value, int *len)
 				 errmsg("a value of type %s cannot be a state", format_type_be(typid)),
 				 errdetail("A state column must be text, varchar or an enum (or a domain over one)."),
 				 errhint("Attach the machine to such a column with harden.fsm_attach(table, column, machine).")));
+	return datum_state(is_enum, value, len);
+}
+
+/* The same, with the column's kind already known (the trigger's hot path). */
+static char *
+datum_state(bool is_enum, Datum value, int *len)
+{
 	if (is_enum)
 	{
 		HeapTuple	tup = SearchSysCache1(ENUMOID, value);
@@ -788,24 +861,198 @@ fsm_truncate(const char *s)
 char *
 fsm_table_name(Relation rel)
 {
-	return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-									  RelationGetRelationName(rel));
+	return pstrdup(fsm_rel_name(rel));
+}
+
+/* ---- per-table facts for the audit rows, cached per backend ---- */
+
+typedef struct FsmKeyCol
+{
+	AttrNumber	attnum;
+	char	   *name;
+	int			namelen;
+	Oid			typid;
+	FmgrInfo	out;
+} FsmKeyCol;
+
+struct FsmRelInfo
+{
+	Oid			relid;			/* hash key */
+	bool		valid;
+	MemoryContext cxt;
+	char	   *name;			/* schema-qualified, quoted */
+	int			nkeys;
+	FsmKeyCol  *keys;			/* primary-key columns, in attnum order */
+};
+
+static HTAB *fsm_relinfo = NULL;
+static uint64 fsm_relinfo_invals = 0;
+
+static void
+fsm_relinfo_inval(Oid relid)
+{
+	FsmRelInfo *e;
+
+	fsm_relinfo_invals++;
+	if (fsm_relinfo == NULL)
+		return;
+	if (OidIsValid(relid))
+	{
+		e = hash_search(fsm_relinfo, &relid, HASH_FIND, NULL);
+		if (e != NULL)
+			e->valid = false;
+	}
+	else
+	{
+		HASH_SEQ_STATUS seq;
+
+		hash_seq_init(&seq, fsm_relinfo);
+		while ((e = hash_seq_search(&seq)) != NULL)
+			e->valid = false;
+	}
+}
+
+/* A schema renamed: every cached table name may be wrong. */
+static void
+fsm_namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	fsm_relinfo_inval(InvalidOid);
+}
+
+static Oid	fsm_role_id = InvalidOid;
+static char fsm_role_name[NAMEDATALEN];
+
+static void
+fsm_role_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	fsm_role_id = InvalidOid;
 }
 
 static void
-append_json_value(StringInfo buf, Oid typid, Datum value)
+fsm_register_callbacks(void)
 {
-	Oid			outfunc;
-	bool		varlena;
+	if (fsm_callbacks_registered)
+		return;
+	CacheRegisterRelcacheCallback(fsm_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, fsm_namespace_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, fsm_role_callback, (Datum) 0);
+	RegisterXactCallback(fsm_xact_callback, NULL);
+	fsm_callbacks_registered = true;
+}
+
+/* The current user's name, for the audit trail. */
+static const char *
+fsm_current_role_name(void)
+{
+	Oid			role = GetUserId();
+
+	if (role != fsm_role_id)
+	{
+		strlcpy(fsm_role_name, GetUserNameFromId(role, false), NAMEDATALEN);
+		fsm_role_id = role;
+	}
+	return fsm_role_name;
+}
+
+static FsmRelInfo *
+fsm_relinfo_get(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	FsmRelInfo *e;
+	bool		found;
+	uint64		invals;
+	MemoryContext old;
+	Bitmapset  *pk;
+	int			x = -1;
+
+	fsm_register_callbacks();
+	if (fsm_relinfo == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(FsmRelInfo);
+		fsm_relinfo = hash_create("pg_harden fsm tables", 16, &ctl, HASH_ELEM | HASH_BLOBS);
+	}
+	e = hash_search(fsm_relinfo, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		e->valid = false;
+		e->cxt = NULL;
+	}
+	if (e->valid)
+		return e;
+	if (e->cxt == NULL)
+		e->cxt = AllocSetContextCreate(TopMemoryContext, "pg_harden fsm table", ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(e->cxt);
+	invals = fsm_relinfo_invals;
+	old = MemoryContextSwitchTo(e->cxt);
+	e->name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+										 RelationGetRelationName(rel));
+	pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	e->keys = palloc0(sizeof(FsmKeyCol) * Max(bms_num_members(pk), 1));
+	e->nkeys = 0;
+	while ((x = bms_next_member(pk, x)) >= 0)
+	{
+		AttrNumber	attnum = x + FirstLowInvalidHeapAttributeNumber;
+		Form_pg_attribute att;
+		FsmKeyCol  *k;
+		Oid			outfunc;
+		bool		varlena;
+
+		if (attnum <= 0)
+			continue;
+		att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+		k = &e->keys[e->nkeys++];
+		k->attnum = attnum;
+		k->name = pstrdup(NameStr(att->attname));
+		k->namelen = strlen(k->name);
+		k->typid = att->atttypid;
+		getTypeOutputInfo(att->atttypid, &outfunc, &varlena);
+		fmgr_info_cxt(outfunc, &k->out, e->cxt);
+	}
+	MemoryContextSwitchTo(old);
+	/* Valid only if nothing was invalidated while it was built. */
+	e->valid = (invals == fsm_relinfo_invals);
+	return e;
+}
+
+static const char *
+fsm_rel_name(Relation rel)
+{
+	return fsm_relinfo_get(rel)->name;
+}
+
+/* One key column's value as a jsonb value, as jsonb_in would read it. */
+static void
+fsm_key_value(JsonbValue *v, FsmKeyCol *k, Datum value)
+{
 	char	   *out;
 
-	getTypeOutputInfo(typid, &outfunc, &varlena);
-	out = OidOutputFunctionCall(outfunc, value);
-	switch (typid)
+	switch (k->typid)
 	{
 		case INT2OID:
+			v->type = jbvNumeric;
+			v->val.numeric = DatumGetNumeric(DirectFunctionCall1(int2_numeric, value));
+			return;
 		case INT4OID:
+			v->type = jbvNumeric;
+			v->val.numeric = DatumGetNumeric(DirectFunctionCall1(int4_numeric, value));
+			return;
 		case INT8OID:
+			v->type = jbvNumeric;
+			v->val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric, value));
+			return;
+		case BOOLOID:
+			v->type = jbvBool;
+			v->val.boolean = DatumGetBool(value);
+			return;
+	}
+	out = OutputFunctionCall(&k->out, value);
+	switch (k->typid)
+	{
 		case OIDOID:
 		case NUMERICOID:
 		case FLOAT4OID:
@@ -813,63 +1060,76 @@ append_json_value(StringInfo buf, Oid typid, Datum value)
 			/* NaN and infinities are not JSON numbers. */
 			if ((out[0] >= '0' && out[0] <= '9') || (out[0] == '-' && out[1] >= '0' && out[1] <= '9'))
 			{
-				appendStringInfoString(buf, out);
+				v->type = jbvNumeric;
+				v->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(out),
+																	 ObjectIdGetDatum(InvalidOid),
+																	 Int32GetDatum(-1)));
 				return;
 			}
 			break;
-		case BOOLOID:
-			appendStringInfoString(buf, DatumGetBool(value) ? "true" : "false");
-			return;
 		case JSONOID:
 		case JSONBOID:
-			appendStringInfoString(buf, out);
-			return;
+			{
+				Jsonb	   *j = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(out)));
+
+				v->type = jbvBinary;
+				v->val.binary.data = &j->root;
+				v->val.binary.len = VARSIZE(j) - VARHDRSZ;
+				return;
+			}
 	}
-	escape_json(buf, out);
+	v->type = jbvString;
+	v->val.string.val = out;
+	v->val.string.len = strlen(out);
 }
 
 /*
- * A row's key as jsonb: its primary-key columns.  A table whose primary key
- * was dropped after attaching falls back to the tuple's ctid.
+ * A row's key as jsonb: its primary-key columns, built directly (no JSON
+ * text to parse).  A table whose primary key was dropped after attaching
+ * falls back to the tuple's ctid.
  */
 Datum
 fsm_row_key(Relation rel, HeapTuple tuple)
 {
-	Bitmapset  *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	FsmRelInfo *ri = fsm_relinfo_get(rel);
 	TupleDesc	desc = RelationGetDescr(rel);
-	StringInfoData buf;
-	int			x = -1;
-	bool		first = true;
+	JsonbParseState *st = NULL;
+	JsonbValue	k;
+	JsonbValue	v;
+	JsonbValue *res;
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	while ((x = bms_next_member(pk, x)) >= 0)
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < ri->nkeys; i++)
 	{
-		AttrNumber	attnum = x + FirstLowInvalidHeapAttributeNumber;
-		Form_pg_attribute att;
+		FsmKeyCol  *col = &ri->keys[i];
 		bool		isnull;
 		Datum		d;
 
-		if (attnum <= 0)
-			continue;
-		att = TupleDescAttr(desc, attnum - 1);
-		if (!first)
-			appendStringInfoString(&buf, ", ");
-		first = false;
-		escape_json(&buf, NameStr(att->attname));
-		appendStringInfoString(&buf, ": ");
-		d = heap_getattr(tuple, attnum, desc, &isnull);
+		k.type = jbvString;
+		k.val.string.val = col->name;
+		k.val.string.len = col->namelen;
+		pushJsonbValue(&st, WJB_KEY, &k);
+		d = heap_getattr(tuple, col->attnum, desc, &isnull);
 		if (isnull)
-			appendStringInfoString(&buf, "null");
+			v.type = jbvNull;
 		else
-			append_json_value(&buf, att->atttypid, d);
+			fsm_key_value(&v, col, d);
+		pushJsonbValue(&st, WJB_VALUE, &v);
 	}
-	if (first && ItemPointerIsValid(&tuple->t_self))
-		appendStringInfo(&buf, "\"ctid\": \"(%u,%u)\"",
-						 ItemPointerGetBlockNumber(&tuple->t_self),
-						 ItemPointerGetOffsetNumber(&tuple->t_self));
-	appendStringInfoChar(&buf, '}');
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+	if (ri->nkeys == 0 && ItemPointerIsValid(&tuple->t_self))
+	{
+		k.type = jbvString;
+		k.val.string.val = "ctid";
+		k.val.string.len = 4;
+		pushJsonbValue(&st, WJB_KEY, &k);
+		v.type = jbvString;
+		v.val.string.val = psprintf("(%u,%u)", ItemPointerGetBlockNumber(&tuple->t_self),
+									ItemPointerGetOffsetNumber(&tuple->t_self));
+		v.val.string.len = strlen(v.val.string.val);
+		pushJsonbValue(&st, WJB_VALUE, &v);
+	}
+	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	return JsonbPGetDatum(JsonbValueToJsonb(res));
 }
 
 char *
@@ -1029,7 +1289,7 @@ fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
 	v[6] = CStringGetTextDatum(to);
 	v[7] = text_or_null(event, &n[7]);
 	v[8] = CStringGetTextDatum(actor);
-	v[9] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
+	v[9] = CStringGetTextDatum(fsm_current_role_name());
 	v[10] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	v[11] = text_or_null(fsm_reason && fsm_reason[0] ? fsm_reason : NULL, &n[11]);
 	fsm_insert_row(cached_relid(&fsm_log_relid, "fsm_log"), fsm_log_types, &fsm_log_verified,
@@ -1131,9 +1391,10 @@ typedef struct FsmTriggerCache
 {
 	Oid			tgoid;
 	uint64		generation;
+	bool		is_enum;		/* the column holds an enum (or a domain over one) */
 } FsmTriggerCache;
 
-static void
+static FsmTriggerCache *
 fsm_trigger_check_registered(FunctionCallInfo fcinfo, Trigger *trig, Relation rel)
 {
 	FsmTriggerCache *tc = (FsmTriggerCache *) fcinfo->flinfo->fn_extra;
@@ -1142,7 +1403,7 @@ fsm_trigger_check_registered(FunctionCallInfo fcinfo, Trigger *trig, Relation re
 
 	if (tc != NULL && tc->tgoid == trig->tgoid && tc->generation == fsm_cache_generation &&
 		!fsm_cache_stale)
-		return;
+		return tc;
 	ok = strncmp(trig->tgname, FSM_TRIGGER_PREFIX, strlen(FSM_TRIGGER_PREFIX)) == 0 &&
 		strcmp(trig->tgname + strlen(FSM_TRIGGER_PREFIX), machine) == 0;
 	if (ok && !fsm_attachment_registered(RelationGetRelid(rel), machine))
@@ -1184,10 +1445,12 @@ fsm_trigger_check_registered(FunctionCallInfo fcinfo, Trigger *trig, Relation re
 		tc = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(FsmTriggerCache));
 	tc->tgoid = trig->tgoid;
 	tc->generation = fsm_cache_generation;
+	(void) state_type_ok(TupleDescAttr(RelationGetDescr(rel), trig->tgattr[0] - 1)->atttypid, &tc->is_enum);
 	fcinfo->flinfo->fn_extra = tc;
+	return tc;
 }
 
-static Datum fsm_enforce_row(TriggerData *td, FsmCheck *cp);
+static Datum fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum);
 
 PG_FUNCTION_INFO_V1(harden_fsm_enforce);
 
@@ -1198,6 +1461,7 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 	Trigger    *trig;
 	FsmCheck	c;
 	Datum		result;
+	FsmTriggerCache *tc;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -1214,21 +1478,20 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 
 	c.rel = td->tg_relation;
 	c.attnum = trig->tgattr[0];
-	fsm_trigger_check_registered(fcinfo, trig, c.rel);
+	tc = fsm_trigger_check_registered(fcinfo, trig, c.rel);
 	c.m = fsm_machine_get(trig->tgargs[0], false);
 	fsm_cache_pin();
-	result = fsm_enforce_row(td, &c);
+	result = fsm_enforce_row(td, &c, tc->is_enum);
 	fsm_cache_unpin();
 	return result;
 }
 
 static Datum
-fsm_enforce_row(TriggerData *td, FsmCheck *cp)
+fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum)
 {
 	FsmCheck	c = *cp;
 	Trigger    *trig = td->tg_trigger;
 	TupleDesc	desc;
-	Form_pg_attribute att;
 	HeapTuple	newtup;
 	bool		is_insert;
 	bool		audit;
@@ -1243,7 +1506,6 @@ fsm_enforce_row(TriggerData *td, FsmCheck *cp)
 	const char *event = NULL;
 
 	desc = RelationGetDescr(c.rel);
-	att = TupleDescAttr(desc, c.attnum - 1);
 	audit = !(trig->tgnargs >= 2 && strcmp(trig->tgargs[1], "noaudit") == 0);
 	is_insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);
 	newtup = is_insert ? td->tg_trigtuple : td->tg_newtuple;
@@ -1252,7 +1514,7 @@ fsm_enforce_row(TriggerData *td, FsmCheck *cp)
 	newd = heap_getattr(newtup, c.attnum, desc, &newnull);
 	if (!newnull)
 	{
-		to_name = fsm_datum_state(att->atttypid, newd, &to_len);
+		to_name = datum_state(is_enum, newd, &to_len);
 		to = fsm_state_lookup(c.m, to_name, to_len);
 	}
 	if (is_insert)
@@ -1271,7 +1533,7 @@ fsm_enforce_row(TriggerData *td, FsmCheck *cp)
 
 		if (!oldnull)
 		{
-			from_name = fsm_datum_state(att->atttypid, oldd, &from_len);
+			from_name = datum_state(is_enum, oldd, &from_len);
 			/* Not a change of state: nothing to check or record. */
 			if (!newnull && from_len == to_len && memcmp(from_name, to_name, to_len) == 0)
 				return PointerGetDatum(newtup);
