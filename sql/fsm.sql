@@ -527,6 +527,17 @@ ALTER TABLE harden.fsm_log ADD CONSTRAINT only_events CHECK (actor <> 'sql') NOT
 INSERT INTO layout VALUES (2);
 \set VERBOSITY default
 ROLLBACK;
+-- The compiled constraint is used from then on, also after a caught violation.
+BEGIN;
+ALTER TABLE harden.fsm_log ADD CONSTRAINT only_events CHECK (actor <> 'sql') NOT VALID;
+SAVEPOINT s;
+INSERT INTO layout VALUES (2);
+ROLLBACK TO SAVEPOINT s;
+DO $$ BEGIN INSERT INTO layout VALUES (2); EXCEPTION WHEN check_violation THEN RAISE NOTICE 'refused: %', SQLERRM; END $$;
+ALTER TABLE harden.fsm_log DROP CONSTRAINT only_events;
+INSERT INTO layout VALUES (2);
+SELECT count(*) AS audited_in_xact FROM harden.fsm_log WHERE table_name = 'public.layout' AND row_key = '{"id": 2}';
+ROLLBACK;
 BEGIN;
 ALTER TABLE harden.fsm_log ADD CONSTRAINT id_unique UNIQUE (id, txid) DEFERRABLE INITIALLY DEFERRED;
 INSERT INTO layout VALUES (2);

@@ -44,6 +44,7 @@
 #include "utils/typcache.h"
 #include "utils/snapmgr.h"
 #include "access/genam.h"
+#include "nodes/readfuncs.h"
 #include "mb/pg_wchar.h"
 #include "catalog/partition.h"
 
@@ -97,8 +98,24 @@ static Oid	fsm_log_relid = InvalidOid;
 static Oid	fsm_log_seqid = InvalidOid;
 static Oid	fsm_due_relid = InvalidOid;
 static Oid	fsm_due_seqid = InvalidOid;
-static bool fsm_log_verified = false;
-static bool fsm_due_verified = false;
+/*
+ * What the direct inserts know about fsm_log and fsm_due: verified against
+ * the layout once per relcache invalidation, with the table's CHECK
+ * constraints compiled once (not per row).
+ */
+typedef struct FsmTarget
+{
+	bool		verified;
+	bool		busy;			/* its expressions are being evaluated */
+	MemoryContext cxt;			/* the expressions and their EState */
+	EState	   *estate;
+	int			nchecks;
+	ExprState **checks;
+	char	  **check_names;
+} FsmTarget;
+
+static FsmTarget fsm_log_target;
+static FsmTarget fsm_due_target;
 uint64		fsm_cache_generation = 0;
 
 FsmActor   *fsm_current_actor = NULL;
@@ -367,9 +384,9 @@ fsm_relcache_callback(Datum arg, Oid relid)
 		fsm_cache_stale = true;
 	fsm_relinfo_inval(relid);
 	if (relid == InvalidOid || relid == fsm_log_relid)
-		fsm_log_verified = false;
+		fsm_log_target.verified = false;
 	if (relid == InvalidOid || relid == fsm_due_relid)
-		fsm_due_verified = false;
+		fsm_due_target.verified = false;
 }
 
 Oid
@@ -421,6 +438,7 @@ fsm_xact_callback(XactEvent event, void *arg)
 		event == XACT_EVENT_PREPARE)
 	{
 		fsm_cache_pins = 0;
+		fsm_log_target.busy = fsm_due_target.busy = false;
 		if (fsm_retired_cxts != NIL)
 			fsm_free_retired();
 	}
@@ -456,7 +474,7 @@ fsm_cache_reset(void)
 	fsm_registry = NULL;
 	fsm_trigger_oid = InvalidOid;
 	fsm_log_relid = fsm_log_seqid = fsm_due_relid = fsm_due_seqid = InvalidOid;
-	fsm_log_verified = fsm_due_verified = false;
+	fsm_log_target.verified = fsm_due_target.verified = false;
 
 	/* Invalidations that arrive during these lookups mark us stale again. */
 	fsm_cache_stale = false;
@@ -1202,8 +1220,80 @@ fsm_verify_table(Relation rel, const Oid *types, int natts)
  * Privileges are not checked on purpose: writers must not need (or have)
  * INSERT on the audit trail.
  */
+/* Compile the table's CHECK constraints into t, for every later row. */
 static void
-fsm_insert_row(Oid relid, const Oid *types, bool *verified, Datum *values, bool *nulls, int natts)
+fsm_target_compile(FsmTarget *t, Relation rel)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	MemoryContext old;
+	int			n = constr ? constr->num_check : 0;
+
+	if (t->cxt != NULL)
+		MemoryContextDelete(t->cxt);
+	t->cxt = AllocSetContextCreate(TopMemoryContext, "pg_harden fsm insert target",
+								   ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(t->cxt);
+	t->estate = CreateExecutorState();
+	t->nchecks = n;
+	t->checks = palloc0(sizeof(ExprState *) * Max(n, 1));
+	t->check_names = palloc0(sizeof(char *) * Max(n, 1));
+	MemoryContextSwitchTo(t->estate->es_query_cxt);
+	for (int i = 0; i < n; i++)
+	{
+		Expr	   *expr = (Expr *) stringToNode(constr->check[i].ccbin);
+
+		t->checks[i] = ExecPrepareExpr(expr, t->estate);
+		t->check_names[i] = pstrdup(constr->check[i].ccname);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* NOT NULL and CHECK constraints, with the compiled expressions. */
+static void
+fsm_target_check(FsmTarget *t, Relation rel, TupleTableSlot *slot, bool *nulls, int natts)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	ExprContext *econtext;
+
+	if (desc->constr && desc->constr->has_not_null)
+		for (int i = 0; i < natts; i++)
+			if (nulls[i] && TupleDescAttr(desc, i)->attnotnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_NOT_NULL_VIOLATION),
+						 errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+								NameStr(TupleDescAttr(desc, i)->attname), RelationGetRelationName(rel)),
+						 errtablecol(rel, i + 1)));
+	if (t->nchecks == 0)
+		return;
+	econtext = GetPerTupleExprContext(t->estate);
+	ResetExprContext(econtext);
+	econtext->ecxt_scantuple = slot;
+	t->busy = true;
+	for (int i = 0; i < t->nchecks; i++)
+		if (!ExecCheck(t->checks[i], econtext))
+		{
+			t->busy = false;
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("new row for relation \"%s\" violates check constraint \"%s\"",
+							RelationGetRelationName(rel), t->check_names[i]),
+					 errtableconstraint(rel, t->check_names[i])));
+		}
+	t->busy = false;
+	econtext->ecxt_scantuple = NULL;
+}
+
+/*
+ * Insert one row into a harden table without SQL.  The heap insert goes
+ * through the table AM; NOT NULL and CHECK constraints are checked first,
+ * and index entries (unique and exclusion checks included) are made with
+ * the executor's ExecInsertIndexTuples, so every constraint and index on
+ * the table -- ours and any an administrator adds -- holds.  Privileges are
+ * not checked on purpose: writers must not need (or have) INSERT on the
+ * audit trail.
+ */
+static void
+fsm_insert_row(Oid relid, const Oid *types, FsmTarget *t, Datum *values, bool *nulls, int natts)
 {
 	Relation	rel = table_open(relid, RowExclusiveLock);
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -1211,11 +1301,20 @@ fsm_insert_row(Oid relid, const Oid *types, bool *verified, Datum *values, bool 
 	EState	   *estate;
 	ResultRelInfo *rri;
 
-	if (!*verified)
+	/*
+	 * A CHECK expression that errors leaves busy set: the expressions may be
+	 * mid-evaluation only if this call is nested in one of them.
+	 */
+	if (t->busy && fsm_cache_pins <= 1)
+		t->busy = false;
+	if (!t->verified && !t->busy)
 	{
 		fsm_verify_table(rel, types, natts);
-		*verified = true;
+		fsm_target_compile(t, rel);
+		t->verified = true;
 	}
+	else if (!t->verified)
+		fsm_verify_table(rel, types, natts);
 	slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
 	ExecClearTuple(slot);
 	memcpy(slot->tts_values, values, sizeof(Datum) * natts);
@@ -1226,7 +1325,13 @@ fsm_insert_row(Oid relid, const Oid *types, bool *verified, Datum *values, bool 
 	rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(rri, rel, 0, NULL, 0);
 	if (desc->constr && (desc->constr->has_not_null || desc->constr->num_check > 0))
-		ExecConstraints(rri, slot, estate);
+	{
+		/* Nested in a CHECK expression, or changed meanwhile: the executor's way. */
+		if (t->busy || !t->verified)
+			ExecConstraints(rri, slot, estate);
+		else
+			fsm_target_check(t, rel, slot, nulls, natts);
+	}
 	simple_table_tuple_insert(rel, slot);
 	if (rel->rd_rel->relhasindex)
 	{
@@ -1292,7 +1397,7 @@ fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
 	v[9] = CStringGetTextDatum(fsm_current_role_name());
 	v[10] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	v[11] = text_or_null(fsm_reason && fsm_reason[0] ? fsm_reason : NULL, &n[11]);
-	fsm_insert_row(cached_relid(&fsm_log_relid, "fsm_log"), fsm_log_types, &fsm_log_verified,
+	fsm_insert_row(cached_relid(&fsm_log_relid, "fsm_log"), fsm_log_types, &fsm_log_target,
 				   v, n, FSM_LOG_NATTS);
 }
 
@@ -1319,7 +1424,7 @@ fsm_due_insert(FsmMachine *m, Oid relid, const char *table, Datum key, int state
 	v[8] = TimestampTzGetDatum(now);
 	v[9] = Int32GetDatum(0);
 	n[10] = true;
-	fsm_insert_row(cached_relid(&fsm_due_relid, "fsm_due"), fsm_due_types, &fsm_due_verified,
+	fsm_insert_row(cached_relid(&fsm_due_relid, "fsm_due"), fsm_due_types, &fsm_due_target,
 				   v, n, FSM_DUE_NATTS);
 }
 
