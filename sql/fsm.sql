@@ -379,6 +379,15 @@ DROP TABLE gen;
 CREATE TABLE parent_t (id int PRIMARY KEY, s text NOT NULL DEFAULT 'pending');
 CREATE TABLE child_t () INHERITS (parent_t);
 SELECT harden.fsm_attach('parent_t', 's', 'order');
+-- A child added later is not enforced, and its rows do not hold back a redefinition.
+DROP TABLE child_t;
+SELECT harden.fsm_define('parent_m', 'pending -> done');
+SELECT harden.fsm_attach('parent_t', 's', 'parent_m');
+CREATE TABLE child_t () INHERITS (parent_t);
+INSERT INTO child_t VALUES (1, 'anything');
+SELECT harden.fsm_define('parent_m', 'pending -> done -> archived');
+SELECT harden.fsm_detach('parent_t');
+SELECT harden.fsm_drop('parent_m');
 DROP TABLE parent_t CASCADE;
 -- A partitioned table: every partition enforces and audits, timers find the partition.
 CREATE TABLE parted (id int, region text, s text NOT NULL DEFAULT 'closed', PRIMARY KEY (id, region))

@@ -879,9 +879,11 @@ check_rows_in_states(Oid relid, const char *column, Datum states, const char *ma
 
 	table = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT t.%s::text, count(*) FROM %s t WHERE t.%s IS NULL OR NOT (t.%s::text = ANY ($1)) "
+	/* ONLY for a plain table: the trigger does not see inheritance children. */
+	appendStringInfo(&sql, "SELECT t.%s::text, count(*) FROM %s%s t WHERE t.%s IS NULL OR NOT (t.%s::text = ANY ($1)) "
 					 "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5",
-					 quote_identifier(column), table, quote_identifier(column), quote_identifier(column));
+					 quote_identifier(column), get_rel_relkind(relid) == RELKIND_RELATION ? "ONLY " : "",
+					 table, quote_identifier(column), quote_identifier(column));
 	/*
 	 * Not read-only: the caller holds a lock that made writers finish, and
 	 * only a fresh snapshot sees what they committed meanwhile.  A
