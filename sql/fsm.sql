@@ -55,6 +55,9 @@ SELECT harden.fsm_define('bad', 'a -> b', 'c');
 SELECT harden.fsm_define('bad', 'a -> b', 'a b');
 SELECT harden.fsm_define('bad', 'a -> b', '');
 SELECT harden.fsm_define('bad', repeat('a -> b; ', 200000));
+-- The initial states have the same limit; names are looked up by hash.
+SELECT harden.fsm_define('bad', 'a -> b', repeat('s1000,', 3000000));
+SELECT harden.fsm_define('bad', 'a -> b', repeat('a,', 524287) || 'x');
 SELECT harden.fsm_define('bad machine', 'a -> b');
 SELECT harden.fsm_define('1bad', 'a -> b');
 SELECT harden.fsm_define(repeat('m', 49), 'a -> b');
@@ -357,6 +360,268 @@ SELECT count(*) AS per_machine_samples
   FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
  WHERE line ~ ('^pg_harden_fsm_machine_(transitions|rejections)_total\{database="'
                || current_database() || '",machine="order"\} [0-9]+$');
+
+-- ---- table shapes: domains, generated columns, inheritance, partitions ----
+-- Events and questions read only the key columns: other columns' domains do not matter.
+CREATE DOMAIN nn_label AS text NOT NULL;
+CREATE TABLE labelled (id int PRIMARY KEY, label nn_label DEFAULT 'x', s text NOT NULL DEFAULT 'pending');
+SELECT harden.fsm_attach('labelled', 's', 'order', false);
+INSERT INTO labelled VALUES (1);
+SELECT harden.fsm_can('labelled', '1', 'processing') AS can_pay;
+SELECT harden.fsm_fire('labelled', '1', 'pay') AS paid;
+DROP TABLE labelled;
+DROP DOMAIN nn_label;
+-- A generated column is computed after the trigger ran.
+CREATE TABLE gen (id int PRIMARY KEY, n int, s text GENERATED ALWAYS AS (CASE WHEN n > 0 THEN 'processing' ELSE 'pending' END) STORED);
+SELECT harden.fsm_attach('gen', 's', 'order');
+DROP TABLE gen;
+-- Row triggers do not fire for inheritance children.
+CREATE TABLE parent_t (id int PRIMARY KEY, s text NOT NULL DEFAULT 'pending');
+CREATE TABLE child_t () INHERITS (parent_t);
+SELECT harden.fsm_attach('parent_t', 's', 'order');
+-- A child added later is not enforced, and its rows do not hold back a redefinition.
+DROP TABLE child_t;
+SELECT harden.fsm_define('parent_m', 'pending -> done');
+SELECT harden.fsm_attach('parent_t', 's', 'parent_m');
+CREATE TABLE child_t () INHERITS (parent_t);
+INSERT INTO child_t VALUES (1, 'anything');
+SELECT harden.fsm_define('parent_m', 'pending -> done -> archived');
+SELECT harden.fsm_detach('parent_t');
+SELECT harden.fsm_drop('parent_m');
+DROP TABLE parent_t CASCADE;
+-- A partitioned table: every partition enforces and audits, timers find the partition.
+CREATE TABLE parted (id int, region text, s text NOT NULL DEFAULT 'closed', PRIMARY KEY (id, region))
+  PARTITION BY LIST (region);
+CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
+SELECT harden.fsm_attach('parted', 'region', 'circuit_breaker');
+SELECT harden.fsm_attach('parted', 's', 'circuit_breaker');
+CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us');
+INSERT INTO parted VALUES (1, 'eu'), (2, 'us');
+INSERT INTO parted VALUES (3, 'us', 'open');
+UPDATE parted SET s = 'open' WHERE id = 1;
+SELECT harden.fsm_fire('parted', '{"id": 2, "region": "us"}', 'trip');
+UPDATE harden.fsm_due SET due_at = now() - interval '1 second' WHERE relid::text LIKE 'parted%';
+SELECT applied, dropped, failed FROM harden.fsm_run_due();
+SELECT * FROM parted ORDER BY id;
+SELECT table_name, row_key, from_state, to_state, actor FROM harden.fsm_log
+ WHERE table_name LIKE 'public.parted%' ORDER BY id;
+SELECT harden.fsm_detach('parted_eu');
+SELECT harden.fsm_detach('parted');
+DROP TABLE parted;
+
+-- ---- errors a user can cause carry their own SQLSTATE ----
+-- A trigger on a column that cannot hold a state (made by hand, registered as a restore would).
+CREATE TABLE int_state (id int PRIMARY KEY, s int);
+INSERT INTO harden.fsm_attached (relid, machine, attached_by) VALUES ('int_state', 'order', current_user::regrole);
+CREATE TRIGGER harden_fsm_order BEFORE INSERT OR UPDATE OF s ON int_state
+  FOR EACH ROW EXECUTE FUNCTION harden.fsm_enforce('order');
+\set VERBOSITY sqlstate
+INSERT INTO int_state VALUES (1, 1);
+\set VERBOSITY default
+INSERT INTO int_state VALUES (1, 1);
+DELETE FROM harden.fsm_attached WHERE relid = 'int_state'::regclass;
+DROP TABLE int_state;
+-- Another BEFORE trigger that skips the row: the event did not happen.
+CREATE TABLE skipper (id int PRIMARY KEY, s text NOT NULL DEFAULT 'pending');
+SELECT harden.fsm_attach('skipper', 's', 'order', false);
+INSERT INTO skipper VALUES (1);
+CREATE FUNCTION skip_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER a_skip BEFORE UPDATE ON skipper FOR EACH ROW EXECUTE FUNCTION skip_row();
+\set VERBOSITY sqlstate
+SELECT harden.fsm_fire('skipper', '1', 'pay');
+\set VERBOSITY default
+SELECT harden.fsm_fire('skipper', '1', 'pay');
+DROP TABLE skipper;
+DROP FUNCTION skip_row();
+-- Values quoted in messages are cut at 64 bytes.
+SELECT harden.fsm_fire('orders', '6', repeat('e', 100));
+SELECT harden.fsm_fire('orders', jsonb_build_object('id', 6, 'x', repeat('k', 100)), 'pay');
+SELECT harden.fsm_can('orders', '6', repeat('s', 100));
+UPDATE orders SET status = repeat('z', 100) WHERE id = 4;
+
+-- ---- an UPDATE that changes the key and the state records the new key ----
+CREATE TABLE rekey (id int PRIMARY KEY, s text NOT NULL DEFAULT 'closed');
+SELECT harden.fsm_attach('rekey', 's', 'circuit_breaker');
+INSERT INTO rekey VALUES (1);
+UPDATE rekey SET id = 2, s = 'open';
+SELECT row_key, from_state, to_state FROM harden.fsm_log WHERE table_name = 'public.rekey' ORDER BY id;
+SELECT row_key, from_state, to_state FROM harden.fsm_due WHERE relid = 'rekey'::regclass;
+UPDATE harden.fsm_due SET due_at = now() - interval '1 second' WHERE relid = 'rekey'::regclass;
+SELECT applied, dropped, failed FROM harden.fsm_run_due();
+SELECT * FROM rekey;
+SELECT harden.fsm_detach('rekey');
+DROP TABLE rekey;
+
+-- ---- row keys of every JSON kind, and cached names that follow renames ----
+CREATE SCHEMA fsm_keys;
+CREATE TABLE fsm_keys.k (a int2, b bigint, n numeric, f float8, t text, bo boolean, j jsonb,
+                         s text NOT NULL DEFAULT 'closed', PRIMARY KEY (a, b, n, f, t, bo, j));
+SELECT harden.fsm_attach('fsm_keys.k', 's', 'circuit_breaker');
+INSERT INTO fsm_keys.k VALUES (1, 9007199254740993, 1.50, 0.1, 'x"y', true, '{"z": [1, null]}'),
+                              (2, -1, 'NaN', '-Infinity', '', false, '"s"');
+SELECT row_key, row_key = jsonb_build_object('a', a, 'b', b, 'n', n, 'f', f, 't', t, 'bo', bo, 'j', j) AS same
+  FROM harden.fsm_log l JOIN fsm_keys.k ON l.row_key->>'a' = k.a::text
+ WHERE l.table_name = 'fsm_keys.k' ORDER BY l.id;
+CREATE ROLE fsm_renamed;
+GRANT USAGE ON SCHEMA fsm_keys TO fsm_renamed;
+GRANT SELECT, UPDATE ON fsm_keys.k TO fsm_renamed;
+ALTER SCHEMA fsm_keys RENAME TO fsm_keys2;
+SET ROLE fsm_renamed;
+UPDATE fsm_keys2.k SET s = 'open' WHERE a = 1;
+RESET ROLE;
+ALTER TABLE fsm_keys2.k RENAME TO k2;
+ALTER ROLE fsm_renamed RENAME TO fsm_renamed2;
+SET ROLE fsm_renamed2;
+UPDATE fsm_keys2.k2 SET s = 'open' WHERE a = 2;
+RESET ROLE;
+SELECT table_name, row_key->'a' AS a, role FROM harden.fsm_log WHERE table_name LIKE 'fsm_keys%' AND from_state IS NOT NULL ORDER BY id;
+SELECT harden.fsm_detach('fsm_keys2.k2');
+DROP SCHEMA fsm_keys2 CASCADE;
+DROP ROLE fsm_renamed2;
+DELETE FROM harden.fsm_due;
+
+-- ---- re-entry: a nested trigger call that recompiles leaves the outer call's machine intact ----
+SELECT harden.fsm_define('re_m', 'x -> y');
+CREATE TABLE re_a (id int PRIMARY KEY, s text NOT NULL DEFAULT 'closed');
+CREATE TABLE re_b (id int PRIMARY KEY, s text NOT NULL DEFAULT 'x');
+SELECT harden.fsm_attach('re_a', 's', 'circuit_breaker');
+SELECT harden.fsm_attach('re_b', 's', 're_m', false);
+INSERT INTO re_a VALUES (1);
+INSERT INTO re_b VALUES (1);
+-- A CHECK constraint of fsm_log redefines a machine and moves a row of another attached table.
+CREATE FUNCTION re_enter(m text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  IF m = 'circuit_breaker' THEN
+    PERFORM harden.fsm_define('re_m', 'x -> y; y -> z; z -> w; w -> v; v -> u; u -> t; t -> s; s -> r');
+    UPDATE re_b SET s = 'y';
+  END IF;
+  RETURN true;
+END $$;
+ALTER TABLE harden.fsm_log ADD CONSTRAINT re_enter CHECK (re_enter(machine));
+UPDATE re_a SET s = 'open';
+ALTER TABLE harden.fsm_log DROP CONSTRAINT re_enter;
+SELECT machine, table_name, from_state, to_state, due_at - created_at AS delay FROM harden.fsm_due
+ WHERE relid = 're_a'::regclass;
+SELECT s FROM re_b;
+SELECT harden.fsm_detach('re_a'), harden.fsm_detach('re_b');
+DROP TABLE re_a, re_b;
+DROP FUNCTION re_enter(text);
+SELECT harden.fsm_drop('re_m');
+DELETE FROM harden.fsm_due;
+
+-- ---- the audit trail and timers must keep the layout the trigger writes ----
+CREATE TABLE layout (id int PRIMARY KEY, s text NOT NULL DEFAULT 'closed');
+SELECT harden.fsm_attach('layout', 's', 'circuit_breaker');
+INSERT INTO layout VALUES (1);
+BEGIN;
+ALTER TABLE harden.fsm_log ALTER COLUMN id TYPE text;
+INSERT INTO layout VALUES (2);
+ROLLBACK;
+BEGIN;
+ALTER TABLE harden.fsm_log ALTER COLUMN reason TYPE integer USING NULL;
+INSERT INTO layout VALUES (2);
+ROLLBACK;
+BEGIN;
+ALTER TABLE harden.fsm_log DROP COLUMN reason, ADD COLUMN reason text;
+INSERT INTO layout VALUES (2);
+ROLLBACK;
+BEGIN;
+ALTER TABLE harden.fsm_due ALTER COLUMN relid TYPE oid;
+UPDATE layout SET s = 'open';
+ROLLBACK;
+-- CHECK constraints an administrator adds hold, and deferred checks are refused.
+BEGIN;
+ALTER TABLE harden.fsm_log ADD CONSTRAINT only_events CHECK (actor <> 'sql') NOT VALID;
+\set VERBOSITY terse
+INSERT INTO layout VALUES (2);
+\set VERBOSITY default
+ROLLBACK;
+-- The compiled constraint is used from then on, also after a caught violation.
+BEGIN;
+ALTER TABLE harden.fsm_log ADD CONSTRAINT only_events CHECK (actor <> 'sql') NOT VALID;
+SAVEPOINT s;
+INSERT INTO layout VALUES (2);
+ROLLBACK TO SAVEPOINT s;
+DO $$ BEGIN INSERT INTO layout VALUES (2); EXCEPTION WHEN check_violation THEN RAISE NOTICE 'refused: %', SQLERRM; END $$;
+ALTER TABLE harden.fsm_log DROP CONSTRAINT only_events;
+INSERT INTO layout VALUES (2);
+SELECT count(*) AS audited_in_xact FROM harden.fsm_log WHERE table_name = 'public.layout' AND row_key = '{"id": 2}';
+ROLLBACK;
+BEGIN;
+ALTER TABLE harden.fsm_log ADD CONSTRAINT id_unique UNIQUE (id, txid) DEFERRABLE INITIALLY DEFERRED;
+INSERT INTO layout VALUES (2);
+ROLLBACK;
+BEGIN;
+ALTER TABLE harden.fsm_due ADD CONSTRAINT short CHECK (due_at < created_at + interval '1 second');
+\set VERBOSITY terse
+UPDATE layout SET s = 'open';
+\set VERBOSITY default
+ROLLBACK;
+-- Restored, it works again.
+INSERT INTO layout VALUES (2);
+SELECT count(*) AS audited FROM harden.fsm_log WHERE table_name = 'public.layout';
+SELECT harden.fsm_detach('layout');
+DROP TABLE layout;
+
+-- ---- privileges: a table's owner cannot turn the trigger against fsm_run_due ----
+CREATE ROLE fsm_mallory;
+GRANT USAGE ON SCHEMA harden TO fsm_mallory;
+CREATE SCHEMA fsm_m AUTHORIZATION fsm_mallory;
+SET ROLE fsm_mallory;
+CREATE TABLE fsm_m.t (id int PRIMARY KEY, s text);
+CREATE FUNCTION fsm_m.escalate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE NOTICE 'owner trigger runs as %', current_user;
+  IF current_user <> 'fsm_mallory' THEN
+    ALTER ROLE fsm_mallory SUPERUSER;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER escalate BEFORE UPDATE ON fsm_m.t FOR EACH ROW EXECUTE FUNCTION fsm_m.escalate();
+-- Only fsm_attach may create the trigger.
+CREATE TRIGGER harden_fsm_circuit_breaker BEFORE INSERT OR UPDATE OF s ON fsm_m.t
+  FOR EACH ROW EXECUTE FUNCTION harden.fsm_enforce('circuit_breaker');
+RESET ROLE;
+-- A trigger made any other way (here by a superuser) refuses to run.
+CREATE TRIGGER harden_fsm_circuit_breaker BEFORE INSERT OR UPDATE OF s ON fsm_m.t
+  FOR EACH ROW EXECUTE FUNCTION harden.fsm_enforce('circuit_breaker');
+SET ROLE fsm_mallory;
+INSERT INTO fsm_m.t VALUES (1, 'closed');
+RESET ROLE;
+DROP TRIGGER harden_fsm_circuit_breaker ON fsm_m.t;
+-- A caller granted fsm_attach needs only TRIGGER on the table.
+GRANT EXECUTE ON FUNCTION harden.fsm_attach(regclass, name, text, boolean),
+                          harden.fsm_detach(regclass, text) TO fsm_mallory;
+SET ROLE fsm_mallory;
+SELECT harden.fsm_attach('orders', 'customer', 'cart');
+SELECT harden.fsm_attach('fsm_m.t', 's', 'circuit_breaker');
+INSERT INTO fsm_m.t VALUES (1, 'closed');
+UPDATE fsm_m.t SET s = 'open';
+RESET ROLE;
+SELECT relid, machine, attached_by FROM harden.fsm_attached WHERE relid = 'fsm_m.t'::regclass;
+-- The timer moves the row as its owner, in a restricted context.
+UPDATE harden.fsm_due SET due_at = now() - interval '1 second' WHERE relid = 'fsm_m.t'::regclass;
+SELECT applied, dropped, failed FROM harden.fsm_run_due();
+SELECT rolsuper AS mallory_is_superuser FROM pg_roles WHERE rolname = 'fsm_mallory';
+SELECT s FROM fsm_m.t;
+SELECT from_state, to_state, actor, role FROM harden.fsm_log WHERE table_name = 'fsm_m.t' ORDER BY id;
+-- The timer's table is its oid: a renamed table keeps its timers.
+SET ROLE fsm_mallory;
+UPDATE fsm_m.t SET s = 'open';
+ALTER TABLE fsm_m.t RENAME TO t2;
+RESET ROLE;
+UPDATE harden.fsm_due SET due_at = now() - interval '1 second' WHERE relid = 'fsm_m.t2'::regclass;
+SELECT applied, dropped, failed FROM harden.fsm_run_due();
+SELECT s FROM fsm_m.t2;
+SET ROLE fsm_mallory;
+SELECT harden.fsm_detach('fsm_m.t2');
+RESET ROLE;
+SELECT count(*) AS registered FROM harden.fsm_attached WHERE relid = 'fsm_m.t2'::regclass;
+DROP SCHEMA fsm_m CASCADE;
+REVOKE ALL ON FUNCTION harden.fsm_attach(regclass, name, text, boolean),
+                       harden.fsm_detach(regclass, text) FROM fsm_mallory;
+REVOKE USAGE ON SCHEMA harden FROM fsm_mallory;
+DROP ROLE fsm_mallory;
 
 -- ---- clean up ----
 SELECT harden.fsm_detach(t) FROM unnest(ARRAY['orders', 'shop_order', '"Line Item"', 'breaker', 'mini']::regclass[]) t;

@@ -163,6 +163,7 @@ CREATE TABLE harden.fsm_due (
     id         bigint PRIMARY KEY DEFAULT nextval('harden.fsm_due_id_seq'),
     due_at     timestamptz NOT NULL,
     machine    text NOT NULL,
+    relid      regclass NOT NULL,
     table_name text NOT NULL,
     row_key    jsonb NOT NULL,
     from_state text NOT NULL,
@@ -173,7 +174,7 @@ CREATE TABLE harden.fsm_due (
 );
 ALTER SEQUENCE harden.fsm_due_id_seq OWNED BY harden.fsm_due.id;
 CREATE INDEX fsm_due_due_at ON harden.fsm_due (due_at);
-CREATE INDEX fsm_due_row ON harden.fsm_due (table_name, row_key, machine);
+CREATE INDEX fsm_due_row ON harden.fsm_due (relid, row_key, machine);
 COMMENT ON TABLE harden.fsm_due IS 'timed transitions waiting for their deadline; harden.fsm_run_due() applies them';
 SELECT pg_catalog.pg_extension_config_dump('harden.fsm_due', '');
 SELECT pg_catalog.pg_extension_config_dump('harden.fsm_due_id_seq', '');
@@ -198,6 +199,23 @@ CREATE FUNCTION harden.fsm_enforce() RETURNS trigger
     AS 'MODULE_PATHNAME', 'harden_fsm_enforce'
     LANGUAGE C;
 COMMENT ON FUNCTION harden.fsm_enforce() IS 'the trigger fsm_attach() installs: validates, audits, schedules timers';
+-- Only fsm_attach creates the trigger (as the extension's owner), and the
+-- trigger runs only where harden.fsm_attached records it.
+REVOKE ALL ON FUNCTION harden.fsm_enforce() FROM PUBLIC;
+
+CREATE TABLE harden.fsm_attached (
+    relid       regclass NOT NULL,
+    machine     text NOT NULL,
+    attached_at timestamptz NOT NULL DEFAULT now(),
+    attached_by regrole NOT NULL,
+    PRIMARY KEY (relid, machine)
+);
+COMMENT ON TABLE harden.fsm_attached IS 'attachments made by harden.fsm_attach(); the trigger refuses to run on any other table';
+SELECT pg_catalog.pg_extension_config_dump('harden.fsm_attached', '');
+GRANT SELECT ON harden.fsm_attached TO PUBLIC;
+CREATE TRIGGER fsm_definitions_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON harden.fsm_attached
+    FOR EACH STATEMENT EXECUTE FUNCTION harden.fsm_definitions_changed();
 
 CREATE FUNCTION harden.fsm_attach(table_name regclass, column_name name, machine text,
                                   audit boolean DEFAULT true) RETURNS void

@@ -272,7 +272,13 @@ watched_rel_changed(Datum arg, Oid relid)
 static void
 rules_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
-	if (watch_shared != NULL)
+	/*
+	 * Hash value 0 is a whole-cache reset of a backend that fell behind:
+	 * not a change (the backends that saw the change, its own among them,
+	 * bump).  Were it one, every idle process's reset would empty the
+	 * cache of query results.
+	 */
+	if (watch_shared != NULL && hashvalue != 0)
 		pg_atomic_fetch_add_u64(&watch_shared->epoch, 1);
 }
 

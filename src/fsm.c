@@ -42,6 +42,11 @@
 #include "commands/dbcommands.h"
 #include "nodes/bitmapset.h"
 #include "utils/typcache.h"
+#include "utils/snapmgr.h"
+#include "access/genam.h"
+#include "nodes/readfuncs.h"
+#include "mb/pg_wchar.h"
+#include "catalog/partition.h"
 
 #include "pg_harden.h"
 #include "fsm.h"
@@ -81,20 +86,47 @@ typedef struct FsmStateIndexEntry
 } FsmStateIndexEntry;
 
 static MemoryContext fsm_cache_cxt = NULL;
+static int	fsm_cache_pins = 0;
+static List *fsm_retired_cxts = NIL;	/* in TopMemoryContext */
 static HTAB *fsm_machines = NULL;
+static HTAB *fsm_registry = NULL;
 static bool fsm_cache_stale = true;
 static bool fsm_callbacks_registered = false;
-static Oid	fsm_config_relids[3];
+static Oid	fsm_config_relids[4];
 static Oid	fsm_trigger_oid = InvalidOid;
 static Oid	fsm_log_relid = InvalidOid;
 static Oid	fsm_log_seqid = InvalidOid;
 static Oid	fsm_due_relid = InvalidOid;
 static Oid	fsm_due_seqid = InvalidOid;
+/*
+ * What the direct inserts know about fsm_log and fsm_due: verified against
+ * the layout once per relcache invalidation, with the table's CHECK
+ * constraints compiled once (not per row).
+ */
+typedef struct FsmTarget
+{
+	bool		verified;
+	bool		busy;			/* its expressions are being evaluated */
+	MemoryContext cxt;			/* the expressions and their EState */
+	EState	   *estate;
+	int			nchecks;
+	ExprState **checks;
+	char	  **check_names;
+} FsmTarget;
+
+static FsmTarget fsm_log_target;
+static FsmTarget fsm_due_target;
 uint64		fsm_cache_generation = 0;
 
 FsmActor   *fsm_current_actor = NULL;
 
 static void fsm_write_metrics(MetricWriter *w);
+static void fsm_relinfo_inval(Oid relid);
+static void fsm_register_callbacks(void);
+static void fsm_xact_callback(XactEvent event, void *arg);
+typedef struct FsmRelInfo FsmRelInfo;
+static FsmRelInfo *fsm_relinfo_get(Relation rel);
+static const char *fsm_rel_name(Relation rel);
 
 void
 fsm_define_gucs(bool preloading)
@@ -145,15 +177,31 @@ fsm_shmem_startup(void)
 	fsm_shared->nused = 0;
 }
 
+/*
+ * Find or claim the counter slot of (this database, machine).  Slots below
+ * nused are never rewritten, so the scan runs without the lock; the lock
+ * is held only to look at slots claimed meanwhile and to append.
+ */
 static FsmCounterSlot *
 fsm_claim_slot(const char *machine)
 {
 	FsmCounterSlot *slot = NULL;
+	int			n;
 
 	if (fsm_shared == NULL || !harden_shmem_ready)
 		return NULL;
 	SpinLockAcquire(&fsm_shared->mutex);
-	for (int i = 0; i < fsm_shared->nused; i++)
+	n = fsm_shared->nused;
+	SpinLockRelease(&fsm_shared->mutex);
+	for (int i = 0; i < n; i++)
+	{
+		FsmCounterSlot *s = &fsm_shared->slots[i];
+
+		if (s->dboid == MyDatabaseId && strcmp(s->machine, machine) == 0)
+			return s;
+	}
+	SpinLockAcquire(&fsm_shared->mutex);
+	for (int i = n; i < fsm_shared->nused; i++)
 	{
 		FsmCounterSlot *s = &fsm_shared->slots[i];
 
@@ -177,6 +225,52 @@ fsm_claim_slot(const char *machine)
 }
 
 /*
+ * The slot of a machine, remembered by name for the life of the backend
+ * (slots are never freed), so recompiling a machine does not claim again.
+ */
+typedef struct FsmSlotEntry
+{
+	char		machine[NAMEDATALEN];
+	FsmCounterSlot *slot;
+} FsmSlotEntry;
+
+static HTAB *fsm_slot_cache = NULL;
+
+static FsmCounterSlot *
+fsm_machine_slot(const char *machine)
+{
+	FsmSlotEntry *e;
+	bool		found;
+	char		key[NAMEDATALEN];
+
+	if (fsm_slot_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = NAMEDATALEN;
+		ctl.entrysize = sizeof(FsmSlotEntry);
+		fsm_slot_cache = hash_create("pg_harden fsm counter slots", 16, &ctl,
+									 HASH_ELEM | HASH_STRINGS);
+	}
+	memset(key, 0, sizeof(key));
+	strlcpy(key, machine, NAMEDATALEN);
+	e = hash_search(fsm_slot_cache, key, HASH_FIND, NULL);
+	if (e != NULL)
+		return e->slot;
+	{
+		FsmCounterSlot *slot = fsm_claim_slot(key);
+
+		/* Remember a miss only once shared memory exists: the array is full. */
+		if (slot == NULL && (fsm_shared == NULL || !harden_shmem_ready))
+			return NULL;
+		e = hash_search(fsm_slot_cache, key, HASH_ENTER, &found);
+		e->slot = slot;
+		return slot;
+	}
+}
+
+/*
  * Count a transition or a rejection.  Rejections roll back with their
  * transaction, which is why the counts live in shared memory, not a table.
  */
@@ -186,7 +280,7 @@ fsm_count(FsmMachine *m, bool rejected)
 	harden_count(rejected ? HC_FSM_REJECTIONS : HC_FSM_TRANSITIONS, 1);
 	if (!m->counters_claimed)
 	{
-		m->counters = fsm_claim_slot(m->name);
+		m->counters = fsm_machine_slot(m->name);
 		m->counters_claimed = true;
 	}
 	if (m->counters)
@@ -285,8 +379,14 @@ static void
 fsm_relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == fsm_config_relids[0] ||
-		relid == fsm_config_relids[1] || relid == fsm_config_relids[2])
+		relid == fsm_config_relids[1] || relid == fsm_config_relids[2] ||
+		relid == fsm_config_relids[3])
 		fsm_cache_stale = true;
+	fsm_relinfo_inval(relid);
+	if (relid == InvalidOid || relid == fsm_log_relid)
+		fsm_log_target.verified = false;
+	if (relid == InvalidOid || relid == fsm_due_relid)
+		fsm_due_target.verified = false;
 }
 
 Oid
@@ -300,14 +400,63 @@ fsm_harden_relid(const char *relname)
 }
 
 static void
+fsm_free_retired(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, fsm_retired_cxts)
+		MemoryContextDelete(lfirst(lc));
+	list_free(fsm_retired_cxts);
+	fsm_retired_cxts = NIL;
+}
+
+/*
+ * Machines in use by a trigger call lower on the stack must outlive a
+ * recompile by a nested one (a user function in an index expression or a
+ * CHECK constraint of fsm_log can move rows of another attached table): a
+ * recompile while pinned retires the old cache rather than freeing it.
+ */
+void
+fsm_cache_pin(void)
+{
+	fsm_cache_pins++;
+}
+
+void
+fsm_cache_unpin(void)
+{
+	if (fsm_cache_pins > 0 && --fsm_cache_pins == 0 && fsm_retired_cxts != NIL)
+		fsm_free_retired();
+}
+
+/* An error skips the unpin: every pin ends with the transaction. */
+static void
+fsm_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		fsm_cache_pins = 0;
+		fsm_log_target.busy = fsm_due_target.busy = false;
+		if (fsm_retired_cxts != NIL)
+			fsm_free_retired();
+	}
+}
+
+static void
 fsm_cache_reset(void)
 {
 	HASHCTL		ctl;
 
-	if (!fsm_callbacks_registered)
+	fsm_register_callbacks();
+	if (fsm_cache_cxt != NULL && fsm_cache_pins > 0)
 	{
-		CacheRegisterRelcacheCallback(fsm_relcache_callback, (Datum) 0);
-		fsm_callbacks_registered = true;
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		fsm_retired_cxts = lappend(fsm_retired_cxts, fsm_cache_cxt);
+		MemoryContextSwitchTo(old);
+		fsm_cache_cxt = NULL;
 	}
 	if (fsm_cache_cxt == NULL)
 		fsm_cache_cxt = AllocSetContextCreate(TopMemoryContext, "pg_harden fsm cache",
@@ -322,14 +471,89 @@ fsm_cache_reset(void)
 	ctl.hcxt = fsm_cache_cxt;
 	fsm_machines = hash_create("pg_harden fsm machines", 16, &ctl,
 							   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	fsm_registry = NULL;
 	fsm_trigger_oid = InvalidOid;
 	fsm_log_relid = fsm_log_seqid = fsm_due_relid = fsm_due_seqid = InvalidOid;
+	fsm_log_target.verified = fsm_due_target.verified = false;
 
 	/* Invalidations that arrive during these lookups mark us stale again. */
 	fsm_cache_stale = false;
 	fsm_config_relids[0] = fsm_harden_relid("fsm_machines");
 	fsm_config_relids[1] = fsm_harden_relid("fsm_states");
 	fsm_config_relids[2] = fsm_harden_relid("fsm_transitions");
+	fsm_config_relids[3] = fsm_harden_relid("fsm_attached");
+}
+
+/*
+ * Run a read-only query of harden's tables with the active snapshot, which
+ * the callers set to a fresh one: what the cache compiles must be what was
+ * committed before it was marked current, whatever the transaction's own
+ * snapshot (REPEATABLE READ) predates.
+ */
+static void
+fsm_read_latest(const char *sql, int nargs, Oid *types, Datum *values)
+{
+	int			ret;
+
+	ret = SPI_execute_with_args(sql, nargs, types, values, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_harden: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+}
+
+/* ---- registered attachments: (table, machine) pairs fsm_attach made ---- */
+
+typedef struct FsmRegistryKey
+{
+	Oid			relid;
+	char		machine[NAMEDATALEN];
+} FsmRegistryKey;
+
+static void
+fsm_registry_load(void)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(FsmRegistryKey);
+	ctl.entrysize = sizeof(FsmRegistryKey);
+	ctl.hcxt = fsm_cache_cxt;
+	fsm_registry = hash_create("pg_harden fsm attachments", 16, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetLatestSnapshot());
+	fsm_read_latest("SELECT relid::oid, machine FROM harden.fsm_attached", 0, NULL, NULL);
+	PopActiveSnapshot();
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		FsmRegistryKey key;
+		bool		isnull;
+		char	   *machine = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+
+		memset(&key, 0, sizeof(key));
+		key.relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		strlcpy(key.machine, machine, NAMEDATALEN);
+		hash_search(fsm_registry, &key, HASH_ENTER, NULL);
+	}
+	SPI_finish();
+}
+
+/* Whether fsm_attach attached machine to relid (and it was not detached). */
+bool
+fsm_attachment_registered(Oid relid, const char *machine)
+{
+	FsmRegistryKey key;
+
+	if (fsm_cache_stale || fsm_machines == NULL)
+		fsm_cache_reset();
+	if (fsm_registry == NULL)
+		fsm_registry_load();
+	if (strlen(machine) >= NAMEDATALEN)
+		return false;
+	memset(&key, 0, sizeof(key));
+	key.relid = relid;
+	strlcpy(key.machine, machine, NAMEDATALEN);
+	return hash_search(fsm_registry, &key, HASH_FIND, NULL) != NULL;
 }
 
 static char *
@@ -343,7 +567,10 @@ spi_text(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt)
 	return MemoryContextStrdup(cxt, TextDatumGetCString(d));
 }
 
-/* Read one machine's definition into m (allocated in the cache). */
+/*
+ * Read one machine's definition into m (allocated in the cache), all three
+ * tables with one fresh snapshot.
+ */
 static bool
 fsm_machine_load(const char *name, FsmMachine *m)
 {
@@ -356,11 +583,11 @@ fsm_machine_load(const char *name, FsmMachine *m)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT shipped FROM harden.fsm_machines WHERE machine = $1",
-							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read harden.fsm_machines");
+	PushActiveSnapshot(GetLatestSnapshot());
+	fsm_read_latest("SELECT shipped FROM harden.fsm_machines WHERE machine = $1", 1, &argtype, &arg);
 	if (SPI_processed == 0)
 	{
+		PopActiveSnapshot();
 		SPI_finish();
 		return false;
 	}
@@ -369,9 +596,8 @@ fsm_machine_load(const char *name, FsmMachine *m)
 	m->shipped = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	mcxt = AllocSetContextCreate(fsm_cache_cxt, "pg_harden fsm machine", ALLOCSET_SMALL_SIZES);
-	if (SPI_execute_with_args("SELECT state, initial FROM harden.fsm_states WHERE machine = $1 ORDER BY position, state",
-							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read harden.fsm_states");
+	fsm_read_latest("SELECT state, initial FROM harden.fsm_states WHERE machine = $1 ORDER BY position, state",
+					1, &argtype, &arg);
 	m->nstates = (int) SPI_processed;
 	m->states = MemoryContextAllocZero(mcxt, sizeof(FsmState) * Max(m->nstates, 1));
 	memset(&ctl, 0, sizeof(ctl));
@@ -395,10 +621,9 @@ fsm_machine_load(const char *name, FsmMachine *m)
 		e->num = i;
 	}
 
-	if (SPI_execute_with_args("SELECT from_state, to_state, event, after FROM harden.fsm_transitions "
-							  "WHERE machine = $1 ORDER BY position, from_state, to_state",
-							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read harden.fsm_transitions");
+	fsm_read_latest("SELECT from_state, to_state, event, after FROM harden.fsm_transitions "
+					"WHERE machine = $1 ORDER BY position, from_state, to_state",
+					1, &argtype, &arg);
 	counts = palloc0(sizeof(int) * Max(m->nstates, 1));
 	for (int pass = 0; pass < 2; pass++)
 	{
@@ -437,6 +662,7 @@ fsm_machine_load(const char *name, FsmMachine *m)
 				m->states[s].trans = MemoryContextAllocZero(mcxt, sizeof(FsmTransition) *
 															Max(m->states[s].ntrans, 1));
 	}
+	PopActiveSnapshot();
 	SPI_finish();
 	return true;
 }
@@ -586,20 +812,34 @@ fsm_column_type_check(Oid typid, const char *table, const char *column)
 				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
 				 errmsg("column \"%s\" of %s cannot hold a state", column, table),
 				 errdetail("Its type is %s; a state column must be text, varchar or an enum (or a domain over one).",
-						   format_type_be(typid))));
+						   format_type_be(typid)),
+				 errhint("Drop any trigger harden_fsm_* on the column and attach the machine to a state column.")));
 }
 
 /*
  * The state a column value names: text and varchar point into the datum
  * (not NUL-terminated), enums are looked up in pg_enum.
  */
+static char *datum_state(bool is_enum, Datum value, int *len);
+
 char *
 fsm_datum_state(Oid typid, Datum value, int *len)
 {
 	bool		is_enum = false;
 
 	if (typid != TEXTOID && typid != VARCHAROID && !state_type_ok(typid, &is_enum))
-		elog(ERROR, "type %s cannot hold a state", format_type_be(typid));
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+				 errmsg("a value of type %s cannot be a state", format_type_be(typid)),
+				 errdetail("A state column must be text, varchar or an enum (or a domain over one)."),
+				 errhint("Attach the machine to such a column with harden.fsm_attach(table, column, machine).")));
+	return datum_state(is_enum, value, len);
+}
+
+/* The same, with the column's kind already known (the trigger's hot path). */
+static char *
+datum_state(bool is_enum, Datum value, int *len)
+{
 	if (is_enum)
 	{
 		HeapTuple	tup = SearchSysCache1(ENUMOID, value);
@@ -621,27 +861,216 @@ fsm_datum_state(Oid typid, Datum value, int *len)
 	}
 }
 
+/* A user-supplied value for a message: at most 64 bytes, then "...". */
+const char *
+fsm_truncate(const char *s)
+{
+	int			len;
+
+	if (s == NULL)
+		return "(null)";
+	len = strlen(s);
+	if (len <= 64)
+		return s;
+	len = pg_mbcliplen(s, len, 64);
+	return psprintf("%.*s...", len, s);
+}
+
 char *
 fsm_table_name(Relation rel)
 {
-	return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-									  RelationGetRelationName(rel));
+	return pstrdup(fsm_rel_name(rel));
+}
+
+/* ---- per-table facts for the audit rows, cached per backend ---- */
+
+typedef struct FsmKeyCol
+{
+	AttrNumber	attnum;
+	char	   *name;
+	int			namelen;
+	Oid			typid;
+	FmgrInfo	out;
+} FsmKeyCol;
+
+struct FsmRelInfo
+{
+	Oid			relid;			/* hash key */
+	bool		valid;
+	MemoryContext cxt;
+	char	   *name;			/* schema-qualified, quoted */
+	int			nkeys;
+	FsmKeyCol  *keys;			/* primary-key columns, in attnum order */
+};
+
+static HTAB *fsm_relinfo = NULL;
+static uint64 fsm_relinfo_invals = 0;
+
+static void
+fsm_relinfo_inval(Oid relid)
+{
+	FsmRelInfo *e;
+
+	fsm_relinfo_invals++;
+	if (fsm_relinfo == NULL)
+		return;
+	if (OidIsValid(relid))
+	{
+		e = hash_search(fsm_relinfo, &relid, HASH_FIND, NULL);
+		if (e != NULL)
+			e->valid = false;
+	}
+	else
+	{
+		HASH_SEQ_STATUS seq;
+
+		hash_seq_init(&seq, fsm_relinfo);
+		while ((e = hash_seq_search(&seq)) != NULL)
+			e->valid = false;
+	}
+}
+
+/* A schema renamed: every cached table name may be wrong. */
+static void
+fsm_namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	fsm_relinfo_inval(InvalidOid);
+}
+
+static Oid	fsm_role_id = InvalidOid;
+static char fsm_role_name[NAMEDATALEN];
+
+static void
+fsm_role_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	fsm_role_id = InvalidOid;
 }
 
 static void
-append_json_value(StringInfo buf, Oid typid, Datum value)
+fsm_register_callbacks(void)
 {
-	Oid			outfunc;
-	bool		varlena;
+	if (fsm_callbacks_registered)
+		return;
+	CacheRegisterRelcacheCallback(fsm_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, fsm_namespace_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, fsm_role_callback, (Datum) 0);
+	RegisterXactCallback(fsm_xact_callback, NULL);
+	fsm_callbacks_registered = true;
+}
+
+/* The current user's name, for the audit trail. */
+static const char *
+fsm_current_role_name(void)
+{
+	Oid			role = GetUserId();
+
+	if (role != fsm_role_id)
+	{
+		strlcpy(fsm_role_name, GetUserNameFromId(role, false), NAMEDATALEN);
+		fsm_role_id = role;
+	}
+	return fsm_role_name;
+}
+
+static FsmRelInfo *
+fsm_relinfo_get(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	FsmRelInfo *e;
+	bool		found;
+	uint64		invals;
+	MemoryContext old;
+	Bitmapset  *pk;
+	int			x = -1;
+
+	fsm_register_callbacks();
+	if (fsm_relinfo == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(FsmRelInfo);
+		fsm_relinfo = hash_create("pg_harden fsm tables", 16, &ctl, HASH_ELEM | HASH_BLOBS);
+	}
+	e = hash_search(fsm_relinfo, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		e->valid = false;
+		e->cxt = NULL;
+	}
+	if (e->valid)
+		return e;
+	if (e->cxt == NULL)
+		e->cxt = AllocSetContextCreate(TopMemoryContext, "pg_harden fsm table", ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(e->cxt);
+	invals = fsm_relinfo_invals;
+	old = MemoryContextSwitchTo(e->cxt);
+	e->name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+										 RelationGetRelationName(rel));
+	pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	e->keys = palloc0(sizeof(FsmKeyCol) * Max(bms_num_members(pk), 1));
+	e->nkeys = 0;
+	while ((x = bms_next_member(pk, x)) >= 0)
+	{
+		AttrNumber	attnum = x + FirstLowInvalidHeapAttributeNumber;
+		Form_pg_attribute att;
+		FsmKeyCol  *k;
+		Oid			outfunc;
+		bool		varlena;
+
+		if (attnum <= 0)
+			continue;
+		att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+		k = &e->keys[e->nkeys++];
+		k->attnum = attnum;
+		k->name = pstrdup(NameStr(att->attname));
+		k->namelen = strlen(k->name);
+		k->typid = att->atttypid;
+		getTypeOutputInfo(att->atttypid, &outfunc, &varlena);
+		fmgr_info_cxt(outfunc, &k->out, e->cxt);
+	}
+	MemoryContextSwitchTo(old);
+	/* Valid only if nothing was invalidated while it was built. */
+	e->valid = (invals == fsm_relinfo_invals);
+	return e;
+}
+
+static const char *
+fsm_rel_name(Relation rel)
+{
+	return fsm_relinfo_get(rel)->name;
+}
+
+/* One key column's value as a jsonb value, as jsonb_in would read it. */
+static void
+fsm_key_value(JsonbValue *v, FsmKeyCol *k, Datum value)
+{
 	char	   *out;
 
-	getTypeOutputInfo(typid, &outfunc, &varlena);
-	out = OidOutputFunctionCall(outfunc, value);
-	switch (typid)
+	switch (k->typid)
 	{
 		case INT2OID:
+			v->type = jbvNumeric;
+			v->val.numeric = DatumGetNumeric(DirectFunctionCall1(int2_numeric, value));
+			return;
 		case INT4OID:
+			v->type = jbvNumeric;
+			v->val.numeric = DatumGetNumeric(DirectFunctionCall1(int4_numeric, value));
+			return;
 		case INT8OID:
+			v->type = jbvNumeric;
+			v->val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric, value));
+			return;
+		case BOOLOID:
+			v->type = jbvBool;
+			v->val.boolean = DatumGetBool(value);
+			return;
+	}
+	out = OutputFunctionCall(&k->out, value);
+	switch (k->typid)
+	{
 		case OIDOID:
 		case NUMERICOID:
 		case FLOAT4OID:
@@ -649,63 +1078,76 @@ append_json_value(StringInfo buf, Oid typid, Datum value)
 			/* NaN and infinities are not JSON numbers. */
 			if ((out[0] >= '0' && out[0] <= '9') || (out[0] == '-' && out[1] >= '0' && out[1] <= '9'))
 			{
-				appendStringInfoString(buf, out);
+				v->type = jbvNumeric;
+				v->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(out),
+																	 ObjectIdGetDatum(InvalidOid),
+																	 Int32GetDatum(-1)));
 				return;
 			}
 			break;
-		case BOOLOID:
-			appendStringInfoString(buf, DatumGetBool(value) ? "true" : "false");
-			return;
 		case JSONOID:
 		case JSONBOID:
-			appendStringInfoString(buf, out);
-			return;
+			{
+				Jsonb	   *j = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(out)));
+
+				v->type = jbvBinary;
+				v->val.binary.data = &j->root;
+				v->val.binary.len = VARSIZE(j) - VARHDRSZ;
+				return;
+			}
 	}
-	escape_json(buf, out);
+	v->type = jbvString;
+	v->val.string.val = out;
+	v->val.string.len = strlen(out);
 }
 
 /*
- * A row's key as jsonb: its primary-key columns.  A table whose primary key
- * was dropped after attaching falls back to the tuple's ctid.
+ * A row's key as jsonb: its primary-key columns, built directly (no JSON
+ * text to parse).  A table whose primary key was dropped after attaching
+ * falls back to the tuple's ctid.
  */
 Datum
 fsm_row_key(Relation rel, HeapTuple tuple)
 {
-	Bitmapset  *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	FsmRelInfo *ri = fsm_relinfo_get(rel);
 	TupleDesc	desc = RelationGetDescr(rel);
-	StringInfoData buf;
-	int			x = -1;
-	bool		first = true;
+	JsonbParseState *st = NULL;
+	JsonbValue	k;
+	JsonbValue	v;
+	JsonbValue *res;
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	while ((x = bms_next_member(pk, x)) >= 0)
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < ri->nkeys; i++)
 	{
-		AttrNumber	attnum = x + FirstLowInvalidHeapAttributeNumber;
-		Form_pg_attribute att;
+		FsmKeyCol  *col = &ri->keys[i];
 		bool		isnull;
 		Datum		d;
 
-		if (attnum <= 0)
-			continue;
-		att = TupleDescAttr(desc, attnum - 1);
-		if (!first)
-			appendStringInfoString(&buf, ", ");
-		first = false;
-		escape_json(&buf, NameStr(att->attname));
-		appendStringInfoString(&buf, ": ");
-		d = heap_getattr(tuple, attnum, desc, &isnull);
+		k.type = jbvString;
+		k.val.string.val = col->name;
+		k.val.string.len = col->namelen;
+		pushJsonbValue(&st, WJB_KEY, &k);
+		d = heap_getattr(tuple, col->attnum, desc, &isnull);
 		if (isnull)
-			appendStringInfoString(&buf, "null");
+			v.type = jbvNull;
 		else
-			append_json_value(&buf, att->atttypid, d);
+			fsm_key_value(&v, col, d);
+		pushJsonbValue(&st, WJB_VALUE, &v);
 	}
-	if (first && ItemPointerIsValid(&tuple->t_self))
-		appendStringInfo(&buf, "\"ctid\": \"(%u,%u)\"",
-						 ItemPointerGetBlockNumber(&tuple->t_self),
-						 ItemPointerGetOffsetNumber(&tuple->t_self));
-	appendStringInfoChar(&buf, '}');
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+	if (ri->nkeys == 0 && ItemPointerIsValid(&tuple->t_self))
+	{
+		k.type = jbvString;
+		k.val.string.val = "ctid";
+		k.val.string.len = 4;
+		pushJsonbValue(&st, WJB_KEY, &k);
+		v.type = jbvString;
+		v.val.string.val = psprintf("(%u,%u)", ItemPointerGetBlockNumber(&tuple->t_self),
+									ItemPointerGetOffsetNumber(&tuple->t_self));
+		v.val.string.len = strlen(v.val.string.val);
+		pushJsonbValue(&st, WJB_VALUE, &v);
+	}
+	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	return JsonbPGetDatum(JsonbValueToJsonb(res));
 }
 
 char *
@@ -716,45 +1158,193 @@ fsm_jsonb_text(Datum j)
 
 /* ---- direct inserts into harden's own tables ---- */
 
+static pg_noinline void
+fsm_altered_table(Relation rel, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_HARDEN_FSM_ALTERED_TABLE),
+			 errmsg("%s is not the table pg_harden created", fsm_table_name(rel)),
+			 errdetail_internal("%s", detail),
+			 errhint("Restore the table's original definition, or reinstall the extension.")));
+}
+
 /*
- * Insert one row into a harden table without SQL.  The heap insert goes
- * through the table AM; index entries are made with the executor's
- * ExecInsertIndexTuples so every index on the table -- ours and any an
- * administrator adds -- stays consistent.  Privileges are not checked on
- * purpose: writers must not need (or have) INSERT on the audit trail.
+ * The rows are formed here, not by the parser: the table must still have
+ * exactly the columns and types pg_harden writes, and no deferred unique or
+ * exclusion check (whose recheck an insert outside the executor cannot
+ * queue).  Checked once per relcache invalidation of the table.
  */
 static void
-fsm_insert_row(Oid relid, Datum *values, bool *nulls, int natts)
+fsm_verify_table(Relation rel, const Oid *types, int natts)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *indexes;
+	ListCell   *lc;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		fsm_altered_table(rel, "It is not a plain table.");
+	if (desc->natts != natts)
+		fsm_altered_table(rel, psprintf("It has %d columns; pg_harden writes %d.", desc->natts, natts));
+	for (int i = 0; i < natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			fsm_altered_table(rel, psprintf("Column %d was dropped.", i + 1));
+		if (att->atttypid != types[i])
+			fsm_altered_table(rel, psprintf("Column \"%s\" is of type %s; pg_harden writes %s.",
+											NameStr(att->attname), format_type_be(att->atttypid),
+											format_type_be(types[i])));
+		if (att->attgenerated)
+			fsm_altered_table(rel, psprintf("Column \"%s\" is generated.", NameStr(att->attname)));
+	}
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		Relation	ind = index_open(lfirst_oid(lc), AccessShareLock);
+		bool		deferred = !ind->rd_index->indimmediate;
+		char	   *name = pstrdup(RelationGetRelationName(ind));
+
+		index_close(ind, AccessShareLock);
+		if (deferred)
+			fsm_altered_table(rel, psprintf("Index \"%s\" is deferrable.", name));
+	}
+}
+
+/*
+ * Insert one row into a harden table without SQL.  The heap insert goes
+ * through the table AM; NOT NULL and CHECK constraints are checked with the
+ * executor's ExecConstraints, and index entries (unique and exclusion
+ * checks included) are made with ExecInsertIndexTuples, so every constraint
+ * and index on the table -- ours and any an administrator adds -- holds.
+ * Privileges are not checked on purpose: writers must not need (or have)
+ * INSERT on the audit trail.
+ */
+/* Compile the table's CHECK constraints into t, for every later row. */
+static void
+fsm_target_compile(FsmTarget *t, Relation rel)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	MemoryContext old;
+	int			n = constr ? constr->num_check : 0;
+
+	if (t->cxt != NULL)
+		MemoryContextDelete(t->cxt);
+	t->cxt = AllocSetContextCreate(TopMemoryContext, "pg_harden fsm insert target",
+								   ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(t->cxt);
+	t->estate = CreateExecutorState();
+	t->nchecks = n;
+	t->checks = palloc0(sizeof(ExprState *) * Max(n, 1));
+	t->check_names = palloc0(sizeof(char *) * Max(n, 1));
+	MemoryContextSwitchTo(t->estate->es_query_cxt);
+	for (int i = 0; i < n; i++)
+	{
+		Expr	   *expr = (Expr *) stringToNode(constr->check[i].ccbin);
+
+		t->checks[i] = ExecPrepareExpr(expr, t->estate);
+		t->check_names[i] = pstrdup(constr->check[i].ccname);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* NOT NULL and CHECK constraints, with the compiled expressions. */
+static void
+fsm_target_check(FsmTarget *t, Relation rel, TupleTableSlot *slot, bool *nulls, int natts)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	ExprContext *econtext;
+
+	if (desc->constr && desc->constr->has_not_null)
+		for (int i = 0; i < natts; i++)
+			if (nulls[i] && TupleDescAttr(desc, i)->attnotnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_NOT_NULL_VIOLATION),
+						 errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+								NameStr(TupleDescAttr(desc, i)->attname), RelationGetRelationName(rel)),
+						 errtablecol(rel, i + 1)));
+	if (t->nchecks == 0)
+		return;
+	econtext = GetPerTupleExprContext(t->estate);
+	ResetExprContext(econtext);
+	econtext->ecxt_scantuple = slot;
+	t->busy = true;
+	for (int i = 0; i < t->nchecks; i++)
+		if (!ExecCheck(t->checks[i], econtext))
+		{
+			t->busy = false;
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("new row for relation \"%s\" violates check constraint \"%s\"",
+							RelationGetRelationName(rel), t->check_names[i]),
+					 errtableconstraint(rel, t->check_names[i])));
+		}
+	t->busy = false;
+	econtext->ecxt_scantuple = NULL;
+}
+
+/*
+ * Insert one row into a harden table without SQL.  The heap insert goes
+ * through the table AM; NOT NULL and CHECK constraints are checked first,
+ * and index entries (unique and exclusion checks included) are made with
+ * the executor's ExecInsertIndexTuples, so every constraint and index on
+ * the table -- ours and any an administrator adds -- holds.  Privileges are
+ * not checked on purpose: writers must not need (or have) INSERT on the
+ * audit trail.
+ */
+static void
+fsm_insert_row(Oid relid, const Oid *types, FsmTarget *t, Datum *values, bool *nulls, int natts)
 {
 	Relation	rel = table_open(relid, RowExclusiveLock);
 	TupleDesc	desc = RelationGetDescr(rel);
 	TupleTableSlot *slot;
+	EState	   *estate;
+	ResultRelInfo *rri;
 
-	if (desc->natts != natts || rel->rd_rel->relkind != RELKIND_RELATION)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("%s is not the table pg_harden created", fsm_table_name(rel)),
-				 errdetail("It has %d columns; pg_harden writes %d.", desc->natts, natts),
-				 errhint("Reinstall the extension, or restore the table's original definition.")));
+	/*
+	 * A CHECK expression that errors leaves busy set: the expressions may be
+	 * mid-evaluation only if this call is nested in one of them.
+	 */
+	if (t->busy && fsm_cache_pins <= 1)
+		t->busy = false;
+	if (!t->verified && !t->busy)
+	{
+		fsm_verify_table(rel, types, natts);
+		fsm_target_compile(t, rel);
+		t->verified = true;
+	}
+	else if (!t->verified)
+		fsm_verify_table(rel, types, natts);
 	slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
 	ExecClearTuple(slot);
 	memcpy(slot->tts_values, values, sizeof(Datum) * natts);
 	memcpy(slot->tts_isnull, nulls, sizeof(bool) * natts);
 	ExecStoreVirtualTuple(slot);
-	simple_table_tuple_insert(rel, slot);
 
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 0, NULL, 0);
+	if (desc->constr && (desc->constr->has_not_null || desc->constr->num_check > 0))
+	{
+		/* Nested in a CHECK expression, or changed meanwhile: the executor's way. */
+		if (t->busy || !t->verified)
+			ExecConstraints(rri, slot, estate);
+		else
+			fsm_target_check(t, rel, slot, nulls, natts);
+	}
+	simple_table_tuple_insert(rel, slot);
 	if (rel->rd_rel->relhasindex)
 	{
-		EState	   *estate = CreateExecutorState();
-		ResultRelInfo *rri = makeNode(ResultRelInfo);
+		List	   *recheck;
 
-		InitResultRelInfo(rri, rel, 1, NULL, 0);
 		ExecOpenIndices(rri, false);
-		if (rri->ri_NumIndices > 0)
-			list_free(ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL));
+		recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+		/* Verified above: no index defers its check. */
+		Assert(recheck == NIL);
+		list_free(recheck);
 		ExecCloseIndices(rri);
-		FreeExecutorState(estate);
 	}
+	FreeExecutorState(estate);
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, NoLock);
 }
@@ -776,7 +1366,16 @@ text_or_null(const char *s, bool *isnull)
 }
 
 #define FSM_LOG_NATTS 12
-#define FSM_DUE_NATTS 10
+#define FSM_DUE_NATTS 11
+
+static const Oid fsm_log_types[FSM_LOG_NATTS] = {
+	INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, XID8OID, TEXTOID
+};
+static const Oid fsm_due_types[FSM_DUE_NATTS] = {
+	INT8OID, TIMESTAMPTZOID, TEXTOID, REGCLASSOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID,
+	TIMESTAMPTZOID, INT4OID, TEXTOID
+};
 
 static void
 fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
@@ -795,15 +1394,16 @@ fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
 	v[6] = CStringGetTextDatum(to);
 	v[7] = text_or_null(event, &n[7]);
 	v[8] = CStringGetTextDatum(actor);
-	v[9] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
+	v[9] = CStringGetTextDatum(fsm_current_role_name());
 	v[10] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	v[11] = text_or_null(fsm_reason && fsm_reason[0] ? fsm_reason : NULL, &n[11]);
-	fsm_insert_row(cached_relid(&fsm_log_relid, "fsm_log"), v, n, FSM_LOG_NATTS);
+	fsm_insert_row(cached_relid(&fsm_log_relid, "fsm_log"), fsm_log_types, &fsm_log_target,
+				   v, n, FSM_LOG_NATTS);
 }
 
 /* A row entered a state with a timed exit: store its deadline. */
 static void
-fsm_due_insert(FsmMachine *m, const char *table, Datum key, int state)
+fsm_due_insert(FsmMachine *m, Oid relid, const char *table, Datum key, int state)
 {
 	const FsmState *s = &m->states[state];
 	const FsmTransition *t = &s->trans[s->timed];
@@ -816,14 +1416,16 @@ fsm_due_insert(FsmMachine *m, const char *table, Datum key, int state)
 	v[1] = DirectFunctionCall2(timestamptz_pl_interval, TimestampTzGetDatum(now),
 							   IntervalPGetDatum(&t->after));
 	v[2] = CStringGetTextDatum(m->name);
-	v[3] = CStringGetTextDatum(table);
-	v[4] = key;
-	v[5] = CStringGetTextDatum(s->name);
-	v[6] = CStringGetTextDatum(m->states[t->to].name);
-	v[7] = TimestampTzGetDatum(now);
-	v[8] = Int32GetDatum(0);
-	n[9] = true;
-	fsm_insert_row(cached_relid(&fsm_due_relid, "fsm_due"), v, n, FSM_DUE_NATTS);
+	v[3] = ObjectIdGetDatum(relid);
+	v[4] = CStringGetTextDatum(table);
+	v[5] = key;
+	v[6] = CStringGetTextDatum(s->name);
+	v[7] = CStringGetTextDatum(m->states[t->to].name);
+	v[8] = TimestampTzGetDatum(now);
+	v[9] = Int32GetDatum(0);
+	n[10] = true;
+	fsm_insert_row(cached_relid(&fsm_due_relid, "fsm_due"), fsm_due_types, &fsm_due_target,
+				   v, n, FSM_DUE_NATTS);
 }
 
 /* ---- the trigger ---- */
@@ -841,8 +1443,8 @@ fsm_reject(FsmCheck *c, int sqlstate, int from, const char *from_name,
 		   const char *to_name, bool new_unknown)
 {
 	char	   *table = fsm_table_name(c->rel);
-	char	   *key = fsm_jsonb_text(fsm_row_key(c->rel, c->keytuple));
-	char	   *to_q = to_name ? psprintf("\"%s\"", to_name) : "NULL";
+	const char *key = fsm_truncate(fsm_jsonb_text(fsm_row_key(c->rel, c->keytuple)));
+	char	   *to_q = to_name ? psprintf("\"%s\"", fsm_truncate(to_name)) : "NULL";
 	char	   *next = fsm_next_list(c->m, from);
 
 	fsm_count(c->m, true);
@@ -870,7 +1472,7 @@ fsm_reject(FsmCheck *c, int sqlstate, int from, const char *from_name,
 		ereport(ERROR,
 				(errcode(sqlstate),
 				 errmsg("invalid transition for %s row %s: the current state %s is not a state of machine \"%s\"",
-						table, key, from_name ? psprintf("\"%s\"", from_name) : "NULL", c->m->name),
+						table, key, from_name ? psprintf("\"%s\"", fsm_truncate(from_name)) : "NULL", c->m->name),
 				 errdetail("The row was given that state while the machine was not enforced on it."),
 				 errhint("Correct the row with the trigger %s%s disabled, or redefine the machine.",
 						 FSM_TRIGGER_PREFIX, c->m->name),
@@ -882,6 +1484,79 @@ fsm_reject(FsmCheck *c, int sqlstate, int from, const char *from_name,
 			 errtablecol(c->rel, c->attnum)));
 }
 
+/*
+ * The trigger runs only as fsm_attach installed it: named after its
+ * machine, on a table harden.fsm_attached records (or a partition of one,
+ * for the clones PostgreSQL makes).  A trigger created any other way --
+ * before EXECUTE was revoked, or restored without its registration -- would
+ * let a table's owner have harden write its tables and timers run UPDATEs
+ * on the owner's behalf.  The answer is kept for the statement.
+ */
+typedef struct FsmTriggerCache
+{
+	Oid			tgoid;
+	uint64		generation;
+	bool		is_enum;		/* the column holds an enum (or a domain over one) */
+} FsmTriggerCache;
+
+static FsmTriggerCache *
+fsm_trigger_check_registered(FunctionCallInfo fcinfo, Trigger *trig, Relation rel)
+{
+	FsmTriggerCache *tc = (FsmTriggerCache *) fcinfo->flinfo->fn_extra;
+	const char *machine = trig->tgargs[0];
+	bool		ok;
+
+	if (tc != NULL && tc->tgoid == trig->tgoid && tc->generation == fsm_cache_generation &&
+		!fsm_cache_stale)
+		return tc;
+	ok = strncmp(trig->tgname, FSM_TRIGGER_PREFIX, strlen(FSM_TRIGGER_PREFIX)) == 0 &&
+		strcmp(trig->tgname + strlen(FSM_TRIGGER_PREFIX), machine) == 0;
+	if (ok && !fsm_attachment_registered(RelationGetRelid(rel), machine))
+	{
+		ok = false;
+		if (trig->tgisclone)
+		{
+			List	   *ancestors = get_partition_ancestors(RelationGetRelid(rel));
+			ListCell   *lc;
+
+			foreach(lc, ancestors)
+				if (fsm_attachment_registered(lfirst_oid(lc), machine))
+					ok = true;
+		}
+	}
+	if (ok)
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+		AttrNumber	attnum = trig->tgattr[0];
+
+		if (attnum <= 0 || attnum > desc->natts || TupleDescAttr(desc, attnum - 1)->attisdropped)
+			ereport(ERROR,
+					(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+					 errmsg("trigger \"%s\" on %s names a column that does not exist",
+							trig->tgname, fsm_table_name(rel)),
+					 errhint("Drop the trigger and attach the machine with harden.fsm_attach(table, column, machine).")));
+		fsm_column_type_check(TupleDescAttr(desc, attnum - 1)->atttypid, fsm_table_name(rel),
+							  NameStr(TupleDescAttr(desc, attnum - 1)->attname));
+	}
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+				 errmsg("trigger \"%s\" on %s was not created by harden.fsm_attach()",
+						trig->tgname, fsm_table_name(rel)),
+				 errdetail("harden.fsm_attached has no attachment of machine \"%s\" to the table.",
+						   fsm_truncate(machine)),
+				 errhint("Drop the trigger and attach the machine with harden.fsm_attach(table, column, machine).")));
+	if (tc == NULL)
+		tc = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(FsmTriggerCache));
+	tc->tgoid = trig->tgoid;
+	tc->generation = fsm_cache_generation;
+	(void) state_type_ok(TupleDescAttr(RelationGetDescr(rel), trig->tgattr[0] - 1)->atttypid, &tc->is_enum);
+	fcinfo->flinfo->fn_extra = tc;
+	return tc;
+}
+
+static Datum fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum);
+
 PG_FUNCTION_INFO_V1(harden_fsm_enforce);
 
 Datum
@@ -889,21 +1564,9 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	Trigger    *trig;
-	TupleDesc	desc;
-	Form_pg_attribute att;
 	FsmCheck	c;
-	HeapTuple	newtup;
-	bool		is_insert;
-	bool		audit;
-	Datum		newd;
-	bool		newnull;
-	char	   *to_name = NULL;
-	char	   *from_name = NULL;
-	int			to_len = 0;
-	int			from = -1;
-	int			to = -1;
-	FsmActor   *actor;
-	const char *event = NULL;
+	Datum		result;
+	FsmTriggerCache *tc;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -920,11 +1583,34 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 
 	c.rel = td->tg_relation;
 	c.attnum = trig->tgattr[0];
+	tc = fsm_trigger_check_registered(fcinfo, trig, c.rel);
 	c.m = fsm_machine_get(trig->tgargs[0], false);
+	fsm_cache_pin();
+	result = fsm_enforce_row(td, &c, tc->is_enum);
+	fsm_cache_unpin();
+	return result;
+}
+
+static Datum
+fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum)
+{
+	FsmCheck	c = *cp;
+	Trigger    *trig = td->tg_trigger;
+	TupleDesc	desc;
+	HeapTuple	newtup;
+	bool		is_insert;
+	bool		audit;
+	Datum		newd;
+	bool		newnull;
+	char	   *to_name = NULL;
+	char	   *from_name = NULL;
+	int			to_len = 0;
+	int			from = -1;
+	int			to = -1;
+	FsmActor   *actor;
+	const char *event = NULL;
+
 	desc = RelationGetDescr(c.rel);
-	if (c.attnum <= 0 || c.attnum > desc->natts || TupleDescAttr(desc, c.attnum - 1)->attisdropped)
-		elog(ERROR, "trigger \"%s\" names a missing column", trig->tgname);
-	att = TupleDescAttr(desc, c.attnum - 1);
 	audit = !(trig->tgnargs >= 2 && strcmp(trig->tgargs[1], "noaudit") == 0);
 	is_insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);
 	newtup = is_insert ? td->tg_trigtuple : td->tg_newtuple;
@@ -933,7 +1619,7 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 	newd = heap_getattr(newtup, c.attnum, desc, &newnull);
 	if (!newnull)
 	{
-		to_name = fsm_datum_state(att->atttypid, newd, &to_len);
+		to_name = datum_state(is_enum, newd, &to_len);
 		to = fsm_state_lookup(c.m, to_name, to_len);
 	}
 	if (is_insert)
@@ -952,7 +1638,7 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 
 		if (!oldnull)
 		{
-			from_name = fsm_datum_state(att->atttypid, oldd, &from_len);
+			from_name = datum_state(is_enum, oldd, &from_len);
 			/* Not a change of state: nothing to check or record. */
 			if (!newnull && from_len == to_len && memcmp(from_name, to_name, to_len) == 0)
 				return PointerGetDatum(newtup);
@@ -983,13 +1669,22 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 	if (audit || c.m->states[to].timed >= 0)
 	{
 		char	   *table = fsm_table_name(c.rel);
-		Datum		key = fsm_row_key(c.rel, is_insert ? newtup : c.keytuple);
+		Datum		key;
+
+		/*
+		 * The row's key as it will be: an UPDATE may change the primary key
+		 * together with the state.  (Without a primary key the fallback is
+		 * the old version's ctid.)
+		 */
+		if (!is_insert && !ItemPointerIsValid(&newtup->t_self))
+			newtup->t_self = c.keytuple->t_self;
+		key = fsm_row_key(c.rel, newtup);
 
 		if (audit)
 			fsm_audit(c.m, table, key, from >= 0 ? c.m->states[from].name : NULL,
 					  c.m->states[to].name, event, actor ? actor->actor : "sql");
 		if (c.m->states[to].timed >= 0)
-			fsm_due_insert(c.m, table, key, to);
+			fsm_due_insert(c.m, RelationGetRelid(c.rel), table, key, to);
 	}
 	return PointerGetDatum(newtup);
 }

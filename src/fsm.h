@@ -109,5 +109,9 @@ extern char *fsm_datum_state(Oid typid, Datum value, int *len);
 extern Datum fsm_row_key(Relation rel, HeapTuple tuple);
 extern char *fsm_jsonb_text(Datum jsonb);
 extern char *fsm_table_name(Relation rel);
+extern const char *fsm_truncate(const char *s);
+extern bool fsm_attachment_registered(Oid relid, const char *machine);
+extern void fsm_cache_pin(void);
+extern void fsm_cache_unpin(void);
 
 #endif							/* PG_HARDEN_FSM_H */

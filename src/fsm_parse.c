@@ -18,6 +18,8 @@
 
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/hsearch.h"
 
 #include "pg_harden.h"
 #include "fsm.h"
@@ -51,7 +53,16 @@ typedef struct Parser
 	FsmDef	   *def;
 	int			maxstates;
 	int			maxtrans;
+	HTAB	   *names;			/* state name -> number */
+	int		   *last_from;		/* per state: its latest transition, or -1 */
+	int		   *prev_from;		/* per transition: the previous one from its state */
 } Parser;
+
+typedef struct StateName
+{
+	char		name[NAMEDATALEN];
+	int			num;
+} StateName;
 
 static inline bool
 ident_start(unsigned char c)
@@ -247,10 +258,15 @@ static int
 state_number(Parser *p, const char *name, int pos, bool create)
 {
 	FsmDef	   *d = p->def;
+	char		key[NAMEDATALEN];
+	StateName  *e;
 
-	for (int i = 0; i < d->nstates; i++)
-		if (strcmp(d->states[i], name) == 0)
-			return i;
+	/* expect_name bounds names to FSM_MAX_NAME bytes. */
+	memset(key, 0, sizeof(key));
+	strlcpy(key, name, NAMEDATALEN);
+	e = hash_search(p->names, key, HASH_FIND, NULL);
+	if (e != NULL)
+		return e->num;
 	if (!create)
 		return -1;
 	if (d->nstates >= FSM_MAX_STATES)
@@ -259,8 +275,12 @@ state_number(Parser *p, const char *name, int pos, bool create)
 	{
 		p->maxstates *= 2;
 		d->states = repalloc(d->states, sizeof(char *) * p->maxstates);
+		p->last_from = repalloc(p->last_from, sizeof(int) * p->maxstates);
 	}
 	d->states[d->nstates] = pstrdup(name);
+	p->last_from[d->nstates] = -1;
+	e = hash_search(p->names, key, HASH_ENTER, NULL);
+	e->num = d->nstates;
 	return d->nstates++;
 }
 
@@ -276,8 +296,10 @@ parse_states(Parser *p, int *n, int **positions)
 	for (;;)
 	{
 		int			at = p->tok.pos;
-		char	   *name = expect_name(p, "a state name");
+		char	   *name;
 
+		CHECK_FOR_INTERRUPTS();
+		name = expect_name(p, "a state name");
 		if (*n >= max)
 		{
 			max *= 2;
@@ -355,14 +377,14 @@ add_transition(Parser *p, int from, int to, const char *event, bool timed,
 	FsmDef	   *d = p->def;
 	FsmDefTransition *t;
 
+	CHECK_FOR_INTERRUPTS();
 	if (from == to)
 		parse_error_at(p, pos, psprintf("state \"%s\" cannot move to itself", d->states[from]));
-	for (int i = 0; i < d->ntrans; i++)
+	/* Only the transitions from the same state can conflict. */
+	for (int i = p->last_from[from]; i >= 0; i = p->prev_from[i])
 	{
 		FsmDefTransition *o = &d->trans[i];
 
-		if (o->from != from)
-			continue;
 		if (o->to == to)
 			parse_error_at(p, pos, psprintf("duplicate transition \"%s\" -> \"%s\"",
 											d->states[from], d->states[to]));
@@ -379,7 +401,10 @@ add_transition(Parser *p, int from, int to, const char *event, bool timed,
 	{
 		p->maxtrans *= 2;
 		d->trans = repalloc(d->trans, sizeof(FsmDefTransition) * p->maxtrans);
+		p->prev_from = repalloc(p->prev_from, sizeof(int) * p->maxtrans);
 	}
+	p->prev_from[d->ntrans] = p->last_from[from];
+	p->last_from[from] = d->ntrans;
 	t = &d->trans[d->ntrans++];
 	t->from = from;
 	t->to = to;
@@ -497,12 +522,24 @@ fsm_parse(const char *machine, const char *rules, const char *initial)
 {
 	Parser		p;
 	FsmDef	   *d = palloc0(sizeof(FsmDef));
+	HASHCTL		ctl;
 
 	if (strlen(rules) > FSM_MAX_RULES_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_INVALID_RULES),
 				 errmsg("rules for state machine \"%s\" are too long", machine),
 				 errdetail("The rules are %zu bytes; the limit is %d.", strlen(rules), FSM_MAX_RULES_LEN)));
+	if (initial != NULL && strlen(initial) > FSM_MAX_RULES_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_INVALID_RULES),
+				 errmsg("initial states for state machine \"%s\" are too long", machine),
+				 errdetail("They are %zu bytes; the limit is %d.", strlen(initial), FSM_MAX_RULES_LEN)));
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = sizeof(StateName);
+	ctl.hcxt = CurrentMemoryContext;
+	p.names = hash_create("pg_harden fsm parser states", 64, &ctl,
+						  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 	parser_init(&p, machine, "rules", rules);
 	p.def = d;
@@ -510,10 +547,13 @@ fsm_parse(const char *machine, const char *rules, const char *initial)
 	p.maxtrans = 16;
 	d->states = palloc(sizeof(char *) * p.maxstates);
 	d->trans = palloc(sizeof(FsmDefTransition) * p.maxtrans);
+	p.last_from = palloc(sizeof(int) * p.maxstates);
+	p.prev_from = palloc(sizeof(int) * p.maxtrans);
 
 	next_token(&p);
 	for (;;)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (p.tok.kind == TOK_END)
 			break;
 		if (p.tok.kind == TOK_SEMI)
@@ -538,8 +578,12 @@ fsm_parse(const char *machine, const char *rules, const char *initial)
 	for (;;)
 	{
 		int			at = p.tok.pos;
-		char	   *name = expect_name(&p, "a state name");
-		int			s = state_number(&p, name, at, false);
+		char	   *name;
+		int			s;
+
+		CHECK_FOR_INTERRUPTS();
+		name = expect_name(&p, "a state name");
+		s = state_number(&p, name, at, false);
 
 		/* The rules' parser state is done; p.def only serves lookups here. */
 		if (s < 0)

@@ -31,6 +31,17 @@
 #include "utils/regproc.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
+#include "catalog/pg_inherits.h"
+#include "catalog/partition.h"
+#include "utils/partcache.h"
+#include "optimizer/optimizer.h"
+#include "utils/inval.h"
+#include "utils/snapmgr.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+#include "catalog/pg_operator.h"
+#include "catalog/pg_class.h"
 
 #include "pg_harden.h"
 #include "fsm.h"
@@ -88,6 +99,66 @@ spi_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *null
 
 	if (ret != expect)
 		elog(ERROR, "pg_harden: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+}
+
+/* ---- acting as another role ---- */
+
+/*
+ * Run as role like a SECURITY DEFINER function with a pinned search_path
+ * (restricted: as a table's owner, the way autovacuum and REFRESH
+ * MATERIALIZED VIEW do, so the owner's code cannot change the session).
+ * An error needs no cleanup: (sub)transaction abort restores the user and
+ * the GUC nesting level.
+ */
+typedef struct FsmRoleScope
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nest;
+} FsmRoleScope;
+
+static void
+role_enter(FsmRoleScope *scope, Oid role, bool restricted)
+{
+	GetUserIdAndSecContext(&scope->save_user, &scope->save_sec);
+	SetUserIdAndSecContext(role, scope->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   (restricted ? SECURITY_RESTRICTED_OPERATION : 0));
+	scope->nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+static void
+role_leave(FsmRoleScope *scope)
+{
+	AtEOXact_GUC(true, scope->nest);
+	SetUserIdAndSecContext(scope->save_user, scope->save_sec);
+}
+
+static Oid
+rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+static char *
+rel_qualified_name(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+}
+
+/* The extension's owner: the owner of its tables. */
+static Oid
+harden_owner(void)
+{
+	return rel_owner(fsm_harden_relid("fsm_machines"));
 }
 
 /* ---- attachments ---- */
@@ -173,17 +244,17 @@ choose_attachment(Relation rel, const char *machine, attachment_pred pred,
 	if (machine != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
-				 errmsg("state machine \"%s\" is not attached to %s", machine, fsm_table_name(rel))));
+				 errmsg("state machine \"%s\" is not attached to %s", fsm_truncate(machine), fsm_table_name(rel))));
 	if (list_length(fit) == 1)
 		return linitial(fit);
 	if (fit == NIL)
 		ereport(ERROR,
 				(errcode(pred == machine_has_event ? ERRCODE_HARDEN_FSM_EVENT_NOT_AVAILABLE :
 						 ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-				 errmsg("no state machine attached to %s has %s \"%s\"", fsm_table_name(rel), what, arg)));
+				 errmsg("no state machine attached to %s has %s \"%s\"", fsm_table_name(rel), what, fsm_truncate(arg))));
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_AMBIGUOUS),
-			 errmsg("several state machines attached to %s have %s \"%s\"", fsm_table_name(rel), what, arg),
+			 errmsg("several state machines attached to %s have %s \"%s\"", fsm_table_name(rel), what, fsm_truncate(arg)),
 			 errhint("Name the machine: machine => '...'.")));
 	return NULL;
 }
@@ -239,7 +310,7 @@ normalize_key(Relation rel, Jsonb *key)
 	if (!JB_ROOT_IS_OBJECT(key))
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-				 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_jsonb_text(k)),
+				 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(k))),
 				 errdetail("A row key is a jsonb object of the primary-key columns, or a scalar for a one-column key.")));
 	foreach(lc, cols)
 	{
@@ -254,10 +325,39 @@ normalize_key(Relation rel, Jsonb *key)
 		if (v == NULL || v->type == jbvNull)
 			ereport(ERROR,
 					(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-					 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_jsonb_text(k)),
+					 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(k))),
 					 errdetail("The key has no value for primary-key column \"%s\".", col)));
 	}
 	return k;
+}
+
+/*
+ * "OPERATOR(schema.=)" for a column's type, so the query means the same
+ * under any search_path.
+ */
+static char *
+eq_operator(Relation rel, const char *column)
+{
+	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), column);
+	Oid			typid = TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid;
+	TypeCacheEntry *tc = lookup_type_cache(typid, TYPECACHE_EQ_OPR);
+	HeapTuple	tup;
+	Form_pg_operator op;
+	char	   *result;
+
+	if (!OidIsValid(tc->eq_opr))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("could not identify an equality operator for type %s of column \"%s\" of %s",
+						format_type_be(typid), column, fsm_table_name(rel))));
+	tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(tc->eq_opr));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for operator %u", tc->eq_opr);
+	op = (Form_pg_operator) GETSTRUCT(tup);
+	result = psprintf("OPERATOR(%s.%s)", quote_identifier(get_namespace_name(op->oprnamespace)),
+					  NameStr(op->oprname));
+	ReleaseSysCache(tup);
+	return result;
 }
 
 typedef struct FsmRow
@@ -284,14 +384,34 @@ read_row(Relation rel, FsmAttachment *a, Datum key, bool lock, MemoryContext out
 	Oid			argtype = JSONBOID;
 	FsmRow		row;
 
+	StringInfoData coldefs;
+
+	/*
+	 * The key's columns only, with their types: a whole-row record of the
+	 * table would have to satisfy every other column's domain.  ONLY for a
+	 * plain table: the trigger is not on inheritance children.
+	 */
+	initStringInfo(&coldefs);
+	foreach(lc, cols)
+	{
+		AttrNumber	attnum = get_attnum(RelationGetRelid(rel), lfirst(lc));
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+
+		appendStringInfo(&coldefs, "%s%s %s", foreach_current_index(lc) > 0 ? ", " : "",
+						 quote_identifier(lfirst(lc)),
+						 format_type_extended(att->atttypid, att->atttypmod,
+											  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+	}
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT t.%s, t.ctid, t.tableoid FROM %s t, jsonb_populate_record(NULL::%s, $1) k WHERE ",
-					 quote_identifier(a->column), table, table);
+	appendStringInfo(&sql, "SELECT t.%s, t.ctid, t.tableoid FROM %s%s t, pg_catalog.jsonb_to_record($1) AS k(%s) WHERE ",
+					 quote_identifier(a->column),
+					 rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "", table, coldefs.data);
 	foreach(lc, cols)
 	{
 		const char *c = quote_identifier(lfirst(lc));
 
-		appendStringInfo(&sql, "%st.%s = k.%s", foreach_current_index(lc) > 0 ? " AND " : "", c, c);
+		appendStringInfo(&sql, "%st.%s %s k.%s", foreach_current_index(lc) > 0 ? " AND " : "", c,
+						 eq_operator(rel, lfirst(lc)), c);
 	}
 	if (lock)
 		appendStringInfoString(&sql, " FOR UPDATE OF t");
@@ -300,7 +420,7 @@ read_row(Relation rel, FsmAttachment *a, Datum key, bool lock, MemoryContext out
 	if (SPI_processed > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-				 errmsg("row key %s matches %llu rows of %s", fsm_jsonb_text(key),
+				 errmsg("row key %s matches %llu rows of %s", fsm_truncate(fsm_jsonb_text(key)),
 						(unsigned long long) SPI_processed, table)));
 	if (SPI_processed == 1)
 	{
@@ -329,7 +449,7 @@ row_not_found(Relation rel, Datum key)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-			 errmsg("%s has no row with key %s", fsm_table_name(rel), fsm_jsonb_text(key))));
+			 errmsg("%s has no row with key %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)))));
 }
 
 /* Move a locked row to state; the trigger validates and audits. */
@@ -348,7 +468,8 @@ update_row(Relation rel, FsmAttachment *a, FsmRow *row, const char *state, FsmAc
 	values[1] = PointerGetDatum(&row->ctid);
 	values[2] = ObjectIdGetDatum(row->tableoid);
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "UPDATE %s SET %s = $1 WHERE ctid = $2 AND tableoid = $3",
+	appendStringInfo(&sql, "UPDATE %s%s SET %s = $1 WHERE ctid = $2 AND tableoid = $3",
+					 rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "",
 					 fsm_table_name(rel), quote_identifier(a->column));
 	fsm_current_actor = actor;
 	PG_TRY();
@@ -361,7 +482,12 @@ update_row(Relation rel, FsmAttachment *a, FsmRow *row, const char *state, FsmAc
 	}
 	PG_END_TRY();
 	if (SPI_processed != 1)
-		elog(ERROR, "pg_harden: the locked row of %s was not updated", fsm_table_name(rel));
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_TRANSITION_SKIPPED),
+				 errmsg("the transition of %s row to \"%s\" did not happen", fsm_table_name(rel),
+						fsm_truncate(state)),
+				 errdetail("The locked row was not updated: a BEFORE UPDATE trigger on the table returned NULL."),
+				 errhint("Make the trigger return the new row for this update, or disable it.")));
 }
 
 /* ---- fsm_fire / fsm_can / fsm_next ---- */
@@ -381,7 +507,7 @@ event_not_available(FsmMachine *m, Relation rel, Datum key, int from, const char
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_EVENT_NOT_AVAILABLE),
 			 errmsg("event \"%s\" is not available for %s row %s in state \"%s\"",
-					event, fsm_table_name(rel), fsm_jsonb_text(key), s->name),
+					fsm_truncate(event), fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)), s->name),
 			 errdetail("State machine \"%s\" has these events from \"%s\": %s.",
 					   m->name, s->name, n > 0 ? events.data : "none")));
 }
@@ -392,8 +518,8 @@ current_state_unknown(FsmMachine *m, Relation rel, Datum key, const char *state)
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
 			 errmsg("%s row %s is in state %s, which is not a state of machine \"%s\"",
-					fsm_table_name(rel), fsm_jsonb_text(key),
-					state ? quote_literal_cstr(state) : "NULL", m->name)));
+					fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)),
+					state ? quote_literal_cstr(fsm_truncate(state)) : "NULL", m->name)));
 }
 
 PG_FUNCTION_INFO_V1(harden_fsm_fire);
@@ -500,7 +626,7 @@ harden_fsm_can(PG_FUNCTION_ARGS)
 	if (to < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-				 errmsg("\"%s\" is not a state of machine \"%s\"", to_state, m->name)));
+				 errmsg("\"%s\" is not a state of machine \"%s\"", fsm_truncate(to_state), m->name)));
 	from = row.state ? fsm_state_lookup(m, row.state, strlen(row.state)) : -1;
 	table_close(rel, AccessShareLock);
 	PG_RETURN_BOOL(from >= 0 && fsm_transition_find(m, from, to) != NULL);
@@ -529,7 +655,7 @@ harden_fsm_next(PG_FUNCTION_ARGS)
 		if (s < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-					 errmsg("\"%s\" is not a state of machine \"%s\"", state, m->name),
+					 errmsg("\"%s\" is not a state of machine \"%s\"", fsm_truncate(state), m->name),
 					 errdetail("Its states are listed in harden.fsm_states.")));
 		for (int i = 0; i < m->states[s].ntrans; i++)
 			elems[n++] = CStringGetTextDatum(m->states[m->states[s].trans[i].to].name);
@@ -719,7 +845,7 @@ harden_fsm_diagram(PG_FUNCTION_ARGS)
 		PG_RETURN_TEXT_P(cstring_to_text(diagram_dot(m)));
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown diagram format %s", format ? quote_literal_cstr(format) : "NULL"),
+			 errmsg("unknown diagram format %s", format ? quote_literal_cstr(fsm_truncate(format)) : "NULL"),
 			 errhint("Use 'mermaid' or 'dot'.")));
 	PG_RETURN_NULL();
 }
@@ -753,9 +879,11 @@ check_rows_in_states(Oid relid, const char *column, Datum states, const char *ma
 
 	table = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT t.%s::text, count(*) FROM %s t WHERE t.%s IS NULL OR NOT (t.%s::text = ANY ($1)) "
+	/* ONLY for a plain table: the trigger does not see inheritance children. */
+	appendStringInfo(&sql, "SELECT t.%s::text, count(*) FROM %s%s t WHERE t.%s IS NULL OR NOT (t.%s::text = ANY ($1)) "
 					 "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5",
-					 quote_identifier(column), table, quote_identifier(column), quote_identifier(column));
+					 quote_identifier(column), get_rel_relkind(relid) == RELKIND_RELATION ? "ONLY " : "",
+					 table, quote_identifier(column), quote_identifier(column));
 	/*
 	 * Not read-only: the caller holds a lock that made writers finish, and
 	 * only a fresh snapshot sees what they committed meanwhile.  A
@@ -797,8 +925,15 @@ attached_tables(const char *machine, List **relids, List **columns)
 
 	*relids = NIL;
 	*columns = NIL;
+	/*
+	 * With a snapshot taken after the machine's row was locked: an attach
+	 * we waited for has committed, and even a REPEATABLE READ snapshot
+	 * would not show it.
+	 */
+	PushActiveSnapshot(GetLatestSnapshot());
 	spi_exec("SELECT table_name::oid, column_name::text FROM harden.fsm_attachments WHERE machine = $1 ORDER BY 1",
 			 1, &argtype, &arg, NULL, true, SPI_OK_SELECT);
+	PopActiveSnapshot();
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -853,10 +988,20 @@ store_definition(const char *machine, const char *rules, FsmDef *d)
 	int			lbs[1] = {1};
 
 	mvals[0] = svals[0] = tvals[0] = CStringGetTextDatum(machine);
-	spi_exec("DELETE FROM harden.fsm_machines WHERE machine = $1", 1, mtypes, mvals, NULL, false, SPI_OK_DELETE);
 	mvals[1] = CStringGetTextDatum(rules);
-	spi_exec("INSERT INTO harden.fsm_machines (machine, rules) VALUES ($1, $2)",
-			 2, mtypes, mvals, NULL, false, SPI_OK_INSERT);
+
+	/*
+	 * Update the machine's row in place (not delete and insert): an attach
+	 * waiting for its lock follows the update to the new version.
+	 */
+	spi_exec("UPDATE harden.fsm_machines SET rules = $2, defined_at = now() WHERE machine = $1",
+			 2, mtypes, mvals, NULL, false, SPI_OK_UPDATE);
+	if (SPI_processed == 0)
+		spi_exec("INSERT INTO harden.fsm_machines (machine, rules) VALUES ($1, $2)",
+				 2, mtypes, mvals, NULL, false, SPI_OK_INSERT);
+	else
+		spi_exec("DELETE FROM harden.fsm_states WHERE machine = $1", 1, mtypes, mvals, NULL, false,
+				 SPI_OK_DELETE);
 
 	for (int i = 0; i < d->ntrans; i++)
 	{
@@ -980,6 +1125,53 @@ harden_fsm_drop(PG_FUNCTION_ARGS)
 
 /* ---- attach / detach ---- */
 
+/*
+ * A state column in the partition key would move rows between partitions
+ * on a change of state, which fires the new partition's INSERT trigger:
+ * every transition would have to lead to an initial state.
+ */
+static void
+partition_key_check(Relation rel, AttrNumber attnum, const char *column)
+{
+	PartitionKey key = RelationGetPartitionKey(rel);
+	Bitmapset  *exprcols = NULL;
+
+	pull_varattnos((Node *) key->partexprs, 1, &exprcols);
+	for (int i = 0; i <= key->partnatts; i++)
+		if ((i < key->partnatts && key->partattrs[i] == attnum) ||
+			(i == key->partnatts && bms_is_member(attnum - FirstLowInvalidHeapAttributeNumber, exprcols)))
+			ereport(ERROR,
+					(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+					 errmsg("cannot attach a state machine to column \"%s\" of %s: it is in the partition key",
+							column, fsm_table_name(rel)),
+					 errdetail("A change of state would move the row to another partition, where it is checked as an insert.")));
+}
+
+/*
+ * Lock the machine's row FOR SHARE until the attaching transaction ends:
+ * fsm_define and fsm_drop lock it FOR UPDATE, so they wait and then see the
+ * attachment, and an attach that waited for a redefinition sees the new
+ * rules.  As the extension's owner: locking needs UPDATE on the table.
+ */
+static void
+lock_machine_for_attach(const char *machine)
+{
+	FsmRoleScope scope;
+	Oid			argtype = TEXTOID;
+	Datum		arg = CStringGetTextDatum(machine);
+	bool		found;
+
+	role_enter(&scope, harden_owner(), false);
+	spi_exec("SELECT 1 FROM harden.fsm_machines WHERE machine = $1 FOR SHARE",
+			 1, &argtype, &arg, NULL, false, SPI_OK_SELECT);
+	found = SPI_processed > 0;
+	role_leave(&scope);
+	if (!found)
+		(void) fsm_machine_get(machine, false); /* the usual "does not exist" */
+	/* A redefinition we waited for committed: see its invalidation now. */
+	AcceptInvalidationMessages();
+}
+
 PG_FUNCTION_INFO_V1(harden_fsm_attach);
 
 Datum
@@ -1021,7 +1213,23 @@ harden_fsm_attach(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
 				 errmsg("column \"%s\" of %s does not exist", column, table)));
 	fsm_column_type_check(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid, table, column);
+	if (TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attgenerated)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+				 errmsg("cannot attach a state machine to generated column \"%s\" of %s", column, table),
+				 errdetail("A generated column is computed after BEFORE triggers run, so its transitions cannot be checked.")));
+	if (rel->rd_rel->relkind == RELKIND_RELATION && rel->rd_rel->relhassubclass &&
+		find_inheritance_children(relid, NoLock) != NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+				 errmsg("cannot attach a state machine to %s: it has inheritance children", table),
+				 errdetail("Row triggers do not fire for rows of child tables, so they would be neither enforced nor audited."),
+				 errhint("Attach the machine to each child table, or use a partitioned table.")));
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		partition_key_check(rel, attnum, column);
 	pk_columns(rel);
+	spi_connect();
+	lock_machine_for_attach(machine);
 	m = fsm_machine_get(machine, false);
 	if (rel->trigdesc)
 		for (int i = 0; i < rel->trigdesc->numtriggers; i++)
@@ -1035,13 +1243,31 @@ harden_fsm_attach(PG_FUNCTION_ARGS)
 	for (int i = 0; i < m->nstates; i++)
 		names[i] = pstrdup(m->states[i].name);
 	states = text_array(names, NULL, m->nstates);
-	spi_connect();
 	check_rows_in_states(relid, column, states, machine, "attach");
-	spi_exec(psprintf("CREATE TRIGGER %s BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW "
-					  "EXECUTE FUNCTION harden.fsm_enforce(%s, %s)",
-					  quote_identifier(trigname), quote_identifier(column), table,
-					  quote_literal_cstr(machine), audit ? "'audit'" : "'noaudit'"),
-			 0, NULL, NULL, NULL, false, SPI_OK_UTILITY);
+
+	/*
+	 * The caller has the TRIGGER privilege but not EXECUTE on fsm_enforce:
+	 * the extension's owner records the attachment and creates the trigger.
+	 */
+	{
+		FsmRoleScope scope;
+		Oid			types[3] = {OIDOID, TEXTOID, OIDOID};
+		Datum		values[3];
+
+		values[0] = ObjectIdGetDatum(relid);
+		values[1] = CStringGetTextDatum(machine);
+		values[2] = ObjectIdGetDatum(GetUserId());
+		role_enter(&scope, harden_owner(), false);
+		spi_exec("INSERT INTO harden.fsm_attached (relid, machine, attached_by) VALUES ($1, $2, $3) "
+				 "ON CONFLICT (relid, machine) DO UPDATE SET attached_at = now(), attached_by = excluded.attached_by",
+				 3, types, values, NULL, false, SPI_OK_INSERT);
+		spi_exec(psprintf("CREATE TRIGGER %s BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW "
+						  "EXECUTE FUNCTION harden.fsm_enforce(%s, %s)",
+						  quote_identifier(trigname), quote_identifier(column), table,
+						  quote_literal_cstr(machine), audit ? "'audit'" : "'noaudit'"),
+				 0, NULL, NULL, NULL, false, SPI_OK_UTILITY);
+		role_leave(&scope);
+	}
 	SPI_finish();
 	relation_close(rel, NoLock);
 	PG_RETURN_VOID();
@@ -1067,19 +1293,40 @@ harden_fsm_detach(PG_FUNCTION_ARGS)
 		{
 			Trigger    *t = &rel->trigdesc->triggers[i];
 
-			if (t->tgfoid == fn && t->tgnargs >= 1 &&
-				(machine == NULL || strcmp(t->tgargs[0], machine) == 0))
-				drops = lappend(drops, pstrdup(t->tgname));
+			if (t->tgfoid != fn || t->tgnargs < 1 ||
+				(machine != NULL && strcmp(t->tgargs[0], machine) != 0))
+				continue;
+			if (t->tgisclone)
+				ereport(ERROR,
+						(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+						 errmsg("cannot detach state machine \"%s\" from partition %s", t->tgargs[0], table),
+						 errdetail("It is attached to the partitioned table %s, whose partitions all enforce it.",
+								   rel_qualified_name(get_partition_parent(relid, true))),
+						 errhint("Detach it from the partitioned table.")));
+			drops = lappend(drops, pstrdup(t->tgname));
 		}
 	if (drops == NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
-				 machine ? errmsg("state machine \"%s\" is not attached to %s", machine, table) :
+				 machine ? errmsg("state machine \"%s\" is not attached to %s", fsm_truncate(machine), table) :
 				 errmsg("no state machine is attached to %s", table)));
 	spi_connect();
 	foreach(lc, drops)
 		spi_exec(psprintf("DROP TRIGGER %s ON %s", quote_identifier(lfirst(lc)), table),
 				 0, NULL, NULL, NULL, false, SPI_OK_UTILITY);
+	{
+		FsmRoleScope scope;
+		Oid			types[2] = {OIDOID, TEXTOID};
+		Datum		values[2];
+		char		nulls[2] = {' ', machine ? ' ' : 'n'};
+
+		values[0] = ObjectIdGetDatum(relid);
+		values[1] = machine ? CStringGetTextDatum(machine) : (Datum) 0;
+		role_enter(&scope, harden_owner(), false);
+		spi_exec("DELETE FROM harden.fsm_attached WHERE relid = $1 AND ($2::text IS NULL OR machine = $2)",
+				 2, types, values, nulls, false, SPI_OK_DELETE);
+		role_leave(&scope);
+	}
 	SPI_finish();
 	relation_close(rel, NoLock);
 	PG_RETURN_INT32(list_length(drops));
@@ -1091,6 +1338,7 @@ typedef struct DueRow
 {
 	int64		id;
 	char	   *machine;
+	Oid			relid;
 	char	   *table;
 	Datum		key;
 	char	   *from;
@@ -1109,7 +1357,6 @@ typedef enum DueOutcome
 static DueOutcome
 due_apply(DueRow *d)
 {
-	Oid			relid;
 	Relation	rel;
 	List	   *atts;
 	ListCell   *lc;
@@ -1120,14 +1367,18 @@ due_apply(DueRow *d)
 	const FsmTransition *t;
 	FsmRow		row;
 	FsmActor	actor;
+	FsmRoleScope scope;
 
 	if (d->superseded)
 		return DUE_DROPPED;
-	relid = RangeVarGetRelid(makeRangeVarFromNameList(stringToQualifiedNameList(d->table)),
-							 AccessShareLock, true);
-	if (!OidIsValid(relid))
+	rel = try_relation_open(d->relid, AccessShareLock);
+	if (rel == NULL)
 		return DUE_DROPPED;
-	rel = table_open(relid, AccessShareLock);
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+	{
+		relation_close(rel, AccessShareLock);
+		return DUE_DROPPED;
+	}
 	atts = attachments_of(rel);
 	foreach(lc, atts)
 		if (strcmp(((FsmAttachment *) lfirst(lc))->machine, d->machine) == 0)
@@ -1147,9 +1398,17 @@ due_apply(DueRow *d)
 		table_close(rel, AccessShareLock);
 		return DUE_DROPPED;
 	}
+
+	/*
+	 * Lock and move the row as the table's owner, in a restricted security
+	 * context: the owner's triggers and expressions must not run with the
+	 * privileges of whoever calls fsm_run_due (an administrator, the worker).
+	 */
+	role_enter(&scope, rel->rd_rel->relowner, true);
 	row = read_row(rel, a, d->key, true, CurrentMemoryContext);
 	if (!row.found || row.state == NULL || strcmp(row.state, d->from) != 0)
 	{
+		role_leave(&scope);
 		table_close(rel, AccessShareLock);
 		return DUE_DROPPED;
 	}
@@ -1159,6 +1418,7 @@ due_apply(DueRow *d)
 	actor.event = NULL;
 	actor.actor = "timer";
 	update_row(rel, a, &row, d->to, &actor);
+	role_leave(&scope);
 	table_close(rel, NoLock);
 	return DUE_APPLIED;
 }
@@ -1208,8 +1468,8 @@ fetch_due(int limit, int *n)
 	 * the state and came back.
 	 */
 	spi_exec("SELECT d.id, d.machine, d.table_name, d.row_key, d.from_state, d.to_state, "
-			 "EXISTS (SELECT 1 FROM harden.fsm_due n WHERE n.table_name = d.table_name "
-			 "AND n.row_key = d.row_key AND n.machine = d.machine AND n.id > d.id) "
+			 "EXISTS (SELECT 1 FROM harden.fsm_due n WHERE n.relid = d.relid "
+			 "AND n.row_key = d.row_key AND n.machine = d.machine AND n.id > d.id), d.relid::oid "
 			 "FROM harden.fsm_due d WHERE d.due_at <= now() ORDER BY d.due_at, d.id LIMIT $1 "
 			 "FOR UPDATE OF d SKIP LOCKED",
 			 1, &argtype, &arg, NULL, false, SPI_OK_SELECT);
@@ -1228,6 +1488,7 @@ fetch_due(int limit, int *n)
 		rows[i].from = SPI_getvalue(tup, desc, 5);
 		rows[i].to = SPI_getvalue(tup, desc, 6);
 		rows[i].superseded = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+		rows[i].relid = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 	}
 	return rows;
 }

@@ -2,18 +2,18 @@
 -- machine on text, varchar, enum and domain columns, every insert and every
 -- (from, to) update accepted exactly when the definition allows it.
 BEGIN;
-SELECT plan(37);
+SELECT plan(39);
 
 SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'), p || ' is revoked from PUBLIC')
   FROM unnest(ARRAY['harden.fsm_define(text,text,text)', 'harden.fsm_drop(text)',
                     'harden.fsm_attach(regclass,name,text,boolean)', 'harden.fsm_detach(regclass,text)',
-                    'harden.fsm_run_due(integer)', 'harden.fsm_log_prune()']) AS p;
+                    'harden.fsm_run_due(integer)', 'harden.fsm_log_prune()', 'harden.fsm_enforce()']) AS p;
 SELECT ok(has_function_privilege('public', p, 'EXECUTE'), p || ' is granted to PUBLIC')
   FROM unnest(ARRAY['harden.fsm_fire(regclass,jsonb,text,text)', 'harden.fsm_can(regclass,jsonb,text,text)',
                     'harden.fsm_next(text,text)', 'harden.fsm_diagram(text,text)']) AS p;
 SELECT ok(has_table_privilege('public', t, 'SELECT'), t || ' is readable by PUBLIC')
   FROM unnest(ARRAY['harden.fsm_machines', 'harden.fsm_states', 'harden.fsm_transitions',
-                    'harden.fsm_attachments', 'harden.fsm_stats']) AS t;
+                    'harden.fsm_attachments', 'harden.fsm_attached', 'harden.fsm_stats']) AS t;
 SELECT ok(NOT has_table_privilege('public', t, 'SELECT'), t || ' is not readable by PUBLIC')
   FROM unnest(ARRAY['harden.fsm_log', 'harden.fsm_due']) AS t;
 SELECT ok(NOT has_table_privilege('public', t, 'INSERT'), t || ' is not writable by PUBLIC')
@@ -23,7 +23,7 @@ SELECT ok(NOT has_table_privilege('public', t, 'INSERT'), t || ' is not writable
 SELECT is((SELECT array_agg(c::regclass::text || coalesce(': ' || nullif(cond, ''), '') ORDER BY c::regclass::text)
              FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS u(c, cond)
             WHERE e.extname = 'pg_harden' AND c::regclass::text LIKE 'harden.fsm%'),
-          ARRAY['harden.fsm_due', 'harden.fsm_due_id_seq', 'harden.fsm_log', 'harden.fsm_log_id_seq',
+          ARRAY['harden.fsm_attached', 'harden.fsm_due', 'harden.fsm_due_id_seq', 'harden.fsm_log', 'harden.fsm_log_id_seq',
                 'harden.fsm_machines: WHERE NOT shipped',
                 'harden.fsm_states: WHERE machine NOT IN (SELECT machine FROM harden.fsm_machines WHERE shipped)',
                 'harden.fsm_transitions: WHERE machine NOT IN (SELECT machine FROM harden.fsm_machines WHERE shipped)'],
