@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole pg_harden suite on a throwaway cluster: pg_regress (sql/,
 # expected/), isolation specs (test/specs), the upgrade-path test, pgTAP
-# suites (test/pgtap), the background worker's (test/worker) and, after a
-# restart without preloading, test/nopreload.  Exits non-zero if anything failed.
+# suites (test/pgtap), the background worker's (test/worker), crash recovery
+# (test/crash) and, after a restart without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
 PASSED=0
@@ -102,14 +102,19 @@ source "$PGH_ROOT/test/worker/restart.sh"
 run_pgtap worker "$PGH_ROOT/test/worker"
 run_worker_restart
 
+# Backends killed with SIGKILL mid-write; the postmaster's crash restart.
+source "$PGH_ROOT/test/crash/crash.sh"
+run_crash
+
 # Without preloading: restart the same cluster with an empty preload list.
 pgh_cluster_stop
 pgh_cluster_start "shared_preload_libraries = ''"
 run_pgtap nopreload "$PGH_ROOT/test/nopreload"
 pgh_cluster_stop
 
-# Tests may kill backends on purpose (SIGKILL); any other signal is a crash.
-if grep -E 'terminated by signal (4|6|7|8|11)|TRAP:|PANIC:' "$PGH_TMP/server.log"; then
+# Tests kill backends on purpose (SIGKILL, signal 9); any other signal is a
+# crash, as are failed assertions and PANICs.
+if grep -E 'terminated by signal ([0-8]|[1-9][0-9]+)([^0-9]|$)|TRAP:|PANIC:' "$PGH_TMP/server.log"; then
 	record "server log: crash" 1 0 1
 fi
 
