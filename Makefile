@@ -4,6 +4,7 @@
 #   make test               the whole suite on a throwaway cluster
 #   make demo               the shop walk-through on a throwaway cluster
 #   make bench              side-by-side benchmarks, printed as a table
+#   make stress             sqlsmith, a randomized workload and the 1M-call memory check
 
 EXTENSION   = pg_harden
 MODULE_big  = pg_harden
@@ -36,6 +37,9 @@ demo:
 
 bench:
 	bash test/bench/run.sh
+
+stress:
+	bash test/stress/run.sh
 
 # Used by the scripts in test/ so the test lists are defined once, here.
 list-tests:
