@@ -18,7 +18,7 @@
 \set mem_calls 100000
 \endif
 SET client_min_messages = warning;
-SELECT plan(12);
+SELECT plan(13);
 
 DO $$ BEGIN PERFORM harden.cache_invalidate('mem:*'); END $$;
 DROP TABLE IF EXISTS mem_fsm, mem_stock, mem_watch, mem_measure;
@@ -85,6 +85,12 @@ CREATE TABLE mem_measure (at text PRIMARY KEY, bytes bigint);
 CREATE FUNCTION pg_temp.mem_bytes() RETURNS bigint LANGUAGE sql AS $$
   SELECT sum(total_bytes)::bigint FROM pg_backend_memory_contexts
 $$;
+-- The queries cache_query ran in this database (its misses).
+CREATE FUNCTION pg_temp.mem_queries() RETURNS bigint LANGUAGE sql AS $$
+  SELECT (s->>'value')::bigint
+    FROM jsonb_array_elements(harden.metrics_json()->'metrics'->'pg_harden_cache_queries_total'->'samples') s
+   WHERE s->'labels'->>'database' = current_database()
+$$;
 
 -- One iteration: a set, two gets (one miss), a cache_query hit, a
 -- transition by UPDATE and one by fsm_fire, a take, and every tenth
@@ -122,6 +128,7 @@ END $$;
 CALL pg_temp.mem_work(3000, NULL);
 CALL pg_temp.mem_work(2000, 'start');
 INSERT INTO mem_measure VALUES ('before', pg_temp.mem_bytes());
+CREATE TEMP TABLE mem_queries AS SELECT pg_temp.mem_queries() AS n;
 CALL pg_temp.mem_work(:mem_calls, 'end');
 INSERT INTO mem_measure VALUES ('after', pg_temp.mem_bytes());
 
@@ -137,6 +144,8 @@ SELECT is((SELECT sum(1000000000 - q) FROM mem_stock),
           (SELECT (5000 + :mem_calls) + 3 * ((5000 + :mem_calls) / 10))::numeric,
           'every take took exactly what it asked for');
 SELECT ok((SELECT bytes_used <= bytes_limit FROM harden.cache_stats), 'bytes_used within harden.cache_memory at the end');
+SELECT cmp_ok(pg_temp.mem_queries() - (SELECT n FROM mem_queries), '<', 10::bigint,
+              'the cache_query calls were hits (at most a few computed their query)');
 
 DO $$ BEGIN PERFORM harden.cache_invalidate('mem:*'); END $$;
 SELECT harden.cache_unwatch('mem_watch');

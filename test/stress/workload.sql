@@ -74,8 +74,10 @@ BEGIN
       WHEN 0 THEN PERFORM harden.fsm_fire('cart', to_jsonb(1 + k % 200), stress_pick(ARRAY['submit', 'convert', 'abandon']));
       WHEN 1 THEN PERFORM harden.fsm_fire('breaker', to_jsonb('svc' || 1 + k % 20), stress_pick(ARRAY['trip', 'probe', 'reset']));
       WHEN 2 THEN PERFORM harden.fsm_fire('ticket', to_jsonb(1 + k % 200), stress_pick(ARRAY['start', 'close']));
-      ELSE
-        INSERT INTO ticket VALUES (nextval('ticket_id'), stress_pick(ARRAY['new', 'new', 'open']));
+      ELSE          -- a new ticket (or a refused one), opened: the worker makes it stale
+        id := nextval('ticket_id');
+        INSERT INTO ticket VALUES (id, stress_pick(ARRAY['new', 'new', 'open']));
+        PERFORM harden.fsm_fire('ticket', to_jsonb(id), 'start');
       END CASE;
       PERFORM harden.fsm_can('shop_order', to_jsonb(1 + k % 500), 'shipped');
     WHEN 5 THEN   -- a take, recorded with the units
