@@ -4,6 +4,8 @@
 #   make test               the whole suite on a throwaway cluster
 #   make demo               the shop walk-through on a throwaway cluster
 #   make bench              side-by-side benchmarks, printed as a table
+#   make stress             sqlsmith, a randomized workload and the 1M-call memory check
+#   make sanitize           the suite with pg_harden built with ASan and UBSan
 
 EXTENSION   = pg_harden
 MODULE_big  = pg_harden
@@ -17,16 +19,30 @@ ISOLATION    = $(sort $(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spe
 ISOLATION_OPTS = --inputdir=test --load-extension=pg_harden
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+ifdef SANITIZE
+PG_CPPFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -g
+PG_LDFLAGS  += -fsanitize=address,undefined
+# Without a preloaded runtime ASan cannot see PostgreSQL's siglongjmp out of
+# an error, and stale stack poisoning gives false reports: no stack checks.
+ifeq ($(SANITIZE),nopreload)
+PG_CPPFLAGS += --param asan-stack=0
+endif
+endif
 EXTRA_CLEAN = results regression.diffs regression.out output_iso
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+ifdef SANITIZE
+# No JIT bitcode for an instrumented build (the cluster runs with jit = off).
+with_llvm = no
+endif
+
 # PGXS does not track headers: every object depends on all of ours.
 $(OBJS): $(wildcard src/*.h)
 
-.PHONY: test demo bench stress list-tests
+.PHONY: test demo bench stress sanitize list-tests
 
 test:
 	bash test/run.sh
@@ -36,6 +52,15 @@ demo:
 
 bench:
 	bash test/bench/run.sh
+
+stress:
+	bash test/stress/run.sh
+
+# SANITIZE=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer;
+# test/run.sh then starts the server with their runtime loaded (see
+# pgh_sanitizer_env in test/lib.sh).
+sanitize:
+	SANITIZE=1 bash test/run.sh
 
 # Used by the scripts in test/ so the test lists are defined once, here.
 list-tests:

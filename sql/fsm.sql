@@ -165,6 +165,9 @@ SELECT harden.fsm_fire('orders', '{"id": 6}', 'deliver') AS delivered;
 SELECT harden.fsm_fire('orders', '6', 'cancel');
 SELECT harden.fsm_fire('orders', '6', 'no_such_event');
 SELECT harden.fsm_fire('orders', '999', 'pay');
+-- A regclass of a relation that does not exist (any more).
+SELECT harden.fsm_fire(0::oid::regclass, '1', 'pay');
+SELECT harden.fsm_can(4000000000::oid::regclass, '1', 'shipped');
 SELECT harden.fsm_fire('orders', '{"nope": 1}', 'pay');
 SELECT harden.fsm_fire('orders', '[1]', 'pay');
 SELECT harden.fsm_fire('orders', '{"id": null}', 'pay');

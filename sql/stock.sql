@@ -136,6 +136,7 @@ SELECT stock FROM product WHERE id = 6;
 SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[1], NULL) $$);
 SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[1], '0 s') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[1], '-1 hour') $$);
+SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[1], '101 years') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', ARRAY[1], ARRAY[11], '1 hour') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_reserve('product', ARRAY[1, 2], ARRAY[1], '1 hour') $$);
 SELECT pg_temp.err($$ SELECT harden.stock_commit(-1) $$);

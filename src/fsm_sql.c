@@ -67,11 +67,19 @@ arg_text(FunctionCallInfo fcinfo, int n)
 static Oid
 arg_table(FunctionCallInfo fcinfo, int n)
 {
+	Oid			relid;
+
 	if (PG_ARGISNULL(n))
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
 				 errmsg("table must not be NULL")));
-	return PG_GETARG_OID(n);
+	relid = PG_GETARG_OID(n);
+	/* A regclass can hold the oid of a dropped or never existing relation. */
+	if (get_rel_name(relid) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	return relid;
 }
 
 static char *

@@ -426,11 +426,14 @@ harden_stock_reserve(PG_FUNCTION_ARGS)
 				 errmsg("reservation TTL must not be NULL"),
 				 errhint("Every hold expires; give a TTL such as '15 minutes'.")));
 	ttl = PG_GETARG_INTERVAL_P(3);
+	/* At most 100 years, so the expiry time stays in the timestamp range. */
 	if (ttl->month < 0 || ttl->day < 0 || ttl->time < 0 ||
-		(ttl->month == 0 && ttl->day == 0 && ttl->time == 0))
+		(ttl->month == 0 && ttl->day == 0 && ttl->time == 0) || ttl->month > 1200 ||
+		(double) ttl->month * 30 * USECS_PER_DAY + (double) ttl->day * USECS_PER_DAY +
+		(double) ttl->time > 100.0 * 365 * USECS_PER_DAY)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("reservation TTL must be positive"),
+				 errmsg("reservation TTL must be positive and at most 100 years"),
 				 errdetail("The TTL given is %s.",
 						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(ttl))))));
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole pg_harden suite on a throwaway cluster: pg_regress (sql/,
 # expected/), isolation specs (test/specs), the upgrade-path test, pgTAP
-# suites (test/pgtap), the background worker's (test/worker) and, after a
-# restart without preloading, test/nopreload.  Exits non-zero if anything failed.
+# suites (test/pgtap), the background worker's (test/worker), crash recovery
+# (test/crash) and, after a restart without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
 PASSED=0
@@ -102,15 +102,48 @@ source "$PGH_ROOT/test/worker/restart.sh"
 run_pgtap worker "$PGH_ROOT/test/worker"
 run_worker_restart
 
-# Without preloading: restart the same cluster with an empty preload list.
-pgh_cluster_stop
-pgh_cluster_start "shared_preload_libraries = ''"
-run_pgtap nopreload "$PGH_ROOT/test/nopreload"
-pgh_cluster_stop
+# Backends killed with SIGKILL mid-write; the postmaster's crash restart.
+source "$PGH_ROOT/test/crash/crash.sh"
+run_crash
 
-# Tests may kill backends on purpose (SIGKILL); any other signal is a crash.
-if grep -E 'terminated by signal (4|6|7|8|11)|TRAP:|PANIC:' "$PGH_TMP/server.log"; then
+# make sanitize: the sanitizer runtime is in the server's backends.
+if [ -n "${SANITIZE:-}" ]; then
+	if [ "$(pgh_psql -At -d pgh_pgtap -c "SELECT pg_read_file('/proc/self/maps') ~ 'libasan' AND pg_read_file('/proc/self/maps') ~ 'libubsan' FROM (SELECT harden.version()) v")" = t ]; then
+		record "sanitizers: runtime loaded" 0 1 0
+	else
+		record "sanitizers: runtime loaded" 1 0 1
+	fi
+fi
+
+# Without preloading: restart the same cluster with an empty preload list.
+# Not with SANITIZE=nopreload: a backend that loads the instrumented library
+# itself cannot read ASAN_OPTIONS (PostgreSQL reuses the environment's memory
+# for the process title) and ASan refuses to start behind the executable.
+pgh_cluster_stop
+if [ "${SANITIZE:-}" != nopreload ]; then
+	pgh_cluster_start "shared_preload_libraries = ''"
+	run_pgtap nopreload "$PGH_ROOT/test/nopreload"
+	pgh_cluster_stop
+fi
+
+# Tests kill backends on purpose (SIGKILL, signal 9); any other signal is a
+# crash, as are failed assertions and PANICs.
+if grep -E 'terminated by signal ([0-8]|[1-9][0-9]+)([^0-9]|$)|TRAP:|PANIC:' "$PGH_TMP/server.log"; then
 	record "server log: crash" 1 0 1
+fi
+
+# make sanitize: reports of AddressSanitizer and UndefinedBehaviorSanitizer
+# that point into pg_harden's sources.
+if [ -n "${SANITIZE:-}" ]; then
+	findings=$(pgh_sanitizer_findings)
+	reports=$(ls "$PGH_TMP/sanitizer" 2>/dev/null | wc -l)
+	pgh_log "sanitizers: $reports report files"
+	if [ -n "$findings" ]; then
+		echo "$findings"
+		record "sanitizers" 1 0 "$(echo "$findings" | wc -l)"
+	else
+		record "sanitizers" 0 1 0
+	fi
 fi
 
 echo
