@@ -109,52 +109,7 @@ spi_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *null
 		elog(ERROR, "pg_harden: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
 }
 
-/* ---- acting as another role ---- */
-
-/*
- * Run as role like a SECURITY DEFINER function with a pinned search_path
- * (restricted: as a table's owner, the way autovacuum and REFRESH
- * MATERIALIZED VIEW do, so the owner's code cannot change the session).
- * An error needs no cleanup: (sub)transaction abort restores the user and
- * the GUC nesting level.
- */
-typedef struct FsmRoleScope
-{
-	Oid			save_user;
-	int			save_sec;
-	int			nest;
-} FsmRoleScope;
-
-static void
-role_enter(FsmRoleScope *scope, Oid role, bool restricted)
-{
-	GetUserIdAndSecContext(&scope->save_user, &scope->save_sec);
-	SetUserIdAndSecContext(role, scope->save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   (restricted ? SECURITY_RESTRICTED_OPERATION : 0));
-	scope->nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-}
-
-static void
-role_leave(FsmRoleScope *scope)
-{
-	AtEOXact_GUC(true, scope->nest);
-	SetUserIdAndSecContext(scope->save_user, scope->save_sec);
-}
-
-static Oid
-rel_owner(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
+/* ---- acting as another role: see role_scope.c ---- */
 
 static char *
 rel_qualified_name(Oid relid)
@@ -166,7 +121,7 @@ rel_qualified_name(Oid relid)
 static Oid
 harden_owner(void)
 {
-	return rel_owner(fsm_harden_relid("fsm_machines"));
+	return harden_rel_owner(fsm_harden_relid("fsm_machines"));
 }
 
 /* ---- attachments ---- */
@@ -1164,16 +1119,16 @@ partition_key_check(Relation rel, AttrNumber attnum, const char *column)
 static void
 lock_machine_for_attach(const char *machine)
 {
-	FsmRoleScope scope;
+	HardenRoleScope scope;
 	Oid			argtype = TEXTOID;
 	Datum		arg = CStringGetTextDatum(machine);
 	bool		found;
 
-	role_enter(&scope, harden_owner(), false);
+	harden_role_enter(&scope, harden_owner(), false);
 	spi_exec("SELECT 1 FROM harden.fsm_machines WHERE machine = $1 FOR SHARE",
 			 1, &argtype, &arg, NULL, false, SPI_OK_SELECT);
 	found = SPI_processed > 0;
-	role_leave(&scope);
+	harden_role_leave(&scope);
 	if (!found)
 		(void) fsm_machine_get(machine, false); /* the usual "does not exist" */
 	/* A redefinition we waited for committed: see its invalidation now. */
@@ -1258,14 +1213,14 @@ harden_fsm_attach(PG_FUNCTION_ARGS)
 	 * the extension's owner records the attachment and creates the trigger.
 	 */
 	{
-		FsmRoleScope scope;
+		HardenRoleScope scope;
 		Oid			types[3] = {OIDOID, TEXTOID, OIDOID};
 		Datum		values[3];
 
 		values[0] = ObjectIdGetDatum(relid);
 		values[1] = CStringGetTextDatum(machine);
 		values[2] = ObjectIdGetDatum(GetUserId());
-		role_enter(&scope, harden_owner(), false);
+		harden_role_enter(&scope, harden_owner(), false);
 		spi_exec("INSERT INTO harden.fsm_attached (relid, machine, attached_by) VALUES ($1, $2, $3) "
 				 "ON CONFLICT (relid, machine) DO UPDATE SET attached_at = now(), attached_by = excluded.attached_by",
 				 3, types, values, NULL, false, SPI_OK_INSERT);
@@ -1274,7 +1229,7 @@ harden_fsm_attach(PG_FUNCTION_ARGS)
 						  quote_identifier(trigname), quote_identifier(column), table,
 						  quote_literal_cstr(machine), audit ? "'audit'" : "'noaudit'"),
 				 0, NULL, NULL, NULL, false, SPI_OK_UTILITY);
-		role_leave(&scope);
+		harden_role_leave(&scope);
 	}
 	SPI_finish();
 	relation_close(rel, NoLock);
@@ -1323,17 +1278,17 @@ harden_fsm_detach(PG_FUNCTION_ARGS)
 		spi_exec(psprintf("DROP TRIGGER %s ON %s", quote_identifier(lfirst(lc)), table),
 				 0, NULL, NULL, NULL, false, SPI_OK_UTILITY);
 	{
-		FsmRoleScope scope;
+		HardenRoleScope scope;
 		Oid			types[2] = {OIDOID, TEXTOID};
 		Datum		values[2];
 		char		nulls[2] = {' ', machine ? ' ' : 'n'};
 
 		values[0] = ObjectIdGetDatum(relid);
 		values[1] = machine ? CStringGetTextDatum(machine) : (Datum) 0;
-		role_enter(&scope, harden_owner(), false);
+		harden_role_enter(&scope, harden_owner(), false);
 		spi_exec("DELETE FROM harden.fsm_attached WHERE relid = $1 AND ($2::text IS NULL OR machine = $2)",
 				 2, types, values, nulls, false, SPI_OK_DELETE);
-		role_leave(&scope);
+		harden_role_leave(&scope);
 	}
 	SPI_finish();
 	relation_close(rel, NoLock);
@@ -1375,7 +1330,7 @@ due_apply(DueRow *d)
 	const FsmTransition *t;
 	FsmRow		row;
 	FsmActor	actor;
-	FsmRoleScope scope;
+	HardenRoleScope scope;
 
 	if (d->superseded)
 		return DUE_DROPPED;
@@ -1412,11 +1367,11 @@ due_apply(DueRow *d)
 	 * context: the owner's triggers and expressions must not run with the
 	 * privileges of whoever calls fsm_run_due (an administrator, the worker).
 	 */
-	role_enter(&scope, rel->rd_rel->relowner, true);
+	harden_role_enter(&scope, rel->rd_rel->relowner, true);
 	row = read_row(rel, a, d->key, true, CurrentMemoryContext);
 	if (!row.found || row.state == NULL || strcmp(row.state, d->from) != 0)
 	{
-		role_leave(&scope);
+		harden_role_leave(&scope);
 		table_close(rel, AccessShareLock);
 		return DUE_DROPPED;
 	}
@@ -1426,7 +1381,7 @@ due_apply(DueRow *d)
 	actor.event = NULL;
 	actor.actor = "timer";
 	update_row(rel, a, &row, d->to, &actor);
-	role_leave(&scope);
+	harden_role_leave(&scope);
 	table_close(rel, NoLock);
 	return DUE_APPLIED;
 }

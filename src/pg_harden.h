@@ -77,6 +77,18 @@ typedef struct HardenCounterSlot
 extern bool harden_shmem_ready;
 extern void harden_require_shmem(const char *feature);
 
+/* role_scope.c: pg_harden's own work as another role, search_path pinned */
+typedef struct HardenRoleScope
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nest;
+} HardenRoleScope;
+
+extern void harden_role_enter(HardenRoleScope *scope, Oid role, bool restricted);
+extern void harden_role_leave(HardenRoleScope *scope);
+extern Oid	harden_rel_owner(Oid relid);
+
 /* metrics.c: counters */
 extern HardenCounterSlot *harden_my_slot;
 extern int	harden_max_databases;

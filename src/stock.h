@@ -9,6 +9,7 @@
 #define PG_HARDEN_STOCK_H
 
 #include "executor/spi.h"
+#include "pg_harden.h"
 #include "fmgr.h"
 #include "utils/array.h"
 
@@ -72,12 +73,7 @@ typedef struct StockLine
  * Work on pg_harden's own tables (harden.stock_tables, harden.stock_holds)
  * as the extension's owner, with a search_path of pg_catalog only.
  */
-typedef struct StockOwnerScope
-{
-	Oid			save_user;
-	int			save_sec;
-	int			nest;
-} StockOwnerScope;
+typedef HardenRoleScope StockOwnerScope;
 
 /* stock_plan.c */
 extern StockTable *stock_table_get(Oid relid);

@@ -159,48 +159,6 @@ cmp_hold_relid(const void *a, const void *b)
 	return (x->id > y->id) - (x->id < y->id);
 }
 
-/*
- * Run as the owner of table relid, like REFRESH MATERIALIZED VIEW or
- * autovacuum do: a security-restricted operation with search_path pinned.
- * stock_run_due uses it, so the table's triggers, domain checks and key
- * input functions never run with the privileges of whoever runs expiry (an
- * administrator, or the background worker as superuser).  An error needs no
- * cleanup: (sub)transaction abort restores the user and the GUCs.
- */
-typedef struct TableOwnerScope
-{
-	Oid			save_user;
-	int			save_sec;
-	int			nest;
-} TableOwnerScope;
-
-static void
-table_owner_enter(TableOwnerScope *scope, Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	GetUserIdAndSecContext(&scope->save_user, &scope->save_sec);
-	SetUserIdAndSecContext(owner, scope->save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	scope->nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-}
-
-static void
-table_owner_leave(TableOwnerScope *scope)
-{
-	AtEOXact_GUC(true, scope->nest);
-	SetUserIdAndSecContext(scope->save_user, scope->save_sec);
-}
-
 /* Give back the holds[first..last] (one table) and close them with status. */
 static void
 give_back_table(Hold *holds, int first, int last, const char *status, bool as_owner)
@@ -213,7 +171,7 @@ give_back_table(Hold *holds, int first, int last, const char *status, bool as_ow
 	StockTable *st;
 	StockLine  *lines;
 	int			nlines;
-	TableOwnerScope scope;
+	HardenRoleScope scope;
 
 	for (int i = first; i <= last; i++)
 	{
@@ -222,12 +180,13 @@ give_back_table(Hold *holds, int first, int last, const char *status, bool as_ow
 		ids[i - first] = Int64GetDatum(holds[i].id);
 	}
 	if (as_owner)
-		table_owner_enter(&scope, holds[first].relid);
+		/* As the table's owner (role_scope.c): its code never runs as whoever runs expiry. */
+		harden_role_enter(&scope, harden_rel_owner(holds[first].relid), true);
 	st = stock_table_get(holds[first].relid);
 	lines = stock_lines_from_holds(st, n, keys, qtys, &nlines);
 	stock_put_lines(st, lines, nlines, true);
 	if (as_owner)
-		table_owner_leave(&scope);
+		harden_role_leave(&scope);
 
 	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
 												TYPALIGN_DOUBLE));

@@ -206,28 +206,17 @@ harden_owner(void)
 	return owner;
 }
 
-/*
- * Switch to the owner like a SECURITY DEFINER function with a pinned
- * search_path.  An error needs no cleanup: (sub)transaction abort restores
- * the user and the GUC nesting level.
- */
+/* Switch to the extension's owner (role_scope.c), search_path pinned. */
 void
 stock_owner_enter(StockOwnerScope *scope)
 {
-	Oid			owner = harden_owner();
-
-	GetUserIdAndSecContext(&scope->save_user, &scope->save_sec);
-	SetUserIdAndSecContext(owner, scope->save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	scope->nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	harden_role_enter(scope, harden_owner(), false);
 }
 
 void
 stock_owner_leave(StockOwnerScope *scope)
 {
-	AtEOXact_GUC(true, scope->nest);
-	SetUserIdAndSecContext(scope->save_user, scope->save_sec);
+	harden_role_leave(scope);
 }
 
 /* "OPERATOR(schema.=)" for the key type's btree equality. */
