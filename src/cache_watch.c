@@ -136,9 +136,13 @@ slot_key(Oid dboid, Oid relid)
 	return ((uint64) dboid << 32) | (uint64) relid;
 }
 
-/* The slot of a relation, or NULL; lock-free. */
+/*
+ * Probe for a relation's slot: the slot holding its key, or else the free
+ * slot where it would go (*found false), or NULL when the table is full.
+ * Lock-free: keys are written once and never removed.
+ */
 static WatchSlot *
-slot_find(Oid dboid, Oid relid)
+slot_probe(Oid dboid, Oid relid, bool *found)
 {
 	uint64		key = slot_key(dboid, relid);
 	uint32		mask = watch_shared->nslots - 1;
@@ -148,16 +152,28 @@ slot_find(Oid dboid, Oid relid)
 	{
 		uint64		k = pg_atomic_read_u64(&watch_shared->slots[i].key);
 
-		if (k == key)
+		*found = (k == key);
+		if (*found)
 		{
 			/* The generation was written before the key: read it after. */
 			pg_read_barrier();
 			return &watch_shared->slots[i];
 		}
 		if (k == 0)
-			return NULL;
+			return &watch_shared->slots[i];
 	}
+	*found = false;
 	return NULL;
+}
+
+/* The slot of a relation, or NULL. */
+static WatchSlot *
+slot_find(Oid dboid, Oid relid)
+{
+	bool		found;
+	WatchSlot  *slot = slot_probe(dboid, relid, &found);
+
+	return found ? slot : NULL;
 }
 
 /* Generation of a relation of a database; 0 if it has no slot. */
@@ -201,37 +217,23 @@ cache_deps_current(Oid dboid, const CacheQueryMeta *meta)
 static bool
 slot_create(Oid relid)
 {
-	uint64		key = slot_key(MyDatabaseId, relid);
-	uint32		mask = watch_shared->nslots - 1;
-	uint32		i;
-	bool		ok = false;
+	WatchSlot  *slot;
+	bool		found;
 
 	if (slot_find(MyDatabaseId, relid) != NULL)
 		return true;
 	LWLockAcquire(watch_shared->lock, LW_EXCLUSIVE);
-	i = hash_combine(murmurhash32(MyDatabaseId), murmurhash32(relid)) & mask;
-	for (uint32 n = 0; n <= mask; n++, i = (i + 1) & mask)
+	slot = slot_probe(MyDatabaseId, relid, &found);
+	if (!found && slot != NULL && watch_shared->used < (uint32) cache_max_watched)
 	{
-		uint64		k = pg_atomic_read_u64(&watch_shared->slots[i].key);
-
-		if (k == key)
-		{
-			ok = true;
-			break;
-		}
-		if (k != 0)
-			continue;
-		if (watch_shared->used >= (uint32) cache_max_watched)
-			break;
-		pg_atomic_write_u64(&watch_shared->slots[i].generation, 1);
+		pg_atomic_write_u64(&slot->generation, 1);
 		pg_write_barrier();
-		pg_atomic_write_u64(&watch_shared->slots[i].key, key);
+		pg_atomic_write_u64(&slot->key, slot_key(MyDatabaseId, relid));
 		watch_shared->used++;
-		ok = true;
-		break;
+		found = true;
 	}
 	LWLockRelease(watch_shared->lock);
-	return ok;
+	return found;
 }
 
 /*
