@@ -54,11 +54,12 @@ analyze_rel_rows(Oid relid)
 	return tuples;
 }
 
-/* Visit each valid index of relid with its pg_index row. */
-typedef bool (*index_visitor) (Form_pg_index idx, HeapTuple tup, void *arg);
-
-static bool
-any_index(Oid relid, index_visitor visit, void *arg)
+/*
+ * Visit each valid index of relid with its pg_index row until visit returns
+ * true; returns whether one did.
+ */
+bool
+analyze_any_index(Oid relid, analyze_index_visitor visit, void *arg)
 {
 	Relation	rel = relation_open(relid, AccessShareLock);
 	List	   *indexes = RelationGetIndexList(rel);
@@ -80,6 +81,7 @@ any_index(Oid relid, index_visitor visit, void *arg)
 		if (found)
 			break;
 	}
+	list_free(indexes);
 	return found;
 }
 
@@ -169,7 +171,7 @@ analyze_like_support(Oid relid, AttrNumber attno, Oid opno)
 {
 	LikeArgs	a = {attno, opno, LIKE_SUPPORT_NONE};
 
-	any_index(relid, visit_like, &a);
+	analyze_any_index(relid, visit_like, &a);
 	return a.best;
 }
 
@@ -183,7 +185,7 @@ visit_leads(Form_pg_index idx, HeapTuple tup, void *arg)
 bool
 analyze_index_leads_with(Oid relid, AttrNumber attno)
 {
-	return any_index(relid, visit_leads, &attno);
+	return analyze_any_index(relid, visit_leads, &attno);
 }
 
 typedef struct CoverArgs
@@ -221,7 +223,7 @@ analyze_index_covers(Oid relid, const AttrNumber *attnos, int n)
 {
 	CoverArgs	a = {attnos, n};
 
-	return any_index(relid, visit_covers, &a);
+	return analyze_any_index(relid, visit_covers, &a);
 }
 
 /*

@@ -12,7 +12,6 @@
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/table.h"
-#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -29,7 +28,6 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/regproc.h"
-#include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/partition.h"
@@ -1456,42 +1454,38 @@ fetch_due(int limit, int *n)
 	return rows;
 }
 
+typedef struct DueCall
+{
+	DueRow	   *d;
+	DueOutcome	outcome;
+} DueCall;
+
+static void
+due_apply_cb(void *arg)
+{
+	DueCall    *c = (DueCall *) arg;
+
+	c->outcome = due_apply(c->d);
+}
+
 /*
  * Apply one timer in a subtransaction, so one failure does not stop the
  * rest; a failed timer stays, with its error, for a later attempt.
  */
 static DueOutcome
-run_one_due(DueRow *d, MemoryContext cxt)
+run_one_due(DueRow *d)
 {
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *volatile error = NULL;
-	volatile DueOutcome outcome = DUE_DROPPED;
+	DueCall		c = {d, DUE_DROPPED};
+	ErrorData  *edata;
+	char	   *error = NULL;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	if (!harden_try_in_subxact(due_apply_cb, &c, &edata))
 	{
-		outcome = due_apply(d);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 		error = edata->message ? pstrdup(edata->message) : "error";
-		outcome = DUE_FAILED;
+		c.outcome = DUE_FAILED;
 	}
-	PG_END_TRY();
 	due_finish(d->id, error);
-	return outcome;
+	return c.outcome;
 }
 
 PG_FUNCTION_INFO_V1(harden_fsm_run_due);
@@ -1508,7 +1502,6 @@ harden_fsm_run_due(PG_FUNCTION_ARGS)
 	int64		failed = 0;
 	int			n;
 	DueRow	   *rows;
-	MemoryContext cxt;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -1517,11 +1510,10 @@ harden_fsm_run_due(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_rows must not be negative")));
 	spi_connect();
-	cxt = CurrentMemoryContext;
 	rows = fetch_due(limit, &n);
 	for (int i = 0; i < n; i++)
 	{
-		switch (run_one_due(&rows[i], cxt))
+		switch (run_one_due(&rows[i]))
 		{
 			case DUE_APPLIED:
 				applied++;

@@ -89,6 +89,13 @@ extern void harden_role_enter(HardenRoleScope *scope, Oid role, bool restricted)
 extern void harden_role_leave(HardenRoleScope *scope);
 extern Oid	harden_rel_owner(Oid relid);
 
+/*
+ * subxact.c: fn(arg) in an internal subtransaction; on an error (other than
+ * a cancel) rolls back, sets *error (in the caller's memory context) and
+ * returns false
+ */
+extern bool harden_try_in_subxact(void (*fn) (void *), void *arg, ErrorData **error);
+
 /* metrics.c: counters */
 extern HardenCounterSlot *harden_my_slot;
 extern int	harden_max_databases;

@@ -25,6 +25,7 @@
 #include "utils/typcache.h"
 
 #include "pg_harden.h"
+#include "analyze.h"
 #include "stock.h"
 
 /* The name of the guard stock_attach adds. */
@@ -73,33 +74,21 @@ column(Oid relid, Name name, const char *what)
 	return att;
 }
 
+static bool
+visit_unique(Form_pg_index idx, HeapTuple tup, void *arg)
+{
+	AttrNumber	att = *(AttrNumber *) arg;
+
+	return idx->indisunique && idx->indnkeyatts == 1 && idx->indkey.values[0] == att &&
+		heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
+		heap_attisnull(tup, Anum_pg_index_indexprs, NULL);
+}
+
 /* Whether a valid, non-partial unique index covers exactly the column. */
 static bool
 column_is_unique(Relation rel, AttrNumber att)
 {
-	List	   *indexes = RelationGetIndexList(rel);
-	ListCell   *lc;
-	bool		unique = false;
-
-	foreach(lc, indexes)
-	{
-		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
-		Form_pg_index idx;
-
-		if (!HeapTupleIsValid(tup))
-			continue;
-		idx = (Form_pg_index) GETSTRUCT(tup);
-		if (idx->indisunique && idx->indisvalid && idx->indnkeyatts == 1 &&
-			idx->indkey.values[0] == att &&
-			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
-			heap_attisnull(tup, Anum_pg_index_indexprs, NULL))
-			unique = true;
-		ReleaseSysCache(tup);
-		if (unique)
-			break;
-	}
-	list_free(indexes);
-	return unique;
+	return analyze_any_index(RelationGetRelid(rel), visit_unique, &att);
 }
 
 /* The key column: the named one, which must be unique, or the primary key. */

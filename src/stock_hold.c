@@ -18,14 +18,12 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -202,58 +200,48 @@ give_back_table(Hold *holds, int first, int last, const char *status, bool as_ow
  * tried again, while the other tables' expired holds still go back.
  * Returns whether it worked.
  */
+typedef struct GiveBackCall
+{
+	Hold	   *holds;
+	int			first;
+	int			last;
+	const char *status;
+} GiveBackCall;
+
+static void
+give_back_table_cb(void *arg)
+{
+	GiveBackCall *c = (GiveBackCall *) arg;
+
+	give_back_table(c->holds, c->first, c->last, c->status, true);
+}
+
 static bool
 give_back_table_guarded(Hold *holds, int first, int last, const char *status)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
+	GiveBackCall c = {holds, first, last, status};
+	ErrorData  *edata;
+	Datum	   *ids;
+	Datum		values[2];
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		give_back_table(holds, first, last, status, true);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		{
-			Datum	   *ids = palloc(sizeof(Datum) * (last - first + 1));
-			Datum		values[2];
-
-			for (int i = first; i <= last; i++)
-				ids[i - first] = Int64GetDatum(holds[i].id);
-			values[0] = PointerGetDatum(construct_array(ids, last - first + 1, INT8OID, 8,
-														FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			values[1] = CStringGetTextDatum(edata->message);
-			hold_exec(HOLD_FAILED, values, NULL, 0);
-		}
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("could not give back %d expired stock hold%s on table %s: %s",
-						last - first + 1, last > first ? "s" : "",
-						stock_table_name(holds[first].relid), edata->message),
-				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-				 errhint("They stay held and are tried again on the next run.")));
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
+	if (harden_try_in_subxact(give_back_table_cb, &c, &edata))
+		return true;
+	ids = palloc(sizeof(Datum) * (last - first + 1));
+	for (int i = first; i <= last; i++)
+		ids[i - first] = Int64GetDatum(holds[i].id);
+	values[0] = PointerGetDatum(construct_array(ids, last - first + 1, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = CStringGetTextDatum(edata->message);
+	hold_exec(HOLD_FAILED, values, NULL, 0);
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("could not give back %d expired stock hold%s on table %s: %s",
+					last - first + 1, last > first ? "s" : "",
+					stock_table_name(holds[first].relid), edata->message),
+			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+			 errhint("They stay held and are tried again on the next run.")));
+	FreeErrorData(edata);
+	return false;
 }
 
 /*
