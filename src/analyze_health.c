@@ -166,23 +166,15 @@ count_item(HealthSlot *s, const char *check, const char *severity)
 static void
 publish_run(HealthSlot *run)
 {
-	HealthSlot *slot = NULL;
+	HealthSlot *slot;
 
+	StaticAssertStmt(offsetof(HealthSlot, dboid) == 0,
+					 "harden_db_slot() needs dboid first");
 	if (health_shared == NULL || !harden_shmem_ready)
 		return;
 	SpinLockAcquire(&health_shared->mutex);
-	for (int i = 0; i < health_shared->nslots; i++)
-	{
-		HealthSlot *s = &health_shared->slots[i];
-
-		if (s->dboid == MyDatabaseId)
-		{
-			slot = s;
-			break;
-		}
-		if (slot == NULL && s->dboid == InvalidOid)
-			slot = s;
-	}
+	slot = harden_db_slot(health_shared->slots, health_shared->nslots,
+						  sizeof(HealthSlot), MyDatabaseId);
 	/* All taken: replace the run reported longest ago (maybe a dropped database's). */
 	if (slot == NULL)
 	{

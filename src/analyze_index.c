@@ -98,29 +98,32 @@ index_am(Oid indexrelid)
 	return am;
 }
 
+/* Element i of an oidvector column of a pg_index tuple; InvalidOid if none. */
+static Oid
+index_oidvector_at(HeapTuple tup, AttrNumber attnum, int i)
+{
+	bool		isnull;
+	Datum		d = SysCacheGetAttr(INDEXRELID, tup, attnum, &isnull);
+	oidvector  *v = (oidvector *) DatumGetPointer(d);
+
+	if (isnull || i >= v->dim1)
+		return InvalidOid;
+	return v->values[i];
+}
+
 /* Operator family of key column i of an index. */
 static Oid
 index_opfamily(HeapTuple tup, int i)
 {
-	bool		isnull;
-	Datum		d = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indclass, &isnull);
-	oidvector  *classes = (oidvector *) DatumGetPointer(d);
+	Oid			opclass = index_oidvector_at(tup, Anum_pg_index_indclass, i);
 
-	if (isnull || i >= classes->dim1)
-		return InvalidOid;
-	return get_opclass_family(classes->values[i]);
+	return OidIsValid(opclass) ? get_opclass_family(opclass) : InvalidOid;
 }
 
 static Oid
 index_collation(HeapTuple tup, int i)
 {
-	bool		isnull;
-	Datum		d = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indcollation, &isnull);
-	oidvector  *colls = (oidvector *) DatumGetPointer(d);
-
-	if (isnull || i >= colls->dim1)
-		return InvalidOid;
-	return colls->values[i];
+	return index_oidvector_at(tup, Anum_pg_index_indcollation, i);
 }
 
 typedef struct LikeArgs

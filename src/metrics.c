@@ -110,14 +110,43 @@ metrics_shmem_startup(void)
 }
 
 /*
+ * The slot of database dboid in a shared array of count slots, stride bytes
+ * apart, each beginning with its owner's Oid (InvalidOid: free).  Without one
+ * the first free slot is claimed for dboid; NULL when none is free.  The
+ * caller holds whatever lock guards the array.
+ */
+void *
+harden_db_slot(void *base, int count, Size stride, Oid dboid)
+{
+	char	   *free_slot = NULL;
+
+	for (int i = 0; i < count; i++)
+	{
+		char	   *s = (char *) base + i * stride;
+		Oid			owner = *(Oid *) s;
+
+		if (owner == dboid)
+			return s;
+		if (free_slot == NULL && owner == InvalidOid)
+			free_slot = s;
+	}
+	if (free_slot != NULL)
+		*(Oid *) free_slot = dboid;
+	return free_slot;
+}
+
+/*
  * Find or claim the slot of the current database.  Processes not connected
- * to a database count into the overflow slot.
+ * to a database, and databases beyond harden.max_databases, count into the
+ * overflow slot.
  */
 void
 metrics_attach_slot(void)
 {
-	HardenCounterSlot *slot = NULL;
+	HardenCounterSlot *slot;
 
+	StaticAssertStmt(offsetof(HardenCounterSlot, dboid) == 0,
+					 "harden_db_slot() needs dboid first");
 	if (metrics_shared == NULL)
 		return;
 	if (!OidIsValid(MyDatabaseId))
@@ -127,25 +156,11 @@ metrics_attach_slot(void)
 	}
 
 	LWLockAcquire(metrics_shared->lock, LW_EXCLUSIVE);
-	for (int i = 1; i < metrics_shared->nslots; i++)
-	{
-		HardenCounterSlot *s = &metrics_shared->slots[i];
-
-		if (s->dboid == MyDatabaseId)
-		{
-			slot = s;
-			break;
-		}
-		if (slot == NULL && s->dboid == InvalidOid)
-			slot = s;
-	}
-	if (slot == NULL)
-		slot = &metrics_shared->slots[0];
-	else
-		slot->dboid = MyDatabaseId;
+	slot = harden_db_slot(&metrics_shared->slots[1], metrics_shared->nslots - 1,
+						  sizeof(HardenCounterSlot), MyDatabaseId);
 	LWLockRelease(metrics_shared->lock);
 
-	harden_my_slot = slot;
+	harden_my_slot = slot != NULL ? slot : &metrics_shared->slots[0];
 }
 
 /*

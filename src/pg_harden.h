@@ -103,6 +103,7 @@ extern void metrics_define_gucs(bool preloading);
 extern Size metrics_shmem_size(void);
 extern void metrics_shmem_startup(void);
 extern void metrics_attach_slot(void);
+extern void *harden_db_slot(void *base, int count, Size stride, Oid dboid);
 extern void harden_count_db(Oid dboid, HardenCounter c, uint64 n);
 extern uint64 harden_counter_value(HardenCounter c);
 extern void harden_counters_reset(HardenCounter first, HardenCounter last);
