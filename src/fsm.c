@@ -522,7 +522,7 @@ fsm_registry_load(void)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetLatestSnapshot());
-	fsm_read_latest("SELECT relid::oid, machine FROM harden.fsm_attached", 0, NULL, NULL);
+	fsm_read_latest("SELECT CAST(relid AS pg_catalog.oid), machine FROM harden.fsm_attached", 0, NULL, NULL);
 	PopActiveSnapshot();
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -584,7 +584,7 @@ fsm_machine_load(const char *name, FsmMachine *m)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetLatestSnapshot());
-	fsm_read_latest("SELECT shipped FROM harden.fsm_machines WHERE machine = $1", 1, &argtype, &arg);
+	fsm_read_latest("SELECT shipped FROM harden.fsm_machines WHERE machine OPERATOR(pg_catalog.=) $1", 1, &argtype, &arg);
 	if (SPI_processed == 0)
 	{
 		PopActiveSnapshot();
@@ -596,7 +596,8 @@ fsm_machine_load(const char *name, FsmMachine *m)
 	m->shipped = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	mcxt = AllocSetContextCreate(fsm_cache_cxt, "pg_harden fsm machine", ALLOCSET_SMALL_SIZES);
-	fsm_read_latest("SELECT state, initial FROM harden.fsm_states WHERE machine = $1 ORDER BY position, state",
+	fsm_read_latest("SELECT state, initial FROM harden.fsm_states WHERE machine OPERATOR(pg_catalog.=) $1 "
+					"ORDER BY position, state",
 					1, &argtype, &arg);
 	m->nstates = (int) SPI_processed;
 	m->states = MemoryContextAllocZero(mcxt, sizeof(FsmState) * Max(m->nstates, 1));
@@ -622,7 +623,7 @@ fsm_machine_load(const char *name, FsmMachine *m)
 	}
 
 	fsm_read_latest("SELECT from_state, to_state, event, after FROM harden.fsm_transitions "
-					"WHERE machine = $1 ORDER BY position, from_state, to_state",
+					"WHERE machine OPERATOR(pg_catalog.=) $1 ORDER BY position, from_state, to_state",
 					1, &argtype, &arg);
 	counts = palloc0(sizeof(int) * Max(m->nstates, 1));
 	for (int pass = 0; pass < 2; pass++)

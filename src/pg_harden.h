@@ -77,7 +77,16 @@ typedef struct HardenCounterSlot
 extern bool harden_shmem_ready;
 extern void harden_require_shmem(const char *feature);
 
-/* role_scope.c: pg_harden's own work as another role, search_path pinned */
+/*
+ * role_scope.c: pg_harden's own work as another role, search_path pinned;
+ * leaving a scope (or harden_guc_restore) rolls back every setting made in
+ * it, including a plain SET or set_config(..., false) by user code
+ */
+#define HARDEN_SEARCH_PATH "pg_catalog, pg_temp"
+
+extern int	harden_guc_pin(void);
+extern void harden_guc_restore(int nest);
+
 typedef struct HardenRoleScope
 {
 	Oid			save_user;
