@@ -1157,6 +1157,18 @@ fsm_jsonb_text(Datum j)
 	return JsonbToCString(NULL, &DatumGetJsonbP(j)->root, VARSIZE(DatumGetPointer(j)));
 }
 
+/*
+ * A row key for a message: truncated, or "(key redacted)" unless
+ * harden.log_values is on (a key is the row's data: an e-mail, a name).
+ */
+const char *
+fsm_key_text(Datum key)
+{
+	if (!harden_log_shows_values())
+		return HARDEN_KEY_REDACTED;
+	return fsm_truncate(fsm_jsonb_text(key));
+}
+
 /* ---- direct inserts into harden's own tables ---- */
 
 static pg_noinline void
@@ -1444,7 +1456,7 @@ fsm_reject(FsmCheck *c, int sqlstate, int from, const char *from_name,
 		   const char *to_name, bool new_unknown)
 {
 	char	   *table = fsm_table_name(c->rel);
-	const char *key = fsm_truncate(fsm_jsonb_text(fsm_row_key(c->rel, c->keytuple)));
+	const char *key = fsm_key_text(fsm_row_key(c->rel, c->keytuple));
 	char	   *to_q = to_name ? psprintf("\"%s\"", fsm_truncate(to_name)) : "NULL";
 	char	   *next = fsm_next_list(c->m, from);
 

@@ -271,7 +271,7 @@ normalize_key(Relation rel, Jsonb *key)
 	if (!JB_ROOT_IS_OBJECT(key))
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-				 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(k))),
+				 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_key_text(k)),
 				 errdetail("A row key is a jsonb object of the primary-key columns, or a scalar for a one-column key.")));
 	foreach(lc, cols)
 	{
@@ -286,7 +286,7 @@ normalize_key(Relation rel, Jsonb *key)
 		if (v == NULL || v->type == jbvNull)
 			ereport(ERROR,
 					(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-					 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(k))),
+					 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_key_text(k)),
 					 errdetail("The key has no value for primary-key column \"%s\".", col)));
 	}
 	return k;
@@ -381,7 +381,7 @@ read_row(Relation rel, FsmAttachment *a, Datum key, bool lock, MemoryContext out
 	if (SPI_processed > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-				 errmsg("row key %s matches %llu rows of %s", fsm_truncate(fsm_jsonb_text(key)),
+				 errmsg("row key %s matches %llu rows of %s", fsm_key_text(key),
 						(unsigned long long) SPI_processed, table)));
 	if (SPI_processed == 1)
 	{
@@ -410,7 +410,7 @@ row_not_found(Relation rel, Datum key)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-			 errmsg("%s has no row with key %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)))));
+			 errmsg("%s has no row with key %s", fsm_table_name(rel), fsm_key_text(key))));
 }
 
 /* Move a locked row to state; the trigger validates and audits. */
@@ -469,7 +469,7 @@ event_not_available(FsmMachine *m, Relation rel, Datum key, int from, const char
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_EVENT_NOT_AVAILABLE),
 			 errmsg("event \"%s\" is not available for %s row %s in state \"%s\"",
-					fsm_truncate(event), fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)), s->name),
+					fsm_truncate(event), fsm_table_name(rel), fsm_key_text(key), s->name),
 			 errdetail("State machine \"%s\" has these events from \"%s\": %s.",
 					   m->name, s->name, n > 0 ? events.data : "none")));
 }
@@ -480,7 +480,7 @@ current_state_unknown(FsmMachine *m, Relation rel, Datum key, const char *state)
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
 			 errmsg("%s row %s is in state %s, which is not a state of machine \"%s\"",
-					fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)),
+					fsm_table_name(rel), fsm_key_text(key),
 					state ? quote_literal_cstr(fsm_truncate(state)) : "NULL", m->name)));
 }
 
