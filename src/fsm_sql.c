@@ -828,12 +828,16 @@ text_array(char **items, bool *nulls, int n)
 
 /*
  * Rows of table whose column holds no state of states (or NULL): raise
- * PH209 naming up to five of those values.
+ * PH209 naming up to five of those values.  Read as the table's owner,
+ * security-restricted: an administrator who attaches or redefines a machine
+ * must not run the owner's code (row-level security policies) with its own
+ * privileges.
  */
 static void
 check_rows_in_states(Oid relid, const char *column, Datum states, const char *machine,
 					 const char *doing)
 {
+	HardenRoleScope scope;
 	char	   *table;
 	StringInfoData sql;
 	Oid			argtype = TEXTARRAYOID;
@@ -859,7 +863,9 @@ check_rows_in_states(Oid relid, const char *column, Datum states, const char *ma
 						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
 				 errdetail("The rows of %s must be checked with a snapshot taken after they are locked.", table),
 				 errhint("Run it in a READ COMMITTED transaction.")));
+	harden_role_enter(&scope, harden_rel_owner(relid), true);
 	spi_exec(sql.data, 1, &argtype, &states, NULL, false, SPI_OK_SELECT);
+	harden_role_leave(&scope);
 	if (SPI_processed == 0)
 		return;
 	initStringInfo(&found);

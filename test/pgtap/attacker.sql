@@ -6,7 +6,7 @@
 -- and leave the administrator's settings as they were.
 SET client_min_messages = warning;
 \ir ../attack/hostile.sql
-SELECT plan(25);
+SELECT plan(27);
 
 SELECT pg_temp.hostile_setup('atk_tap');
 SET work_mem = '4MB';
@@ -72,5 +72,36 @@ COMMIT;
 SELECT is((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = 'atk_tap'), false,
   'the owner is not superuser after the transaction');
 SELECT is((SELECT count(*) FROM atk_tap.calls), 0::bigint, 'none of the owner''s functions ran in it');
+
+-- ---- an administrator without superuser attaches a machine ----
+-- The rows are checked as their owner, security-restricted: the owner's
+-- row-level security policy, which raises when it runs as anyone else, does
+-- not run as the administrator, and the row in no state is found.
+CREATE ROLE atk_tap_admin;
+GRANT USAGE ON SCHEMA harden TO atk_tap_admin;
+GRANT EXECUTE ON FUNCTION harden.fsm_attach(regclass, name, text, boolean) TO atk_tap_admin;
+SET search_path = public;
+SET ROLE atk_tap;
+CREATE TABLE atk_tap.ticket (id int PRIMARY KEY, status text NOT NULL DEFAULT 'closed');
+INSERT INTO atk_tap.ticket VALUES (1, 'closed'), (2, 'bogus');
+CREATE FUNCTION atk_tap.tripwire() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_user <> 'atk_tap' THEN
+    RAISE EXCEPTION 'the policy ran as %', current_user;
+  END IF;
+  RETURN true;
+END $$;
+ALTER TABLE atk_tap.ticket ENABLE ROW LEVEL SECURITY;
+CREATE POLICY spy ON atk_tap.ticket USING (atk_tap.tripwire());
+GRANT USAGE ON SCHEMA atk_tap TO atk_tap_admin;
+GRANT SELECT, TRIGGER ON atk_tap.ticket TO atk_tap_admin;
+RESET ROLE;
+RESET search_path;
+SET ROLE atk_tap_admin;
+SELECT throws_ok($$ SELECT harden.fsm_attach('atk_tap.ticket', 'status', 'circuit_breaker') $$, 'PH209', NULL,
+  'fsm_attach by a non-superuser administrator checks the rows as their owner: no policy runs as the administrator');
+SELECT throws_ok($$ SELECT count(*) FROM atk_tap.ticket $$, 'P0001', 'the policy ran as atk_tap_admin',
+  'the policy runs for the administrator''s own queries (the tripwire works)');
+RESET ROLE;
 
 SELECT * FROM finish();
