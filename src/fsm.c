@@ -1392,7 +1392,7 @@ static const Oid fsm_due_types[FSM_DUE_NATTS] = {
 
 static void
 fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
-		  const char *to, const char *event, const char *actor)
+		  const char *to, const char *event, const char *actor, const char *reason)
 {
 	Datum		v[FSM_LOG_NATTS];
 	bool		n[FSM_LOG_NATTS];
@@ -1409,7 +1409,7 @@ fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
 	v[8] = CStringGetTextDatum(actor);
 	v[9] = CStringGetTextDatum(fsm_current_role_name());
 	v[10] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-	v[11] = text_or_null(fsm_reason && fsm_reason[0] ? fsm_reason : NULL, &n[11]);
+	v[11] = text_or_null(reason, &n[11]);
 	fsm_insert_row(cached_relid(&fsm_log_relid, "fsm_log"), fsm_log_types, &fsm_log_target,
 				   v, n, FSM_LOG_NATTS);
 }
@@ -1693,9 +1693,15 @@ fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum)
 			newtup->t_self = c.keytuple->t_self;
 		key = fsm_row_key(c.rel, newtup);
 
+		/*
+		 * A move pg_harden makes records the reason set when it began: a
+		 * trigger of the table's owner, which runs first, cannot change the
+		 * audit of a timer's move.
+		 */
 		if (audit)
 			fsm_audit(c.m, table, key, from >= 0 ? c.m->states[from].name : NULL,
-					  c.m->states[to].name, event, actor ? actor->actor : "sql");
+					  c.m->states[to].name, event, actor ? actor->actor : "sql",
+					  actor ? actor->reason : (fsm_reason && fsm_reason[0] ? fsm_reason : NULL));
 		if (c.m->states[to].timed >= 0)
 			fsm_due_insert(c.m, RelationGetRelid(c.rel), table, key, to);
 	}

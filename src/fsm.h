@@ -87,6 +87,7 @@ typedef struct FsmActor
 	const char *to;
 	const char *event;
 	const char *actor;			/* "event" or "timer" */
+	const char *reason;			/* harden.reason when the move began, or NULL */
 } FsmActor;
 
 extern FsmActor *fsm_current_actor;

@@ -423,7 +423,9 @@ update_row(Relation rel, FsmAttachment *a, FsmRow *row, const char *state, FsmAc
 	Oid			infunc;
 	Oid			ioparam;
 	FsmActor   *prev = fsm_current_actor;
+	const char *reason = GetConfigOption("harden.reason", true, false);
 
+	actor->reason = (reason && reason[0]) ? pstrdup(reason) : NULL;
 	getTypeInputInfo(a->typid, &infunc, &ioparam);
 	values[0] = OidInputFunctionCall(infunc, (char *) state, ioparam, a->typmod);
 	values[1] = PointerGetDatum(&row->ctid);

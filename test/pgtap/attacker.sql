@@ -6,7 +6,7 @@
 -- and leave the administrator's settings as they were.
 SET client_min_messages = warning;
 \ir ../attack/hostile.sql
-SELECT plan(27);
+SELECT plan(28);
 
 SELECT pg_temp.hostile_setup('atk_tap');
 SET work_mem = '4MB';
@@ -35,6 +35,8 @@ SELECT is(pg_catalog.current_setting('search_path'), '"$user", public', 'search_
 SELECT is((SELECT from_state || ' -> ' || to_state FROM harden.fsm_log
              WHERE table_name = 'atk_tap.cart' AND actor = 'timer'), 'submitted -> abandoned',
   'the timer went through the audit log');
+SELECT is((SELECT reason FROM harden.fsm_log WHERE table_name = 'atk_tap.cart' AND actor = 'timer'), NULL,
+  'the owner''s trigger could not plant a reason in the timer''s audit row');
 
 -- A second run finds nothing to do and still runs nothing of the owner's.
 SELECT results_eq($$ SELECT applied, dropped, failed FROM harden.fsm_run_due() $$,
