@@ -7,7 +7,7 @@
  *			of secure cache entries
  *	  keys	cache keys, table, machine and state names; no statement text,
  *			literals, parameters or row values (row keys are redacted)
- *	  off	not even cache keys
+ *	  off	as keys, and no cache keys in messages that use harden_log_key
  *
  * A statement run through SPI adds its text to every message raised while
  * it runs (the "SQL statement" context line, or the "QUERY" of a syntax
@@ -49,8 +49,8 @@ harden_log_define_gucs(bool preloading)
 	DefineCustomEnumVariable("harden.log_values",
 							 "What of the caller's data pg_harden's messages may show: on, keys or off.",
 							 "keys: cache keys and object names, but no statement text, literals, parameters "
-							 "or row values; off: not even cache keys.  Statements of secure cache entries "
-							 "are never shown.",
+							 "or row values; off: as keys, and no cache keys where messages support it.  "
+							 "Statements of secure cache entries are never shown.",
 							 &harden_log_values,
 							 HARDEN_LOG_VALUES_ON, log_values_options,
 							 PGC_SUSET, 0,
