@@ -414,30 +414,44 @@ publish(const QueryCall *q, Jsonb *result, CacheDep *deps, int ndeps, uint64 epo
 	return true;
 }
 
-/* Run the query and cache its result if it may be; returns the result. */
-static Jsonb *
-compute(QueryCall *q, bool *published)
+/* What running the query found: its plan's relations and their generations. */
+typedef struct QueryRun
 {
-	SPIPlanPtr	plan;
 	List	   *rels;
 	CacheDep   *deps;
 	int			ndeps;
 	uint64		epoch;
+	bool		temp;
+} QueryRun;
+
+/*
+ * Whether a policy makes the key's entries secure: their statements are
+ * never shown in messages (log_values.c).
+ */
+static bool
+query_secure(const QueryCall *q)
+{
+	CacheItem	probe;
+
+	memset(&probe, 0, sizeof(probe));
+	cache_query_item_expiry(&probe, q->userkey, q->userlen, NULL);
+	return (probe.flags & CACHE_FLAG_SECURE) != 0;
+}
+
+/* Prepare and run the query; its rows are in SPI_tuptable. */
+static void
+run_query(QueryCall *q, QueryRun *run)
+{
+	SPIPlanPtr	plan;
 	Snapshot	snap;
 	int			rc;
-	Jsonb	   *result;
-	bool		temp = false;
-	bool		stored;
 
-	harden_count(HC_CACHE_QUERIES, 1);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 	/* Parallel plans are fine: the query runs once, read-only, to the end. */
 	plan = SPI_prepare_cursor(q->sql, q->nargs, q->argtypes, CURSOR_OPT_PARALLEL_OK);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	rels = plan_relations(plan, &temp);
-	deps = read_generations(rels, &ndeps, &epoch);
+	run->rels = plan_relations(plan, &run->temp);
+	run->deps = read_generations(run->rels, &run->ndeps, &run->epoch);
 
 	/* A snapshot taken after the generations were read (see above). */
 	snap = GetTransactionSnapshot();
@@ -445,9 +459,35 @@ compute(QueryCall *q, bool *published)
 							  true, false, 0);
 	if (rc != SPI_OK_SELECT)
 		not_cacheable("The statement did not return rows.");
+}
+
+/* Run the query and cache its result if it may be; returns the result. */
+static Jsonb *
+compute(QueryCall *q, bool *published)
+{
+	QueryRun	run = {0};
+	HardenRedact redact;
+	Jsonb	   *result;
+	bool		stored;
+
+	harden_count(HC_CACHE_QUERIES, 1);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* The statement's text stays out of messages it causes, if it must. */
+	harden_redact_begin(&redact, q->sql, "harden.cache_query()", query_secure(q));
+	PG_TRY();
+	{
+		run_query(q, &run);
+	}
+	PG_CATCH();
+	{
+		harden_redact_rethrow(&redact);
+	}
+	PG_END_TRY();
+	harden_redact_end(&redact);
 
 	result = DatumGetJsonbP(rows_to_jsonb());
-	stored = publish(q, result, deps, ndeps, epoch, temp);
+	stored = publish(q, result, run.deps, run.ndeps, run.epoch, run.temp);
 	if (published)
 		*published = stored;
 

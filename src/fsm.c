@@ -522,7 +522,7 @@ fsm_registry_load(void)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetLatestSnapshot());
-	fsm_read_latest("SELECT relid::oid, machine FROM harden.fsm_attached", 0, NULL, NULL);
+	fsm_read_latest("SELECT CAST(relid AS pg_catalog.oid), machine FROM harden.fsm_attached", 0, NULL, NULL);
 	PopActiveSnapshot();
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -584,7 +584,7 @@ fsm_machine_load(const char *name, FsmMachine *m)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetLatestSnapshot());
-	fsm_read_latest("SELECT shipped FROM harden.fsm_machines WHERE machine = $1", 1, &argtype, &arg);
+	fsm_read_latest("SELECT shipped FROM harden.fsm_machines WHERE machine OPERATOR(pg_catalog.=) $1", 1, &argtype, &arg);
 	if (SPI_processed == 0)
 	{
 		PopActiveSnapshot();
@@ -596,7 +596,8 @@ fsm_machine_load(const char *name, FsmMachine *m)
 	m->shipped = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	mcxt = AllocSetContextCreate(fsm_cache_cxt, "pg_harden fsm machine", ALLOCSET_SMALL_SIZES);
-	fsm_read_latest("SELECT state, initial FROM harden.fsm_states WHERE machine = $1 ORDER BY position, state",
+	fsm_read_latest("SELECT state, initial FROM harden.fsm_states WHERE machine OPERATOR(pg_catalog.=) $1 "
+					"ORDER BY position, state",
 					1, &argtype, &arg);
 	m->nstates = (int) SPI_processed;
 	m->states = MemoryContextAllocZero(mcxt, sizeof(FsmState) * Max(m->nstates, 1));
@@ -622,7 +623,7 @@ fsm_machine_load(const char *name, FsmMachine *m)
 	}
 
 	fsm_read_latest("SELECT from_state, to_state, event, after FROM harden.fsm_transitions "
-					"WHERE machine = $1 ORDER BY position, from_state, to_state",
+					"WHERE machine OPERATOR(pg_catalog.=) $1 ORDER BY position, from_state, to_state",
 					1, &argtype, &arg);
 	counts = palloc0(sizeof(int) * Max(m->nstates, 1));
 	for (int pass = 0; pass < 2; pass++)
@@ -1156,6 +1157,18 @@ fsm_jsonb_text(Datum j)
 	return JsonbToCString(NULL, &DatumGetJsonbP(j)->root, VARSIZE(DatumGetPointer(j)));
 }
 
+/*
+ * A row key for a message: truncated, or "(key redacted)" unless
+ * harden.log_values is on (a key is the row's data: an e-mail, a name).
+ */
+const char *
+fsm_key_text(Datum key)
+{
+	if (!harden_log_shows_values())
+		return HARDEN_KEY_REDACTED;
+	return fsm_truncate(fsm_jsonb_text(key));
+}
+
 /* ---- direct inserts into harden's own tables ---- */
 
 static pg_noinline void
@@ -1379,7 +1392,7 @@ static const Oid fsm_due_types[FSM_DUE_NATTS] = {
 
 static void
 fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
-		  const char *to, const char *event, const char *actor)
+		  const char *to, const char *event, const char *actor, const char *reason)
 {
 	Datum		v[FSM_LOG_NATTS];
 	bool		n[FSM_LOG_NATTS];
@@ -1396,7 +1409,7 @@ fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
 	v[8] = CStringGetTextDatum(actor);
 	v[9] = CStringGetTextDatum(fsm_current_role_name());
 	v[10] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-	v[11] = text_or_null(fsm_reason && fsm_reason[0] ? fsm_reason : NULL, &n[11]);
+	v[11] = text_or_null(reason, &n[11]);
 	fsm_insert_row(cached_relid(&fsm_log_relid, "fsm_log"), fsm_log_types, &fsm_log_target,
 				   v, n, FSM_LOG_NATTS);
 }
@@ -1443,7 +1456,7 @@ fsm_reject(FsmCheck *c, int sqlstate, int from, const char *from_name,
 		   const char *to_name, bool new_unknown)
 {
 	char	   *table = fsm_table_name(c->rel);
-	const char *key = fsm_truncate(fsm_jsonb_text(fsm_row_key(c->rel, c->keytuple)));
+	const char *key = fsm_key_text(fsm_row_key(c->rel, c->keytuple));
 	char	   *to_q = to_name ? psprintf("\"%s\"", fsm_truncate(to_name)) : "NULL";
 	char	   *next = fsm_next_list(c->m, from);
 
@@ -1680,9 +1693,15 @@ fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum)
 			newtup->t_self = c.keytuple->t_self;
 		key = fsm_row_key(c.rel, newtup);
 
+		/*
+		 * A move pg_harden makes records the reason set when it began: a
+		 * trigger of the table's owner, which runs first, cannot change the
+		 * audit of a timer's move.
+		 */
 		if (audit)
 			fsm_audit(c.m, table, key, from >= 0 ? c.m->states[from].name : NULL,
-					  c.m->states[to].name, event, actor ? actor->actor : "sql");
+					  c.m->states[to].name, event, actor ? actor->actor : "sql",
+					  actor ? actor->reason : (fsm_reason && fsm_reason[0] ? fsm_reason : NULL));
 		if (c.m->states[to].timed >= 0)
 			fsm_due_insert(c.m, RelationGetRelid(c.rel), table, key, to);
 	}

@@ -87,6 +87,7 @@ typedef struct FsmActor
 	const char *to;
 	const char *event;
 	const char *actor;			/* "event" or "timer" */
+	const char *reason;			/* harden.reason when the move began, or NULL */
 } FsmActor;
 
 extern FsmActor *fsm_current_actor;
@@ -108,6 +109,7 @@ extern void fsm_column_type_check(Oid typid, const char *table, const char *colu
 extern char *fsm_datum_state(Oid typid, Datum value, int *len);
 extern Datum fsm_row_key(Relation rel, HeapTuple tuple);
 extern char *fsm_jsonb_text(Datum jsonb);
+extern const char *fsm_key_text(Datum key);
 extern char *fsm_table_name(Relation rel);
 extern const char *fsm_truncate(const char *s);
 extern bool fsm_attachment_registered(Oid relid, const char *machine);

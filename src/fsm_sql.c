@@ -271,7 +271,7 @@ normalize_key(Relation rel, Jsonb *key)
 	if (!JB_ROOT_IS_OBJECT(key))
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-				 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(k))),
+				 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_key_text(k)),
 				 errdetail("A row key is a jsonb object of the primary-key columns, or a scalar for a one-column key.")));
 	foreach(lc, cols)
 	{
@@ -286,7 +286,7 @@ normalize_key(Relation rel, Jsonb *key)
 		if (v == NULL || v->type == jbvNull)
 			ereport(ERROR,
 					(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-					 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(k))),
+					 errmsg("invalid row key for %s: %s", fsm_table_name(rel), fsm_key_text(k)),
 					 errdetail("The key has no value for primary-key column \"%s\".", col)));
 	}
 	return k;
@@ -381,7 +381,7 @@ read_row(Relation rel, FsmAttachment *a, Datum key, bool lock, MemoryContext out
 	if (SPI_processed > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-				 errmsg("row key %s matches %llu rows of %s", fsm_truncate(fsm_jsonb_text(key)),
+				 errmsg("row key %s matches %llu rows of %s", fsm_key_text(key),
 						(unsigned long long) SPI_processed, table)));
 	if (SPI_processed == 1)
 	{
@@ -410,7 +410,7 @@ row_not_found(Relation rel, Datum key)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-			 errmsg("%s has no row with key %s", fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)))));
+			 errmsg("%s has no row with key %s", fsm_table_name(rel), fsm_key_text(key))));
 }
 
 /* Move a locked row to state; the trigger validates and audits. */
@@ -423,13 +423,16 @@ update_row(Relation rel, FsmAttachment *a, FsmRow *row, const char *state, FsmAc
 	Oid			infunc;
 	Oid			ioparam;
 	FsmActor   *prev = fsm_current_actor;
+	const char *reason = GetConfigOption("harden.reason", true, false);
 
+	actor->reason = (reason && reason[0]) ? pstrdup(reason) : NULL;
 	getTypeInputInfo(a->typid, &infunc, &ioparam);
 	values[0] = OidInputFunctionCall(infunc, (char *) state, ioparam, a->typmod);
 	values[1] = PointerGetDatum(&row->ctid);
 	values[2] = ObjectIdGetDatum(row->tableoid);
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "UPDATE %s%s SET %s = $1 WHERE ctid = $2 AND tableoid = $3",
+	appendStringInfo(&sql, "UPDATE %s%s SET %s = $1 WHERE ctid OPERATOR(pg_catalog.=) $2 "
+					 "AND tableoid OPERATOR(pg_catalog.=) $3",
 					 rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "",
 					 fsm_table_name(rel), quote_identifier(a->column));
 	fsm_current_actor = actor;
@@ -468,7 +471,7 @@ event_not_available(FsmMachine *m, Relation rel, Datum key, int from, const char
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_EVENT_NOT_AVAILABLE),
 			 errmsg("event \"%s\" is not available for %s row %s in state \"%s\"",
-					fsm_truncate(event), fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)), s->name),
+					fsm_truncate(event), fsm_table_name(rel), fsm_key_text(key), s->name),
 			 errdetail("State machine \"%s\" has these events from \"%s\": %s.",
 					   m->name, s->name, n > 0 ? events.data : "none")));
 }
@@ -479,7 +482,7 @@ current_state_unknown(FsmMachine *m, Relation rel, Datum key, const char *state)
 	ereport(ERROR,
 			(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
 			 errmsg("%s row %s is in state %s, which is not a state of machine \"%s\"",
-					fsm_table_name(rel), fsm_truncate(fsm_jsonb_text(key)),
+					fsm_table_name(rel), fsm_key_text(key),
 					state ? quote_literal_cstr(fsm_truncate(state)) : "NULL", m->name)));
 }
 
@@ -827,12 +830,16 @@ text_array(char **items, bool *nulls, int n)
 
 /*
  * Rows of table whose column holds no state of states (or NULL): raise
- * PH209 naming up to five of those values.
+ * PH209 naming up to five of those values.  Read as the table's owner,
+ * security-restricted: an administrator who attaches or redefines a machine
+ * must not run the owner's code (row-level security policies) with its own
+ * privileges.
  */
 static void
 check_rows_in_states(Oid relid, const char *column, Datum states, const char *machine,
 					 const char *doing)
 {
+	HardenRoleScope scope;
 	char	   *table;
 	StringInfoData sql;
 	Oid			argtype = TEXTARRAYOID;
@@ -841,7 +848,8 @@ check_rows_in_states(Oid relid, const char *column, Datum states, const char *ma
 	table = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
 	initStringInfo(&sql);
 	/* ONLY for a plain table: the trigger does not see inheritance children. */
-	appendStringInfo(&sql, "SELECT t.%s::text, count(*) FROM %s%s t WHERE t.%s IS NULL OR NOT (t.%s::text = ANY ($1)) "
+	appendStringInfo(&sql, "SELECT CAST(t.%s AS pg_catalog.text), pg_catalog.count(*) FROM %s%s t WHERE t.%s IS NULL "
+					 "OR NOT (CAST(t.%s AS pg_catalog.text) OPERATOR(pg_catalog.=) ANY ($1)) "
 					 "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5",
 					 quote_identifier(column), get_rel_relkind(relid) == RELKIND_RELATION ? "ONLY " : "",
 					 table, quote_identifier(column), quote_identifier(column));
@@ -857,7 +865,9 @@ check_rows_in_states(Oid relid, const char *column, Datum states, const char *ma
 						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
 				 errdetail("The rows of %s must be checked with a snapshot taken after they are locked.", table),
 				 errhint("Run it in a READ COMMITTED transaction.")));
+	harden_role_enter(&scope, harden_rel_owner(relid), true);
 	spi_exec(sql.data, 1, &argtype, &states, NULL, false, SPI_OK_SELECT);
+	harden_role_leave(&scope);
 	if (SPI_processed == 0)
 		return;
 	initStringInfo(&found);
@@ -892,7 +902,8 @@ attached_tables(const char *machine, List **relids, List **columns)
 	 * would not show it.
 	 */
 	PushActiveSnapshot(GetLatestSnapshot());
-	spi_exec("SELECT table_name::oid, column_name::text FROM harden.fsm_attachments WHERE machine = $1 ORDER BY 1",
+	spi_exec("SELECT CAST(table_name AS pg_catalog.oid), CAST(column_name AS pg_catalog.text) "
+			 "FROM harden.fsm_attachments WHERE machine OPERATOR(pg_catalog.=) $1 ORDER BY 1",
 			 1, &argtype, &arg, NULL, true, SPI_OK_SELECT);
 	PopActiveSnapshot();
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -913,7 +924,7 @@ lock_machine_row(const char *machine, const char *doing)
 	Datum		arg = CStringGetTextDatum(machine);
 	bool		isnull;
 
-	spi_exec("SELECT shipped FROM harden.fsm_machines WHERE machine = $1 FOR UPDATE",
+	spi_exec("SELECT shipped FROM harden.fsm_machines WHERE machine OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 			 1, &argtype, &arg, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return false;
@@ -955,13 +966,14 @@ store_definition(const char *machine, const char *rules, FsmDef *d)
 	 * Update the machine's row in place (not delete and insert): an attach
 	 * waiting for its lock follows the update to the new version.
 	 */
-	spi_exec("UPDATE harden.fsm_machines SET rules = $2, defined_at = now() WHERE machine = $1",
+	spi_exec("UPDATE harden.fsm_machines SET rules = $2, defined_at = pg_catalog.now() "
+			 "WHERE machine OPERATOR(pg_catalog.=) $1",
 			 2, mtypes, mvals, NULL, false, SPI_OK_UPDATE);
 	if (SPI_processed == 0)
 		spi_exec("INSERT INTO harden.fsm_machines (machine, rules) VALUES ($1, $2)",
 				 2, mtypes, mvals, NULL, false, SPI_OK_INSERT);
 	else
-		spi_exec("DELETE FROM harden.fsm_states WHERE machine = $1", 1, mtypes, mvals, NULL, false,
+		spi_exec("DELETE FROM harden.fsm_states WHERE machine OPERATOR(pg_catalog.=) $1", 1, mtypes, mvals, NULL, false,
 				 SPI_OK_DELETE);
 
 	for (int i = 0; i < d->ntrans; i++)
@@ -985,7 +997,7 @@ store_definition(const char *machine, const char *rules, FsmDef *d)
 	svals[2] = PointerGetDatum(construct_array(b1, d->nstates, BOOLOID, 1, true, TYPALIGN_CHAR));
 	svals[3] = PointerGetDatum(construct_array(b2, d->nstates, BOOLOID, 1, true, TYPALIGN_CHAR));
 	spi_exec("INSERT INTO harden.fsm_states (machine, state, position, initial, terminal) "
-			 "SELECT $1, s, n, i, t FROM unnest($2, $3, $4) WITH ORDINALITY AS u(s, i, t, n)",
+			 "SELECT $1, s, n, i, t FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4)) WITH ORDINALITY AS u(s, i, t, n)",
 			 4, stypes, svals, NULL, false, SPI_OK_INSERT);
 
 	tvals[1] = text_array(from, NULL, d->ntrans);
@@ -995,7 +1007,7 @@ store_definition(const char *machine, const char *rules, FsmDef *d)
 	tvals[4] = PointerGetDatum(construct_md_array(after, afternull, 1, dims, lbs, INTERVALOID,
 												  sizeof(Interval), false, TYPALIGN_DOUBLE));
 	spi_exec("INSERT INTO harden.fsm_transitions (machine, from_state, to_state, event, after, position) "
-			 "SELECT $1, f, t, e, a, n FROM unnest($2, $3, $4, $5) WITH ORDINALITY AS u(f, t, e, a, n)",
+			 "SELECT $1, f, t, e, a, n FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) WITH ORDINALITY AS u(f, t, e, a, n)",
 			 5, ttypes, tvals, NULL, false, SPI_OK_INSERT);
 }
 
@@ -1079,7 +1091,7 @@ harden_fsm_drop(PG_FUNCTION_ARGS)
 				 errmsg("cannot drop state machine \"%s\": it is attached to %s", machine, list.data),
 				 errhint("Detach it first with harden.fsm_detach(table, '%s').", machine)));
 	}
-	spi_exec("DELETE FROM harden.fsm_machines WHERE machine = $1", 1, &argtype, &arg, NULL, false, SPI_OK_DELETE);
+	spi_exec("DELETE FROM harden.fsm_machines WHERE machine OPERATOR(pg_catalog.=) $1", 1, &argtype, &arg, NULL, false, SPI_OK_DELETE);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -1123,7 +1135,7 @@ lock_machine_for_attach(const char *machine)
 	bool		found;
 
 	harden_role_enter(&scope, harden_owner(), false);
-	spi_exec("SELECT 1 FROM harden.fsm_machines WHERE machine = $1 FOR SHARE",
+	spi_exec("SELECT 1 FROM harden.fsm_machines WHERE machine OPERATOR(pg_catalog.=) $1 FOR SHARE",
 			 1, &argtype, &arg, NULL, false, SPI_OK_SELECT);
 	found = SPI_processed > 0;
 	harden_role_leave(&scope);
@@ -1220,7 +1232,7 @@ harden_fsm_attach(PG_FUNCTION_ARGS)
 		values[2] = ObjectIdGetDatum(GetUserId());
 		harden_role_enter(&scope, harden_owner(), false);
 		spi_exec("INSERT INTO harden.fsm_attached (relid, machine, attached_by) VALUES ($1, $2, $3) "
-				 "ON CONFLICT (relid, machine) DO UPDATE SET attached_at = now(), attached_by = excluded.attached_by",
+				 "ON CONFLICT (relid, machine) DO UPDATE SET attached_at = pg_catalog.now(), attached_by = excluded.attached_by",
 				 3, types, values, NULL, false, SPI_OK_INSERT);
 		spi_exec(psprintf("CREATE TRIGGER %s BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW "
 						  "EXECUTE FUNCTION harden.fsm_enforce(%s, %s)",
@@ -1284,7 +1296,8 @@ harden_fsm_detach(PG_FUNCTION_ARGS)
 		values[0] = ObjectIdGetDatum(relid);
 		values[1] = machine ? CStringGetTextDatum(machine) : (Datum) 0;
 		harden_role_enter(&scope, harden_owner(), false);
-		spi_exec("DELETE FROM harden.fsm_attached WHERE relid = $1 AND ($2::text IS NULL OR machine = $2)",
+		spi_exec("DELETE FROM harden.fsm_attached WHERE relid OPERATOR(pg_catalog.=) $1 "
+				 "AND ($2 IS NULL OR machine OPERATOR(pg_catalog.=) $2)",
 				 2, types, values, nulls, false, SPI_OK_DELETE);
 		harden_role_leave(&scope);
 	}
@@ -1392,13 +1405,15 @@ due_finish(int64 id, const char *error)
 
 	values[0] = Int64GetDatum(id);
 	if (error == NULL)
-		spi_exec("DELETE FROM harden.fsm_due WHERE id = $1", 1, types, values, NULL, false, SPI_OK_DELETE);
+		spi_exec("DELETE FROM harden.fsm_due WHERE id OPERATOR(pg_catalog.=) $1", 1, types, values, NULL, false, SPI_OK_DELETE);
 	else
 	{
 		/* Retry later, backing off a minute per failed attempt (at most an hour). */
 		values[1] = CStringGetTextDatum(error);
-		spi_exec("UPDATE harden.fsm_due SET attempts = attempts + 1, last_error = $2, "
-				 "due_at = clock_timestamp() + least(attempts + 1, 60) * interval '1 minute' WHERE id = $1",
+		spi_exec("UPDATE harden.fsm_due SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2, "
+				 "due_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) "
+				 "(least(attempts OPERATOR(pg_catalog.+) 1, 60) OPERATOR(pg_catalog.*) CAST('1 minute' AS pg_catalog.interval)) "
+				 "WHERE id OPERATOR(pg_catalog.=) $1",
 				 2, types, values, NULL, false, SPI_OK_UPDATE);
 	}
 }
@@ -1411,7 +1426,8 @@ prune_log(void)
 
 	if (fsm_log_retention_s <= 0)
 		return 0;
-	spi_exec("DELETE FROM harden.fsm_log WHERE at < now() - make_interval(secs => $1)",
+	spi_exec("DELETE FROM harden.fsm_log WHERE at OPERATOR(pg_catalog.<) "
+			 "(pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
 			 1, &argtype, &arg, NULL, false, SPI_OK_DELETE);
 	return (int64) SPI_processed;
 }
@@ -1429,9 +1445,11 @@ fetch_due(int limit, int *n)
 	 * the state and came back.
 	 */
 	spi_exec("SELECT d.id, d.machine, d.table_name, d.row_key, d.from_state, d.to_state, "
-			 "EXISTS (SELECT 1 FROM harden.fsm_due n WHERE n.relid = d.relid "
-			 "AND n.row_key = d.row_key AND n.machine = d.machine AND n.id > d.id), d.relid::oid "
-			 "FROM harden.fsm_due d WHERE d.due_at <= now() ORDER BY d.due_at, d.id LIMIT $1 "
+			 "EXISTS (SELECT 1 FROM harden.fsm_due n WHERE n.relid OPERATOR(pg_catalog.=) d.relid "
+			 "AND n.row_key OPERATOR(pg_catalog.=) d.row_key AND n.machine OPERATOR(pg_catalog.=) d.machine "
+			 "AND n.id OPERATOR(pg_catalog.>) d.id), CAST(d.relid AS pg_catalog.oid) "
+			 "FROM harden.fsm_due d WHERE d.due_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
+			 "ORDER BY d.due_at, d.id LIMIT $1 "
 			 "FOR UPDATE OF d SKIP LOCKED",
 			 1, &argtype, &arg, NULL, false, SPI_OK_SELECT);
 	*n = (int) SPI_processed;
@@ -1502,6 +1520,7 @@ harden_fsm_run_due(PG_FUNCTION_ARGS)
 	int64		failed = 0;
 	int			n;
 	DueRow	   *rows;
+	int			nest;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -1509,6 +1528,13 @@ harden_fsm_run_due(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_rows must not be negative")));
+
+	/*
+	 * The caller is an administrator or the worker, and the rows' tables
+	 * belong to others: none of the caller's settings (its search_path)
+	 * apply, and nothing set while the timers run outlives the call.
+	 */
+	nest = harden_guc_pin();
 	spi_connect();
 	rows = fetch_due(limit, &n);
 	for (int i = 0; i < n; i++)
@@ -1534,6 +1560,7 @@ harden_fsm_run_due(PG_FUNCTION_ARGS)
 	values[2] = Int64GetDatum(failed);
 	values[3] = Int64GetDatum(prune_log());
 	SPI_finish();
+	harden_guc_restore(nest);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
@@ -1543,9 +1570,11 @@ Datum
 harden_fsm_log_prune(PG_FUNCTION_ARGS)
 {
 	int64		n;
+	int			nest = harden_guc_pin();
 
 	spi_connect();
 	n = prune_log();
 	SPI_finish();
+	harden_guc_restore(nest);
 	PG_RETURN_INT64(n);
 }

@@ -34,6 +34,7 @@ typedef struct HardenModule
 
 static const HardenModule harden_modules[] = {
 	{"metrics", metrics_define_gucs, metrics_shmem_size, metrics_shmem_startup},
+	{"log values", harden_log_define_gucs, NULL, NULL},
 	{"cache", cache_define_gucs, cache_shmem_size, cache_shmem_startup},
 	{"cache sql", cache_sql_define_gucs, NULL, NULL},
 	{"cache watch", cache_watch_define_gucs, cache_watch_shmem_size, cache_watch_shmem_startup},

@@ -77,7 +77,16 @@ typedef struct HardenCounterSlot
 extern bool harden_shmem_ready;
 extern void harden_require_shmem(const char *feature);
 
-/* role_scope.c: pg_harden's own work as another role, search_path pinned */
+/*
+ * role_scope.c: pg_harden's own work as another role, search_path pinned;
+ * leaving a scope (or harden_guc_restore) rolls back every setting made in
+ * it, including a plain SET or set_config(..., false) by user code
+ */
+#define HARDEN_SEARCH_PATH "pg_catalog, pg_temp"
+
+extern int	harden_guc_pin(void);
+extern void harden_guc_restore(int nest);
+
 typedef struct HardenRoleScope
 {
 	Oid			save_user;
@@ -95,6 +104,58 @@ extern Oid	harden_rel_owner(Oid relid);
  * returns false
  */
 extern bool harden_try_in_subxact(void (*fn) (void *), void *arg, ErrorData **error);
+
+/*
+ * log_values.c: harden.log_values, what messages and logs may show of the
+ * caller's data, and redaction scopes for statements run for a caller.
+ */
+typedef enum HardenLogValues
+{
+	HARDEN_LOG_VALUES_OFF,
+	HARDEN_LOG_VALUES_KEYS,
+	HARDEN_LOG_VALUES_ON
+} HardenLogValues;
+
+extern int	harden_log_values;
+
+/* May messages show statement text, literals, parameters and row values? */
+static inline bool
+harden_log_shows_values(void)
+{
+	return harden_log_values == HARDEN_LOG_VALUES_ON;
+}
+
+/* May they show cache keys (names of tables, machines, states always)? */
+static inline bool
+harden_log_shows_keys(void)
+{
+	return harden_log_values != HARDEN_LOG_VALUES_OFF;
+}
+
+/* What messages say instead of a row's key or a cache key they may not show. */
+#define HARDEN_KEY_REDACTED "(key redacted)"
+
+extern void harden_log_define_gucs(bool preloading);
+extern const char *harden_log_key(const char *key);
+
+/*
+ * A statement whose text must not reach messages: active when secure or
+ * harden.log_values is not on.  Begin before running it through SPI; in a
+ * PG_CATCH call harden_redact_rethrow, else harden_redact_end.
+ */
+typedef struct HardenRedact
+{
+	const char *sql;
+	const char *what;			/* "harden.cache_query()" */
+	bool		secure;
+	bool		active;
+	MemoryContext cxt;
+	struct HardenRedact *next;
+} HardenRedact;
+
+extern void harden_redact_begin(HardenRedact *r, const char *sql, const char *what, bool secure);
+extern void harden_redact_end(HardenRedact *r);
+extern void harden_redact_rethrow(HardenRedact *r) pg_attribute_noreturn();
 
 /* metrics.c: counters */
 extern HardenCounterSlot *harden_my_slot;

@@ -216,10 +216,15 @@ coerce_key(StockTable *st, Datum value, Oid srctype)
 	return (Datum) 0;			/* keep the compiler quiet */
 }
 
-/* The key as text, made only when a message or a hold needs it. */
+/*
+ * The key as text for a message, made only when one needs it; redacted
+ * unless harden.log_values is on (a key is the row's data).
+ */
 const char *
 stock_line_key(StockTable *st, StockLine *line)
 {
+	if (!harden_log_shows_values())
+		return HARDEN_KEY_REDACTED;
 	if (line->key_text == NULL)
 		line->key_text = OidOutputFunctionCall(st->key_output, line->key);
 	return line->key_text;

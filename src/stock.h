@@ -65,7 +65,7 @@ typedef struct StockLine
 {
 	Datum		key;
 	int64		qty;
-	char	   *key_text;		/* output form, made on demand (stock_line_key) */
+	char	   *key_text;		/* output form, made on demand */
 	int64		remaining;
 } StockLine;
 

@@ -185,8 +185,9 @@ has_guard(Oid relid, const NameData *qty)
 	values[2] = CStringGetTextDatum(psprintf("CHECK ((%s >= (0)::numeric))", q));
 	stock_owner_enter(&scope);
 	ret = SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_constraint"
-								" WHERE conrelid = $1 AND contype = 'c' AND convalidated"
-								" AND pg_catalog.pg_get_constraintdef(oid) IN ($2, $3)",
+								" WHERE conrelid OPERATOR(pg_catalog.=) $1 AND contype OPERATOR(pg_catalog.=) 'c'"
+								" AND convalidated AND pg_catalog.pg_get_constraintdef(oid)"
+								" OPERATOR(pg_catalog.=) ANY (ARRAY[$2, $3])",
 								3, argtypes, values, NULL, false, 1);
 	stock_owner_leave(&scope);
 	if (ret != SPI_OK_SELECT)
@@ -250,7 +251,7 @@ config_read(Oid relid)
 
 	stock_owner_enter(&scope);
 	ret = SPI_execute_with_args("SELECT qty_column, key_column, guard FROM harden.stock_tables"
-								" WHERE relid = $1 FOR UPDATE",
+								" WHERE relid OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 								1, argtypes, values, NULL, false, 1);
 	stock_owner_leave(&scope);
 	if (ret != SPI_OK_SELECT)
@@ -279,8 +280,8 @@ active_holds(Oid relid)
 	int			ret;
 
 	stock_owner_enter(&scope);
-	ret = SPI_execute_with_args("SELECT count(*) FROM harden.stock_holds"
-								" WHERE relid = $1 AND status = 'held'",
+	ret = SPI_execute_with_args("SELECT pg_catalog.count(*) FROM harden.stock_holds"
+								" WHERE relid OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'held'",
 								1, argtypes, values, NULL, false, 1);
 	stock_owner_leave(&scope);
 	if (ret != SPI_OK_SELECT)
@@ -331,7 +332,7 @@ config_write(Oid relid, const NameData *qty, const NameData *key, const char *gu
 								" VALUES ($1, $2, $3, $4, $5)"
 								" ON CONFLICT (relid) DO UPDATE SET qty_column = excluded.qty_column,"
 								" key_column = excluded.key_column, guard = excluded.guard,"
-								" attached_at = now(), attached_by = excluded.attached_by",
+								" attached_at = pg_catalog.now(), attached_by = excluded.attached_by",
 								5, argtypes, values, nulls, false, 0);
 	stock_owner_leave(&scope);
 	if (ret != SPI_OK_INSERT)
@@ -347,7 +348,7 @@ config_delete(Oid relid)
 	int			ret;
 
 	stock_owner_enter(&scope);
-	ret = SPI_execute_with_args("DELETE FROM harden.stock_tables WHERE relid = $1",
+	ret = SPI_execute_with_args("DELETE FROM harden.stock_tables WHERE relid OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, false, 0);
 	stock_owner_leave(&scope);
 	if (ret != SPI_OK_DELETE)

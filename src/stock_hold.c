@@ -50,40 +50,45 @@ static const struct
 }			hold_sql[NUM_HOLD_PLANS] = {
 	[HOLD_INSERT] = {
 		"INSERT INTO harden.stock_holds (relid, ref, keys, qtys, expires_at, owner)"
-		" VALUES ($1, $2, $3, $4, clock_timestamp() + $5, $6) RETURNING id",
+		" VALUES ($1, $2, $3, $4, pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $5, $6) RETURNING id",
 		6, {OIDOID, TEXTOID, TEXTARRAYOID, INT8ARRAYOID, INTERVALOID, OIDOID}
 	},
 	[HOLD_LOCK] = {
-		"SELECT id, relid::oid, keys, qtys, status, owner::oid FROM harden.stock_holds WHERE id = $1 FOR UPDATE",
+		"SELECT id, CAST(relid AS pg_catalog.oid), keys, qtys, status, CAST(owner AS pg_catalog.oid)"
+		" FROM harden.stock_holds WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 		1, {INT8OID}
 	},
 	[HOLD_CLOSE] = {
-		"UPDATE harden.stock_holds SET status = $2, closed_at = clock_timestamp()"
-		" WHERE id = ANY ($1) AND status = 'held'",
+		"UPDATE harden.stock_holds SET status = $2, closed_at = pg_catalog.clock_timestamp()"
+		" WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'held'",
 		2, {INT8ARRAYOID, TEXTOID}
 	},
 	[HOLD_BY_REF] = {
-		"SELECT id, relid::oid, keys, qtys, status, owner::oid FROM harden.stock_holds h"
-		" WHERE ref = $1 AND status = 'held'"
-		" AND (pg_has_role($2, owner, 'USAGE')"
-		"      OR pg_has_role($2, (SELECT relowner FROM pg_class c WHERE c.oid = h.relid), 'USAGE'))"
+		"SELECT id, CAST(relid AS pg_catalog.oid), keys, qtys, status, CAST(owner AS pg_catalog.oid)"
+		" FROM harden.stock_holds h"
+		" WHERE ref OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'held'"
+		" AND (pg_catalog.pg_has_role($2, CAST(owner AS pg_catalog.oid), 'USAGE')"
+		"      OR pg_catalog.pg_has_role($2, (SELECT relowner FROM pg_catalog.pg_class c"
+		"                                     WHERE c.oid OPERATOR(pg_catalog.=) h.relid), 'USAGE'))"
 		" ORDER BY id FOR UPDATE",
 		2, {TEXTOID, OIDOID}
 	},
 	[HOLD_DUE] = {
-		"SELECT id, relid::oid, keys, qtys, status, owner::oid FROM harden.stock_holds"
-		" WHERE status = 'held' AND expires_at <= clock_timestamp()"
+		"SELECT id, CAST(relid AS pg_catalog.oid), keys, qtys, status, CAST(owner AS pg_catalog.oid)"
+		" FROM harden.stock_holds WHERE status OPERATOR(pg_catalog.=) 'held'"
+		" AND expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()"
 		" ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
 		1, {INT4OID}
 	},
 	[HOLD_PURGE] = {
 		"DELETE FROM harden.stock_holds"
-		" WHERE status <> 'held' AND closed_at < clock_timestamp() - $1",
+		" WHERE status OPERATOR(pg_catalog.<>) 'held'"
+		" AND closed_at OPERATOR(pg_catalog.<) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $1)",
 		1, {INTERVALOID}
 	},
 	[HOLD_FAILED] = {
-		"UPDATE harden.stock_holds SET attempts = attempts + 1, last_error = $2"
-		" WHERE id = ANY ($1) AND status = 'held'",
+		"UPDATE harden.stock_holds SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2"
+		" WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'held'",
 		2, {INT8ARRAYOID, TEXTOID}
 	},
 };
@@ -523,6 +528,7 @@ harden_stock_run_due(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	Hold	   *holds;
 	int			n;
+	int			nest;
 
 	if (max_holds <= 0)
 		ereport(ERROR,
@@ -530,6 +536,8 @@ harden_stock_run_due(PG_FUNCTION_ARGS)
 				 errmsg("max_holds must be positive"),
 				 errdetail("The value given is %d.", max_holds)));
 	values[0] = Int32GetDatum(max_holds);
+	/* As in fsm_run_due: the caller's settings neither apply nor change. */
+	nest = harden_guc_pin();
 	SPI_connect();
 	hold_exec(HOLD_DUE, values, NULL, 0);
 	holds = holds_from_result(&n);
@@ -544,5 +552,6 @@ harden_stock_run_due(PG_FUNCTION_ARGS)
 		hold_exec(HOLD_PURGE, values, NULL, 0);
 	}
 	SPI_finish();
+	harden_guc_restore(nest);
 	PG_RETURN_INT32(n);
 }

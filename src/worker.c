@@ -523,16 +523,17 @@ typedef struct WorkerStep
 } WorkerStep;
 
 static WorkerStep steps[] = {
-	{"fsm_run_due", "SELECT applied, applied + dropped + failed FROM harden.fsm_run_due($1)"},
-	{"stock_run_due", "SELECT n::bigint, n::bigint FROM harden.stock_run_due($1) AS n"},
+	{"fsm_run_due", "SELECT applied, applied OPERATOR(pg_catalog.+) dropped OPERATOR(pg_catalog.+) failed"
+	 " FROM harden.fsm_run_due($1)"},
+	{"stock_run_due", "SELECT CAST(n AS pg_catalog.int8), CAST(n AS pg_catalog.int8) FROM harden.stock_run_due($1) AS n"},
 };
 
 /*
- * pg_harden's own queries, and the lookups above, run with this search_path,
- * whatever the database or a trigger sets: an object a user creates in a
- * schema of theirs must never be picked up by them.
+ * pg_harden's own queries, and the lookups above, run with search_path
+ * pinned to HARDEN_SEARCH_PATH (harden_guc_pin), whatever the database or a
+ * trigger sets: an object a user creates in a schema of theirs must never
+ * be picked up by them.
  */
-#define WORKER_SEARCH_PATH "pg_catalog, pg_temp"
 
 static WorkerSlot *my_slot = NULL;
 static NameData my_dbname;
@@ -640,10 +641,7 @@ step_exec(WorkerStep *step, int64 *n, int64 *handled)
 	StepResult	result = STEP_DONE;
 
 	begin_xact(step->sql);
-	guc_level = NewGUCNestLevel();
-	(void) set_config_option("search_path", WORKER_SEARCH_PATH,
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	guc_level = harden_guc_pin();
 	if (!extension_ready())
 		result = STEP_GONE;
 	else
@@ -657,7 +655,7 @@ step_exec(WorkerStep *step, int64 *n, int64 *handled)
 		*handled = result_int8(2);
 		SPI_finish();
 	}
-	AtEOXact_GUC(false, guc_level);
+	harden_guc_restore(guc_level);
 	end_xact();
 	return result;
 }
@@ -812,7 +810,8 @@ harden_worker_db_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	pgstat_report_appname("pg_harden worker");
+	/* As a setting, so that rolling back a step's settings keeps the name. */
+	SetConfigOption("application_name", "pg_harden worker", PGC_USERSET, PGC_S_SESSION);
 	attach_slot(dboid);
 	step_cxt = AllocSetContextCreate(TopMemoryContext, "pg_harden worker",
 									 ALLOCSET_DEFAULT_SIZES);

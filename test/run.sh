@@ -96,6 +96,11 @@ run_isolation
 run_upgrade
 run_pgtap pgtap "$PGH_ROOT/test/pgtap"
 
+# What the server log gets of statements pg_harden runs for a caller.
+source "$PGH_ROOT/test/attack/log_values.sh"
+run_log_values
+run_log_values_rows
+
 # The background worker: pgTAP in a database it serves, then checks across
 # a restart and across databases.
 source "$PGH_ROOT/test/worker/restart.sh"
