@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole pg_harden suite on a throwaway cluster: pg_regress (sql/,
 # expected/), isolation specs (test/specs), the upgrade-path test, pgTAP
-# suites (test/pgtap), the background worker's (test/worker), crash recovery
+# suites (test/pgtap), dump and restore (test/dump), the background worker's (test/worker), crash recovery
 # (test/crash) and, after a restart without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
@@ -88,13 +88,17 @@ pgh_build_and_stage
 # The worker runs fast here, and stays out of the databases whose tests call
 # the *_run_due() functions themselves and check what they did.
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
-	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap'"
+	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap, pgh_dump_src'"
 	"max_worker_processes = 16")
 pgh_cluster_start "${PGH_CONF[@]}"
 run_regress
 run_isolation
 run_upgrade
 run_pgtap pgtap "$PGH_ROOT/test/pgtap"
+
+# pg_dump of a database using every feature, pg_restore into a second cluster.
+source "$PGH_ROOT/test/dump/dump.sh"
+run_dump_restore
 
 # The background worker: pgTAP in a database it serves, then checks across
 # a restart and across databases.
