@@ -25,3 +25,19 @@ SELECT t.tgrelid::regclass AS table_name,
  WHERE t.tgfoid = 'harden.fsm_enforce()'::pg_catalog.regprocedure
    AND t.tgparentid = 0;
 COMMENT ON VIEW harden.fsm_attachments IS 'which machine is enforced on which column, since when and by whom';
+
+-- ---------------------------------------------------------------------------
+-- A real scrape: one row per series of metrics(), for SQL exporters
+-- (prometheus/pg_harden.yaml)
+-- ---------------------------------------------------------------------------
+
+CREATE VIEW harden.metric_rows AS
+SELECT f.key AS name,
+       f.value ->> 'type' AS type,
+       s.value -> 'labels' AS labels,
+       (s.value ->> 'value')::double precision AS value,
+       f.value ->> 'help' AS help
+  FROM pg_catalog.jsonb_each(harden.metrics_json() -> 'metrics') f,
+       pg_catalog.jsonb_array_elements(f.value -> 'samples') s;
+COMMENT ON VIEW harden.metric_rows IS 'every series of harden.metrics(), one row each: family name, type, labels, value, help';
+GRANT SELECT ON harden.metric_rows TO PUBLIC;

@@ -31,6 +31,18 @@ CREATE FUNCTION harden.metrics_reset() RETURNS void
 COMMENT ON FUNCTION harden.metrics_reset() IS 'zero the current database''s pg_harden counters';
 REVOKE ALL ON FUNCTION harden.metrics_reset() FROM PUBLIC;
 
+-- One row per series, for SQL exporters (prometheus/pg_harden.yaml).
+CREATE VIEW harden.metric_rows AS
+SELECT f.key AS name,
+       f.value ->> 'type' AS type,
+       s.value -> 'labels' AS labels,
+       (s.value ->> 'value')::double precision AS value,
+       f.value ->> 'help' AS help
+  FROM pg_catalog.jsonb_each(harden.metrics_json() -> 'metrics') f,
+       pg_catalog.jsonb_array_elements(f.value -> 'samples') s;
+COMMENT ON VIEW harden.metric_rows IS 'every series of harden.metrics(), one row each: family name, type, labels, value, help';
+GRANT SELECT ON harden.metric_rows TO PUBLIC;
+
 -- ---------------------------------------------------------------------------
 -- TTL policies: key prefix -> default TTL, max TTL, secure
 -- ---------------------------------------------------------------------------

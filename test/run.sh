@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole pg_harden suite on a throwaway cluster: pg_regress (sql/,
 # expected/), isolation specs (test/specs), the upgrade-path test, pgTAP
-# suites (test/pgtap), dump and restore (test/dump), the background worker's (test/worker), crash recovery
-# (test/crash) and, after a restart without preloading, test/nopreload.  Exits non-zero if anything failed.
+# suites (test/pgtap), dump and restore (test/dump), a Prometheus scrape
+# through prometheus-postgres-exporter (test/metrics), the background
+# worker's (test/worker), crash recovery (test/crash) and, after a restart
+# without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
 PASSED=0
@@ -99,6 +101,10 @@ run_pgtap pgtap "$PGH_ROOT/test/pgtap"
 # pg_dump of a database using every feature, pg_restore into a second cluster.
 source "$PGH_ROOT/test/dump/dump.sh"
 run_dump_restore
+
+# prometheus-postgres-exporter with prometheus/pg_harden.yaml, scraped with curl.
+source "$PGH_ROOT/test/metrics/scrape.sh"
+run_scrape
 
 # The background worker: pgTAP in a database it serves, then checks across
 # a restart and across databases.
