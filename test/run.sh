@@ -2,7 +2,8 @@
 # The whole pg_harden suite on a throwaway cluster: pg_regress (sql/,
 # expected/), isolation specs (test/specs), the upgrade-path test, pgTAP
 # suites (test/pgtap), dump and restore (test/dump), a Prometheus scrape
-# through prometheus-postgres-exporter (test/metrics), the background
+# through prometheus-postgres-exporter (test/metrics), the SQL examples of
+# the docs (test/docs), the background
 # worker's (test/worker), crash recovery (test/crash) and, after a restart
 # without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
@@ -105,6 +106,10 @@ run_dump_restore
 # prometheus-postgres-exporter with prometheus/pg_harden.yaml, scraped with curl.
 source "$PGH_ROOT/test/metrics/scrape.sh"
 run_scrape
+
+# Every SQL example of README.md and docs/ runs and shows its true errors.
+source "$PGH_ROOT/test/docs/examples.sh"
+run_doc_examples
 
 # The background worker: pgTAP in a database it serves, then checks across
 # a restart and across databases.
