@@ -9,7 +9,8 @@
 # printed, and it must print no other error.  A block preceded by a
 # "<!-- no-test: why -->" line is skipped (kept for examples that need
 # another setup, such as a database still at an old version).  One TAP line
-# per page.
+# per page; then every harden.* setting must be in docs/configuration.md and
+# every SQLSTATE of src/pg_harden.h in docs/errors.md.
 
 # dx_blocks FILE DIR: write the page's blocks to DIR/NNN.sql (in order) and
 # print how many were skipped.
@@ -64,6 +65,25 @@ dx_page() {
 	return $rc
 }
 
+# Every setting the library defines has a row in docs/configuration.md.
+dx_gucs_documented() {
+	local missing
+	missing=$(pgh_psql -At -d postgres -c "SELECT name FROM pg_settings WHERE name LIKE 'harden.%' ORDER BY 1" \
+		| while read -r g; do grep -q "^| \`$g\` |" "$PGH_ROOT/docs/configuration.md" || echo "$g"; done)
+	[ -z "$missing" ] || { echo "not in docs/configuration.md:"; echo "$missing"; return 1; }
+}
+
+# Every SQLSTATE of src/pg_harden.h has a row in docs/errors.md, whose
+# table is sorted.
+dx_sqlstates_documented() {
+	local missing codes
+	missing=$(sed -n "s/.*MAKE_SQLSTATE('\(.\)','\(.\)','\(.\)','\(.\)','\(.\)').*/\1\2\3\4\5/p" "$PGH_ROOT/src/pg_harden.h" \
+		| while read -r c; do grep -q "^| \`$c\` |" "$PGH_ROOT/docs/errors.md" || echo "$c"; done)
+	[ -z "$missing" ] || { echo "not in docs/errors.md:"; echo "$missing"; return 1; }
+	codes=$(sed -n 's/^| `\([0-9A-Z]\{5\}\)` |.*/\1/p' "$PGH_ROOT/docs/errors.md")
+	[ "$codes" = "$(echo "$codes" | LC_ALL=C sort -u)" ] || { echo "docs/errors.md is not sorted (or has a code twice)"; return 1; }
+}
+
 run_doc_examples() {
 	local log="$PGH_TMP/out/docs.log" page rc=0 n
 	pgh_log "the docs' SQL examples"
@@ -77,6 +97,18 @@ run_doc_examples() {
 				sed 's/^/# /' "$PGH_TMP/out/docs-page.out"
 			fi
 		done
+		if dx_gucs_documented >"$PGH_TMP/out/docs-page.out" 2>&1; then
+			echo "ok - every harden.* setting is in docs/configuration.md"
+		else
+			echo "not ok - every harden.* setting is in docs/configuration.md"
+			sed 's/^/# /' "$PGH_TMP/out/docs-page.out"
+		fi
+		if dx_sqlstates_documented >"$PGH_TMP/out/docs-page.out" 2>&1; then
+			echo "ok - every SQLSTATE of src/pg_harden.h is in docs/errors.md, sorted"
+		else
+			echo "not ok - every SQLSTATE of src/pg_harden.h is in docs/errors.md, sorted"
+			sed 's/^/# /' "$PGH_TMP/out/docs-page.out"
+		fi
 	) >"$log" 2>&1 || rc=$?
 	cat "$log"
 	n=$(grep -c '^ok ' "$log" || true)
