@@ -41,3 +41,26 @@ SELECT f.key AS name,
        pg_catalog.jsonb_array_elements(f.value -> 'samples') s;
 COMMENT ON VIEW harden.metric_rows IS 'every series of harden.metrics(), one row each: family name, type, labels, value, help';
 GRANT SELECT ON harden.metric_rows TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Dump and restore: no dangling attachment or timer of a dropped table
+-- ---------------------------------------------------------------------------
+
+DELETE FROM harden.fsm_attached a WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = a.relid);
+DELETE FROM harden.fsm_due t WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = t.relid);
+-- A dropped table takes its attachments and timers with it (its audit rows
+-- stay: they name the table as text); else their regclass would dangle, and
+-- a dump would restore the bare OID, naming whatever table gets it later.
+CREATE FUNCTION harden.fsm_tables_dropped() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM harden.fsm_attached a
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND a.relid = d.objid;
+    DELETE FROM harden.fsm_due t
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND t.relid = d.objid;
+END $$;
+REVOKE ALL ON FUNCTION harden.fsm_tables_dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER harden_fsm_tables_dropped ON sql_drop
+    EXECUTE FUNCTION harden.fsm_tables_dropped();

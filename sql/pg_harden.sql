@@ -520,6 +520,23 @@ REVOKE ALL ON FUNCTION harden.stock_tables_dropped() FROM PUBLIC;
 CREATE EVENT TRIGGER harden_stock_tables_dropped ON sql_drop
     EXECUTE FUNCTION harden.stock_tables_dropped();
 
+-- A dropped table takes its attachments and timers with it (its audit rows
+-- stay: they name the table as text); else their regclass would dangle, and
+-- a dump would restore the bare OID, naming whatever table gets it later.
+CREATE FUNCTION harden.fsm_tables_dropped() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM harden.fsm_attached a
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND a.relid = d.objid;
+    DELETE FROM harden.fsm_due t
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND t.relid = d.objid;
+END $$;
+REVOKE ALL ON FUNCTION harden.fsm_tables_dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER harden_fsm_tables_dropped ON sql_drop
+    EXECUTE FUNCTION harden.fsm_tables_dropped();
+
 -- ---------------------------------------------------------------------------
 -- Attach / detach (admin: also needs ownership of the table)
 -- ---------------------------------------------------------------------------

@@ -231,6 +231,10 @@ SELECT 1 / (count(*) = 1)::int FROM harden.fsm_log WHERE table_name = 'public.up
 SELECT 1 / (count(*) = 1)::int FROM harden.fsm_attachments WHERE table_name = 'public.upg_ticket'::regclass;
 SQL
 }
+# The role still runs the admin functions it was granted.
+works_grants() {
+	sql "$1" -c "SET ROLE $app" -c "SELECT harden.metrics_reset()" -c "SELECT harden.cache_flush()" >/dev/null
+}
 works_stock() {
 	local db=$1
 	sql "$db" <<'SQL'
@@ -353,9 +357,40 @@ for v in $(versions); do
 	if has $db 'harden.fsm_define(text,text,text)' && [ "$(sql $db -c "SELECT to_regclass('public.upg_ticket') IS NOT NULL")" = t ]; then
 		check "from $v: the attached machine enforces, fires and audits after the update" works_fsm $db
 		check "from $v: stock, its reservation and the watched table's cached result work after the update" works_stock $db
+		check "from $v: the role still runs the functions it was granted" works_grants $db
 	fi
 	psql_q -d postgres -c "DROP DATABASE $db"
 done
 psql_q -d postgres -c "DROP DATABASE pgh_upgrade_fresh"
+
+# 0.3.0 left the attachments and timers of a dropped table behind; the
+# update removes them, and from then on a drop takes them along.
+fresh_db pgh_upgrade_drop
+sql pgh_upgrade_drop >/dev/null <<'SQL'
+CREATE EXTENSION pg_harden VERSION '0.3.0';
+CREATE TABLE gone (id int PRIMARY KEY, status text NOT NULL DEFAULT 'pending');
+SELECT harden.fsm_attach('gone', 'status', 'cart');
+INSERT INTO gone VALUES (1);
+UPDATE gone SET status = 'submitted';
+DROP TABLE gone;
+SQL
+dangling="SELECT count(*) FROM (SELECT relid FROM harden.fsm_attached UNION ALL SELECT relid FROM harden.fsm_due) r
+	WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = r.relid)"
+if [ "$(sql pgh_upgrade_drop -c "$dangling")" = 2 ] \
+	&& sql pgh_upgrade_drop -c "ALTER EXTENSION pg_harden UPDATE" \
+	&& [ "$(sql pgh_upgrade_drop -c "$dangling")" = 0 ] \
+	&& sql pgh_upgrade_drop >/dev/null <<'SQL' && [ "$(sql pgh_upgrade_drop -c "$dangling")" = 0 ]
+CREATE TABLE gone (id int PRIMARY KEY, status text NOT NULL DEFAULT 'pending');
+SELECT harden.fsm_attach('gone', 'status', 'cart');
+INSERT INTO gone VALUES (1);
+UPDATE gone SET status = 'submitted';
+DROP TABLE gone;
+SQL
+then
+	ok "the update removes a dropped table's attachments and timers; a drop then takes them along"
+else
+	not_ok "the update removes a dropped table's attachments and timers; a drop then takes them along"
+fi
+psql_q -d postgres -c "DROP DATABASE pgh_upgrade_drop"
 sql postgres -c "DROP ROLE $app"
 exit $status

@@ -124,6 +124,7 @@ CREATE INDEX big_v ON big (v);
 CREATE INDEX big_v_again ON big (v);
 SELECT count(*) FROM harden.health_report();
 SQL
+		[ $? -eq 0 ] || echo "not ok - a database using every feature"
 		# The worker must have run in this database for its series.
 		local deadline=$((SECONDS + 20))
 		until [ "$(pgh_psql -At -d "$sc_db" -c "SELECT count(*) > 0 FROM harden.metric_rows WHERE name = 'harden_worker_up' AND labels ->> 'database' = '$sc_db'")" = t ] \
