@@ -380,12 +380,12 @@ SELECT count(*) AS bloat_reported FROM harden.health_report() WHERE "check" = 'b
 SELECT count(*) AS missing_fk FROM harden.health_report() WHERE "check" = 'missing_fk_index' AND severity = 'info';
 SELECT regexp_replace(line, 'database="[^"]*"', 'database="…"') AS line
   FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
- WHERE line ~ '^pg_harden_health_findings\{.*check="(missing_fk_index|duplicate_index)"'
+ WHERE line ~ '^harden_health_findings\{.*check="(missing_fk_index|duplicate_index)"'
        AND strpos(line, format('database="%s"', current_database())) > 0
-    OR line ~ '^# (HELP|TYPE) pg_harden_health_findings'
+    OR line ~ '^# (HELP|TYPE) harden_health_findings'
  ORDER BY 1;
 SELECT (s->>'value')::float8 BETWEEN extract(epoch FROM now()) - 60 AND extract(epoch FROM now()) + 60 AS recent_run
-  FROM jsonb_array_elements(harden.metrics_json()->'metrics'->'pg_harden_health_report_timestamp_seconds'->'samples') AS s
+  FROM jsonb_array_elements(harden.metrics_json()->'metrics'->'harden_health_report_timestamp_seconds'->'samples') AS s
  WHERE s->'labels'->>'database' = current_database();
 
 REVOKE USAGE ON SCHEMA harden FROM pgh_analyze_nobody;

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole pg_harden suite on a throwaway cluster: pg_regress (sql/,
 # expected/), isolation specs (test/specs), the upgrade-path test, pgTAP
-# suites (test/pgtap), the background worker's (test/worker), crash recovery
-# (test/crash) and, after a restart without preloading, test/nopreload.  Exits non-zero if anything failed.
+# suites (test/pgtap), dump and restore (test/dump), a Prometheus scrape
+# through prometheus-postgres-exporter (test/metrics), the SQL examples of
+# the docs (test/docs), the background
+# worker's (test/worker), crash recovery (test/crash) and, after a restart
+# without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
 PASSED=0
@@ -88,7 +91,7 @@ pgh_build_and_stage
 # The worker runs fast here, and stays out of the databases whose tests call
 # the *_run_due() functions themselves and check what they did.
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
-	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap'"
+	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap, pgh_dump_src'"
 	"max_worker_processes = 16")
 pgh_cluster_start "${PGH_CONF[@]}"
 run_regress
@@ -100,6 +103,18 @@ run_pgtap pgtap "$PGH_ROOT/test/pgtap"
 source "$PGH_ROOT/test/attack/log_values.sh"
 run_log_values
 run_log_values_rows
+
+# pg_dump of a database using every feature, pg_restore into a second cluster.
+source "$PGH_ROOT/test/dump/dump.sh"
+run_dump_restore
+
+# prometheus-postgres-exporter with prometheus/pg_harden.yaml, scraped with curl.
+source "$PGH_ROOT/test/metrics/scrape.sh"
+run_scrape
+
+# Every SQL example of README.md and docs/ runs and shows its true errors.
+source "$PGH_ROOT/test/docs/examples.sh"
+run_doc_examples
 
 # The background worker: pgTAP in a database it serves, then checks across
 # a restart and across databases.

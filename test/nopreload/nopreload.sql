@@ -37,7 +37,7 @@ SELECT lives_ok($$ INSERT INTO np_watched VALUES (1); UPDATE np_watched SET id =
 
 SELECT is(harden.version(), (SELECT extversion FROM pg_extension WHERE extname = 'pg_harden'),
   'version() works');
-SELECT matches(harden.metrics(), 'pg_harden_preloaded 0', 'metrics() reports preloaded 0');
+SELECT matches(harden.metrics(), 'harden_preloaded 0', 'metrics() reports preloaded 0');
 SELECT is((harden.metrics_json()->>'preloaded')::bool, false, 'metrics_json() reports preloaded false');
 
 -- State machines need no shared memory: they are enforced, audited and
@@ -80,7 +80,7 @@ CREATE INDEX np_big_a ON np_big (id);
 CREATE INDEX np_big_b ON np_big (id);
 SELECT is((SELECT count(*) FROM harden.health_report() WHERE "check" = 'duplicate_index' AND object = 'public.np_big_b'),
   1::bigint, 'health_report works');
-SELECT doesnt_match(harden.metrics(), 'pg_harden_health_findings\{', 'no health summary in metrics()');
+SELECT doesnt_match(harden.metrics(), 'harden_health_findings\{', 'no health summary in metrics()');
 
 SELECT * FROM finish();
 ROLLBACK;
