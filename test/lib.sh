@@ -12,11 +12,13 @@ PGH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_CONFIG=${PG_CONFIG:-pg_config}
 PGH_PACKAGES=(make gcc postgresql-15 postgresql-contrib postgresql-server-dev-15
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-	prometheus-postgres-exporter curl)
+	prometheus-postgres-exporter curl pgbouncer)
 PGH_USER=${PGH_USER:-postgres}
 PGH_TMP=""
 PGH_PORT=""
 PGH_CLUSTER_UP=0
+# Functions pgh_cleanup calls first (test/replica/lib.sh adds its own).
+PGH_CLEANUP_HOOKS=()
 
 pgh_log() { printf '== %s\n' "$*"; }
 pgh_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -206,6 +208,8 @@ pgh_cluster_stop() {
 }
 
 pgh_cleanup() {
+	local hook
+	for hook in "${PGH_CLEANUP_HOOKS[@]}"; do "$hook"; done
 	pgh_cluster_stop
 	pgh_other_cluster_stop
 	if [ -n "$PGH_TMP" ] && [ -z "${PGH_KEEP:-}" ]; then
