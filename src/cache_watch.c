@@ -544,11 +544,13 @@ PG_FUNCTION_INFO_V1(harden_cache_unwatch);
 Datum
 harden_cache_watch(PG_FUNCTION_ARGS)
 {
+	harden_deny_on_standby("harden.cache_watch()");
 	PG_RETURN_BOOL(set_watch(fcinfo, true));
 }
 
 Datum
 harden_cache_unwatch(PG_FUNCTION_ARGS)
 {
+	harden_deny_on_standby("harden.cache_unwatch()");
 	PG_RETURN_BOOL(set_watch(fcinfo, false));
 }

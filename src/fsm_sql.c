@@ -505,6 +505,8 @@ harden_fsm_fire(PG_FUNCTION_ARGS)
 	MemoryContext outer = CurrentMemoryContext;
 	text	   *result;
 
+	harden_deny_on_standby("harden.fsm_fire()");
+
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
@@ -1025,6 +1027,8 @@ harden_fsm_define(PG_FUNCTION_ARGS)
 	ListCell   *lr;
 	ListCell   *lcol;
 
+	harden_deny_on_standby("harden.fsm_define()");
+
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_INVALID_RULES),
@@ -1069,6 +1073,8 @@ harden_fsm_drop(PG_FUNCTION_ARGS)
 	Datum		arg = CStringGetTextDatum(machine);
 	List	   *relids;
 	List	   *columns;
+
+	harden_deny_on_standby("harden.fsm_drop()");
 
 	spi_connect();
 	if (!lock_machine_row(machine, "drop"))
@@ -1162,6 +1168,8 @@ harden_fsm_attach(PG_FUNCTION_ARGS)
 	Datum		states;
 	char	  **names;
 	AclResult	acl;
+
+	harden_deny_on_standby("harden.fsm_attach()");
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -1258,6 +1266,8 @@ harden_fsm_detach(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	char	   *table;
 	Oid			fn = fsm_trigger_func_oid();
+
+	harden_deny_on_standby("harden.fsm_detach()");
 
 	rel = relation_open(relid, ShareRowExclusiveLock);
 	table = fsm_table_name(rel);
@@ -1522,6 +1532,8 @@ harden_fsm_run_due(PG_FUNCTION_ARGS)
 	DueRow	   *rows;
 	int			nest;
 
+	harden_deny_on_standby("harden.fsm_run_due()");
+
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	if (limit < 0)
@@ -1571,6 +1583,8 @@ harden_fsm_log_prune(PG_FUNCTION_ARGS)
 {
 	int64		n;
 	int			nest = harden_guc_pin();
+
+	harden_deny_on_standby("harden.fsm_log_prune()");
 
 	spi_connect();
 	n = prune_log();

@@ -157,6 +157,9 @@ extern void harden_redact_begin(HardenRedact *r, const char *sql, const char *wh
 extern void harden_redact_end(HardenRedact *r);
 extern void harden_redact_rethrow(HardenRedact *r) pg_attribute_noreturn();
 
+/* standby.c: 25006 for a function that writes tables, on a standby */
+extern void harden_deny_on_standby(const char *function);
+
 /* metrics.c: counters */
 extern HardenCounterSlot *harden_my_slot;
 extern int	harden_max_databases;

@@ -803,6 +803,8 @@ harden_stock_take(PG_FUNCTION_ARGS)
 	StockLine	line;
 	bool		taken;
 
+	harden_deny_on_standby("harden.stock_take()");
+
 	check_key_arg(fcinfo, 1);
 	qty = stock_arg_qty(fcinfo, 2);
 	wait = stock_parse_wait(fcinfo, 3);
@@ -834,6 +836,8 @@ harden_stock_take_many(PG_FUNCTION_ARGS)
 	Datum	   *remaining;
 	ArrayType  *result = NULL;
 
+	harden_deny_on_standby("harden.stock_take_many()");
+
 	SPI_connect();
 	st = stock_table_get(relid);
 	lines = stock_lines_from_arrays(st, fcinfo, 1, 2, &nlines, &positions, &ninput);
@@ -863,6 +867,8 @@ harden_stock_put(PG_FUNCTION_ARGS)
 	int64		qty;
 	StockTable *st;
 	StockLine	line;
+
+	harden_deny_on_standby("harden.stock_put()");
 
 	check_key_arg(fcinfo, 1);
 	qty = stock_arg_qty(fcinfo, 2);

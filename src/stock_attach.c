@@ -377,6 +377,8 @@ harden_stock_attach(PG_FUNCTION_ARGS)
 	StockConfig old;
 	const char *guard = NULL;
 
+	harden_deny_on_standby("harden.stock_attach()");
+
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -424,6 +426,8 @@ harden_stock_detach(PG_FUNCTION_ARGS)
 {
 	Oid			relid;
 	StockConfig old;
+
+	harden_deny_on_standby("harden.stock_detach()");
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,

@@ -367,6 +367,8 @@ harden_stock_reserve(PG_FUNCTION_ARGS)
 	int64		id = 0;
 	bool		taken;
 
+	harden_deny_on_standby("harden.stock_reserve()");
+
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -437,6 +439,8 @@ harden_stock_commit(PG_FUNCTION_ARGS)
 	Hold		h;
 	bool		done = false;
 
+	harden_deny_on_standby("harden.stock_commit()");
+
 	SPI_connect();
 	h = lock_hold(id);
 	check_hold_privilege(&h, false);
@@ -473,6 +477,8 @@ harden_stock_release(PG_FUNCTION_ARGS)
 	Hold		h;
 	bool		done = false;
 
+	harden_deny_on_standby("harden.stock_release()");
+
 	SPI_connect();
 	h = lock_hold(id);
 	check_hold_privilege(&h, true);
@@ -495,6 +501,8 @@ harden_stock_release_ref(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	Hold	   *holds;
 	int			n;
+
+	harden_deny_on_standby("harden.stock_release_ref()");
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -529,6 +537,8 @@ harden_stock_run_due(PG_FUNCTION_ARGS)
 	Hold	   *holds;
 	int			n;
 	int			nest;
+
+	harden_deny_on_standby("harden.stock_run_due()");
 
 	if (max_holds <= 0)
 		ereport(ERROR,

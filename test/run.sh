@@ -4,7 +4,8 @@
 # suites (test/pgtap), dump and restore (test/dump), a Prometheus scrape
 # through prometheus-postgres-exporter (test/metrics), the SQL examples of
 # the docs (test/docs), the background
-# worker's (test/worker), crash recovery (test/crash) and, after a restart
+# worker's (test/worker), crash recovery (test/crash), a hot standby and
+# failover (test/replica) and, after a restart
 # without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
@@ -125,6 +126,13 @@ run_worker_restart
 # Backends killed with SIGKILL mid-write; the postmaster's crash restart.
 source "$PGH_ROOT/test/crash/crash.sh"
 run_crash
+
+# A streaming standby of this cluster: its own cache, 25006 for writes,
+# restart and catch-up, then failover (the primary stops, the standby is
+# promoted; the primary is started again on its own afterwards).
+source "$PGH_ROOT/test/replica/lib.sh"
+source "$PGH_ROOT/test/replica/replica.sh"
+run_replica
 
 # make sanitize: the sanitizer runtime is in the server's backends.
 if [ -n "${SANITIZE:-}" ]; then
