@@ -4,8 +4,8 @@
 # suites (test/pgtap), dump and restore (test/dump), a Prometheus scrape
 # through prometheus-postgres-exporter (test/metrics), the SQL examples of
 # the docs (test/docs), the background
-# worker's (test/worker), crash recovery (test/crash), a hot standby and
-# failover (test/replica) and, after a restart
+# worker's (test/worker), crash recovery (test/crash), pgbouncer, a hot
+# standby and failover (test/replica) and, after a restart
 # without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
@@ -92,7 +92,7 @@ pgh_build_and_stage
 # The worker runs fast here, and stays out of the databases whose tests call
 # the *_run_due() functions themselves and check what they did.
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
-	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap, pgh_dump_src'"
+	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap, pgh_dump_src, pgh_bouncer, pgh_bouncer_s'"
 	"max_worker_processes = 16")
 pgh_cluster_start "${PGH_CONF[@]}"
 run_regress
@@ -127,10 +127,15 @@ run_worker_restart
 source "$PGH_ROOT/test/crash/crash.sh"
 run_crash
 
+# pgbouncer in transaction mode in front of this cluster: pgTAP suites and
+# what matters through a pooler.
+source "$PGH_ROOT/test/replica/lib.sh"
+source "$PGH_ROOT/test/replica/pooler.sh"
+run_pooler
+
 # A streaming standby of this cluster: its own cache, 25006 for writes,
 # restart and catch-up, then failover (the primary stops, the standby is
 # promoted; the primary is started again on its own afterwards).
-source "$PGH_ROOT/test/replica/lib.sh"
 source "$PGH_ROOT/test/replica/replica.sh"
 run_replica
 

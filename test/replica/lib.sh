@@ -10,9 +10,11 @@
 #   pgh_standby_wait_replay [PORT [HOST]]
 #       waits until the standby has replayed the primary's current WAL position.
 #   pgh_standby_promote NAME
-#   pgh_pgbouncer_start
-#       pgbouncer, pool_mode = transaction, on a free port with its socket in
-#       $PGH_TMP/pgbouncer; sets PGH_BOUNCER_PORT.  Stopped at cleanup.
+#   pgh_pgbouncer_start [extra [databases] lines...]
+#       pgbouncer, pool_mode = transaction, on a free loopback port with its
+#       socket in $PGH_TMP/pgbouncer; every database of the primary under its
+#       own name, plus the extra entries; sets PGH_BOUNCER_PORT.  Stopped at
+#       cleanup.
 
 PGH_STANDBYS=()
 PGH_BOUNCER_PID=""
@@ -91,16 +93,19 @@ pgh_standby_promote() {
 	pgh_as_server "$PGH_BIN/pg_ctl" -D "$PGH_TMP/$1" -w -t 60 promote >/dev/null
 }
 
-# pgh_pgbouncer_start: transaction pooling in front of the primary, every
-# database, trust auth (a throwaway cluster on a private socket).
+# pgh_pgbouncer_start [extra [databases] lines...]: transaction pooling in
+# front of the primary, trust auth (a throwaway cluster); the pool is small
+# so that clients share server connections.
 pgh_pgbouncer_start() {
-	local dir="$PGH_TMP/pgbouncer"
+	local dir="$PGH_TMP/pgbouncer" extra
 	PGH_BOUNCER_PORT=$(pgh_free_port)
 	pgh_as_server mkdir -p "$dir"
 	pgh_as_server tee "$dir/userlist.txt" >/dev/null <<<'"postgres" ""'
+	extra=$(printf '%s\n' "$@")
 	pgh_as_server tee "$dir/pgbouncer.ini" >/dev/null <<EOF
 [databases]
 * = host=$PGHOST port=$PGPORT
+$extra
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -110,9 +115,8 @@ auth_type = trust
 auth_file = $dir/userlist.txt
 pool_mode = transaction
 max_client_conn = 200
-default_pool_size = 4
+default_pool_size = 2
 ignore_startup_parameters = extra_float_digits,options
-server_reset_query =
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 EOF
