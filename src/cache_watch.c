@@ -188,10 +188,21 @@ cache_gen_current(Oid dboid, Oid relid)
 	return slot ? pg_atomic_read_u64(&slot->generation) : 0;
 }
 
+/*
+ * Results computed on a standby saw no generation move (replayed writes fire
+ * no triggers) and recorded their dependencies as unwatched: they carry this
+ * bit, which the epoch loses when recovery ends, so a promoted server never
+ * serves them.
+ */
+#define EPOCH_IN_RECOVERY (UINT64CONST(1) << 63)
+
 uint64
 cache_gen_epoch(void)
 {
-	return watch_shared ? pg_atomic_read_u64(&watch_shared->epoch) : 0;
+	if (watch_shared == NULL)
+		return 0;
+	return pg_atomic_read_u64(&watch_shared->epoch) |
+		(RecoveryInProgress() ? EPOCH_IN_RECOVERY : 0);
 }
 
 /*

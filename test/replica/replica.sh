@@ -65,6 +65,9 @@ SELECT harden.stock_attach('prod', 'price');
 SELECT harden.fsm_define('rp_m', 'new -> open on start; open -> done on close; new -> late after 1 second');
 -- 'slow' rows become due only after the failover.
 SELECT harden.fsm_define('rp_slow', 'wait -> over after 6 seconds');
+CREATE TABLE pw (v int);
+INSERT INTO pw VALUES (1);
+SELECT harden.cache_watch('pw');
 CREATE TABLE ticket (id int PRIMARY KEY, status text NOT NULL DEFAULT 'new');
 SELECT harden.fsm_attach('ticket', 'status', 'rp_m');
 CREATE TABLE slow (id int PRIMARY KEY, status text NOT NULL DEFAULT 'wait');
@@ -178,6 +181,12 @@ SQL
 	local before
 	before=$(rp_s -c "SELECT string_agg(id || ':' || price, ',' ORDER BY id) FROM prod WHERE id <= 4")
 	rp_check "failover: the standby has the reservations (stock taken)" rp_equal "$before" "1:1,2:2,3:0,4:1"
+	rp_check "failover: a result cached on the standby from a watched table" rp_equal \
+		"$(rp_s -c "SELECT harden.cache_query('rp:pre', 'SELECT v FROM pw', '1 hour')")" '[{"v": 1}]'
+	rp_p -c "UPDATE pw SET v = 2" >/dev/null
+	pgh_standby_wait_replay >/dev/null
+	rp_check "failover: ... is TTL-only there: still served after the standby replayed a write (docs/replicas.md)" rp_equal \
+		"$(rp_s -c "SELECT harden.cache_query('rp:pre', 'SELECT v FROM pw', '1 hour')")" '[{"v": 1}]'
 	# The primary fails (no shutdown checkpoint); the standby is promoted.
 	pgh_as_server "$PGH_BIN/pg_ctl" -D "$PGH_TMP/data" -m immediate -w stop >/dev/null 2>&1 || true
 	rp_check "failover: pg_ctl promote" pgh_standby_promote standby
@@ -208,6 +217,8 @@ SQL
 			-c "UPDATE prod SET price = price + 1 WHERE id = 1" \
 			-c "SELECT harden.cache_query('rp:f', 'SELECT sum(price) AS s FROM prod WHERE id <= 4')" 2>&1 | tr '\n' ' ')" \
 		'[{"s": 10}] [{"s": 11}] '
+	rp_check "failover: the promoted server does not serve the result it cached as a standby" rp_equal \
+		"$(rp_s -c "SELECT harden.cache_query('rp:pre', 'SELECT v FROM pw', '1 hour')")" '[{"v": 2}]'
 	rp_check "failover: a new timer fires there" rp_true_s \
 		"INSERT INTO ticket VALUES (100); SELECT true"
 	rp_check "... once" rp_wait_s \
