@@ -22,6 +22,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -76,6 +77,17 @@ typedef struct BreakerBucket
 	uint32		failures;
 } BreakerBucket;
 
+/* A state change not yet moved into harden.breaker_states. */
+typedef struct BreakerChange
+{
+	uint8		from;
+	uint8		to;
+	uint32		calls;			/* a trip: the window's calls and failures */
+	uint32		failures;
+} BreakerChange;
+
+#define BREAKER_MAX_PENDING 8
+
 typedef struct BreakerSlot
 {
 	slock_t		mutex;			/* everything below */
@@ -90,10 +102,10 @@ typedef struct BreakerSlot
 	TimestampTz round_at;		/* half-open: when probes were last handed out */
 	int32		probes_granted;
 	int32		probes_ok;
-	uint32		trip_calls;		/* the window when it last tripped */
-	uint32		trip_failures;
-	uint64		version;		/* bumped by every state change */
-	uint64		synced;			/* version the table is known to show */
+	uint64		changes;		/* state changes since loaded */
+	int			npending;		/* changes to record, oldest first */
+	BreakerChange pending[BREAKER_MAX_PENDING];
+	bool		resync;			/* the row may be behind beyond pending */
 	TimestampTz warned_at;
 	BreakerBucket buckets[BREAKER_BUCKETS];
 	uint64		allowed;
@@ -273,7 +285,7 @@ breaker_mark_unsynced(void)
 
 		SpinLockAcquire(&s->mutex);
 		if (s->in_use && s->dboid == MyDatabaseId)
-			s->synced = 0;
+			s->resync = true;
 		SpinLockRelease(&s->mutex);
 	}
 	for (int i = 0; i < ntouched && !touched_overflow; i++)
@@ -282,7 +294,7 @@ breaker_mark_unsynced(void)
 
 		SpinLockAcquire(&s->mutex);
 		if (s->ident == touched_ident[i])
-			s->synced = 0;
+			s->resync = true;
 		SpinLockRelease(&s->mutex);
 	}
 }
@@ -546,11 +558,10 @@ breaker_claim_slot(const char *name, const BreakerRow *row, uint64 gen)
 	s->round_at = s->since;
 	s->probes_granted = 0;
 	s->probes_ok = 0;
-	s->trip_calls = 0;
-	s->trip_failures = 0;
-	s->version = 1;
+	s->changes = 0;
+	s->npending = 0;
 	/* A breaker without its row gets one from the first sync. */
-	s->synced = row->has_state ? 1 : 0;
+	s->resync = !row->has_state;
 	s->warned_at = 0;
 	breaker_clear_window(s);
 	s->allowed = s->rejected = s->successes = s->failures = s->opens = 0;
@@ -694,14 +705,25 @@ breaker_acquire(const char *name, int *slot, uint32 *ident)
 /* ---- the state machine in shared memory (slot spinlock held) ---- */
 
 static void
-breaker_enter(BreakerSlot *s, BreakerState state, TimestampTz now)
+breaker_enter(BreakerSlot *s, BreakerState state, TimestampTz now, uint64 calls, uint64 failures)
 {
+	if (s->npending < BREAKER_MAX_PENDING)
+	{
+		BreakerChange *c = &s->pending[s->npending++];
+
+		c->from = (uint8) s->state;
+		c->to = (uint8) state;
+		c->calls = (uint32) Min(calls, PG_UINT32_MAX);
+		c->failures = (uint32) Min(failures, PG_UINT32_MAX);
+	}
+	else
+		s->resync = true;		/* too many at once: record the end state */
 	s->state = state;
 	s->since = now;
 	s->round_at = now;
 	s->probes_granted = 0;
 	s->probes_ok = 0;
-	s->version++;
+	s->changes++;
 	if (state == BS_OPEN)
 		s->opens++;
 	if (state != BS_HALF_OPEN)
@@ -713,7 +735,7 @@ static void
 breaker_advance(BreakerSlot *s, TimestampTz now)
 {
 	if (s->state == BS_OPEN && now - s->since >= s->cfg.cooldown_us)
-		breaker_enter(s, BS_HALF_OPEN, now);
+		breaker_enter(s, BS_HALF_OPEN, now, 0, 0);
 	else if (s->state == BS_HALF_OPEN && s->probes_granted >= s->cfg.probes &&
 			 now - s->round_at >= s->cfg.cooldown_us)
 	{
@@ -766,11 +788,7 @@ breaker_count(BreakerSlot *s, bool success, TimestampTz now)
 	else
 		trip = failures >= (uint64) s->cfg.threshold;
 	if (trip)
-	{
-		s->trip_calls = (uint32) Min(calls, PG_UINT32_MAX);
-		s->trip_failures = (uint32) Min(failures, PG_UINT32_MAX);
-		breaker_enter(s, BS_OPEN, now);
-	}
+		breaker_enter(s, BS_OPEN, now, calls, failures);
 }
 
 static void
@@ -790,13 +808,9 @@ breaker_apply(BreakerSlot *s, bool success, TimestampTz now)
 			break;
 		case BS_HALF_OPEN:
 			if (!success)
-			{
-				s->trip_calls = 0;
-				s->trip_failures = 0;
-				breaker_enter(s, BS_OPEN, now);
-			}
+				breaker_enter(s, BS_OPEN, now, 0, 0);
 			else if (++s->probes_ok >= s->cfg.probes)
-				breaker_enter(s, BS_CLOSED, now);
+				breaker_enter(s, BS_CLOSED, now, 0, 0);
 			break;
 	}
 }
@@ -808,6 +822,7 @@ typedef struct BreakerSyncArg
 	const char *name;
 	int			slot;
 	uint32		ident;
+	bool		wait;			/* for the row lock (else fail at once) */
 	int			moved;
 } BreakerSyncArg;
 
@@ -832,26 +847,29 @@ breaker_event(BreakerState from, BreakerState to)
 	return "reset";
 }
 
+/* Why the row moves, for harden.fsm_log.reason; c is NULL for a catch-up step. */
 static char *
-breaker_reason(const BreakerSlot *copy, BreakerState from, BreakerState to, const char *role)
+breaker_reason(const BreakerSlot *copy, const BreakerChange *c, BreakerState from,
+			   BreakerState to, const char *role)
 {
-	const BreakerConfig *c = &copy->cfg;
+	const BreakerConfig *cfg = &copy->cfg;
 	char	   *why;
 
-	if (to == BS_OPEN && from == BS_CLOSED && copy->trip_calls > 0 && c->rate > 0)
+	if (c && to == BS_OPEN && from == BS_CLOSED && cfg->rate > 0)
 		why = psprintf("%u of %u calls failed within %s (failure rate %g)",
-					   copy->trip_failures, copy->trip_calls, format_us(c->window_us), c->rate);
-	else if (to == BS_OPEN && from == BS_CLOSED && copy->trip_calls > 0)
-		why = psprintf("%u failures within %s (threshold %d)",
-					   copy->trip_failures, format_us(c->window_us), c->threshold);
-	else if (to == BS_OPEN && from == BS_HALF_OPEN)
+					   c->failures, c->calls, format_us(cfg->window_us), cfg->rate);
+	else if (c && to == BS_OPEN && from == BS_CLOSED)
+		why = psprintf("%u failure%s within %s (threshold %d)",
+					   c->failures, c->failures == 1 ? "" : "s", format_us(cfg->window_us),
+					   cfg->threshold);
+	else if (c && to == BS_OPEN)
 		why = pstrdup("a half-open probe failed");
-	else if (to == BS_OPEN)
-		why = pstrdup("tripped");
-	else if (to == BS_HALF_OPEN)
-		why = psprintf("cooldown of %s over", format_us(c->cooldown_us));
+	else if (c && to == BS_HALF_OPEN)
+		why = psprintf("cooldown of %s over", format_us(cfg->cooldown_us));
+	else if (c)
+		why = psprintf("%d half-open probe%s succeeded", cfg->probes, cfg->probes == 1 ? "" : "s");
 	else
-		why = psprintf("%d half-open probe%s succeeded", c->probes, c->probes == 1 ? "" : "s");
+		why = psprintf("catching up with the live state \"%s\"", breaker_state_names[copy->state]);
 	return psprintf("breaker %s: %s; recorded by %s", copy->name, why, role);
 }
 
@@ -903,6 +921,26 @@ breaker_set_timer(const char *name, TimestampTz due)
 				 2, types, values, NULL, false, SPI_OK_UPDATE);
 }
 
+/*
+ * Move the row from one state to another along the machine's shortest path
+ * (after a rollback lost recorded changes, or more changes than are queued).
+ */
+static BreakerState
+breaker_walk(const char *name, const BreakerSlot *copy, BreakerState cur, BreakerState to,
+			 const char *role, int *moved)
+{
+	while (cur != to)
+	{
+		BreakerState next = breaker_step(cur, to);
+
+		breaker_move_row(name, cur, next, GetCurrentTimestamp(),
+						 breaker_reason(copy, NULL, cur, next, role));
+		cur = next;
+		(*moved)++;
+	}
+	return cur;
+}
+
 /* Bring one breaker's row up to its slot.  Runs in a subtransaction. */
 static void
 breaker_sync_fn(void *varg)
@@ -911,19 +949,20 @@ breaker_sync_fn(void *varg)
 	BreakerSlot *s = &bs->slots[a->slot];
 	BreakerSlot copy;
 	char	   *role = GetUserNameFromId(GetUserId(), false);
-	Oid			type = TEXTOID;
-	Datum		value = CStringGetTextDatum(a->name);
+	Oid			types[2] = {TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(a->name)};
 	BreakerSpi	spi;
 	BreakerState cur;
 
 	breaker_spi_begin(&spi);
-	/* NOWAIT: a breaker call never queues behind another transaction. */
-	breaker_exec("SELECT state FROM harden.breaker_states WHERE name = $1 FOR UPDATE NOWAIT",
-				 1, &type, &value, NULL, false, SPI_OK_SELECT);
+	/* NOWAIT: breaker_record() never queues behind another transaction. */
+	breaker_exec(a->wait ? "SELECT state FROM harden.breaker_states WHERE name = $1 FOR UPDATE" :
+				 "SELECT state FROM harden.breaker_states WHERE name = $1 FOR UPDATE NOWAIT",
+				 1, types, values, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 	{
 		breaker_exec("INSERT INTO harden.breaker_states (name) VALUES ($1)",
-					 1, &type, &value, NULL, false, SPI_OK_INSERT);
+					 1, types, values, NULL, false, SPI_OK_INSERT);
 		cur = BS_CLOSED;
 	}
 	else
@@ -939,35 +978,54 @@ breaker_sync_fn(void *varg)
 	memcpy(&copy, s, sizeof(copy));
 	SpinLockRelease(&s->mutex);
 
-	while (cur != copy.state)
+	/* Each change in order; one the machine's timer made already is skipped. */
+	for (int i = 0; i < copy.npending; i++)
 	{
-		BreakerState next = breaker_step(cur, copy.state);
-		TimestampTz since = next == copy.state ? copy.since : GetCurrentTimestamp();
+		const BreakerChange *c = &copy.pending[i];
 
-		breaker_move_row(a->name, cur, next, since, breaker_reason(&copy, cur, next, role));
-		if (next == BS_OPEN && next == copy.state)
-			breaker_set_timer(a->name, copy.since + copy.cfg.cooldown_us);
-		cur = next;
+		if (cur == (BreakerState) c->to)
+			continue;
+		cur = breaker_walk(a->name, &copy, cur, (BreakerState) c->from, role, &a->moved);
+		breaker_move_row(a->name, cur, c->to, GetCurrentTimestamp(),
+						 breaker_reason(&copy, c, cur, c->to, role));
+		cur = c->to;
 		a->moved++;
 	}
+	cur = breaker_walk(a->name, &copy, cur, copy.state, role, &a->moved);
+	/* The row's since and the timer follow the live state. */
+	types[1] = TIMESTAMPTZOID;
+	values[1] = TimestampTzGetDatum(copy.since);
+	breaker_exec("UPDATE harden.breaker_states SET since = $2 WHERE name = $1 AND since <> $2",
+				 2, types, values, NULL, false, SPI_OK_UPDATE);
+	if (copy.state == BS_OPEN && a->moved > 0)
+		breaker_set_timer(a->name, copy.since + copy.cfg.cooldown_us);
 	breaker_spi_end(&spi);
 
 	breaker_touched(a->slot, a->ident);
 	SpinLockAcquire(&s->mutex);
-	if (s->ident == a->ident && s->synced < copy.version)
-		s->synced = copy.version;
+	if (s->ident == a->ident)
+	{
+		/* Drop what was recorded; changes made meanwhile stay queued. */
+		int			done = Min(copy.npending, s->npending);
+
+		memmove(s->pending, s->pending + done, sizeof(BreakerChange) * (s->npending - done));
+		s->npending -= done;
+		if (s->changes == copy.changes)
+			s->resync = false;
+	}
 	SpinLockRelease(&s->mutex);
 }
 
 /*
  * Move the row; on failure the slot stays unsynced for a later call.  With
- * report, the error is raised; otherwise it is a warning at most once a
- * minute per breaker, and a locked row is not worth one.
+ * report (breaker_sync()), it waits for the row lock and raises an error;
+ * otherwise an error is a warning at most once a minute per breaker, and a
+ * locked row is not worth one.
  */
 static int
 breaker_sync(const char *name, int slot, uint32 ident, bool report)
 {
-	BreakerSyncArg arg = {name, slot, ident, 0};
+	BreakerSyncArg arg = {name, slot, ident, report, 0};
 	ErrorData  *edata;
 
 	if (harden_try_in_subxact(breaker_sync_fn, &arg, &edata))
@@ -1068,7 +1126,7 @@ harden_breaker_record(PG_FUNCTION_ARGS)
 	breaker_advance(s, now);
 	breaker_apply(s, PG_GETARG_BOOL(1), now);
 	state = s->state;
-	unsynced = s->version != s->synced;
+	unsynced = s->npending > 0 || s->resync;
 	SpinLockRelease(&s->mutex);
 
 	if (unsynced && breaker_can_write())
@@ -1288,6 +1346,7 @@ breaker_write_metrics(MetricWriter *w)
 	BreakerSlot *copies;
 	int			n = 0;
 	TimestampTz now;
+	char	   *db;
 
 	if (bs == NULL || !harden_shmem_ready)
 		return;
@@ -1307,11 +1366,12 @@ breaker_write_metrics(MetricWriter *w)
 	}
 	metric_family(w, "breaker_state", "gauge",
 				  "Circuit breaker state: 0 closed, 1 open, 2 half-open.");
+	db = get_database_name(MyDatabaseId);
 	for (int i = 0; i < n; i++)
-		metric_sample(w, (double) copies[i].state, 1, "breaker", copies[i].name);
+		metric_sample(w, (double) copies[i].state, 2, "database", db, "breaker", copies[i].name);
 	metric_family(w, "breaker_opens_total", "counter",
 				  "Times the circuit breaker opened since it was loaded into shared memory.");
 	for (int i = 0; i < n; i++)
-		metric_sample(w, (double) copies[i].opens, 1, "breaker", copies[i].name);
+		metric_sample(w, (double) copies[i].opens, 2, "database", db, "breaker", copies[i].name);
 	pfree(copies);
 }

@@ -7,6 +7,7 @@
  * numbers, and the value after a sensitive name ("password=...",
  * "token: ...").  jsonb: the value of every sensitive key, whatever its
  * type, and the same text masking in every string, key and integer.
+ * Sensitive names: harden.redact_keys, or the built-in list.
  *
  * One left-to-right pass with bounded look-ahead, so the cost is linear in
  * the input; jsonb is walked with its iterator (no recursion).
@@ -40,16 +41,22 @@ static char *redact_keys_setting = NULL;
 static char *parsed_from = NULL;
 static List *sensitive_names = NIL;
 
+/* The names masked by default, and what "default" in the setting stands for. */
+static const char *const builtin_names[] = {
+	"password", "passwd", "secret", "token", "api_key", "access_key", "private_key",
+	"authorization", "cookie", "cvv", "cvc", "pin", "ssn", "card_number"
+};
+
 void
 redact_define_gucs(bool preloading)
 {
 	DefineCustomStringVariable("harden.redact_keys",
-							   "Names whose values harden.redact() masks.",
-							   "Comma-separated, compared case-insensitively ignoring \"_\", \"-\", \".\" and spaces; "
-							   "names of 5 or more characters also match inside a longer name.",
+							   "Names whose values harden.redact() masks (empty: the built-in list).",
+							   "Comma-separated; \"default\" stands for the built-in list.  Compared "
+							   "case-insensitively ignoring \"_\", \"-\", \".\" and spaces; names of 5 or "
+							   "more characters also match inside a longer name.",
 							   &redact_keys_setting,
-							   "password, passwd, secret, token, api_key, access_key, private_key, "
-							   "authorization, cookie, cvv, cvc, pin, ssn, card_number",
+							   "",
 							   PGC_USERSET, GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
 }
@@ -75,6 +82,22 @@ normalize_name(const char *s, int len, char *out, int outsize)
 }
 
 static void
+add_name(const char *p, int len)
+{
+	char		buf[KEY_MAX_CHARS + 1];
+
+	if (normalize_name(p, len, buf, sizeof(buf)) <= 0)
+		return;
+	if (strcmp(buf, "default") == 0)
+	{
+		for (int i = 0; i < (int) lengthof(builtin_names); i++)
+			add_name(builtin_names[i], strlen(builtin_names[i]));
+		return;
+	}
+	sensitive_names = lappend(sensitive_names, pstrdup(buf));
+}
+
+static void
 load_sensitive_names(void)
 {
 	const char *setting = redact_keys_setting ? redact_keys_setting : "";
@@ -90,14 +113,14 @@ load_sensitive_names(void)
 		pfree(parsed_from);
 	parsed_from = pstrdup(setting);
 	p = setting;
+	if (strspn(p, " \t,") == strlen(p))
+		add_name("default", 7);
 	while (*p)
 	{
 		const char *end = strchr(p, ',');
 		int			len = end ? (int) (end - p) : (int) strlen(p);
-		char		buf[KEY_MAX_CHARS + 1];
 
-		if (normalize_name(p, len, buf, sizeof(buf)) > 0)
-			sensitive_names = lappend(sensitive_names, pstrdup(buf));
+		add_name(p, len);
 		p += len;
 		if (*p == ',')
 			p++;
@@ -158,7 +181,6 @@ static int
 email_domain_end(const char *s, int len, int at)
 {
 	int			i = at + 1;
-	int			last_label = -1;
 	int			end = -1;
 	int			dots = 0;
 
@@ -167,6 +189,8 @@ email_domain_end(const char *s, int len, int at)
 		int			start = i;
 		bool		letters = true;
 
+		if (!is_alnum(s[i]))
+			break;
 		while (i < len && (is_alnum(s[i]) || s[i] == '-'))
 		{
 			letters = letters && !is_digit(s[i]) && s[i] != '-';
@@ -176,7 +200,6 @@ email_domain_end(const char *s, int len, int at)
 			break;
 		if (dots > 0 && letters && i - start >= 2)
 			end = i;
-		last_label = start;
 		if (i + 1 < len && s[i] == '.' && (is_alnum(s[i + 1])))
 		{
 			dots++;
@@ -185,7 +208,6 @@ email_domain_end(const char *s, int len, int at)
 		}
 		break;
 	}
-	(void) last_label;
 	return end;
 }
 
