@@ -7,8 +7,11 @@
 
 -- Definitions, kept by pg_dump.  Written by harden.breaker_define() and
 -- harden.breaker_drop() as the extension's owner.
+CREATE SEQUENCE harden.breakers_id_seq;
 CREATE TABLE harden.breakers (
     name              text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.:-]{1,63}$'),
+    -- Stays when a breaker is redefined: a new id is a new breaker.
+    id                bigint NOT NULL UNIQUE DEFAULT nextval('harden.breakers_id_seq'),
     failure_threshold integer NOT NULL DEFAULT 5 CHECK (failure_threshold > 0),
     failure_rate      double precision CHECK (failure_rate > 0 AND failure_rate <= 1),
     min_calls         integer NOT NULL DEFAULT 10 CHECK (min_calls > 0),
@@ -18,7 +21,9 @@ CREATE TABLE harden.breakers (
     defined_at        timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE harden.breakers IS 'circuit breakers: trip after failure_threshold failures (or, with failure_rate, that share of at least min_calls calls) within failure_window; stay open for cooldown; close after half_open_probes successful probes';
+ALTER SEQUENCE harden.breakers_id_seq OWNED BY harden.breakers.id;
 SELECT pg_catalog.pg_extension_config_dump('harden.breakers', '');
+SELECT pg_catalog.pg_extension_config_dump('harden.breakers_id_seq', '');
 GRANT SELECT ON harden.breakers TO PUBLIC;
 
 -- One row per breaker, moved by the shipped circuit_breaker machine: every

@@ -95,6 +95,7 @@ typedef struct BreakerSlot
 	bool		in_use;
 	Oid			dboid;
 	uint64		loaded_gen;		/* definitions generation of cfg (0: reload) */
+	int64		def_id;			/* harden.breakers.id */
 	char		name[BREAKER_NAME_MAX + 1];
 	BreakerConfig cfg;
 	BreakerState state;
@@ -136,6 +137,7 @@ typedef struct BreakerEntry
 /* A row of the tables, as read by a load. */
 typedef struct BreakerRow
 {
+	int64		id;
 	BreakerConfig cfg;
 	bool		has_state;
 	BreakerState state;
@@ -414,7 +416,7 @@ breaker_read(const char *name, BreakerRow *row)
 
 	breaker_spi_begin(&spi);
 	breaker_exec("SELECT b.failure_threshold, b.failure_rate, b.min_calls, b.failure_window, "
-				 "b.cooldown, b.half_open_probes, s.state, s.since "
+				 "b.cooldown, b.half_open_probes, s.state, s.since, b.id "
 				 "FROM harden.breakers b LEFT JOIN harden.breaker_states s ON s.name = b.name "
 				 "WHERE b.name = $1",
 				 1, &type, &value, NULL, true, SPI_OK_SELECT);
@@ -433,6 +435,7 @@ breaker_read(const char *name, BreakerRow *row)
 		row->cfg.window_us = Max(interval_us(DatumGetIntervalP(SPI_getbinval(tup, desc, 4, &isnull))), 1);
 		row->cfg.cooldown_us = Max(interval_us(DatumGetIntervalP(SPI_getbinval(tup, desc, 5, &isnull))), 1);
 		row->cfg.probes = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		row->id = DatumGetInt64(SPI_getbinval(tup, desc, 9, &isnull));
 		d = SPI_getbinval(tup, desc, 7, &isnull);
 		row->has_state = !isnull;
 		if (!isnull)
@@ -531,26 +534,15 @@ breaker_collect(void)
 	LWLockRelease(&bs->lock);
 }
 
-static int
-breaker_claim_slot(const char *name, const BreakerRow *row, uint64 gen)
+/* Set up a slot for a breaker as its rows describe it.  Caller holds its spinlock. */
+static void
+breaker_init_slot(BreakerSlot *s, const char *name, const BreakerRow *row, uint64 gen)
 {
-	BreakerSlot *s = NULL;
-	int			i;
-
-	for (i = 0; i < bs->nslots; i++)
-		if (!bs->slots[i].in_use)
-		{
-			s = &bs->slots[i];
-			break;
-		}
-	if (s == NULL)
-		return -1;
-
-	SpinLockAcquire(&s->mutex);
 	s->ident++;
 	s->in_use = true;
 	s->dboid = MyDatabaseId;
 	s->loaded_gen = gen;
+	s->def_id = row->id;
 	strlcpy(s->name, name, sizeof(s->name));
 	s->cfg = row->cfg;
 	s->state = row->has_state ? row->state : BS_CLOSED;
@@ -565,8 +557,20 @@ breaker_claim_slot(const char *name, const BreakerRow *row, uint64 gen)
 	s->warned_at = 0;
 	breaker_clear_window(s);
 	s->allowed = s->rejected = s->successes = s->failures = s->opens = 0;
-	SpinLockRelease(&s->mutex);
-	return i;
+}
+
+static int
+breaker_claim_slot(const char *name, const BreakerRow *row, uint64 gen)
+{
+	for (int i = 0; i < bs->nslots; i++)
+		if (!bs->slots[i].in_use)
+		{
+			SpinLockAcquire(&bs->slots[i].mutex);
+			breaker_init_slot(&bs->slots[i], name, row, gen);
+			SpinLockRelease(&bs->slots[i].mutex);
+			return i;
+		}
+	return -1;
 }
 
 /*
@@ -637,10 +641,15 @@ breaker_load(const char *name, BreakerEntry *e)
 		BreakerSlot *s = &bs->slots[i];
 
 		SpinLockAcquire(&s->mutex);
-		if (s->cfg.window_us != row.cfg.window_us)
-			breaker_clear_window(s);
-		s->cfg = row.cfg;
-		s->loaded_gen = gen;
+		if (s->def_id != row.id)
+			breaker_init_slot(s, name, &row, gen);	/* dropped and defined anew */
+		else
+		{
+			if (s->cfg.window_us != row.cfg.window_us)
+				breaker_clear_window(s);
+			s->cfg = row.cfg;
+			s->loaded_gen = gen;
+		}
 		SpinLockRelease(&s->mutex);
 	}
 	e->slot = i;
