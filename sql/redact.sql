@@ -9,11 +9,15 @@ SELECT harden.redact('cards 4111 1111 1111 1111, 4111-1111-1111-1111, 5500000000
 -- A card number must pass the Luhn check; other long numbers stay.
 SELECT harden.redact('order 4111111111111112, tracking 1234567890123') AS unchanged;
 SELECT harden.redact('SSN 123-45-6789 or 123 45 6789; NINO QQ 12 34 56 C or AB123456D');
-SELECT harden.redact('call +1 (555) 123-4567, 555-123-4567, 555.123.4567, +442079460958 or (020) 7946 0958');
+SELECT harden.redact('call +1 (555) 123-4567, (555) 123-4567, 555-123-4567, 555.123.4567, +442079460958 or (020) 7946 0958');
+SELECT harden.redact('short 555-12, unbalanced (555 123, no group of four 55 55 55 55') AS unchanged;
 -- Dates, times, addresses, versions, decimals and plain numbers are not phones.
 SELECT harden.redact('2024-01-05 10:30:00, 192.168.1.1, v1.2.3, 3.14159, 1234567, 12ab-3456789, 55-12') AS unchanged;
 
 -- ---- text: name = value ----
+SELECT harden.redact('login failed for jane.doe@example.com, password=hunter2');
+SELECT harden.redact('{"user": {"email": "jane@example.com", "password": "x", "note": "call me at +1 555 123 4567"}}'::jsonb);
+SELECT harden.redact('API_KEY=1 apiKey: 2 password_confirmation=3') AS name_styles;
 SELECT harden.redact('password=hunter2 user=jane');
 SELECT harden.redact('token: abc.def, api_key="s3 cr3t", X-Api-Key: k1&next=1');
 SELECT harden.redact('{"password": "p", "Authorization": "Bearer abc", "user": "jane"}');

@@ -289,7 +289,8 @@ classify_number(const char *s, int len, int i, int *end)
 		{
 			if (s[x] != ' ' && s[x] != '-')
 				only_space_dash = false;
-			if (s[x] != ' ' && s[x] != '-' && s[x] != '.')
+			/* "(555) 123-4567": what follows the parentheses may differ. */
+			if ((s[x] != ' ' && s[x] != '-' && s[x] != '.') || (paren && ngroups == 1))
 				continue;
 			if (sepchar && s[x] != sepchar)
 				one_sep = false;
