@@ -201,7 +201,12 @@ SELECT harden.breaker_define('app', failure_threshold => 1, cooldown => '1 hour'
 SET ROLE pgh_brk_app;
 SELECT harden.breaker_allow('payments-api'), harden.breaker_record('payments-api', true);
 -- Any role may record outcomes; the row moves as the extension's owner.
+-- The caller's harden.reason goes with it.
+BEGIN;
+SET LOCAL harden.reason = 'smtp relay down';
 SELECT harden.breaker_record('app', false);
+COMMIT;
+SHOW harden.reason;
 SELECT harden.breaker_define('mine');
 SELECT harden.breaker_drop('payments-api');
 UPDATE harden.breaker_states SET state = 'open';

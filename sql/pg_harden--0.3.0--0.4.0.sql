@@ -49,6 +49,8 @@ REVOKE ALL ON FUNCTION harden.breakers_changed() FROM PUBLIC;
 CREATE TRIGGER breakers_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON harden.breakers
     FOR EACH STATEMENT EXECUTE FUNCTION harden.breakers_changed();
+-- Sessions forget breakers of an earlier installation (DROP EXTENSION) at commit.
+DELETE FROM harden.breakers;
 
 CREATE FUNCTION harden.breaker_define(name text, failure_threshold integer DEFAULT 5,
                                       failure_window interval DEFAULT '1 minute',
@@ -86,30 +88,14 @@ CREATE FUNCTION harden.breaker_status_rows(
     OUT name text, OUT state text, OUT since timestamptz,
     OUT window_calls bigint, OUT window_failures bigint,
     OUT allowed bigint, OUT rejected bigint, OUT successes bigint,
-    OUT failures bigint, OUT opens bigint)
+    OUT failures bigint, OUT opens bigint,
+    OUT recorded_state text, OUT synced boolean,
+    OUT failure_threshold integer, OUT failure_rate double precision, OUT min_calls integer,
+    OUT failure_window interval, OUT cooldown interval, OUT half_open_probes integer)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'harden_breaker_status'
     LANGUAGE C VOLATILE PARALLEL RESTRICTED;
-COMMENT ON FUNCTION harden.breaker_status_rows() IS 'the live state and counters of the breakers of this database in shared memory';
-
-CREATE VIEW harden.breaker_status AS
-SELECT b.name,
-       coalesce(r.state, s.state, 'closed') AS state,
-       coalesce(r.since, s.since) AS since,
-       coalesce(r.window_calls, 0) AS window_calls,
-       coalesce(r.window_failures, 0) AS window_failures,
-       coalesce(r.allowed, 0) AS allowed,
-       coalesce(r.rejected, 0) AS rejected,
-       coalesce(r.successes, 0) AS successes,
-       coalesce(r.failures, 0) AS failures,
-       coalesce(r.opens, 0) AS opens,
-       s.state AS recorded_state,
-       s.state IS NOT DISTINCT FROM coalesce(r.state, s.state, 'closed') AS synced,
-       b.failure_threshold, b.failure_rate, b.min_calls, b.failure_window,
-       b.cooldown, b.half_open_probes
-  FROM harden.breakers b
-  LEFT JOIN harden.breaker_states s ON s.name = b.name
-  LEFT JOIN harden.breaker_status_rows() r ON r.name = b.name;
+CREATE VIEW harden.breaker_status AS SELECT * FROM harden.breaker_status_rows();
 COMMENT ON VIEW harden.breaker_status IS 'each breaker of this database: live state and counters (since the breaker was loaded into shared memory), the recorded state, and its settings';
 GRANT SELECT ON harden.breaker_status TO PUBLIC;
 

@@ -95,7 +95,8 @@ typedef struct BreakerSlot
 	bool		in_use;
 	Oid			dboid;
 	uint64		loaded_gen;		/* definitions generation of cfg (0: reload) */
-	int64		def_id;			/* harden.breakers.id */
+	int64		def_id;			/* harden.breakers.id ... */
+	Oid			def_relid;		/* ... of this harden.breakers (a new extension: new ids) */
 	char		name[BREAKER_NAME_MAX + 1];
 	BreakerConfig cfg;
 	BreakerState state;
@@ -138,6 +139,7 @@ typedef struct BreakerEntry
 typedef struct BreakerRow
 {
 	int64		id;
+	Oid			relid;
 	BreakerConfig cfg;
 	bool		has_state;
 	BreakerState state;
@@ -436,6 +438,7 @@ breaker_read(const char *name, BreakerRow *row)
 		row->cfg.cooldown_us = Max(interval_us(DatumGetIntervalP(SPI_getbinval(tup, desc, 5, &isnull))), 1);
 		row->cfg.probes = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 		row->id = DatumGetInt64(SPI_getbinval(tup, desc, 9, &isnull));
+		row->relid = fsm_harden_relid("breakers");
 		d = SPI_getbinval(tup, desc, 7, &isnull);
 		row->has_state = !isnull;
 		if (!isnull)
@@ -543,6 +546,7 @@ breaker_init_slot(BreakerSlot *s, const char *name, const BreakerRow *row, uint6
 	s->dboid = MyDatabaseId;
 	s->loaded_gen = gen;
 	s->def_id = row->id;
+	s->def_relid = row->relid;
 	strlcpy(s->name, name, sizeof(s->name));
 	s->cfg = row->cfg;
 	s->state = row->has_state ? row->state : BS_CLOSED;
@@ -641,7 +645,7 @@ breaker_load(const char *name, BreakerEntry *e)
 		BreakerSlot *s = &bs->slots[i];
 
 		SpinLockAcquire(&s->mutex);
-		if (s->def_id != row.id)
+		if (s->def_id != row.id || s->def_relid != row.relid)
 			breaker_init_slot(s, name, &row, gen);	/* dropped and defined anew */
 		else
 		{
@@ -882,6 +886,17 @@ breaker_reason(const BreakerSlot *copy, const BreakerChange *c, BreakerState fro
 	return psprintf("breaker %s: %s; recorded by %s", copy->name, why, role);
 }
 
+/* The caller's harden.reason, added to the audit rows of the changes it records. */
+static char *
+breaker_caller_reason(const char *role)
+{
+	const char *r = GetConfigOption("harden.reason", true, false);
+
+	if (r == NULL || r[0] == '\0')
+		return pstrdup(role);
+	return psprintf("%s (%s)", role, r);
+}
+
 static void
 breaker_move_row(const char *name, BreakerState from, BreakerState to, TimestampTz since,
 				 const char *reason)
@@ -957,7 +972,7 @@ breaker_sync_fn(void *varg)
 	BreakerSyncArg *a = varg;
 	BreakerSlot *s = &bs->slots[a->slot];
 	BreakerSlot copy;
-	char	   *role = GetUserNameFromId(GetUserId(), false);
+	char	   *role = breaker_caller_reason(GetUserNameFromId(GetUserId(), false));
 	Oid			types[2] = {TEXTOID};
 	Datum		values[2] = {CStringGetTextDatum(a->name)};
 	BreakerSpi	spi;
@@ -1302,6 +1317,16 @@ harden_breakers_changed(PG_FUNCTION_ARGS)
 	PG_RETURN_POINTER(NULL);
 }
 
+/*
+ * harden.breaker_status: every breaker of the tables, with the live state
+ * and counters of those loaded into shared memory.
+ */
+typedef struct BreakerLive
+{
+	char		name[BREAKER_NAME_MAX + 1];	/* hash key */
+	BreakerSlot slot;
+} BreakerLive;
+
 PG_FUNCTION_INFO_V1(harden_breaker_status);
 
 Datum
@@ -1309,18 +1334,24 @@ harden_breaker_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TimestampTz now;
+	HASHCTL		ctl;
+	HTAB	   *live;
+	BreakerSpi	spi;
+	Oid			relid;
 
 	harden_require_shmem("harden.breaker_status");
 	InitMaterializedSRF(fcinfo, 0);
+
+	/* The live slots of this database, copied out. */
+	ctl.keysize = BREAKER_NAME_MAX + 1;
+	ctl.entrysize = sizeof(BreakerLive);
+	ctl.hcxt = CurrentMemoryContext;
+	live = hash_create("pg_harden breaker status", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	now = GetCurrentTimestamp();
 	for (int i = 0; i < bs->nslots; i++)
 	{
 		BreakerSlot *s = &bs->slots[i];
 		BreakerSlot copy;
-		Datum		v[10];
-		bool		n[10] = {0};
-		uint64		calls;
-		uint64		failures;
 
 		SpinLockAcquire(&s->mutex);
 		if (!s->in_use || s->dboid != MyDatabaseId)
@@ -1331,20 +1362,60 @@ harden_breaker_status(PG_FUNCTION_ARGS)
 		breaker_advance(s, now);
 		memcpy(&copy, s, sizeof(copy));
 		SpinLockRelease(&s->mutex);
+		((BreakerLive *) hash_search(live, copy.name, HASH_ENTER, NULL))->slot = copy;
+	}
 
-		breaker_window_totals(&copy, now, &calls, &failures);
-		v[0] = CStringGetTextDatum(copy.name);
-		v[1] = CStringGetTextDatum(breaker_state_names[copy.state]);
-		v[2] = TimestampTzGetDatum(copy.since);
-		v[3] = Int64GetDatum(copy.state == BS_CLOSED ? calls : 0);
-		v[4] = Int64GetDatum(copy.state == BS_CLOSED ? failures : 0);
-		v[5] = Int64GetDatum(copy.allowed);
-		v[6] = Int64GetDatum(copy.rejected);
-		v[7] = Int64GetDatum(copy.successes);
-		v[8] = Int64GetDatum(copy.failures);
-		v[9] = Int64GetDatum(copy.opens);
+	breaker_spi_begin(&spi);
+	/* The caller's snapshot: a view reads like the tables it shows. */
+	if (SPI_execute("SELECT b.name, s.state, s.since, b.failure_threshold, b.failure_rate, b.min_calls, "
+					"b.failure_window, b.cooldown, b.half_open_probes, b.id "
+					"FROM harden.breakers b LEFT JOIN harden.breaker_states s ON s.name = b.name "
+					"ORDER BY b.name", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed for the breaker status");
+	relid = fsm_harden_relid("breakers");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *name = SPI_getvalue(tup, desc, 1);
+		char	   *recorded = SPI_getvalue(tup, desc, 2);
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 10, &isnull));
+		BreakerLive *l = hash_search(live, name, HASH_FIND, NULL);
+		BreakerSlot *c = l ? &l->slot : NULL;
+		Datum		v[18];
+		bool		n[18] = {0};
+		uint64		calls = 0;
+		uint64		failures = 0;
+		const char *state;
+
+		/* A slot left from a breaker dropped and defined again is not this one. */
+		if (c && (c->def_id != id || c->def_relid != relid))
+			c = NULL;
+		state = c ? breaker_state_names[c->state] : (recorded ? recorded : "closed");
+		if (c && c->state == BS_CLOSED)
+			breaker_window_totals(c, now, &calls, &failures);
+		v[0] = CStringGetTextDatum(name);
+		v[1] = CStringGetTextDatum(state);
+		if (c)
+			v[2] = TimestampTzGetDatum(c->since);
+		else
+			v[2] = SPI_getbinval(tup, desc, 3, &n[2]);
+		v[3] = Int64GetDatum(calls);
+		v[4] = Int64GetDatum(failures);
+		v[5] = Int64GetDatum(c ? c->allowed : 0);
+		v[6] = Int64GetDatum(c ? c->rejected : 0);
+		v[7] = Int64GetDatum(c ? c->successes : 0);
+		v[8] = Int64GetDatum(c ? c->failures : 0);
+		v[9] = Int64GetDatum(c ? c->opens : 0);
+		v[10] = recorded ? CStringGetTextDatum(recorded) : (Datum) 0;
+		n[10] = recorded == NULL;
+		v[11] = BoolGetDatum(recorded != NULL && strcmp(recorded, state) == 0);
+		for (int k = 0; k < 6; k++)
+			v[12 + k] = SPI_getbinval(tup, desc, 4 + k, &n[12 + k]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 	}
+	breaker_spi_end(&spi);
 	return (Datum) 0;
 }
 
