@@ -499,6 +499,8 @@ breaker_collect(void)
 	Datum		value;
 	List	   *gone = NIL;
 	ListCell   *lc;
+	MemoryContext outer = CurrentMemoryContext;
+	MemoryContext old;
 
 	LWLockAcquire(&bs->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < bs->nslots; i++)
@@ -522,8 +524,11 @@ breaker_collect(void)
 	breaker_exec("SELECT n FROM pg_catalog.unnest($1) n "
 				 "WHERE NOT EXISTS (SELECT 1 FROM harden.breakers b WHERE b.name = n)",
 				 1, &type, &value, NULL, true, SPI_OK_SELECT);
+	/* Kept past SPI_finish, which frees what SPI allocated. */
+	old = MemoryContextSwitchTo(outer);
 	for (uint64 i = 0; i < SPI_processed; i++)
 		gone = lappend(gone, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	MemoryContextSwitchTo(old);
 	breaker_spi_end(&spi);
 
 	LWLockAcquire(&bs->lock, LW_EXCLUSIVE);
@@ -591,7 +596,8 @@ breaker_load(const char *name, BreakerEntry *e)
 
 	LWLockAcquire(&bs->lock, LW_SHARED);
 	i = breaker_find_slot(name);
-	if (i >= 0 && bs->slots[i].loaded_gen == gen)
+	/* A transaction that changed definitions reads its own. */
+	if (i >= 0 && bs->slots[i].loaded_gen == gen && !defs_dirty)
 	{
 		e->slot = i;
 		e->ident = bs->slots[i].ident;
@@ -1178,10 +1184,25 @@ harden_breaker_sync(PG_FUNCTION_ARGS)
 	}
 	else
 	{
+		/* Every defined breaker that is loaded. */
+		BreakerSpi	spi;
+		List	   *defined = NIL;
+		ListCell   *lc2;
+
+		MemoryContext outer = CurrentMemoryContext;
+
+		breaker_spi_begin(&spi);
+		breaker_exec("SELECT name FROM harden.breakers ORDER BY name", 0, NULL, NULL, NULL,
+					 true, SPI_OK_SELECT);
+		/* Kept past SPI_finish, which frees what SPI allocated. */
+		for (uint64 i = 0; i < SPI_processed; i++)
+			defined = lappend(defined, MemoryContextStrdup(outer,
+														   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
+		breaker_spi_end(&spi);
 		LWLockAcquire(&bs->lock, LW_SHARED);
-		for (int i = 0; i < bs->nslots; i++)
-			if (bs->slots[i].in_use && bs->slots[i].dboid == MyDatabaseId)
-				names = lappend(names, pstrdup(bs->slots[i].name));
+		foreach(lc2, defined)
+			if (breaker_find_slot(lfirst(lc2)) >= 0)
+				names = lappend(names, lfirst(lc2));
 		LWLockRelease(&bs->lock);
 	}
 	foreach(lc, names)
