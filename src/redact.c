@@ -362,32 +362,36 @@ is_word_char(char c)
 }
 
 /*
- * After a sensitive name ending at j: an optional closing quote, '=' or
- * ':', then the value.  Sets where the value starts and ends; false if no
- * assignment follows.
+ * After a name ending at j: an optional closing quote, '=' or ':', spaces.
+ * Returns where the value starts, or -1 if no assignment follows.
  */
-static bool
-assignment_value(const char *s, int len, int j, int *vstart, int *vend)
+static int
+assignment_start(const char *s, int len, int j)
 {
-	char		q;
-
 	if (j < len && (s[j] == '"' || s[j] == '\''))
 		j++;
 	while (j < len && s[j] == ' ')
 		j++;
 	if (j >= len || (s[j] != '=' && s[j] != ':'))
-		return false;
+		return -1;
 	j++;
 	while (j < len && s[j] == ' ')
 		j++;
-	if (j >= len)
-		return false;
+	return j < len ? j : -1;
+}
+
+/*
+ * The value starting at j: up to the closing quote of a quoted one, else up
+ * to a space or a delimiter.  Sets where the masked part starts and ends;
+ * false for an empty unquoted value.
+ */
+static bool
+assignment_value(const char *s, int len, int j, int *vstart, int *vend)
+{
 	if (s[j] == '"' || s[j] == '\'')
 	{
-		const char *close;
+		const char *close = memchr(s + j + 1, s[j], len - j - 1);
 
-		q = s[j];
-		close = memchr(s + j + 1, q, len - j - 1);
 		*vstart = j + 1;
 		*vend = close ? (int) (close - s) : len;
 		return true;
@@ -446,12 +450,15 @@ redact_chars(const char *s, int len, StringInfo out)
 		if (is_word_char(c) && (i == 0 || !is_word_char(s[i - 1])))
 		{
 			int			j = i;
-			int			vstart,
+			int			v,
+						vstart,
 						vend;
 
 			while (j < len && j - i <= KEY_MAX_CHARS && is_word_char(s[j]))
 				j++;
-			if (name_is_sensitive(s + i, j - i) && assignment_value(s, len, j, &vstart, &vend))
+			/* The cheap test first: most words are not followed by '=' or ':'. */
+			if ((v = assignment_start(s, len, j)) >= 0 && name_is_sensitive(s + i, j - i) &&
+				assignment_value(s, len, v, &vstart, &vend))
 			{
 				appendBinaryStringInfo(out, s + i, vstart - i);
 				appendStringInfoString(out, REDACTED);
