@@ -1,0 +1,66 @@
+# test/breaker/restart.sh: sourced by test/run.sh.  Circuit breakers across
+# a server restart and across databases: the live state is rebuilt from
+# harden.breaker_states on first use, and the same name in two databases is
+# two breakers.  Prints TAP-like "ok"/"not ok" lines.  Uses run.sh's
+# PGH_CONF for the restart.
+
+bk_q() { pgh_psql -At -d "$1" -c "$2"; }
+
+bk_check() {
+	if "${@:2}"; then echo "ok - $1"; else echo "not ok - $1"; fi
+}
+
+bk_equals() { [ "$1" = "$2" ] || { echo "# got '$1', expected '$2'"; return 1; }; }
+
+breaker_restart_checks() {
+	pgh_createdb pgh_breaker_a pg_harden
+	pgh_createdb pgh_breaker_b pg_harden
+	pgh_psql -d pgh_breaker_a >/dev/null <<'SQL'
+SELECT harden.breaker_define('api', failure_threshold => 2, cooldown => '1 hour');
+SELECT harden.breaker_define('mail', failure_threshold => 1, cooldown => '2 seconds');
+SELECT harden.breaker_define('calm', failure_threshold => 5);
+SELECT harden.breaker_record('api', false), harden.breaker_record('api', false);
+SELECT harden.breaker_record('mail', false);
+SELECT harden.breaker_record('calm', false), harden.breaker_record('calm', true);
+SQL
+	pgh_psql -d pgh_breaker_b >/dev/null <<'SQL'
+SELECT harden.breaker_define('api', failure_threshold => 2, cooldown => '1 hour');
+SELECT harden.breaker_record('api', false);
+SQL
+	bk_check "the same name in another database is another breaker" bk_equals \
+		"$(bk_q pgh_breaker_b "SELECT harden.breaker_allow('api')")/$(bk_q pgh_breaker_b "SELECT state || '/' || window_failures FROM harden.breaker_status")" \
+		"t/closed/1"
+	local since
+	since=$(bk_q pgh_breaker_a "SELECT since FROM harden.breaker_status WHERE name = 'api'")
+
+	pgh_cluster_stop
+	pgh_cluster_start "${PGH_CONF[@]}"
+
+	bk_check "after a restart, an open breaker is open before its first use" bk_equals \
+		"$(bk_q pgh_breaker_a "SELECT state || '/' || (since = '$since') FROM harden.breaker_status WHERE name = 'api'")" \
+		"open/true"
+	bk_check "after a restart, an open breaker rejects calls until its cooldown ends" bk_equals \
+		"$(bk_q pgh_breaker_a "SELECT harden.breaker_allow('api')")/$(bk_q pgh_breaker_a "SELECT state || '/' || (since = '$since') || '/' || rejected FROM harden.breaker_status WHERE name = 'api'")" \
+		"f/open/true/1"
+	bk_check "after a restart, counters start afresh" bk_equals \
+		"$(bk_q pgh_breaker_a "SELECT harden.breaker_allow('calm')")/$(bk_q pgh_breaker_a "SELECT state || '/' || window_failures || '/' || failures FROM harden.breaker_status WHERE name = 'calm'")" \
+		"t/closed/0/0"
+	sleep 2
+	bk_check "the cooldown counts from the trip before the restart" bk_equals \
+		"$(bk_q pgh_breaker_a "SELECT harden.breaker_allow('mail') || '/' || harden.breaker_record('mail', true)")" \
+		"true/closed"
+	bk_check "the breaker's audit trail survives: trip, probe, reset" bk_equals \
+		"$(bk_q pgh_breaker_a "SELECT string_agg(to_state, ',' ORDER BY id) FROM harden.fsm_log WHERE row_key = '{\"name\": \"mail\"}'")" \
+		"closed,open,half_open,closed"
+	bk_check "the other database's breaker is still its own" bk_equals \
+		"$(bk_q pgh_breaker_b "SELECT harden.breaker_record('api', false) || '/' || harden.breaker_allow('api')")" \
+		"closed/true"
+}
+
+run_breaker_restart() {
+	pgh_log "breakers: restart and other databases"
+	local log="$PGH_TMP/out/breaker_restart.log" rc=0
+	breaker_restart_checks >"$log" 2>&1 || rc=$?
+	cat "$log"
+	record "breaker restart" $rc "$(grep -c '^ok ' "$log" || true)" "$(grep -c '^not ok ' "$log" || true)"
+}
