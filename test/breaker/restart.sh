@@ -55,6 +55,24 @@ SQL
 	bk_check "the other database's breaker is still its own" bk_equals \
 		"$(bk_q pgh_breaker_b "SELECT harden.breaker_record('api', false) || '/' || harden.breaker_allow('api')")" \
 		"closed/true"
+
+	# pg_dump keeps the definitions, not the states, and the attachment
+	# CREATE EXTENSION makes is not restored a second time.
+	pgh_psql -d pgh_breaker_a >/dev/null <<'SQL'
+CREATE TABLE bk_user_breaker (name text PRIMARY KEY, state text NOT NULL DEFAULT 'closed');
+SELECT harden.fsm_attach('bk_user_breaker', 'state', 'circuit_breaker');
+SQL
+	local dump="$PGH_TMP/out/breaker_dump.sql" rc=0
+	pg_dump -d pgh_breaker_a >"$dump"
+	pgh_createdb pgh_breaker_c
+	pgh_psql -d pgh_breaker_c -f "$dump" >/dev/null 2>&1 || rc=$?
+	bk_check "a dump with breakers restores without errors" bk_equals "$rc" 0
+	bk_check "the restored database has the definitions and both attachments, once each" bk_equals \
+		"$(bk_q pgh_breaker_c "SELECT (SELECT string_agg(name, ',' ORDER BY name) FROM harden.breakers) || '/' || (SELECT string_agg(relid::text, ',' ORDER BY relid::text) FROM harden.fsm_attached)")" \
+		"api,calm,mail/bk_user_breaker,harden.breaker_states"
+	bk_check "restored breakers start closed and trip as defined" bk_equals \
+		"$(bk_q pgh_breaker_c "SELECT harden.breaker_allow('api')")/$(bk_q pgh_breaker_c "SELECT harden.breaker_record('api', false) || harden.breaker_record('api', false)")/$(bk_q pgh_breaker_c "SELECT recorded_state FROM harden.breaker_status WHERE name = 'api'")" \
+		"t/closedopen/open"
 }
 
 run_breaker_restart() {
