@@ -167,6 +167,12 @@ is_digit(char c)
 }
 
 static inline bool
+is_upper(char c)
+{
+	return c >= 'A' && c <= 'Z';
+}
+
+static inline bool
 is_local_char(char c)
 {
 	return is_alnum(c) || (c != '\0' && strchr("._%+-", c) != NULL);
@@ -329,7 +335,7 @@ nino_end(const char *s, int len, int i)
 	int			j = i;
 	int			d = 0;
 
-	if (j + 2 > len || !isupper((unsigned char) s[j]) || !isupper((unsigned char) s[j + 1]))
+	if (j + 2 > len || !is_upper(s[j]) || !is_upper(s[j + 1]))
 		return -1;
 	j += 2;
 	while (j < len && d < 6)
@@ -424,7 +430,7 @@ redact_chars(const char *s, int len, StringInfo out)
 		if ((i & 0xFFFF) == 0)
 			CHECK_FOR_INTERRUPTS();
 
-		/* An e-mail address starts at a local-part character after a non-one. */
+		/* An e-mail address starts where a run of local-part characters does. */
 		if (is_local_char(c) && (i == 0 || !is_local_char(s[i - 1])))
 		{
 			int			j = i;
@@ -479,7 +485,7 @@ redact_chars(const char *s, int len, StringInfo out)
 				continue;
 			}
 		}
-		if (boundary && isupper((unsigned char) c) && (end = nino_end(s, len, i)) > 0)
+		if (boundary && is_upper(c) && (end = nino_end(s, len, i)) > 0)
 		{
 			appendStringInfoString(out, MASK_ID);
 			changed = true;
