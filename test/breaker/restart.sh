@@ -1,8 +1,9 @@
-# test/breaker/restart.sh: sourced by test/run.sh.  Circuit breakers across
-# a server restart and across databases: the live state is rebuilt from
-# harden.breaker_states on first use, and the same name in two databases is
-# two breakers.  Prints TAP-like "ok"/"not ok" lines.  Uses run.sh's
-# PGH_CONF for the restart.
+# test/breaker/restart.sh: sourced by test/run.sh.  Circuit breakers under
+# real concurrency (pgbench), across a server restart and across databases:
+# a threshold is reached once however many sessions record failures, the
+# live state is rebuilt from harden.breaker_states on first use, and the
+# same name in two databases is two breakers.  Prints TAP-like "ok"/"not ok"
+# lines.  Uses run.sh's PGH_CONF for the restart.
 
 bk_q() { pgh_psql -At -d "$1" -c "$2"; }
 
@@ -12,7 +13,34 @@ bk_check() {
 
 bk_equals() { [ "$1" = "$2" ] || { echo "# got '$1', expected '$2'"; return 1; }; }
 
+breaker_concurrency_checks() {
+	local dir="$PGH_TMP/out/breaker_bench"
+	mkdir -p "$dir"
+	pgh_createdb pgh_breaker_p pg_harden
+	pgh_psql -d pgh_breaker_p >/dev/null <<'SQL'
+SELECT harden.breaker_define('once', failure_threshold => 1000, cooldown => '1 hour');
+SELECT harden.breaker_define('flap', failure_threshold => 3, failure_window => '1 second',
+                             cooldown => '50 ms', half_open_probes => 2);
+SQL
+	echo "SELECT harden.breaker_record('once', false);" >"$dir/once.sql"
+	printf '%s\n' '\set ok random(0, 1)' \
+		"SELECT CASE WHEN harden.breaker_allow('flap') THEN harden.breaker_record('flap', :ok = 1) END;" >"$dir/flap.sql"
+	pgbench -n -c 8 -j 2 -T 2 -f "$dir/once.sql" pgh_breaker_p >"$dir/once.log" 2>&1
+	pgbench -n -c 8 -j 2 -T 2 -f "$dir/flap.sql" pgh_breaker_p >"$dir/flap.log" 2>&1
+	bk_check "8 sessions recording failures trip a breaker once, audited once" bk_equals \
+		"$(bk_q pgh_breaker_p "SELECT (failures > 1000) || '/' || opens || '/' || (SELECT count(*) FROM harden.fsm_log WHERE row_key = '{\"name\": \"once\"}' AND event = 'trip') FROM harden.breaker_status WHERE name = 'once'")" \
+		"true/1/1"
+	bk_q pgh_breaker_p "SELECT harden.breaker_sync()" >/dev/null
+	bk_check "a flapping breaker: after breaker_sync the row and its last audit entry show the live state" bk_equals \
+		"$(bk_q pgh_breaker_p "SELECT synced AND state = (SELECT to_state FROM harden.fsm_log WHERE row_key = '{\"name\": \"flap\"}' ORDER BY id DESC LIMIT 1) FROM harden.breaker_status WHERE name = 'flap'")" \
+		"t"
+	bk_check "a flapping breaker opened many times, each open audited at most once" bk_equals \
+		"$(bk_q pgh_breaker_p "SELECT opens > 2 AND (SELECT count(*) FROM harden.fsm_log WHERE row_key = '{\"name\": \"flap\"}' AND to_state = 'open') BETWEEN 1 AND opens FROM harden.breaker_status WHERE name = 'flap'")" \
+		"t"
+}
+
 breaker_restart_checks() {
+	breaker_concurrency_checks
 	pgh_createdb pgh_breaker_a pg_harden
 	pgh_createdb pgh_breaker_b pg_harden
 	pgh_psql -d pgh_breaker_a >/dev/null <<'SQL'
@@ -76,7 +104,7 @@ SQL
 }
 
 run_breaker_restart() {
-	pgh_log "breakers: restart and other databases"
+	pgh_log "breakers: concurrency, restart and other databases"
 	local log="$PGH_TMP/out/breaker_restart.log" rc=0
 	breaker_restart_checks >"$log" 2>&1 || rc=$?
 	cat "$log"
