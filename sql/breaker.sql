@@ -134,6 +134,21 @@ SELECT harden.breaker_record('rr', false);
 COMMIT;
 SELECT state, recorded_state, synced FROM brk('rr');
 
+-- ---- a row that cannot move: the breaker works, one WARNING says why ----
+SELECT harden.breaker_define('stuck', failure_threshold => 1, cooldown => '1 hour');
+ALTER TABLE harden.breaker_states ADD CONSTRAINT stuck_stays CHECK (name <> 'stuck' OR state = 'closed');
+SELECT harden.breaker_record('stuck', false);
+SELECT harden.breaker_record('stuck', false) AS no_second_warning;
+SELECT harden.breaker_allow('stuck');
+SELECT state, recorded_state, synced FROM brk('stuck');
+-- breaker_sync raises the error (terse: its DETAIL has the row's timestamp).
+\set VERBOSITY terse
+SELECT harden.breaker_sync('stuck');
+\set VERBOSITY default
+ALTER TABLE harden.breaker_states DROP CONSTRAINT stuck_stays;
+SELECT harden.breaker_sync('stuck') AS moved;
+SELECT state, recorded_state, synced FROM brk('stuck');
+
 -- ---- redefining keeps the state; dropping ----
 SELECT harden.breaker_define('mail', failure_threshold => 10, cooldown => '2 hours');
 SELECT state, failure_threshold, cooldown FROM harden.breaker_status WHERE name = 'mail';

@@ -49,6 +49,7 @@
 #define BREAKER_BUCKETS		10	/* the window is counted in tenths */
 #define BREAKER_MAX_US		(INT64CONST(100) * 365 * USECS_PER_DAY)
 #define BREAKER_WARN_US		(60 * USECS_PER_SEC)	/* one sync warning a minute */
+#define BREAKER_RETRY_US	(100 * 1000)	/* after a failed move, calls skip it this long */
 #define BREAKER_MACHINE		"circuit_breaker"
 
 typedef enum BreakerState
@@ -109,6 +110,7 @@ typedef struct BreakerSlot
 	BreakerChange pending[BREAKER_MAX_PENDING];
 	bool		resync;			/* the row may be behind beyond pending */
 	TimestampTz warned_at;
+	TimestampTz retry_at;		/* no move before (the last one failed) */
 	BreakerBucket buckets[BREAKER_BUCKETS];
 	uint64		allowed;
 	uint64		rejected;
@@ -564,6 +566,7 @@ breaker_init_slot(BreakerSlot *s, const char *name, const BreakerRow *row, uint6
 	/* A breaker without its row gets one from the first sync. */
 	s->resync = !row->has_state;
 	s->warned_at = 0;
+	s->retry_at = 0;
 	breaker_clear_window(s);
 	s->allowed = s->rejected = s->successes = s->failures = s->opens = 0;
 }
@@ -1049,37 +1052,39 @@ breaker_sync_fn(void *varg)
 /*
  * Move the row; on failure the slot stays unsynced for a later call.  With
  * report (breaker_sync()), it waits for the row lock and raises an error;
- * otherwise an error is a warning at most once a minute per breaker, and a
- * locked row is not worth one.
+ * otherwise an error is a warning at most once a minute per breaker (a
+ * locked row is not worth one), and calls leave the row alone for
+ * BREAKER_RETRY_US rather than each paying for a failing attempt.
  */
 static int
 breaker_sync(const char *name, int slot, uint32 ident, bool report)
 {
 	BreakerSyncArg arg = {name, slot, ident, report, 0};
+	BreakerSlot *s = &bs->slots[slot];
 	ErrorData  *edata;
+	TimestampTz now;
+	bool		warn;
 
 	if (harden_try_in_subxact(breaker_sync_fn, &arg, &edata))
 		return arg.moved;
 	if (report)
 		ReThrowError(edata);
-	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-	{
-		BreakerSlot *s = &bs->slots[slot];
-		TimestampTz now = GetCurrentTimestamp();
-		bool		warn;
 
-		SpinLockAcquire(&s->mutex);
-		warn = s->ident == ident && now - s->warned_at >= BREAKER_WARN_US;
-		if (warn)
-			s->warned_at = now;
-		SpinLockRelease(&s->mutex);
-		if (warn)
-			ereport(WARNING,
-					(errcode(edata->sqlerrcode),
-					 errmsg("could not record the state of circuit breaker \"%s\"", name),
-					 errdetail_internal("%s", edata->message),
-					 errhint("The breaker works; harden.breaker_states and harden.fsm_log catch up at a later harden.breaker_record() or harden.breaker_sync().")));
-	}
+	now = GetCurrentTimestamp();
+	SpinLockAcquire(&s->mutex);
+	warn = s->ident == ident && now - s->warned_at >= BREAKER_WARN_US &&
+		edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE;
+	if (warn)
+		s->warned_at = now;
+	if (s->ident == ident)
+		s->retry_at = now + BREAKER_RETRY_US;
+	SpinLockRelease(&s->mutex);
+	if (warn)
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("could not record the state of circuit breaker \"%s\"", name),
+				 errdetail_internal("%s", edata->message),
+				 errhint("The breaker works; harden.breaker_states and harden.fsm_log catch up at a later harden.breaker_record() or harden.breaker_sync().")));
 	FreeErrorData(edata);
 	return 0;
 }
@@ -1156,7 +1161,7 @@ harden_breaker_record(PG_FUNCTION_ARGS)
 	breaker_advance(s, now);
 	breaker_apply(s, PG_GETARG_BOOL(1), now);
 	state = s->state;
-	unsynced = s->npending > 0 || s->resync;
+	unsynced = (s->npending > 0 || s->resync) && now >= s->retry_at;
 	SpinLockRelease(&s->mutex);
 
 	if (unsynced && breaker_can_write())
