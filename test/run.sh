@@ -122,6 +122,8 @@ run_doc_examples
 source "$PGH_ROOT/test/worker/restart.sh"
 run_pgtap worker "$PGH_ROOT/test/worker"
 run_worker_restart
+source "$PGH_ROOT/test/breaker/restart.sh"
+run_breaker_restart
 
 # Backends killed with SIGKILL mid-write; the postmaster's crash restart.
 source "$PGH_ROOT/test/crash/crash.sh"

@@ -1,7 +1,7 @@
 -- Without shared_preload_libraries: the extension installs, functions that
 -- need shared memory fail with PH001 and a HINT, the rest keep working.
 BEGIN;
-SELECT plan(33);
+SELECT plan(40);
 
 SELECT is(current_setting('shared_preload_libraries'), '', 'cluster is not preloaded');
 SELECT throws_ok($$ SELECT harden.metrics_reset() $$, 'PH001',
@@ -81,6 +81,20 @@ CREATE INDEX np_big_b ON np_big (id);
 SELECT is((SELECT count(*) FROM harden.health_report() WHERE "check" = 'duplicate_index' AND object = 'public.np_big_b'),
   1::bigint, 'health_report works');
 SELECT doesnt_match(harden.metrics(), 'harden_health_findings\{', 'no health summary in metrics()');
+
+-- Circuit breakers live in shared memory: every breaker function raises
+-- PH001; redaction needs none.
+SELECT throws_ok($$ SELECT harden.breaker_define('np') $$, 'PH001',
+  'harden.breaker_define() requires pg_harden to be loaded via shared_preload_libraries',
+  'breaker_define raises PH001');
+SELECT throws_ok($$ SELECT harden.breaker_allow('np') $$, 'PH001', NULL, 'breaker_allow raises PH001');
+SELECT throws_ok($$ SELECT harden.breaker_record('np', false) $$, 'PH001', NULL, 'breaker_record raises PH001');
+SELECT throws_ok($$ SELECT * FROM harden.breaker_status $$, 'PH001', NULL, 'breaker_status raises PH001');
+SELECT matches(pg_temp.error_hint('SELECT harden.breaker_allow(''np'')'),
+  'shared_preload_libraries', 'the breaker HINT says how to preload');
+SELECT is(harden.redact('{"password": "x", "mail": "a@b.io"}'::jsonb),
+  '{"mail": "[email]", "password": "[redacted]"}'::jsonb, 'redact(jsonb) works');
+SELECT is(harden.redact('call +1 555 123 4567'), 'call [phone]', 'redact(text) works');
 
 SELECT * FROM finish();
 ROLLBACK;
