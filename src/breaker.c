@@ -1178,6 +1178,8 @@ harden_breaker_sync(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	int			moved = 0;
 
+	harden_deny_on_standby("harden.breaker_sync()");
+
 	harden_require_shmem("harden.breaker_sync()");
 	PreventCommandIfReadOnly("harden.breaker_sync()");
 	if (!PG_ARGISNULL(0))
@@ -1266,6 +1268,8 @@ harden_breaker_define(PG_FUNCTION_ARGS)
 	char		nulls[7] = "       ";
 	BreakerSpi	spi;
 
+	harden_deny_on_standby("harden.breaker_define()");
+
 	harden_require_shmem("harden.breaker_define()");
 	breaker_arg_name(fcinfo, 0, name);
 	values[0] = CStringGetTextDatum(name);
@@ -1313,6 +1317,8 @@ harden_breaker_drop(PG_FUNCTION_ARGS)
 	Datum		value;
 	BreakerSpi	spi;
 	bool		dropped;
+
+	harden_deny_on_standby("harden.breaker_drop()");
 
 	harden_require_shmem("harden.breaker_drop()");
 	breaker_arg_name(fcinfo, 0, name);

@@ -65,6 +65,7 @@ SELECT harden.stock_attach('prod', 'price');
 SELECT harden.fsm_define('rp_m', 'new -> open on start; open -> done on close; new -> late after 1 second');
 -- 'slow' rows become due only after the failover.
 SELECT harden.fsm_define('rp_slow', 'wait -> over after 6 seconds');
+SELECT harden.breaker_define('rp_b', failure_threshold => 2);
 CREATE TABLE pw (v int);
 INSERT INTO pw VALUES (1);
 SELECT harden.cache_watch('pw');
@@ -117,7 +118,7 @@ rp_standby_basics() {
 		"SELECT pg_last_wal_replay_lsn() = pg_last_wal_receive_lsn()"
 	rp_check "standby: fsm_can, fsm_next and the views work" rp_equal \
 		"$(rp_s -c "INSERT INTO harden.cache_policies VALUES ('x:', NULL, NULL, false)" 2>/dev/null;
-			rp_s -c "SELECT harden.fsm_next('rp_m', 'new')" -c "SELECT count(*) FROM harden.fsm_attachments" \
+			rp_s -c "SELECT harden.fsm_next('rp_m', 'new')" -c "SELECT count(*) FROM harden.fsm_attachments WHERE machine LIKE 'rp_%'" \
 			-c "SELECT count(*) >= 0 FROM harden.health_report()" -c "SELECT count(*) FROM harden.worker_status" 2>&1 | tr '\n' ' ')" \
 		'{open,late} 2 t 0 '
 }
@@ -146,7 +147,13 @@ harden.stock_attach()|SELECT harden.stock_attach('ticket', 'id')
 harden.stock_detach()|SELECT harden.stock_detach('prod')
 harden.cache_watch()|SELECT harden.cache_watch('ticket')
 harden.cache_unwatch()|SELECT harden.cache_unwatch('prod')
+harden.breaker_define()|SELECT harden.breaker_define('rp_b')
+harden.breaker_drop()|SELECT harden.breaker_drop('rp_b')
+harden.breaker_sync()|SELECT harden.breaker_sync()
 EOF
+	rp_check "standby: a breaker counts there in its own shared memory" rp_equal \
+		"$(rp_s -c "SELECT harden.breaker_record('rp_b', false)" -c "SELECT harden.breaker_record('rp_b', false)" \
+			-c "SELECT state FROM harden.breaker_status WHERE name = 'rp_b'" 2>&1 | tail -n1)" open
 	rp_check "standby: a plain UPDATE of an attached table fails with PostgreSQL's own 25006" rp_equal \
 		"$(rp_s -v VERBOSITY=verbose -c "UPDATE ticket SET status = 'open'" 2>&1 | head -n1)" \
 		"ERROR:  25006: cannot execute UPDATE in a read-only transaction"
