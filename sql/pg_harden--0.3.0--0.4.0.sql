@@ -101,8 +101,11 @@ CREATE TABLE harden.breaker_states (
 COMMENT ON TABLE harden.breaker_states IS 'the recorded state of each breaker (the live state is in shared memory: harden.breaker_status)';
 GRANT SELECT ON harden.breaker_states TO PUBLIC;
 SELECT harden.fsm_attach('harden.breaker_states', 'state', 'circuit_breaker');
--- CREATE EXTENSION makes this attachment: a dump must not restore it again.
+-- CREATE EXTENSION makes this attachment and the timers of its rows: a dump
+-- must not restore them again.
 SELECT pg_catalog.pg_extension_config_dump('harden.fsm_attached',
+    'WHERE relid <> ''harden.breaker_states''::pg_catalog.regclass');
+SELECT pg_catalog.pg_extension_config_dump('harden.fsm_due',
     'WHERE relid <> ''harden.breaker_states''::pg_catalog.regclass');
 
 -- Direct edits of the definitions reach shared memory at commit.

@@ -324,7 +324,8 @@ ALTER SEQUENCE harden.fsm_due_id_seq OWNED BY harden.fsm_due.id;
 CREATE INDEX fsm_due_due_at ON harden.fsm_due (due_at);
 CREATE INDEX fsm_due_row ON harden.fsm_due (relid, row_key, machine);
 COMMENT ON TABLE harden.fsm_due IS 'timed transitions waiting for their deadline; harden.fsm_run_due() applies them';
-SELECT pg_catalog.pg_extension_config_dump('harden.fsm_due', '');
+SELECT pg_catalog.pg_extension_config_dump('harden.fsm_due',
+    'WHERE relid <> ''harden.breaker_states''::pg_catalog.regclass');
 SELECT pg_catalog.pg_extension_config_dump('harden.fsm_due_id_seq', '');
 
 -- ---------------------------------------------------------------------------
@@ -359,7 +360,10 @@ CREATE TABLE harden.fsm_attached (
     PRIMARY KEY (relid, machine)
 );
 COMMENT ON TABLE harden.fsm_attached IS 'attachments made by harden.fsm_attach(); the trigger refuses to run on any other table';
-SELECT pg_catalog.pg_extension_config_dump('harden.fsm_attached', '');
+-- Not the extension's own attachment of harden.breaker_states (CREATE
+-- EXTENSION makes it), nor that table's timers: a restore would duplicate them.
+SELECT pg_catalog.pg_extension_config_dump('harden.fsm_attached',
+    'WHERE relid <> ''harden.breaker_states''::pg_catalog.regclass');
 GRANT SELECT ON harden.fsm_attached TO PUBLIC;
 CREATE TRIGGER fsm_definitions_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON harden.fsm_attached
@@ -1268,9 +1272,8 @@ CREATE TABLE harden.breaker_states (
 COMMENT ON TABLE harden.breaker_states IS 'the recorded state of each breaker (the live state is in shared memory: harden.breaker_status)';
 GRANT SELECT ON harden.breaker_states TO PUBLIC;
 SELECT harden.fsm_attach('harden.breaker_states', 'state', 'circuit_breaker');
--- CREATE EXTENSION makes this attachment: a dump must not restore it again.
-SELECT pg_catalog.pg_extension_config_dump('harden.fsm_attached',
-    'WHERE relid <> ''harden.breaker_states''::pg_catalog.regclass');
+-- CREATE EXTENSION makes this attachment and the timers of its rows: a dump
+-- must not restore them again (see harden.fsm_attached and harden.fsm_due).
 
 -- Direct edits of the definitions reach shared memory at commit.
 CREATE FUNCTION harden.breakers_changed() RETURNS trigger
