@@ -38,8 +38,9 @@ typedef enum LikeSupport
 
 extern double analyze_rel_rows(Oid relid);
 extern LikeSupport analyze_like_support(Oid relid, AttrNumber attno, Oid opno);
+extern LikeSupport analyze_expr_like_support(Oid relid, Node *expr, Oid opno);
 extern bool analyze_index_leads_with(Oid relid, AttrNumber attno);
-extern bool analyze_index_covers(Oid relid, const AttrNumber *attnos, int n);
+extern List *analyze_fk_indexes(Oid conoid);
 struct FormData_pg_index;
 typedef bool (*analyze_index_visitor) (struct FormData_pg_index *idx, HeapTuple tup, void *arg);
 extern bool analyze_any_index(Oid relid, analyze_index_visitor visit, void *arg);
