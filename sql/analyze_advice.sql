@@ -63,7 +63,7 @@ SELECT "table", constraint_name, create_sql FROM harden.missing_fk_indexes
  WHERE "table"::text LIKE 'adv\_%' ORDER BY "table"::text;
 SELECT t AS "table", (SELECT count(*) FROM pg_constraint k, unnest(harden._fk_indexes(k.oid))
                        WHERE k.conrelid = t AND k.contype = 'f') AS serving
-  FROM unnest('{adv_coll,adv_hash,adv_pattern,adv_pchild}'::regclass[]) AS t ORDER BY 1::text;
+  FROM unnest('{adv_coll,adv_hash,adv_pattern,adv_pchild}'::regclass[]) AS t ORDER BY t::text;
 -- the index it asks for serves the key: the create_sql is right
 CREATE INDEX ON adv_pchild (code COLLATE "POSIX");
 SELECT count(*) AS still_missing FROM harden.missing_fk_indexes WHERE "table" = 'adv_pchild'::regclass;
@@ -133,7 +133,7 @@ SELECT count(*) FROM "odd(name" WHERE x = 8;
 SELECT pg_stat_force_next_flush();
 SELECT pg_stat_clear_snapshot();
 SELECT "table", seq_scan, maintenance_scans, query_seq_scans, query_rows_per_scan
-  FROM harden.seq_scan_tables WHERE "table" IN ('adv_quiet'::regclass, '"odd(name"'::regclass) ORDER BY 1::text;
+  FROM harden.seq_scan_tables WHERE "table" IN ('adv_quiet'::regclass, '"odd(name"'::regclass) ORDER BY "table"::text;
 SELECT "check", object, detail FROM harden.health_report()
  WHERE "check" = 'seq_scan' AND object IN ('public.adv_quiet', 'public."odd(name"');
 -- the suggested statement runs, and finds the statements that name the table
