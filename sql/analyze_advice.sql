@@ -197,4 +197,38 @@ INSERT INTO adv_part SELECT i, i FROM generate_series(1, 5000) AS i;
 ANALYZE adv_part;
 SELECT suggestion FROM harden.query_check('SELECT * FROM adv_part WHERE v = 5');
 
+-- ---- index proposals tried as hypothetical indexes (hypopg) ----
+-- without hypopg every proposal says it is unverified (above); with it,
+-- one that lowers the plan cost says by how much, one that does not is
+-- withdrawn, and one hypopg cannot simulate (gin) stays unverified
+CREATE EXTENSION hypopg;
+CREATE TABLE adv_hypo (id int, v int, parent_id int REFERENCES adv_parent, name text, w int);
+INSERT INTO adv_hypo SELECT i, i, 1 + i % 100, 'n' || i, (i * 7919) % 20000 FROM generate_series(1, 20000) AS i;
+ANALYZE adv_hypo;
+SELECT message, suggestion FROM harden.query_check('SELECT * FROM adv_hypo WHERE v = 5');
+SELECT message, suggestion FROM harden.query_check('SELECT * FROM adv_hypo WHERE id = $1 AND v > 10');
+-- a fifth of the rows, all over the table, on storage where a random read
+-- costs 100 sequential ones: the index costs more than reading the table
+SET random_page_cost = 100;
+SELECT message, suggestion FROM harden.query_check('SELECT * FROM adv_hypo WHERE w < 3900');
+RESET random_page_cost;
+SELECT message, suggestion FROM harden.query_check($$SELECT * FROM adv_hypo WHERE name LIKE '%5%'$$);
+SELECT "check", detail, suggestion FROM harden.health_report()
+ WHERE "check" = 'missing_fk_index' AND object = 'public.adv_hypo';
+SELECT cost_before > cost_after AS lower, unverified
+  FROM harden._hypo_cost('SELECT * FROM adv_hypo WHERE v = $1', 'CREATE INDEX ON adv_hypo (v)');
+SELECT cost_before, cost_after, unverified
+  FROM harden._hypo_cost('SELECT * FROM adv_missing', 'CREATE INDEX ON adv_hypo (v)');
+SELECT cost_before, cost_after, unverified
+  FROM harden._hypo_cost('SELECT 1; SELECT 2', 'CREATE INDEX ON adv_hypo (v)');
+SELECT cost_before, cost_after, unverified
+  FROM harden._hypo_cost('SELECT * FROM adv_hypo', 'DROP TABLE adv_hypo');
+SELECT cost_before, cost_after, unverified
+  FROM harden._hypo_cost('SELECT * FROM adv_hypo', 'CREATE INDEX ON adv_hypo USING gin (name gin_trgm_ops)');
+-- nothing is left behind: no hypothetical index, no prepared statement
+SELECT count(*) AS hypothetical FROM hypopg_list_indexes;
+SELECT count(*) AS prepared FROM pg_prepared_statements;
+SELECT count(*) AS adv_hypo_rows FROM adv_hypo;
+DROP EXTENSION hypopg;
+
 -- ---- sessions idle in transaction: see test/specs/analyze_advice.spec ----

@@ -32,6 +32,13 @@ CREATE FUNCTION harden._fk_indexes(con pg_catalog.oid) RETURNS pg_catalog.oid[]
     LANGUAGE C STABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION harden._fk_indexes(pg_catalog.oid) IS 'the valid indexes that serve a foreign key''s lookups on its referencing table: a non-partial btree leading with its columns (any order) or a hash index on a one-column key, with the key''s equality operator and the referenced column''s collation';
 
+-- An index proposal tried as a hypothetical index (hypopg, when installed).
+CREATE FUNCTION harden._hypo_cost(sql text, index_sql text,
+    OUT cost_before double precision, OUT cost_after double precision, OUT unverified text)
+    AS 'MODULE_PATHNAME', 'harden_hypo_cost'
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden._hypo_cost(text, text) IS 'the plan cost of a statement without and with the index of a CREATE INDEX statement, created as a hypothetical index with hypopg; unverified says why it could not be tried (hypopg not installed, an index method hypopg does not simulate)';
+
 -- ---------------------------------------------------------------------------
 -- Indexes
 -- ---------------------------------------------------------------------------
@@ -225,7 +232,11 @@ SELECT n.root::pg_catalog.regclass AS "table", n.conname AS constraint_name, n.c
        pg_catalog.format('CREATE INDEX %sON %s (%s);',
                          CASE WHEN pg_catalog.bool_or(n.relispartition) THEN '' ELSE 'CONCURRENTLY ' END,
                          harden._qualified(n.root), pg_catalog.array_to_string(n.index_columns, ', '))
-           AS create_sql
+           AS create_sql,
+       -- what the foreign key runs on each delete or key update of a referenced row
+       pg_catalog.format('SELECT 1 FROM %s x WHERE %s', harden._qualified(n.root),
+                         (SELECT pg_catalog.string_agg(pg_catalog.format('x.%s = $%s', c, o), ' AND ' ORDER BY o)
+                            FROM pg_catalog.unnest(n.index_columns) WITH ORDINALITY AS u(c, o))) AS lookup_sql
   FROM named n
  GROUP BY n.root, n.referenced, n.conname, n.columns, n.index_columns;
 COMMENT ON VIEW harden.missing_fk_indexes IS 'foreign keys no index serves (see harden._fk_indexes: a btree leading with the key''s columns in any order, or a hash index on a one-column key, with the right operator class and collation); partitions are checked one by one and reported under their root with the number lacking one';
@@ -391,11 +402,19 @@ WITH settings AS (
     UNION ALL
     SELECT 'missing_fk_index', CASE WHEN v.rows >= s.min_rows THEN 'warning' ELSE 'info' END,
            harden._qualified(v."table"),
-           pg_catalog.format('foreign key %I (%s) references %s and has no index%s', v.constraint_name,
+           pg_catalog.format('foreign key %I (%s) references %s and has no index%s%s', v.constraint_name,
                              pg_catalog.array_to_string(v.columns, ', '), harden._qualified(v.referenced),
-                             CASE WHEN v.partitions IS NOT NULL THEN pg_catalog.format(' on %s partitions', v.partitions) ELSE '' END),
-           v.create_sql
-      FROM harden.missing_fk_indexes v, settings s
+                             CASE WHEN v.partitions IS NOT NULL THEN pg_catalog.format(' on %s partitions', v.partitions) ELSE '' END,
+                             CASE WHEN h.unverified IS NOT NULL
+                                  THEN pg_catalog.format(' (estimate unverified: %s)', h.unverified)
+                                  WHEN h.cost_after < h.cost_before
+                                  THEN pg_catalog.format(' (with the index, tried as a hypothetical one, its lookup costs %s instead of %s)',
+                                                         pg_catalog.round(h.cost_after::numeric), pg_catalog.round(h.cost_before::numeric))
+                                  ELSE pg_catalog.format('; tried as a hypothetical index, the index does not lower the cost of its lookup (%s): no index is proposed',
+                                                         pg_catalog.round(h.cost_before::numeric)) END),
+           CASE WHEN h.unverified IS NOT NULL OR h.cost_after < h.cost_before THEN v.create_sql END
+      FROM harden.missing_fk_indexes v
+     CROSS JOIN LATERAL harden._hypo_cost(v.lookup_sql, v.create_sql) h, settings s
     UNION ALL
     SELECT 'bloat', 'warning', harden._qualified(coalesce(v.index, v."table")),
            pg_catalog.format('%s: ~%s of %s wasted (estimate)', v.kind, pg_catalog.pg_size_pretty(v.bloat_bytes),

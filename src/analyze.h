@@ -25,6 +25,14 @@ typedef struct AnalyzeFinding
 	char	   *suggestion;		/* SQL, or NULL */
 } AnalyzeFinding;
 
+/* analyze.c */
+extern double analyze_statement_cost(const char *sql);
+extern Oid *analyze_statement_params(const char *sql, int *nparams);
+
+/* analyze_hypo.c */
+extern char *analyze_hypopg_schema(void);
+extern void analyze_hypo_findings(const char *sql, double cost, List *findings);
+
 /* analyze_walk.c */
 extern List *analyze_plan(PlannedStmt *stmt, List *findings);
 

@@ -74,7 +74,7 @@ INSERT INTO np_big SELECT i, 'n' || i FROM generate_series(1, 2000) AS i;
 ANALYZE np_big;
 SET LOCAL harden.analyze_min_rows = 1000;
 SELECT is((SELECT suggestion FROM harden.query_check('SELECT * FROM np_big WHERE name ILIKE ''%7%''')),
-  'CREATE INDEX ON public.np_big USING gin (name public.gin_trgm_ops);', 'query_check advises a trigram index');
+  'CREATE INDEX CONCURRENTLY ON public.np_big USING gin (name public.gin_trgm_ops);', 'query_check advises a trigram index');
 SELECT throws_ok($$ SELECT * FROM harden.query_check('VACUUM') $$, 'PH401', NULL, 'query_check refuses a utility statement');
 CREATE INDEX np_big_a ON np_big (id);
 CREATE INDEX np_big_b ON np_big (id);
