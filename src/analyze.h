@@ -57,6 +57,10 @@ extern char *analyze_rel_name(Oid relid);
 extern char *analyze_column_list(Oid relid, const AttrNumber *attnos, int n);
 extern char *analyze_trgm_schema(void);
 
+/* analyze_history.c: called by the background worker between its runs */
+extern int	analyze_snapshot_interval_ms;
+extern void analyze_worker_snapshot(void);
+
 /* analyze_health.c */
 extern void analyze_define_gucs(bool preloading);
 extern Size analyze_shmem_size(void);

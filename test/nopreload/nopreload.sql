@@ -1,7 +1,7 @@
 -- Without shared_preload_libraries: the extension installs, functions that
 -- need shared memory fail with PH001 and a HINT, the rest keep working.
 BEGIN;
-SELECT plan(33);
+SELECT plan(35);
 
 SELECT is(current_setting('shared_preload_libraries'), '', 'cluster is not preloaded');
 SELECT throws_ok($$ SELECT harden.metrics_reset() $$, 'PH001',
@@ -82,5 +82,11 @@ SELECT is((SELECT count(*) FROM harden.health_report() WHERE "check" = 'duplicat
   1::bigint, 'health_report works');
 SELECT doesnt_match(harden.metrics(), 'pg_harden_health_findings\{', 'no health summary in metrics()');
 
+-- pg_stat_statements installed but not preloaded: reading it is an error,
+-- the views built on it are empty
+CREATE EXTENSION pg_stat_statements;
+SELECT is((SELECT count(*) FROM harden.slow_queries), 0::bigint, 'slow_queries is empty without pg_stat_statements preloaded');
+SELECT is((SELECT count(*) FROM harden.suggested_indexes), 0::bigint, 'suggested_indexes is empty without pg_stat_statements preloaded');
+DROP EXTENSION pg_stat_statements;
 SELECT * FROM finish();
 ROLLBACK;
