@@ -82,18 +82,20 @@ WITH db AS (
      WHERE u.indexrelid = ANY (f.served_by)
        AND NOT EXISTS (SELECT FROM pg_catalog.unnest(f.served_by) AS x
                         WHERE x <> u.indexrelid AND x NOT IN (SELECT indexrelid FROM unused))
+), fk_by_index AS (
+    SELECT fk.indexrelid,
+           pg_catalog.array_agg(pg_catalog.format('lookups of foreign key %I%s', fk.conname,
+                                CASE WHEN pg_catalog.cardinality(fk.others) = 0 THEN ' (the only index serving it)'
+                                     ELSE pg_catalog.format(' (also served by %s, unused too: keep one)',
+                                          (SELECT pg_catalog.string_agg(o::pg_catalog.regclass::text, ', ')
+                                             FROM pg_catalog.unnest(fk.others) AS o)) END)
+                                ORDER BY fk.conname) AS fk_needs,
+           pg_catalog.bool_or(pg_catalog.cardinality(fk.others) = 0) AS only_fk_index
+      FROM fk GROUP BY fk.indexrelid
 ), needs AS (
-    SELECT u.*,
-           ARRAY(SELECT pg_catalog.format('lookups of foreign key %I%s', fk.conname,
-                                          CASE WHEN pg_catalog.cardinality(fk.others) = 0 THEN ' (the only index serving it)'
-                                               ELSE pg_catalog.format(' (also served by %s, unused too: keep one)',
-                                                    (SELECT pg_catalog.string_agg(o::pg_catalog.regclass::text, ', ')
-                                                       FROM pg_catalog.unnest(fk.others) AS o)) END)
-                   FROM fk WHERE fk.indexrelid = u.indexrelid ORDER BY fk.conname) AS fk_needs,
-           EXISTS (SELECT FROM fk WHERE fk.indexrelid = u.indexrelid
-                      AND pg_catalog.cardinality(fk.others) = 0) AS only_fk_index,
+    SELECT u.*, coalesce(f.fk_needs, '{}') AS fk_needs, coalesce(f.only_fk_index, false) AS only_fk_index,
            harden._main_bytes(u.indexrelid) AS bytes
-      FROM unused u
+      FROM unused u LEFT JOIN fk_by_index f ON f.indexrelid = u.indexrelid
 )
 SELECT u.indrelid::pg_catalog.regclass AS "table", u.indexrelid::pg_catalog.regclass AS index,
        u.bytes AS index_bytes, pg_catalog.pg_size_pretty(u.bytes) AS index_size,
@@ -125,9 +127,6 @@ WITH idx AS (
            (i.indclass)[0:i.indnkeyatts - 1] AS opclasses,
            (i.indcollation)[0:i.indnkeyatts - 1] AS collations,
            (i.indoption)[0:i.indnkeyatts - 1] AS options,
-           -- every column's order reversed: a btree read backwards
-           ARRAY(SELECT o # 3::int2 FROM pg_catalog.unnest((i.indoption)[0:i.indnkeyatts - 1])
-                   WITH ORDINALITY AS u(o, n) ORDER BY u.n) AS reversed,
            -- never drop a primary key, an exclusion or any constraint's
            -- index, or the replica identity; a partition's index goes with
            -- its parent's.  A plain UNIQUE index can go when another
@@ -157,8 +156,11 @@ WITH idx AS (
        AND k.opclasses[1:d.indnkeyatts] = d.opclasses
        AND k.collations[1:d.indnkeyatts] = d.collations
        AND (k.options[1:d.indnkeyatts] = d.options
+            -- or every column's order reversed: a btree read backwards
             OR (d.relam = (SELECT oid FROM pg_catalog.pg_am WHERE amname = 'btree')
-                AND k.options[1:d.indnkeyatts] = d.reversed))
+                AND k.options[1:d.indnkeyatts]
+                    = ARRAY(SELECT u.o # 3::int2 FROM pg_catalog.unnest(d.options) WITH ORDINALITY AS u(o, n)
+                             ORDER BY u.n)))
        AND d.include <@ (k.keys || k.include)
        AND ((d.indexprs IS NULL AND d.indpred IS NULL AND k.indpred IS NULL)
             OR harden._index_same_expr(d.indexrelid, k.indexrelid))
@@ -329,11 +331,20 @@ WITH fks AS (
      GROUP BY t.relid
 ), idx AS (
     SELECT i.indrelid AS relid, pg_catalog.count(*) AS n FROM pg_catalog.pg_index i GROUP BY i.indrelid
+), counted AS (
+    -- the statistics functions, not pg_stat_all_tables: that view sums
+    -- the index scans of every table, this only of those seq-scanned
+    SELECT r.relid, greatest(r.reltuples, 0) AS reltuples,
+           pg_catalog.pg_stat_get_numscans(r.relid) AS seq_scan,
+           pg_catalog.pg_stat_get_tuples_returned(r.relid) AS seq_tup_read
+      FROM harden._relations r
+     WHERE r.relkind IN ('r', 'm')
 ), scans AS (
-    SELECT s.relid, greatest(r.reltuples, 0) AS reltuples, s.seq_scan, s.seq_tup_read, s.idx_scan,
+    SELECT s.relid, s.reltuples, s.seq_scan, s.seq_tup_read,
+           (SELECT pg_catalog.sum(pg_catalog.pg_stat_get_numscans(i.indexrelid))
+              FROM pg_catalog.pg_index i WHERE i.indrelid = s.relid)::bigint AS idx_scan,
            least(coalesce(idx.n, 0) + coalesce(fks.n, 0), s.seq_scan) AS maintenance
-      FROM pg_catalog.pg_stat_all_tables s
-      JOIN harden._relations r ON r.relid = s.relid
+      FROM counted s
       LEFT JOIN fks ON fks.relid = s.relid
       LEFT JOIN idx ON idx.relid = s.relid
      WHERE s.seq_scan > 0
@@ -348,6 +359,59 @@ SELECT s.relid::pg_catalog.regclass AS "table", s.reltuples::bigint AS rows,
         / nullif(s.seq_scan - s.maintenance, 0))::bigint AS query_rows_per_scan
   FROM scans s;
 COMMENT ON VIEW harden.seq_scan_tables IS 'tables read by sequential scans, with how many rows each scan read on average; maintenance_scans: at most that many were CREATE INDEX or foreign-key validation, query_seq_scans and query_rows_per_scan the rest';
+
+-- ---------------------------------------------------------------------------
+-- Vacuum: from the statistics functions of each table
+-- ---------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW harden.vacuum_health AS
+WITH opts AS (
+    SELECT r.relid, r.reltuples,
+           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_enabled') AS enabled,
+           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_vacuum_threshold') AS vac_threshold,
+           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_vacuum_scale_factor') AS vac_scale,
+           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_analyze_threshold') AS anl_threshold,
+           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_analyze_scale_factor') AS anl_scale,
+           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_freeze_max_age') AS freeze_max_age
+      FROM harden._relations r
+      LEFT JOIN LATERAL pg_catalog.pg_options_to_table(r.reloptions) o ON true
+     WHERE r.relkind IN ('r', 'm')
+     GROUP BY r.relid, r.reltuples
+), limits AS (
+    SELECT o.relid,
+           coalesce(o.enabled::boolean, true)
+               AND pg_catalog.current_setting('autovacuum')::boolean AS autovacuum_enabled,
+           coalesce(o.vac_threshold, pg_catalog.current_setting('autovacuum_vacuum_threshold'))::numeric
+               + coalesce(o.vac_scale, pg_catalog.current_setting('autovacuum_vacuum_scale_factor'))::numeric
+                 * greatest(o.reltuples, 0) AS vacuum_at,
+           coalesce(o.anl_threshold, pg_catalog.current_setting('autovacuum_analyze_threshold'))::numeric
+               + coalesce(o.anl_scale, pg_catalog.current_setting('autovacuum_analyze_scale_factor'))::numeric
+                 * greatest(o.reltuples, 0) AS analyze_at,
+           coalesce(o.freeze_max_age, pg_catalog.current_setting('autovacuum_freeze_max_age'))::bigint AS freeze_max_age
+      FROM opts o
+), s AS (
+    -- the statistics functions, not pg_stat_all_tables (which also sums
+    -- every table's index scans)
+    SELECT l.*, pg_catalog.pg_stat_get_live_tuples(l.relid) AS n_live_tup,
+           pg_catalog.pg_stat_get_dead_tuples(l.relid) AS n_dead_tup,
+           pg_catalog.pg_stat_get_mod_since_analyze(l.relid) AS n_mod_since_analyze,
+           greatest(pg_catalog.pg_stat_get_last_vacuum_time(l.relid),
+                    pg_catalog.pg_stat_get_last_autovacuum_time(l.relid)) AS last_vacuum,
+           greatest(pg_catalog.pg_stat_get_last_analyze_time(l.relid),
+                    pg_catalog.pg_stat_get_last_autoanalyze_time(l.relid)) AS last_analyze
+      FROM limits l
+)
+SELECT s.relid::pg_catalog.regclass AS "table", s.n_live_tup AS live_tuples, s.n_dead_tup AS dead_tuples,
+       pg_catalog.round(s.n_dead_tup::numeric / nullif(s.n_live_tup + s.n_dead_tup, 0), 3) AS dead_ratio,
+       s.last_vacuum, s.last_analyze,
+       s.autovacuum_enabled,
+       s.n_dead_tup > s.vacuum_at AS vacuum_due,
+       s.n_mod_since_analyze > s.analyze_at AS analyze_due,
+       pg_catalog.age(c.relfrozenxid) AS xid_age,
+       pg_catalog.mxid_age(c.relminmxid) AS mxid_age,
+       pg_catalog.age(c.relfrozenxid) > s.freeze_max_age AS freeze_due
+  FROM s
+  JOIN pg_catalog.pg_class c ON c.oid = s.relid;
 
 -- ---------------------------------------------------------------------------
 -- The checks PgHero users look for
@@ -505,7 +569,10 @@ WITH fks AS (
     SELECT d.stats_reset FROM pg_catalog.pg_stat_database d
      WHERE d.datname = pg_catalog.current_database()
 )
-SELECT s.relid::pg_catalog.regclass AS "table", b.table_bytes + b.index_bytes + b.toast_bytes AS total_bytes,
+SELECT s.relid::pg_catalog.regclass AS "table",
+       -- a subquery, not a join: a caller filtering on the other columns
+       -- skips measuring the files of the rows it drops
+       (SELECT b.table_bytes + b.index_bytes + b.toast_bytes FROM harden._relation_bytes(s.relid) b) AS total_bytes,
        s.n_tup_ins + s.n_tup_upd + s.n_tup_del AS rows_written, db.stats_reset,
        CASE WHEN pg_catalog.pg_is_in_recovery() OR db.stats_reset > pg_catalog.now() - interval '7 days' THEN 'low'
             WHEN db.stats_reset IS NULL THEN 'medium' ELSE 'high' END AS confidence
@@ -514,7 +581,6 @@ SELECT s.relid::pg_catalog.regclass AS "table", b.table_bytes + b.index_bytes + 
   LEFT JOIN fks ON fks.relid = s.relid
   LEFT JOIN idx ON idx.relid = s.relid
  CROSS JOIN db
- CROSS JOIN LATERAL harden._relation_bytes(s.relid) b
  WHERE s.seq_scan <= coalesce(idx.n, 0) + coalesce(fks.n, 0) AND coalesce(s.idx_scan, 0) = 0;
 COMMENT ON VIEW harden.unread_tables IS 'tables no query has read since statistics were reset (scans by CREATE INDEX and foreign-key validation aside): candidates for archiving, or statistics too young to tell';
 
@@ -817,6 +883,10 @@ WITH settings AS (
            coalesce(pg_catalog.current_setting('harden.health_xid_age', true), '500000000')::bigint AS xid_age,
            coalesce(pg_catalog.current_setting('harden.health_slow_query', true), '1s')::interval AS slow_query,
            coalesce(pg_catalog.current_setting('harden.health_cache_hit_ratio', true), '0.95')::numeric AS hit_ratio
+), vacuum AS MATERIALIZED (
+    -- read once for two checks
+    SELECT v.* FROM harden.vacuum_health v, settings s
+     WHERE v.vacuum_due OR v.xid_age >= s.xid_age
 ), findings AS (
     SELECT 'invalid_index' AS "check", 'warning' AS severity, harden._qualified(v.index) AS object,
            CASE WHEN v.is_unique
@@ -907,14 +977,14 @@ WITH settings AS (
                              CASE WHEN v.autovacuum_enabled THEN 'due' ELSE 'disabled' END,
                              coalesce(v.last_vacuum::text, 'never')),
            pg_catalog.format('VACUUM (ANALYZE) %s;', harden._qualified(v."table"))
-      FROM harden.vacuum_health v, settings s
+      FROM vacuum v, settings s
      WHERE v.vacuum_due AND v.live_tuples + v.dead_tuples >= s.min_rows
     UNION ALL
     SELECT 'xid_age', CASE WHEN v.xid_age >= 1500000000 THEN 'critical' ELSE 'warning' END,
            harden._qualified(v."table"),
            pg_catalog.format('transaction ID age %s (wraparound at 2147483647)', v.xid_age),
            pg_catalog.format('VACUUM (FREEZE) %s;', harden._qualified(v."table"))
-      FROM harden.vacuum_health v, settings s WHERE v.xid_age >= s.xid_age
+      FROM vacuum v, settings s WHERE v.xid_age >= s.xid_age
     UNION ALL
     SELECT 'long_running_query', 'warning', 'pid ' || v.pid,
            pg_catalog.format('%s for %s (transaction open %s): %s', v.state,
@@ -987,6 +1057,11 @@ WITH settings AS (
            NULL
       FROM harden.unread_tables v, settings s
      WHERE v.confidence = 'high' AND v.total_bytes >= s.min_size
+       -- the same as a condition on the database alone, checked once
+       -- before any table is measured
+       AND NOT pg_catalog.pg_is_in_recovery()
+       AND (SELECT d.stats_reset FROM pg_catalog.pg_stat_database d
+             WHERE d.datname = pg_catalog.current_database()) <= pg_catalog.now() - interval '7 days'
     UNION ALL
     SELECT 'setting', 'info', v.setting,
            pg_catalog.format('%s is %s, about %s recommended: %s', v.setting, v.current, v.recommended, v.reason),
