@@ -76,10 +76,11 @@ WITH db AS (
     -- harden.missing_fk_indexes ask for an index again
     SELECT u.indexrelid, k.conname,
            ARRAY(SELECT x FROM pg_catalog.unnest(f.served_by) AS x WHERE x <> u.indexrelid ORDER BY x) AS others
-      FROM unused u
-      JOIN pg_catalog.pg_constraint k ON k.conrelid = u.indrelid AND k.contype = 'f'
+      FROM pg_catalog.pg_constraint k
      CROSS JOIN LATERAL (SELECT harden._fk_indexes(k.oid) AS served_by) f
-     WHERE u.indexrelid = ANY (f.served_by)
+      JOIN unused u ON u.indrelid = k.conrelid AND u.indexrelid = ANY (f.served_by)
+     WHERE k.contype = 'f'
+       AND k.conrelid IN (SELECT indrelid FROM unused)
        AND NOT EXISTS (SELECT FROM pg_catalog.unnest(f.served_by) AS x
                         WHERE x <> u.indexrelid AND x NOT IN (SELECT indexrelid FROM unused))
 ), fk_by_index AS (
@@ -164,11 +165,14 @@ WITH idx AS (
        AND d.include <@ (k.keys || k.include)
        AND ((d.indexprs IS NULL AND d.indpred IS NULL AND k.indpred IS NULL)
             OR harden._index_same_expr(d.indexrelid, k.indexrelid))
-       -- operator-class options (a trigram index's signature length, say)
-       AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute ad
+       -- operator-class options (a trigram index's signature length, say),
+       -- compared where either index has some
+       AND ((d.indexrelid NOT IN (SELECT o.attrelid FROM pg_catalog.pg_attribute o WHERE o.attoptions IS NOT NULL)
+             AND k.indexrelid NOT IN (SELECT o.attrelid FROM pg_catalog.pg_attribute o WHERE o.attoptions IS NOT NULL))
+            OR NOT EXISTS (SELECT FROM pg_catalog.pg_attribute ad
                          JOIN pg_catalog.pg_attribute ak ON ak.attrelid = k.indexrelid AND ak.attnum = ad.attnum
                         WHERE ad.attrelid = d.indexrelid AND ad.attnum <= d.indnkeyatts
-                          AND ad.attoptions IS DISTINCT FROM ak.attoptions)
+                          AND ad.attoptions IS DISTINCT FROM ak.attoptions))
        -- of two interchangeable indexes, only one is reported: not the
        -- one CLUSTER uses, else the newer
        AND NOT (k.droppable AND k.indisunique = d.indisunique AND d.indnkeyatts = k.indnkeyatts
@@ -414,6 +418,29 @@ SELECT s.relid::pg_catalog.regclass AS "table", s.n_live_tup AS live_tuples, s.n
   JOIN pg_catalog.pg_class c ON c.oid = s.relid;
 
 -- ---------------------------------------------------------------------------
+-- Cache hits: from the statistics functions of each relation (the
+-- pg_statio views also sum every table's index and TOAST blocks)
+-- ---------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW harden.cache_hit_ratio AS
+WITH rel AS (
+    SELECT c.relkind, pg_catalog.pg_stat_get_blocks_hit(c.oid) AS hits,
+           pg_catalog.pg_stat_get_blocks_fetched(c.oid) - pg_catalog.pg_stat_get_blocks_hit(c.oid) AS reads
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 't', 'm', 'i')
+       AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
+       AND n.nspname !~ '^pg_toast'
+)
+SELECT 'table' AS kind, pg_catalog.sum(hits)::bigint AS hits, pg_catalog.sum(reads)::bigint AS reads,
+       pg_catalog.round(pg_catalog.sum(hits) / nullif(pg_catalog.sum(hits + reads), 0), 4) AS ratio
+  FROM rel WHERE relkind <> 'i'
+UNION ALL
+SELECT 'index', pg_catalog.sum(hits)::bigint, pg_catalog.sum(reads)::bigint,
+       pg_catalog.round(pg_catalog.sum(hits) / nullif(pg_catalog.sum(hits + reads), 0), 4)
+  FROM rel WHERE relkind = 'i';
+
+-- ---------------------------------------------------------------------------
 -- The checks PgHero users look for
 -- ---------------------------------------------------------------------------
 
@@ -537,13 +564,22 @@ SELECT r.pid, r.application_name, r.client_addr, r.state, r.sync_state,
 COMMENT ON VIEW harden.replication_lag IS 'standbys streaming from this server and how far behind each is, in bytes of WAL and in time';
 
 CREATE VIEW harden.table_cache_hits AS
-SELECT s.relid::pg_catalog.regclass AS "table",
-       s.heap_blks_hit AS hits, s.heap_blks_read AS reads,
-       pg_catalog.round(s.heap_blks_hit::numeric / nullif(s.heap_blks_hit + s.heap_blks_read, 0), 4) AS ratio,
-       coalesce(s.idx_blks_hit, 0) AS index_hits, coalesce(s.idx_blks_read, 0) AS index_reads,
-       pg_catalog.round(s.idx_blks_hit::numeric / nullif(s.idx_blks_hit + s.idx_blks_read, 0), 4) AS index_ratio
-  FROM pg_catalog.pg_statio_all_tables s
-  JOIN harden._relations r ON r.relid = s.relid;
+WITH t AS (
+    SELECT r.relid, pg_catalog.pg_stat_get_blocks_hit(r.relid) AS hits,
+           pg_catalog.pg_stat_get_blocks_fetched(r.relid) - pg_catalog.pg_stat_get_blocks_hit(r.relid) AS reads,
+           (SELECT pg_catalog.sum(pg_catalog.pg_stat_get_blocks_hit(i.indexrelid))
+              FROM pg_catalog.pg_index i WHERE i.indrelid = r.relid)::bigint AS index_hits,
+           (SELECT pg_catalog.sum(pg_catalog.pg_stat_get_blocks_fetched(i.indexrelid)
+                                  - pg_catalog.pg_stat_get_blocks_hit(i.indexrelid))
+              FROM pg_catalog.pg_index i WHERE i.indrelid = r.relid)::bigint AS index_reads
+      FROM harden._relations r
+     WHERE r.relkind IN ('r', 'm')
+)
+SELECT t.relid::pg_catalog.regclass AS "table", t.hits, t.reads,
+       pg_catalog.round(t.hits::numeric / nullif(t.hits + t.reads, 0), 4) AS ratio,
+       coalesce(t.index_hits, 0) AS index_hits, coalesce(t.index_reads, 0) AS index_reads,
+       pg_catalog.round(t.index_hits::numeric / nullif(t.index_hits + t.index_reads, 0), 4) AS index_ratio
+  FROM t;
 COMMENT ON VIEW harden.table_cache_hits IS 'share of each table''s block reads (and of its indexes'') served from shared buffers';
 
 CREATE VIEW harden.index_cache_hits AS
