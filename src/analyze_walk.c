@@ -687,8 +687,6 @@ check_pattern(LikeContext *c, Oid opno, Node *left, Node *right, bool any)
 	if (source == PATTERN_CONST && !pattern_shape((Const *) right, like, any, &shape))
 		return;
 
-	if (like && !icase && shape.similar)
-		shape.similar = false;
 	what = like ? (icase ? "ILIKE" : "LIKE") :
 		shape.similar ? "SIMILAR TO" : (icase ? "~*" : "~");
 	if (any)
