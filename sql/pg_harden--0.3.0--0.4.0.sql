@@ -620,6 +620,20 @@ SELECT s.relid::pg_catalog.regclass AS "table",
  WHERE s.seq_scan <= coalesce(idx.n, 0) + coalesce(fks.n, 0) AND coalesce(s.idx_scan, 0) = 0;
 COMMENT ON VIEW harden.unread_tables IS 'tables no query has read since statistics were reset (scans by CREATE INDEX and foreign-key validation aside): candidates for archiving, or statistics too young to tell';
 
+-- Checkpoints by cause: pg_stat_bgwriter up to PostgreSQL 16,
+-- pg_stat_checkpointer from 17.
+CREATE FUNCTION harden._checkpoints(OUT timed bigint, OUT requested bigint)
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF to_regclass('pg_catalog.pg_stat_checkpointer') IS NOT NULL THEN
+        EXECUTE 'SELECT num_timed, num_requested FROM pg_catalog.pg_stat_checkpointer' INTO timed, requested;
+    ELSE
+        EXECUTE 'SELECT checkpoints_timed, checkpoints_req FROM pg_catalog.pg_stat_bgwriter' INTO timed, requested;
+    END IF;
+END $$;
+COMMENT ON FUNCTION harden._checkpoints() IS 'checkpoints since the statistics were reset, started by checkpoint_timeout (timed) and by WAL volume or a CHECKPOINT (requested)';
+
 CREATE FUNCTION harden._machine(OUT ram_bytes bigint, OUT cpus integer)
     AS 'MODULE_PATHNAME', 'harden_machine'
     LANGUAGE C STABLE PARALLEL SAFE;
@@ -640,7 +654,7 @@ cur AS (
            pg_catalog.current_setting('autovacuum')::boolean AS autovacuum,
            pg_catalog.current_setting('idle_in_transaction_session_timeout') AS idle_timeout
 ), bg AS (
-    SELECT checkpoints_timed, checkpoints_req FROM pg_catalog.pg_stat_bgwriter
+    SELECT c.timed AS checkpoints_timed, c.requested AS checkpoints_req FROM harden._checkpoints() c
 ), advice AS (
     SELECT 'shared_buffers' AS setting, pg_catalog.pg_size_pretty(c.shared_buffers) AS current,
            pg_catalog.pg_size_pretty(m.ram_bytes / 4) AS recommended,
