@@ -172,9 +172,9 @@ UPDATE harden.breaker_states SET state = 'broken' WHERE name = 'payments-api';
 -- ---- metrics ----
 SELECT regexp_replace(line, 'database="[^"]*"', 'database="db"') AS line
   FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
- WHERE line ~ '^pg_harden_breaker_(state|opens_total)\{database="[^"]*",breaker="(ledger|geo)"\}'
+ WHERE line ~ '^harden_breaker_(state|opens_total)\{database="[^"]*",breaker="(ledger|geo)"\}'
  ORDER BY line;
-SELECT harden.metrics_json()->'metrics'->'pg_harden_breaker_opens_total'->>'type' AS opens_type;
+SELECT harden.metrics_json()->'metrics'->'harden_breaker_opens_total'->>'type' AS opens_type;
 
 -- ---- errors a caller can cause ----
 SELECT harden.breaker_allow('no-such');

@@ -923,8 +923,8 @@ breaker_move_row(const char *name, BreakerState from, BreakerState to, Timestamp
 	actor.to = breaker_state_names[to];
 	actor.event = breaker_event(from, to);
 	actor.actor = "event";
-	(void) set_config_option("harden.reason", reason, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	/* The audit row's reason; the caller's harden.reason stays as it is. */
+	actor.reason = reason;
 	fsm_current_actor = &actor;
 	PG_TRY();
 	{

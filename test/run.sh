@@ -91,9 +91,12 @@ pgh_ensure_packages
 pgh_build_and_stage
 # The worker runs fast here, and stays out of the databases whose tests call
 # the *_run_due() functions themselves and check what they did.
+# pg_stat_statements is preloaded for harden.slow_queries and
+# harden.suggested_indexes (without it, see test/nopreload).
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
 	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap, pgh_dump_src, pgh_bouncer, pgh_bouncer_s'"
-	"max_worker_processes = 16")
+	"max_worker_processes = 16"
+	"shared_preload_libraries = 'pg_harden, pg_stat_statements'")
 pgh_cluster_start "${PGH_CONF[@]}"
 run_regress
 run_isolation

@@ -182,7 +182,8 @@ SQL
 }
 
 # What must not change across a step: the user's objects, grants, the rows
-# of every config table and the config sequences' positions.
+# of every config table and the config sequences' positions.  Rows about the
+# extension's own tables (a step may attach a machine to one) do not count.
 kept_state() {
 	sql "$1" -v app="$app" <<'SQL'
 SELECT 'view ' || view || ' ' || has_table_privilege(:'app', view, 'SELECT') FROM public.upg_views ORDER BY 1;
@@ -193,7 +194,8 @@ SELECT 'config ' || c.oid::regclass || ' ' ||
        CASE WHEN c.relkind = 'S' THEN (xpath('/row/l/text()',
                  query_to_xml(format('SELECT last_value AS l FROM %s', c.oid::regclass), false, true, '')))[1]::text
             ELSE (xpath('/row/m/text()', query_to_xml(
-                 format('SELECT md5(coalesce(string_agg(t::text, '','' ORDER BY t::text), '''')) AS m FROM %s t',
+                 format('SELECT md5(coalesce(string_agg(t::text, '','' ORDER BY t::text), '''')) AS m FROM %s t'
+                        ' WHERE coalesce(to_jsonb(t)->>''relid'', '''') NOT LIKE ''harden.%%''',
                         c.oid::regclass), false, true, '')))[1]::text END
   FROM pg_extension e, unnest(e.extconfig) u(cfg) JOIN pg_class c ON c.oid = u.cfg
  WHERE e.extname = 'pg_harden' ORDER BY 1;

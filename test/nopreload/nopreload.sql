@@ -1,7 +1,7 @@
 -- Without shared_preload_libraries: the extension installs, functions that
 -- need shared memory fail with PH001 and a HINT, the rest keep working.
 BEGIN;
-SELECT plan(40);
+SELECT plan(42);
 
 SELECT is(current_setting('shared_preload_libraries'), '', 'cluster is not preloaded');
 SELECT throws_ok($$ SELECT harden.metrics_reset() $$, 'PH001',
@@ -74,7 +74,7 @@ INSERT INTO np_big SELECT i, 'n' || i FROM generate_series(1, 2000) AS i;
 ANALYZE np_big;
 SET LOCAL harden.analyze_min_rows = 1000;
 SELECT is((SELECT suggestion FROM harden.query_check('SELECT * FROM np_big WHERE name ILIKE ''%7%''')),
-  'CREATE INDEX ON public.np_big USING gin (name public.gin_trgm_ops);', 'query_check advises a trigram index');
+  'CREATE INDEX CONCURRENTLY ON public.np_big USING gin (name public.gin_trgm_ops);', 'query_check advises a trigram index');
 SELECT throws_ok($$ SELECT * FROM harden.query_check('VACUUM') $$, 'PH401', NULL, 'query_check refuses a utility statement');
 CREATE INDEX np_big_a ON np_big (id);
 CREATE INDEX np_big_b ON np_big (id);
@@ -96,5 +96,11 @@ SELECT is(harden.redact('{"password": "x", "mail": "a@b.io"}'::jsonb),
   '{"mail": "[email]", "password": "[redacted]"}'::jsonb, 'redact(jsonb) works');
 SELECT is(harden.redact('call +1 555 123 4567'), 'call [phone]', 'redact(text) works');
 
+-- pg_stat_statements installed but not preloaded: reading it is an error,
+-- the views built on it are empty
+CREATE EXTENSION pg_stat_statements;
+SELECT is((SELECT count(*) FROM harden.slow_queries), 0::bigint, 'slow_queries is empty without pg_stat_statements preloaded');
+SELECT is((SELECT count(*) FROM harden.suggested_indexes), 0::bigint, 'suggested_indexes is empty without pg_stat_statements preloaded');
+DROP EXTENSION pg_stat_statements;
 SELECT * FROM finish();
 ROLLBACK;
