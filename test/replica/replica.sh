@@ -151,6 +151,9 @@ harden.breaker_define()|SELECT harden.breaker_define('rp_b')
 harden.breaker_drop()|SELECT harden.breaker_drop('rp_b')
 harden.breaker_sync()|SELECT harden.breaker_sync()
 EOF
+	rp_check "standby: analyze_snapshot() fails with PostgreSQL's own 25006" rp_equal \
+		"$(rp_s -v VERBOSITY=verbose -c "SELECT harden.analyze_snapshot()" 2>&1 | head -n1)" \
+		"ERROR:  25006: cannot execute INSERT in a read-only transaction"
 	rp_check "standby: a breaker counts there in its own shared memory" rp_equal \
 		"$(rp_s -c "SELECT harden.breaker_record('rp_b', false)" -c "SELECT harden.breaker_record('rp_b', false)" \
 			-c "SELECT state FROM harden.breaker_status WHERE name = 'rp_b'" 2>&1 | tail -n1)" open
