@@ -103,6 +103,12 @@ run_isolation
 run_upgrade
 run_pgtap pgtap "$PGH_ROOT/test/pgtap"
 
+# pgbouncer in transaction mode in front of this cluster: pgTAP suites and
+# what matters through a pooler.
+source "$PGH_ROOT/test/replica/lib.sh"
+source "$PGH_ROOT/test/replica/pooler.sh"
+run_pooler
+
 # What the server log gets of statements pg_harden runs for a caller.
 source "$PGH_ROOT/test/attack/log_values.sh"
 run_log_values
@@ -131,12 +137,6 @@ run_breaker_restart
 # Backends killed with SIGKILL mid-write; the postmaster's crash restart.
 source "$PGH_ROOT/test/crash/crash.sh"
 run_crash
-
-# pgbouncer in transaction mode in front of this cluster: pgTAP suites and
-# what matters through a pooler.
-source "$PGH_ROOT/test/replica/lib.sh"
-source "$PGH_ROOT/test/replica/pooler.sh"
-run_pooler
 
 # A streaming standby of this cluster: its own cache, 25006 for writes,
 # restart and catch-up, then failover (the primary stops, the standby is
