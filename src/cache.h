@@ -40,24 +40,51 @@ typedef enum CacheValueType
 #define CACHE_QUERY_PREFIX_LEN	9
 #define CACHE_MAX_STORED_KEY_LEN	(CACHE_MAX_KEY_LEN + CACHE_QUERY_PREFIX_LEN)
 
+/*
+ * A role's shadow of a key (see cache_apply.c): CACHE_SHADOW_MARK, the
+ * role's oid, the key.  Same length as a query result's prefix.
+ */
+#define CACHE_SHADOW_MARK	'\x02'
+
 /* Whether a stored key carries a per-role prefix (mark byte + role oid). */
 static inline bool
 cache_key_is_prefixed(const char *key, int keylen)
 {
-	return keylen > CACHE_QUERY_PREFIX_LEN && key[0] == CACHE_QUERY_MARK;
+	return keylen > CACHE_QUERY_PREFIX_LEN &&
+		(key[0] == CACHE_QUERY_MARK || key[0] == CACHE_SHADOW_MARK);
 }
 
-/* The stored key of a role's cache_query() result under a user key (palloc'd). */
+static inline bool
+cache_key_is_shadow(const char *key, int keylen)
+{
+	return keylen > CACHE_QUERY_PREFIX_LEN && key[0] == CACHE_SHADOW_MARK;
+}
+
+/* A user key with a role's prefix in front (palloc'd). */
 static inline char *
-cache_query_key(const char *key, int keylen, Oid role, int *len)
+cache_prefixed_key(char mark, const char *key, int keylen, Oid role, int *len)
 {
 	char	   *k = palloc(CACHE_QUERY_PREFIX_LEN + keylen + 1);
 
-	snprintf(k, CACHE_QUERY_PREFIX_LEN + 1, "%c%08x", CACHE_QUERY_MARK, role);
+	snprintf(k, CACHE_QUERY_PREFIX_LEN + 1, "%c%08x", mark, role);
 	memcpy(k + CACHE_QUERY_PREFIX_LEN, key, keylen);
 	k[CACHE_QUERY_PREFIX_LEN + keylen] = '\0';
 	*len = CACHE_QUERY_PREFIX_LEN + keylen;
 	return k;
+}
+
+/* The stored key of a role's cache_query() result under a user key. */
+static inline char *
+cache_query_key(const char *key, int keylen, Oid role, int *len)
+{
+	return cache_prefixed_key(CACHE_QUERY_MARK, key, keylen, role, len);
+}
+
+/* The stored key of a role's shadow of a user key. */
+static inline char *
+cache_shadow_key(const char *key, int keylen, Oid role, int *len)
+{
+	return cache_prefixed_key(CACHE_SHADOW_MARK, key, keylen, role, len);
 }
 
 /* The key a user gave, without the per-role prefix of a stored key. */
@@ -248,9 +275,8 @@ extern void cache_check_may_modify(Oid role, const char *key, int keylen, Oid ow
 								   uint8 flags);
 extern bool cache_glob_match(const char *p, int plen, const char *s, int slen);
 extern bool cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen);
-extern bool cache_apply_peek(const char *key, int keylen, CacheHit *meta, bool with_tags);
-extern bool cache_apply_lookup(const char *key, int keylen, Oid role, CacheHit *hit,
-							   bool want_value);
+extern bool cache_apply_visible(const char *key, int keylen, Oid role, CacheHit *hit,
+								bool want_value, bool with_tags);
 extern void cache_apply_set(const CacheItem *item);
 extern bool cache_apply_delete(const char *key, int keylen, Oid role);
 extern int64 cache_apply_invalidate(const char *pattern, int len, Oid role);
@@ -277,5 +303,6 @@ extern uint64 cache_store_scan(cache_scan_fn fn, void *arg, bool exclusive,
 							   CacheRemoval why);
 extern uint64 cache_store_sweep(bool force);
 extern void cache_store_totals(uint64 *entries, uint64 *bytes_used);
+extern bool cache_store_has_shadows(void);
 
 #endif							/* PG_HARDEN_CACHE_H */

@@ -121,35 +121,74 @@ cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen)
 	return false;
 }
 
-/* ---- lookups ---- */
-
 /*
- * The live entry under a stored key, whoever may read it: the basis of
- * write privilege checks and of the transaction layer's view.
+ * ---- shadows ----
+ *
+ * A role learns nothing about keys it may not read.  When a key holds an
+ * entry the acting role may not read, the role's writes to that key go to
+ * its shadow of the key instead (a stored key of its own: a mark byte and
+ * its oid in front), and its reads of the key find the shadow.  To the
+ * role, the key behaves exactly like a free one.  Shadows are looked for
+ * only while some exist (the store counts them), so reads pay nothing
+ * otherwise.  Query result keys and shadows are per role already.
  */
-bool
-cache_apply_peek(const char *key, int keylen, CacheHit *meta, bool with_tags)
+
+static inline bool
+shadows_possible(const char *key, int keylen)
 {
-	return with_tags ? cache_store_peek_tags(key, keylen, meta) :
-		cache_store_peek(key, keylen, meta);
+	return !cache_key_is_prefixed(key, keylen) && cache_store_has_shadows();
 }
 
-/* The entry under a key that role may read; its value copied when want_value. */
-bool
-cache_apply_lookup(const char *key, int keylen, Oid role, CacheHit *hit, bool want_value)
+static inline bool
+store_read(const char *key, int keylen, CacheHit *hit, bool want_value, bool with_tags)
 {
-	bool		found = want_value ? cache_store_get(key, keylen, hit) :
+	if (want_value)
+		return cache_store_get(key, keylen, hit);
+	return with_tags ? cache_store_peek_tags(key, keylen, hit) :
 		cache_store_peek(key, keylen, hit);
+}
 
-	return found && cache_role_may_read(role, hit->owner, hit->flags);
+/*
+ * The live entry role sees under a key: the stored one if role may read
+ * it, else role's shadow of it.  want_value copies the value (and counts a
+ * hit), with_tags the tags.
+ */
+bool
+cache_apply_visible(const char *key, int keylen, Oid role, CacheHit *hit,
+					bool want_value, bool with_tags)
+{
+	char	   *skey;
+	int			slen;
+
+	if (store_read(key, keylen, hit, want_value, with_tags) &&
+		cache_role_may_read(role, hit->owner, hit->flags))
+		return true;
+	if (!shadows_possible(key, keylen))
+		return false;
+	skey = cache_shadow_key(key, keylen, role, &slen);
+	return store_read(skey, slen, hit, want_value, with_tags);
 }
 
 /* ---- writes ---- */
+
+/* Store item under role's shadow of its key. */
+static bool
+put_shadow(const CacheItem *item)
+{
+	CacheItem	shadow = *item;
+	CacheHit	meta;
+
+	shadow.key = cache_shadow_key(item->key, item->keylen, item->owner, &shadow.keylen);
+	return cache_store_put(&shadow, cache_store_peek(shadow.key, shadow.keylen, &meta) ?
+						   meta.owner : InvalidOid);
+}
 
 /* Store an entry now, as item->owner. */
 void
 cache_apply_set(const CacheItem *item)
 {
+	bool		prefixed = cache_key_is_prefixed(item->key, item->keylen);
+
 	for (int attempt = 0; attempt < 8; attempt++)
 	{
 		CacheHit	meta;
@@ -157,11 +196,26 @@ cache_apply_set(const CacheItem *item)
 
 		if (cache_store_peek(item->key, item->keylen, &meta))
 		{
+			if (!prefixed && !cache_role_may_read(item->owner, meta.owner, meta.flags))
+			{
+				if (!put_shadow(item))
+					continue;
+				harden_count(HC_CACHE_SETS, 1);
+				return;
+			}
 			cache_check_may_modify(item->owner, item->key, item->keylen, meta.owner, meta.flags);
 			expected = meta.owner;
 		}
 		if (cache_store_put(item, expected))
 		{
+			/* A shadow of the key the role may have is superseded. */
+			if (shadows_possible(item->key, item->keylen))
+			{
+				int			slen;
+				char	   *skey = cache_shadow_key(item->key, item->keylen, item->owner, &slen);
+
+				cache_store_delete(skey, slen, item->owner, CACHE_REMOVED_DELETE);
+			}
 			harden_count(HC_CACHE_SETS, 1);
 			return;
 		}
@@ -169,7 +223,10 @@ cache_apply_set(const CacheItem *item)
 	report_contention(item->key, item->keylen);
 }
 
-/* Delete one entry now, as role; true if it existed. */
+/*
+ * Delete the entry role sees under a key now; true if it existed.  An entry
+ * role may not read is, to it, not there: its shadow is what it deletes.
+ */
 bool
 cache_apply_delete(const char *key, int keylen, Oid role)
 {
@@ -177,14 +234,22 @@ cache_apply_delete(const char *key, int keylen, Oid role)
 	{
 		CacheHit	meta;
 
-		if (!cache_store_peek(key, keylen, &meta))
-			return false;
-		/* An entry the caller cannot even read is, to it, not there. */
-		if (!cache_role_may_read(role, meta.owner, meta.flags))
-			return false;
-		cache_check_may_modify(role, key, keylen, meta.owner, meta.flags);
-		if (cache_store_delete(key, keylen, meta.owner, CACHE_REMOVED_DELETE))
-			return true;
+		if (cache_store_peek(key, keylen, &meta) &&
+			cache_role_may_read(role, meta.owner, meta.flags))
+		{
+			cache_check_may_modify(role, key, keylen, meta.owner, meta.flags);
+			if (cache_store_delete(key, keylen, meta.owner, CACHE_REMOVED_DELETE))
+				return true;
+			continue;
+		}
+		if (shadows_possible(key, keylen))
+		{
+			int			slen;
+			char	   *skey = cache_shadow_key(key, keylen, role, &slen);
+
+			return cache_store_delete(skey, slen, role, CACHE_REMOVED_DELETE);
+		}
+		return false;
 	}
 	report_contention(key, keylen);
 	return false;

@@ -93,6 +93,7 @@ typedef struct CacheShared
 	Size		area_size;
 	uint64		max_entries;	/* the table is presized for this many */
 	pg_atomic_uint64 entries;
+	pg_atomic_uint64 shadows;	/* entries under a role's shadow key */
 	pg_atomic_uint64 bytes_used;	/* entries + blobs, as requested */
 	pg_atomic_uint32 hand;		/* CLOCK hand: first partition of a pass */
 	pg_atomic_uint64 last_sweep;	/* TimestampTz of the last expiry sweep */
@@ -231,6 +232,7 @@ cache_shmem_startup(void)
 	cache_shared->area_size = cache_memory_limit();
 	cache_shared->max_entries = max_entries_setting();
 	pg_atomic_init_u64(&cache_shared->entries, 0);
+	pg_atomic_init_u64(&cache_shared->shadows, 0);
 	pg_atomic_init_u64(&cache_shared->bytes_used, 0);
 	pg_atomic_init_u32(&cache_shared->hand, 0);
 	pg_atomic_init_u64(&cache_shared->last_sweep, 0);
@@ -399,6 +401,8 @@ entry_release(CacheEntry *e, CacheRemoval why)
 		case CACHE_REMOVED_DELETE:
 			break;
 	}
+	if (cache_key_is_shadow(entry_blob(e), e->key.keylen))
+		pg_atomic_sub_fetch_u64(&cache_shared->shadows, 1);
 	dsa_free(cache_area, e->key.ptr.blob);
 	pg_atomic_sub_fetch_u64(&cache_shared->bytes_used, size);
 	pg_atomic_sub_fetch_u64(&cache_shared->entries, 1);
@@ -713,6 +717,8 @@ cache_store_put(const CacheItem *item, Oid expected_owner)
 
 	pg_atomic_add_fetch_u64(&cache_shared->bytes_used, ENTRY_ALLOC_SIZE + blob_size);
 	pg_atomic_add_fetch_u64(&cache_shared->entries, 1);
+	if (cache_key_is_shadow(item->key, item->keylen))
+		pg_atomic_add_fetch_u64(&cache_shared->shadows, 1);
 	return true;
 }
 
@@ -912,6 +918,14 @@ cache_evict(Size need)
 			break;
 	}
 	LWLockRelease(cache_shared->evict_lock);
+}
+
+/* Whether any role's shadow of a key is stored (see cache_apply.c). */
+bool
+cache_store_has_shadows(void)
+{
+	cache_attach();
+	return pg_atomic_read_u64(&cache_shared->shadows) > 0;
 }
 
 void
