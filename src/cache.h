@@ -14,6 +14,7 @@
 #ifndef PG_HARDEN_CACHE_H
 #define PG_HARDEN_CACHE_H
 
+#include "common/hashfn.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 
@@ -207,6 +208,72 @@ typedef enum CachePendingKind
 	CACHE_PENDING_FLUSH_SECURE
 } CachePendingKind;
 
+/* Glob match: '*' any run of bytes, '?' one byte; iterative backtracking. */
+static inline bool
+cache_glob_match(const char *p, int plen, const char *s, int slen)
+{
+	int			pi = 0,
+				si = 0,
+				star = -1,
+				mark = 0;
+
+	while (si < slen)
+	{
+		if (pi < plen && (p[pi] == '?' || p[pi] == s[si]))
+		{
+			pi++;
+			si++;
+		}
+		else if (pi < plen && p[pi] == '*')
+		{
+			star = pi++;
+			mark = si;
+		}
+		else if (star >= 0)
+		{
+			pi = star + 1;
+			si = ++mark;
+		}
+		else
+			return false;
+	}
+	while (pi < plen && p[pi] == '*')
+		pi++;
+	return pi == plen;
+}
+
+/*
+ * An invalidation marker: what a transaction that wrote data invalidates,
+ * registered before the entries are deleted and kept until every snapshot
+ * sees that transaction (cache_store.c).  A set checks the markers that
+ * match its entry.
+ */
+typedef enum CacheMarkKind
+{
+	CACHE_MARK_KEY,				/* hash: of the user key */
+	CACHE_MARK_TAG,				/* hash: of the tag */
+	CACHE_MARK_PATTERN,			/* text: the glob, over user keys */
+	CACHE_MARK_FLUSH,
+	CACHE_MARK_FLUSH_SECURE
+} CacheMarkKind;
+
+typedef struct CacheMark
+{
+	CacheMarkKind kind;
+	uint64		hash;
+	const char *text;			/* CACHE_MARK_PATTERN */
+	int			len;
+} CacheMark;
+
+static inline uint64
+cache_mark_hash(const char *s, int len)
+{
+	return hash_bytes_extended((const unsigned char *) s, len, 0x5eed);
+}
+
+/* Whether a marker's transaction is one the setter's snapshot did not see. */
+typedef bool (*cache_unseen_fn) (TransactionId xid, void *arg);
+
 /* cache_query.c */
 extern void cache_query_define_gucs(bool preloading);
 
@@ -273,11 +340,10 @@ extern bool cache_role_may_read(Oid role, Oid owner, uint8 flags);
 extern bool cache_role_may_modify(Oid role, Oid owner);
 extern void cache_check_may_modify(Oid role, const char *key, int keylen, Oid owner,
 								   uint8 flags);
-extern bool cache_glob_match(const char *p, int plen, const char *s, int slen);
 extern bool cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen);
 extern bool cache_apply_visible(const char *key, int keylen, Oid role, CacheHit *hit,
 								bool want_value, bool with_tags);
-extern void cache_apply_set(const CacheItem *item);
+extern void cache_apply_set(const CacheItem *item, cache_unseen_fn unseen, void *arg);
 extern bool cache_apply_delete(const char *key, int keylen, Oid role);
 extern int64 cache_apply_invalidate(const char *pattern, int len, Oid role);
 extern int64 cache_apply_count_invalidate(const char *pattern, int len, Oid role);
@@ -304,5 +370,7 @@ extern uint64 cache_store_scan(cache_scan_fn fn, void *arg, bool exclusive,
 extern uint64 cache_store_sweep(bool force);
 extern void cache_store_totals(uint64 *entries, uint64 *bytes_used);
 extern bool cache_store_has_shadows(void);
+extern void cache_store_mark(const CacheMark *marks, int nmarks, TransactionId xid);
+extern bool cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg);
 
 #endif							/* PG_HARDEN_CACHE_H */

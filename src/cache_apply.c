@@ -72,40 +72,6 @@ report_contention(const char *key, int keylen)
 
 /* ---- matching ---- */
 
-/* Glob match: '*' any run of bytes, '?' one byte; iterative backtracking. */
-bool
-cache_glob_match(const char *p, int plen, const char *s, int slen)
-{
-	int			pi = 0,
-				si = 0,
-				star = -1,
-				mark = 0;
-
-	while (si < slen)
-	{
-		if (pi < plen && (p[pi] == '?' || p[pi] == s[si]))
-		{
-			pi++;
-			si++;
-		}
-		else if (pi < plen && p[pi] == '*')
-		{
-			star = pi++;
-			mark = si;
-		}
-		else if (star >= 0)
-		{
-			pi = star + 1;
-			si = ++mark;
-		}
-		else
-			return false;
-	}
-	while (pi < plen && p[pi] == '*')
-		pi++;
-	return pi == plen;
-}
-
 /* Whether ntags NUL-separated tags include tag. */
 bool
 cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen)
@@ -171,21 +137,39 @@ cache_apply_visible(const char *key, int keylen, Oid role, CacheHit *hit,
 
 /* ---- writes ---- */
 
+/*
+ * After a set: if an invalidation marker matches the entry and belongs to a
+ * transaction the setter did not see (unseen), the value may have been
+ * read before that transaction's writes: remove it again.
+ */
+static void
+recheck_markers(const CacheItem *stored, cache_unseen_fn unseen, void *arg)
+{
+	if (unseen != NULL && cache_store_marked(stored, unseen, arg))
+		cache_store_delete(stored->key, stored->keylen, stored->owner, CACHE_REMOVED_INVALIDATE);
+}
+
 /* Store item under role's shadow of its key. */
 static bool
-put_shadow(const CacheItem *item)
+put_shadow(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 {
 	CacheItem	shadow = *item;
 	CacheHit	meta;
 
 	shadow.key = cache_shadow_key(item->key, item->keylen, item->owner, &shadow.keylen);
-	return cache_store_put(&shadow, cache_store_peek(shadow.key, shadow.keylen, &meta) ?
-						   meta.owner : InvalidOid);
+	if (!cache_store_put(&shadow, cache_store_peek(shadow.key, shadow.keylen, &meta) ?
+						 meta.owner : InvalidOid))
+		return false;
+	recheck_markers(&shadow, unseen, arg);
+	return true;
 }
 
-/* Store an entry now, as item->owner. */
+/*
+ * Store an entry now, as item->owner; then, with unseen, undo it if a
+ * concurrent invalidation it did not see matches it (see recheck_markers).
+ */
 void
-cache_apply_set(const CacheItem *item)
+cache_apply_set(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 {
 	bool		prefixed = cache_key_is_prefixed(item->key, item->keylen);
 
@@ -198,7 +182,7 @@ cache_apply_set(const CacheItem *item)
 		{
 			if (!prefixed && !cache_role_may_read(item->owner, meta.owner, meta.flags))
 			{
-				if (!put_shadow(item))
+				if (!put_shadow(item, unseen, arg))
 					continue;
 				harden_count(HC_CACHE_SETS, 1);
 				return;
@@ -216,6 +200,7 @@ cache_apply_set(const CacheItem *item)
 
 				cache_store_delete(skey, slen, item->owner, CACHE_REMOVED_DELETE);
 			}
+			recheck_markers(item, unseen, arg);
 			harden_count(HC_CACHE_SETS, 1);
 			return;
 		}

@@ -22,6 +22,7 @@
 #include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/dsa.h"
 #include "utils/guc.h"
@@ -85,6 +86,19 @@ typedef struct BlobQueryHead
 #define ENTRY_ALLOC_SIZE	(MAXALIGN(sizeof(CacheEntry)) + MAXALIGN(sizeof(dsa_pointer) + sizeof(uint32)) \
 							 + 2 * sizeof(dsa_pointer))
 
+/* Invalidation markers: a fixed table, see cache_store_mark(). */
+#define CACHE_MARKERS	1024
+
+typedef struct MarkerSlot
+{
+	TransactionId xid;			/* InvalidTransactionId: free */
+	Oid			dboid;
+	uint8		kind;
+	uint16		len;
+	uint64		hash;
+	char		text[CACHE_MAX_KEY_LEN];	/* CACHE_MARK_PATTERN */
+} MarkerSlot;
+
 typedef struct CacheShared
 {
 	int			tranche_id;
@@ -97,6 +111,10 @@ typedef struct CacheShared
 	pg_atomic_uint64 bytes_used;	/* entries + blobs, as requested */
 	pg_atomic_uint32 hand;		/* CLOCK hand: first partition of a pass */
 	pg_atomic_uint64 last_sweep;	/* TimestampTz of the last expiry sweep */
+	LWLock		marker_lock;
+	pg_atomic_uint32 markers_used;	/* slots in use, plus one while overflowed */
+	TransactionId overflow_xid; /* latest transaction that found no free slot */
+	MarkerSlot	markers[CACHE_MARKERS];
 	/* the DSA area follows, MAXALIGNed */
 } CacheShared;
 
@@ -236,6 +254,10 @@ cache_shmem_startup(void)
 	pg_atomic_init_u64(&cache_shared->bytes_used, 0);
 	pg_atomic_init_u32(&cache_shared->hand, 0);
 	pg_atomic_init_u64(&cache_shared->last_sweep, 0);
+	LWLockInitialize(&cache_shared->marker_lock, cache_shared->tranche_id);
+	pg_atomic_init_u32(&cache_shared->markers_used, 0);
+	cache_shared->overflow_xid = InvalidTransactionId;
+	memset(cache_shared->markers, 0, sizeof(cache_shared->markers));
 
 	area = dsa_create_in_place(CACHE_AREA(cache_shared), cache_shared->area_size,
 							   cache_shared->tranche_id, NULL);
@@ -926,6 +948,169 @@ cache_store_has_shadows(void)
 {
 	cache_attach();
 	return pg_atomic_read_u64(&cache_shared->shadows) > 0;
+}
+
+/*
+ * ---- invalidation markers ----
+ *
+ * A transaction that wrote data and invalidates entries must not let a
+ * session that read the old rows refill them before its commit is visible.
+ * It registers what it invalidates, with its xid, before deleting; a set
+ * stores, then looks for markers matching its entry whose transaction its
+ * snapshot did not see, and removes its entry if it finds one.  A marker
+ * retires once its transaction precedes every snapshot's xmin.  When no
+ * slot is free even after retiring, the table remembers the latest such
+ * xid: until it retires, every set checks against it as against a flush.
+ */
+
+/* Free the slots every snapshot has seen; caller holds the lock exclusively. */
+static void
+markers_retire(void)
+{
+	TransactionId horizon = GetOldestNonRemovableTransactionId(NULL);
+	uint32		used = 0;
+
+	for (int i = 0; i < CACHE_MARKERS; i++)
+	{
+		MarkerSlot *m = &cache_shared->markers[i];
+
+		if (!TransactionIdIsValid(m->xid))
+			continue;
+		if (TransactionIdPrecedes(m->xid, horizon))
+			m->xid = InvalidTransactionId;
+		else
+			used++;
+	}
+	if (TransactionIdIsValid(cache_shared->overflow_xid) &&
+		TransactionIdPrecedes(cache_shared->overflow_xid, horizon))
+		cache_shared->overflow_xid = InvalidTransactionId;
+	if (TransactionIdIsValid(cache_shared->overflow_xid))
+		used++;
+	pg_atomic_write_u32(&cache_shared->markers_used, used);
+}
+
+void
+cache_store_mark(const CacheMark *marks, int nmarks, TransactionId xid)
+{
+	int			next = 0;
+	bool		retired = false;
+
+	if (nmarks == 0)
+		return;
+	cache_attach();
+	LWLockAcquire(&cache_shared->marker_lock, LW_EXCLUSIVE);
+	for (int k = 0; k < nmarks; k++)
+	{
+		const CacheMark *mk = &marks[k];
+		MarkerSlot *m = NULL;
+
+		while (next < CACHE_MARKERS && TransactionIdIsValid(cache_shared->markers[next].xid))
+			next++;
+		if (next == CACHE_MARKERS && !retired)
+		{
+			markers_retire();
+			retired = true;
+			next = 0;
+			while (next < CACHE_MARKERS && TransactionIdIsValid(cache_shared->markers[next].xid))
+				next++;
+		}
+		if (next == CACHE_MARKERS)
+		{
+			/* No room: every set checks against this xid until it retires. */
+			if (!TransactionIdIsValid(cache_shared->overflow_xid))
+				pg_atomic_fetch_add_u32(&cache_shared->markers_used, 1);
+			if (!TransactionIdIsValid(cache_shared->overflow_xid) ||
+				TransactionIdFollows(xid, cache_shared->overflow_xid))
+				cache_shared->overflow_xid = xid;
+			break;
+		}
+		m = &cache_shared->markers[next];
+		m->dboid = MyDatabaseId;
+		m->kind = (uint8) mk->kind;
+		m->hash = mk->hash;
+		m->len = 0;
+		if (mk->kind == CACHE_MARK_PATTERN)
+		{
+			m->len = (uint16) Min(mk->len, CACHE_MAX_KEY_LEN);
+			memcpy(m->text, mk->text, m->len);
+		}
+		m->xid = xid;
+		pg_atomic_fetch_add_u32(&cache_shared->markers_used, 1);
+	}
+	LWLockRelease(&cache_shared->marker_lock);
+}
+
+static bool
+marker_matches(const MarkerSlot *m, const CacheItem *item, uint64 keyhash,
+			   const uint64 *taghashes, const char *userkey, int userlen)
+{
+	if (m->dboid != MyDatabaseId)
+		return false;
+	switch ((CacheMarkKind) m->kind)
+	{
+		case CACHE_MARK_KEY:	/* by user key: shadows and query results too */
+			return m->hash == keyhash;
+		case CACHE_MARK_TAG:
+			for (int t = 0; t < item->ntags; t++)
+				if (taghashes[t] == m->hash)
+					return true;
+			return false;
+		case CACHE_MARK_PATTERN:
+			return cache_glob_match(m->text, m->len, userkey, userlen);
+		case CACHE_MARK_FLUSH:
+			return true;
+		case CACHE_MARK_FLUSH_SECURE:
+			return (item->flags & CACHE_FLAG_SECURE) != 0;
+	}
+	return false;
+}
+
+/*
+ * Whether a marker that matches item (by its stored key, tags, user key,
+ * flags) belongs to a transaction unseen says was not seen.  Visibility is
+ * decided outside the lock, on copies of the matching xids.
+ */
+bool
+cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg)
+{
+	uint64		keyhash;
+	uint64		taghashes[CACHE_MAX_TAGS];
+	TransactionId found[CACHE_MARKERS + 1];
+	int			nfound = 0;
+	int			userlen;
+	const char *userkey;
+	const char *t = item->tags;
+
+	cache_attach();
+	if (pg_atomic_read_u32(&cache_shared->markers_used) == 0)
+		return false;
+	userkey = cache_user_key(item->key, item->keylen, &userlen);
+	keyhash = cache_mark_hash(userkey, userlen);
+	for (int i = 0; i < item->ntags; i++)
+	{
+		int			len = strlen(t);
+
+		taghashes[i] = cache_mark_hash(t, len);
+		t += len + 1;
+	}
+
+	LWLockAcquire(&cache_shared->marker_lock, LW_SHARED);
+	for (int i = 0; i < CACHE_MARKERS; i++)
+	{
+		const MarkerSlot *m = &cache_shared->markers[i];
+
+		if (TransactionIdIsValid(m->xid) &&
+			marker_matches(m, item, keyhash, taghashes, userkey, userlen))
+			found[nfound++] = m->xid;
+	}
+	if (TransactionIdIsValid(cache_shared->overflow_xid))
+		found[nfound++] = cache_shared->overflow_xid;
+	LWLockRelease(&cache_shared->marker_lock);
+
+	for (int i = 0; i < nfound; i++)
+		if (unseen(found[i], arg))
+			return true;
+	return false;
 }
 
 void

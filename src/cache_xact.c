@@ -25,10 +25,13 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
+#include "storage/procarray.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "pg_harden.h"
@@ -544,6 +547,118 @@ count_tag(const char *tag, int len, Oid role)
 }
 
 /*
+ * ---- never early ----
+ *
+ * A transaction that wrote data registers what it invalidates (markers,
+ * see cache_store.c) before deleting anything, so a session that read the
+ * old rows and sets a value before the commit is visible removes it again.
+ * A transaction without an xid changed no rows: it needs no markers.
+ */
+
+/* Whether the setter's snapshot (arg; NULL: none) did not see xid commit. */
+static bool
+unseen_by(TransactionId xid, void *arg)
+{
+	Snapshot	snap = (Snapshot) arg;
+
+	if (TransactionIdIsCurrentTransactionId(xid))
+		return false;
+	if (TransactionIdIsInProgress(xid))
+		return true;
+	return snap != NULL && XidInMVCCSnapshot(xid, snap);
+}
+
+static inline CacheMark
+mark_of(CachePendingKind kind, const char *name, int namelen)
+{
+	CacheMark	m = {0};
+
+	switch (kind)
+	{
+		case CACHE_PENDING_SET:
+		case CACHE_PENDING_DELETE:
+			{
+				int			userlen;
+				const char *userkey = cache_user_key(name, namelen, &userlen);
+
+				m.kind = CACHE_MARK_KEY;
+				m.hash = cache_mark_hash(userkey, userlen);
+			}
+			break;
+		case CACHE_PENDING_TAG:
+			m.kind = CACHE_MARK_TAG;
+			m.hash = cache_mark_hash(name, namelen);
+			break;
+		case CACHE_PENDING_INVALIDATE:
+			m.kind = CACHE_MARK_PATTERN;
+			m.text = name;
+			m.len = namelen;
+			break;
+		case CACHE_PENDING_FLUSH:
+			m.kind = CACHE_MARK_FLUSH;
+			break;
+		case CACHE_PENDING_FLUSH_SECURE:
+			m.kind = CACHE_MARK_FLUSH_SECURE;
+			break;
+	}
+	return m;
+}
+
+/* An invalidation applied now, by a transaction that may have written rows. */
+static void
+mark_now(CachePendingKind kind, const char *name, int namelen)
+{
+	TransactionId xid = GetTopTransactionIdIfAny();
+	CacheMark	m;
+
+	if (!TransactionIdIsValid(xid))
+		return;
+	m = mark_of(kind, name, namelen);
+	cache_store_mark(&m, 1, xid);
+}
+
+/* The markers of every pending operation that removes or replaces entries. */
+static void
+mark_pending(void)
+{
+	TransactionId xid = GetTopTransactionIdIfAny();
+	CacheMark  *marks;
+	int			n = 0;
+	int			max = 64;
+
+	if (!TransactionIdIsValid(xid))
+		return;
+	marks = palloc(sizeof(CacheMark) * max);
+	if (xs->last_flush >= 0)
+		marks[n++] = mark_of(CACHE_PENDING_FLUSH, NULL, 0);
+	if (xs->last_flush_secure >= 0)
+		marks[n++] = mark_of(CACHE_PENDING_FLUSH_SECURE, NULL, 0);
+	for (int64 i = 0; i < xs->nops; i++)
+	{
+		PendingOp  *op = &xs->ops[i];
+		namemap_hash *map = map_for(op->kind);
+		NameSlot   *slot;
+
+		if (map == NULL)
+			continue;
+		slot = namemap_lookup(map, name_ref(op->name, op->namelen,
+											op->kind == CACHE_PENDING_TAG ? op->role : InvalidOid));
+		/* Once per key, tag or pattern. */
+		if (op->kind == CACHE_PENDING_INVALIDATE ?
+			xs->pattern_list[slot->latest].latest != i : slot->latest != i)
+			continue;
+		if (n == max)
+		{
+			max *= 2;
+			marks = repalloc_huge(marks, sizeof(CacheMark) * max);
+		}
+		marks[n++] = mark_of(op->kind, op->name, op->namelen);
+	}
+	cache_store_mark(marks, n, xid);
+	pfree(marks);
+}
+
+/*
  * A write by role: applied now outside a transaction block, else kept
  * until commit.  name is the key (SET, DELETE), the pattern or the tag;
  * item the entry of a SET.  Returns what the SQL function reports: for
@@ -565,7 +680,7 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 			Assert(item != NULL && item->owner == role);
 			if (!deferred)
 			{
-				cache_apply_set(item);
+				cache_apply_set(item, unseen_by, ActiveSnapshotSet() ? GetActiveSnapshot() : NULL);
 				return 1;
 			}
 
@@ -581,7 +696,10 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 			return 1;
 		case CACHE_PENDING_DELETE:
 			if (!deferred)
+			{
+				mark_now(kind, name, namelen);
 				return cache_apply_delete(name, namelen, role) ? 1 : 0;
+			}
 			if (pending_lookup(name, namelen, role, &meta, false, &existed))
 			{
 				/* This session's pending entry of a role it may not read stays. */
@@ -596,12 +714,18 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 			return existed ? 1 : 0;
 		case CACHE_PENDING_INVALIDATE:
 			if (!deferred)
+			{
+				mark_now(kind, name, namelen);
 				return cache_apply_invalidate(name, namelen, role);
+			}
 			new_op(kind, name, namelen, role);
 			return cache_apply_count_invalidate(name, namelen, role);
 		case CACHE_PENDING_TAG:
 			if (!deferred)
+			{
+				mark_now(kind, name, namelen);
 				return cache_apply_invalidate_tag(name, namelen, role);
+			}
 			new_op(kind, name, namelen, role);
 			return count_tag(name, namelen, role);
 		case CACHE_PENDING_FLUSH:
@@ -610,7 +734,10 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 				bool		secure_only = kind == CACHE_PENDING_FLUSH_SECURE;
 
 				if (!deferred)
+				{
+					mark_now(kind, NULL, 0);
 					return cache_apply_flush(secure_only, role);
+				}
 				new_op(kind, NULL, 0, role);
 				return cache_apply_count_flush(secure_only, role);
 			}
@@ -626,6 +753,7 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 static void
 apply_pending(void)
 {
+	mark_pending();
 	if (xs->last_flush >= 0)
 		cache_apply_flush(false, xs->ops[xs->last_flush].role);
 	else if (xs->last_flush_secure >= 0)
@@ -654,7 +782,7 @@ apply_pending(void)
 		{
 			/* A stale query result must not replace a fresh one. */
 			if (!(it->flags & CACHE_FLAG_QUERY) || cache_deps_current(MyDatabaseId, &it->query))
-				cache_apply_set(it);
+				cache_apply_set(it, unseen_by, NULL);
 		}
 		else
 			cache_apply_delete(op->name, op->namelen, op->role);
