@@ -136,6 +136,8 @@ typedef struct CacheItem
 	Oid			owner;
 	uint8		flags;
 	CacheQueryMeta query;		/* CACHE_FLAG_QUERY only */
+	bool		leased;			/* set with a lease: stored only if nothing */
+	uint64		lease_since;	/* ... invalidated it since this log position */
 } CacheItem;
 
 /* What a lookup returns; value is a palloc'd copy. */
@@ -317,6 +319,17 @@ extern CacheFlight cache_flight_begin(const char *key, int keylen, uint64 finger
 									  CacheFlightTicket *t);
 extern CacheFlightOutcome cache_flight_wait(const CacheFlightTicket *t, TimestampTz deadline);
 extern void cache_flight_end(const CacheFlightTicket *t, CacheFlightOutcome outcome);
+extern CacheFlight cache_flight_begin_lease(const char *key, int keylen, uint64 fingerprint,
+											TimestampTz expires_at, uint64 since,
+											CacheFlightTicket *t);
+extern int64 cache_flight_token(const CacheFlightTicket *t);
+extern bool cache_flight_lease_live(int64 token, const char *key, int keylen,
+									uint64 fingerprint, uint64 *since);
+extern void cache_flight_end_lease(int64 token, const char *key, int keylen,
+								   uint64 fingerprint, CacheFlightOutcome outcome);
+
+/* The fingerprint of a lease's registration (query fingerprints are hashes). */
+#define CACHE_LEASE_FINGERPRINT	UINT64CONST(0x1ea5e1ea5e1ea5e1)
 
 /* cache.c (SQL-callable functions; cache_query.c uses these helpers) */
 extern void cache_sql_define_gucs(bool preloading);
@@ -343,7 +356,8 @@ extern void cache_check_may_modify(Oid role, const char *key, int keylen, Oid ow
 extern bool cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen);
 extern bool cache_apply_visible(const char *key, int keylen, Oid role, CacheHit *hit,
 								bool want_value, bool with_tags);
-extern void cache_apply_set(const CacheItem *item, cache_unseen_fn unseen, void *arg);
+extern bool cache_apply_set(const CacheItem *item, cache_unseen_fn unseen, void *arg);
+extern bool cache_apply_lease_valid(const CacheItem *item);
 extern bool cache_apply_delete(const char *key, int keylen, Oid role);
 extern int64 cache_apply_invalidate(const char *pattern, int len, Oid role);
 extern int64 cache_apply_count_invalidate(const char *pattern, int len, Oid role);
@@ -371,6 +385,9 @@ extern uint64 cache_store_sweep(bool force);
 extern void cache_store_totals(uint64 *entries, uint64 *bytes_used);
 extern bool cache_store_has_shadows(void);
 extern void cache_store_mark(const CacheMark *marks, int nmarks, TransactionId xid);
+extern uint64 cache_store_lease_begin(TimestampTz expires_at);
+extern void cache_store_inval_log(const CacheMark *m);
+extern bool cache_store_invalidated_since(uint64 since, const CacheItem *item);
 extern bool cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg);
 
 #endif							/* PG_HARDEN_CACHE_H */

@@ -137,6 +137,30 @@ cache_apply_visible(const char *key, int keylen, Oid role, CacheHit *hit,
 
 /* ---- writes ---- */
 
+/* Log an invalidation for live leases (cache_store_inval_log), before it deletes. */
+static void
+log_inval(CacheMarkKind kind, const char *s, int len)
+{
+	CacheMark	m = {0};
+
+	m.kind = kind;
+	if (kind == CACHE_MARK_KEY)
+	{
+		int			userlen;
+		const char *userkey = cache_user_key(s, len, &userlen);
+
+		m.hash = cache_mark_hash(userkey, userlen);
+	}
+	else if (kind == CACHE_MARK_TAG)
+		m.hash = cache_mark_hash(s, len);
+	else if (kind == CACHE_MARK_PATTERN)
+	{
+		m.text = s;
+		m.len = len;
+	}
+	cache_store_inval_log(&m);
+}
+
 /*
  * After a set: if an invalidation marker matches the entry and belongs to a
  * transaction the setter did not see (unseen), the value may have been
@@ -149,9 +173,29 @@ recheck_markers(const CacheItem *stored, cache_unseen_fn unseen, void *arg)
 		cache_store_delete(stored->key, stored->keylen, stored->owner, CACHE_REMOVED_INVALIDATE);
 }
 
-/* Store item under role's shadow of its key. */
+/* A leased set: whether nothing invalidated its entry since the lease. */
+bool
+cache_apply_lease_valid(const CacheItem *item)
+{
+	return !item->leased || !cache_store_invalidated_since(item->lease_since, item);
+}
+
+/* After a leased set: undo it if an invalidation was logged in between. */
 static bool
-put_shadow(const CacheItem *item, cache_unseen_fn unseen, void *arg)
+recheck_lease(const CacheItem *stored)
+{
+	if (cache_apply_lease_valid(stored))
+		return true;
+	cache_store_delete(stored->key, stored->keylen, stored->owner, CACHE_REMOVED_INVALIDATE);
+	return false;
+}
+
+/*
+ * Store item under role's shadow of its key; false on a concurrent change
+ * (try again), else *stored says whether the entry stayed.
+ */
+static bool
+put_shadow(const CacheItem *item, cache_unseen_fn unseen, void *arg, bool *stored)
 {
 	CacheItem	shadow = *item;
 	CacheHit	meta;
@@ -161,17 +205,23 @@ put_shadow(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 						 meta.owner : InvalidOid))
 		return false;
 	recheck_markers(&shadow, unseen, arg);
+	*stored = recheck_lease(&shadow);
 	return true;
 }
 
 /*
  * Store an entry now, as item->owner; then, with unseen, undo it if a
  * concurrent invalidation it did not see matches it (see recheck_markers).
+ * A leased set stores only if nothing invalidated the entry since its lease
+ * was issued; returns whether the entry was stored.
  */
-void
+bool
 cache_apply_set(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 {
 	bool		prefixed = cache_key_is_prefixed(item->key, item->keylen);
+
+	if (!cache_apply_lease_valid(item))
+		return false;
 
 	for (int attempt = 0; attempt < 8; attempt++)
 	{
@@ -182,10 +232,12 @@ cache_apply_set(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 		{
 			if (!prefixed && !cache_role_may_read(item->owner, meta.owner, meta.flags))
 			{
-				if (!put_shadow(item, unseen, arg))
+				bool		stored;
+
+				if (!put_shadow(item, unseen, arg, &stored))
 					continue;
 				harden_count(HC_CACHE_SETS, 1);
-				return;
+				return stored;
 			}
 			cache_check_may_modify(item->owner, item->key, item->keylen, meta.owner, meta.flags);
 			expected = meta.owner;
@@ -202,10 +254,11 @@ cache_apply_set(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 			}
 			recheck_markers(item, unseen, arg);
 			harden_count(HC_CACHE_SETS, 1);
-			return;
+			return recheck_lease(item);
 		}
 	}
 	report_contention(item->key, item->keylen);
+	return false;
 }
 
 /*
@@ -215,6 +268,7 @@ cache_apply_set(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 bool
 cache_apply_delete(const char *key, int keylen, Oid role)
 {
+	log_inval(CACHE_MARK_KEY, key, keylen);
 	for (int attempt = 0; attempt < 8; attempt++)
 	{
 		CacheHit	meta;
@@ -294,6 +348,7 @@ cache_apply_invalidate(const char *pattern, int len, Oid role)
 {
 	PatternArg	pa = {pattern, len};
 
+	log_inval(CACHE_MARK_PATTERN, pattern, len);
 	return (int64) cache_store_scan(match_pattern, &pa, true, CACHE_REMOVED_INVALIDATE);
 }
 
@@ -358,6 +413,7 @@ tag_pass(const char *tag, int len, Oid role, bool delete)
 int64
 cache_apply_invalidate_tag(const char *tag, int len, Oid role)
 {
+	log_inval(CACHE_MARK_TAG, tag, len);
 	return tag_pass(tag, len, role, true);
 }
 
@@ -383,6 +439,7 @@ match_secure(const CacheEntryInfo *e, void *arg)
 int64
 cache_apply_flush(bool secure_only, Oid role)
 {
+	log_inval(secure_only ? CACHE_MARK_FLUSH_SECURE : CACHE_MARK_FLUSH, NULL, 0);
 	return (int64) cache_store_scan(secure_only ? match_secure : match_all, NULL, true,
 									CACHE_REMOVED_INVALIDATE);
 }

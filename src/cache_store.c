@@ -88,6 +88,8 @@ typedef struct BlobQueryHead
 
 /* Invalidation markers: a fixed table, see cache_store_mark(). */
 #define CACHE_MARKERS	1024
+/* Invalidations logged for leases: a ring, see cache_store_inval_log(). */
+#define CACHE_INVAL_LOG	1024
 
 typedef struct MarkerSlot
 {
@@ -115,6 +117,11 @@ typedef struct CacheShared
 	pg_atomic_uint32 markers_used;	/* slots in use, plus one while overflowed */
 	TransactionId overflow_xid; /* latest transaction that found no free slot */
 	MarkerSlot	markers[CACHE_MARKERS];
+	LWLock		inval_lock;
+	pg_atomic_uint64 inval_seq; /* invalidations logged so far */
+	pg_atomic_uint64 lease_until;	/* TimestampTz: the latest expiry of a lease */
+	uint64		inval_seqs[CACHE_INVAL_LOG];
+	MarkerSlot	inval_log[CACHE_INVAL_LOG];
 	/* the DSA area follows, MAXALIGNed */
 } CacheShared;
 
@@ -258,6 +265,10 @@ cache_shmem_startup(void)
 	pg_atomic_init_u32(&cache_shared->markers_used, 0);
 	cache_shared->overflow_xid = InvalidTransactionId;
 	memset(cache_shared->markers, 0, sizeof(cache_shared->markers));
+	LWLockInitialize(&cache_shared->inval_lock, cache_shared->tranche_id);
+	pg_atomic_init_u64(&cache_shared->inval_seq, 0);
+	pg_atomic_init_u64(&cache_shared->lease_until, 0);
+	memset(cache_shared->inval_seqs, 0, sizeof(cache_shared->inval_seqs));
 
 	area = dsa_create_in_place(CACHE_AREA(cache_shared), cache_shared->area_size,
 							   cache_shared->tranche_id, NULL);
@@ -1111,6 +1122,101 @@ cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 		if (unseen(found[i], arg))
 			return true;
 	return false;
+}
+
+/*
+ * ---- the invalidation log of leases ----
+ *
+ * A lease (cache_lease()) records the log's sequence number when it is
+ * issued; a set presenting it stores only if no invalidation logged since
+ * matches its entry.  Invalidations are logged, before they delete, only
+ * while a lease may be live, so without leases nothing is logged.  When
+ * more were logged since a lease than the ring holds, the lease has lost.
+ */
+uint64
+cache_store_lease_begin(TimestampTz expires_at)
+{
+	uint64		until;
+
+	cache_attach();
+	until = pg_atomic_read_u64(&cache_shared->lease_until);
+	while ((TimestampTz) until < expires_at &&
+		   !pg_atomic_compare_exchange_u64(&cache_shared->lease_until, &until,
+										   (uint64) expires_at))
+		;
+	/* Invalidations that check lease_until after this see it. */
+	pg_memory_barrier();
+	return pg_atomic_read_u64(&cache_shared->inval_seq);
+}
+
+void
+cache_store_inval_log(const CacheMark *mk)
+{
+	uint64		seq;
+	MarkerSlot *m;
+
+	cache_attach();
+	pg_memory_barrier();
+	if ((TimestampTz) pg_atomic_read_u64(&cache_shared->lease_until) <= GetCurrentTimestamp())
+		return;
+	LWLockAcquire(&cache_shared->inval_lock, LW_EXCLUSIVE);
+	seq = pg_atomic_read_u64(&cache_shared->inval_seq) + 1;
+	m = &cache_shared->inval_log[seq % CACHE_INVAL_LOG];
+	m->dboid = MyDatabaseId;
+	m->kind = (uint8) mk->kind;
+	m->hash = mk->hash;
+	m->len = 0;
+	if (mk->kind == CACHE_MARK_PATTERN)
+	{
+		m->len = (uint16) Min(mk->len, CACHE_MAX_KEY_LEN);
+		memcpy(m->text, mk->text, m->len);
+	}
+	cache_shared->inval_seqs[seq % CACHE_INVAL_LOG] = seq;
+	pg_atomic_write_u64(&cache_shared->inval_seq, seq);
+	LWLockRelease(&cache_shared->inval_lock);
+}
+
+/* Whether an invalidation logged after since matches item. */
+bool
+cache_store_invalidated_since(uint64 since, const CacheItem *item)
+{
+	uint64		keyhash;
+	uint64		taghashes[CACHE_MAX_TAGS];
+	int			userlen;
+	const char *userkey;
+	const char *t = item->tags;
+	uint64		cur;
+	bool		hit = false;
+
+	cache_attach();
+	cur = pg_atomic_read_u64(&cache_shared->inval_seq);
+	if (cur == since)
+		return false;
+	if (cur - since >= CACHE_INVAL_LOG)
+		return true;
+	userkey = cache_user_key(item->key, item->keylen, &userlen);
+	keyhash = cache_mark_hash(userkey, userlen);
+	for (int i = 0; i < item->ntags; i++)
+	{
+		int			len = strlen(t);
+
+		taghashes[i] = cache_mark_hash(t, len);
+		t += len + 1;
+	}
+	LWLockAcquire(&cache_shared->inval_lock, LW_SHARED);
+	cur = pg_atomic_read_u64(&cache_shared->inval_seq);
+	if (cur - since >= CACHE_INVAL_LOG)
+		hit = true;
+	for (uint64 seq = since + 1; !hit && seq <= cur; seq++)
+	{
+		int			slot = seq % CACHE_INVAL_LOG;
+
+		hit = cache_shared->inval_seqs[slot] != seq ||
+			marker_matches(&cache_shared->inval_log[slot], item, keyhash, taghashes,
+						   userkey, userlen);
+	}
+	LWLockRelease(&cache_shared->inval_lock);
+	return hit;
 }
 
 void

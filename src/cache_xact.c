@@ -662,7 +662,8 @@ mark_pending(void)
  * A write by role: applied now outside a transaction block, else kept
  * until commit.  name is the key (SET, DELETE), the pattern or the tag;
  * item the entry of a SET.  Returns what the SQL function reports: for
- * DELETE whether the entry existed (in this session's view), for
+ * SET whether it was stored (a leased set may lose), for DELETE whether the
+ * entry existed (in this session's view), for
  * invalidations how many entries they remove (deferred: how many committed
  * entries match now).
  */
@@ -679,10 +680,11 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 		case CACHE_PENDING_SET:
 			Assert(item != NULL && item->owner == role);
 			if (!deferred)
-			{
-				cache_apply_set(item, unseen_by, ActiveSnapshotSet() ? GetActiveSnapshot() : NULL);
-				return 1;
-			}
+				return cache_apply_set(item, unseen_by,
+									   ActiveSnapshotSet() ? GetActiveSnapshot() : NULL) ? 1 : 0;
+			/* A leased set that lost already is not kept; at commit it is checked again. */
+			if (!cache_apply_lease_valid(item))
+				return 0;
 
 			/*
 			 * Fail now rather than at commit when the key is already taken:
@@ -782,7 +784,7 @@ apply_pending(void)
 		{
 			/* A stale query result must not replace a fresh one. */
 			if (!(it->flags & CACHE_FLAG_QUERY) || cache_deps_current(MyDatabaseId, &it->query))
-				cache_apply_set(it, unseen_by, NULL);
+				(void) cache_apply_set(it, unseen_by, NULL);
 		}
 		else
 			cache_apply_delete(op->name, op->namelen, op->role);

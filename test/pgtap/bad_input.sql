@@ -125,11 +125,12 @@ CREATE FUNCTION pg_temp.bi_sample(fn text, arg text, typ text, types text[]) RET
 LANGUAGE plpgsql AS $$
 BEGIN
   RETURN CASE
-    WHEN fn = 'cache_set' AND arg = 'value' THEN
+    WHEN fn IN ('cache_set', 'cache_set_leased') AND arg = 'value' THEN
       CASE typ WHEN 'jsonb' THEN '''{"a": 1}''::jsonb' WHEN 'text' THEN '''v''::text'
                ELSE '''\x00ff''::bytea' END
     WHEN fn LIKE 'cache_%' AND arg = 'key' THEN '''bi:k'''
     WHEN arg = 'tags' THEN '''{t1}''::text[]'
+    WHEN arg = 'lease' THEN '1::bigint'
     WHEN arg = 'tag' THEN '''t1'''
     WHEN arg = 'pattern' THEN '''bi:*'''
     WHEN arg = 'sql' THEN '''SELECT id, v FROM bi_watch WHERE id = 1'''
@@ -284,10 +285,10 @@ BEGIN
       ('extra column', '''{"id": 1, "x": 2}''::jsonb'), ('unknown row', '''{"id": 99999}''::jsonb'),
       ('hostile column', '''{"id\"; DROP TABLE bi_watch; --": 1}''::jsonb');
   END IF;
-  IF typ = 'jsonb' AND fn = 'cache_set' THEN
+  IF typ = 'jsonb' AND fn IN ('cache_set', 'cache_set_leased') THEN
     RETURN QUERY VALUES ('oversized value', 'jsonb_build_array(repeat(''x'', 2000000))');
   END IF;
-  IF typ = 'bytea' AND fn = 'cache_set' THEN
+  IF typ = 'bytea' AND fn IN ('cache_set', 'cache_set_leased') THEN
     RETURN QUERY VALUES ('oversized value', 'convert_to(repeat(''x'', 2000000), ''UTF8'')'),
       ('empty value', '''''::bytea');
   END IF;
