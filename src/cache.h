@@ -384,6 +384,12 @@ extern uint64 cache_store_scan(cache_scan_fn fn, void *arg, bool exclusive,
 extern uint64 cache_store_sweep(bool force);
 extern void cache_store_totals(uint64 *entries, uint64 *bytes_used);
 extern bool cache_store_has_shadows(void);
+
+/* Called for each member of a tag, under the tag index's lock: must not block or fail. */
+typedef void (*cache_tag_member_fn) (const char *key, int keylen, Oid owner, void *arg);
+extern bool cache_store_tag_members(const char *tag, int len, cache_tag_member_fn fn, void *arg);
+extern bool cache_store_delete_tagged(const char *key, int keylen, Oid expected_owner,
+									  const char *tag, int taglen);
 extern void cache_store_mark(const CacheMark *marks, int nmarks, TransactionId xid);
 extern uint64 cache_store_lease_begin(TimestampTz expires_at);
 extern void cache_store_inval_log(const CacheMark *m);

@@ -364,29 +364,42 @@ typedef struct TagArg
 {
 	const char *tag;
 	int			len;
-	List	   *found;			/* CacheEntryInfo copies: key and owner */
+	List	   *found;			/* CacheEntryInfo copies: stored key and owner */
 } TagArg;
+
+static void
+add_found(TagArg *ta, const char *key, int keylen, Oid owner)
+{
+	CacheEntryInfo *copy = palloc0(sizeof(CacheEntryInfo));
+
+	copy->key = pnstrdup(key, keylen);
+	copy->keylen = keylen;
+	copy->owner = owner;
+	ta->found = lappend(ta->found, copy);
+}
+
+/* Under the tag index's lock: a copy, nothing else. */
+static void
+collect_member(const char *key, int keylen, Oid owner, void *arg)
+{
+	add_found((TagArg *) arg, key, keylen, owner);
+}
 
 static CacheScanAction
 collect_tagged(const CacheEntryInfo *e, void *arg)
 {
 	TagArg	   *ta = arg;
-	CacheEntryInfo *copy;
 
-	if (!cache_tags_contain(e->tags, e->ntags, ta->tag, ta->len))
-		return CACHE_SCAN_KEEP;
-	copy = palloc(sizeof(CacheEntryInfo));
-	*copy = *e;
-	copy->key = pnstrdup(e->stored_key, e->stored_keylen);
-	copy->keylen = e->stored_keylen;
-	copy->tags = NULL;
-	ta->found = lappend(ta->found, copy);
+	if (cache_tags_contain(e->tags, e->ntags, ta->tag, ta->len))
+		add_found(ta, e->stored_key, e->stored_keylen, e->owner);
 	return CACHE_SCAN_KEEP;
 }
 
 /*
- * The tagged entries role may modify, collected under the store's locks;
- * privileges are checked outside them.  delete: remove them too.
+ * The tagged entries role may modify: found through the tag index (a scan
+ * of the whole cache only while it is incomplete), under the store's locks;
+ * privileges are checked outside them.  delete: remove them too, each only
+ * if it still carries the tag.
  */
 static int64
 tag_pass(const char *tag, int len, Oid role, bool delete)
@@ -395,15 +408,15 @@ tag_pass(const char *tag, int len, Oid role, bool delete)
 	ListCell   *lc;
 	int64		n = 0;
 
-	cache_store_scan(collect_tagged, &ta, false, CACHE_REMOVED_INVALIDATE);
+	if (!cache_store_tag_members(tag, len, collect_member, &ta))
+		cache_store_scan(collect_tagged, &ta, false, CACHE_REMOVED_INVALIDATE);
 	foreach(lc, ta.found)
 	{
 		CacheEntryInfo *e = lfirst(lc);
 
 		if (!cache_role_may_modify(role, e->owner))
 			continue;
-		if (!delete ||
-			cache_store_delete(e->key, e->keylen, e->owner, CACHE_REMOVED_INVALIDATE))
+		if (!delete || cache_store_delete_tagged(e->key, e->keylen, e->owner, tag, len))
 			n++;
 	}
 	return n;
