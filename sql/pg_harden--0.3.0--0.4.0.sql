@@ -38,3 +38,16 @@ CREATE FUNCTION harden.cache_set_leased(key text, value bytea, lease bigint, ttl
 COMMENT ON FUNCTION harden.cache_set_leased(text, jsonb, bigint, interval, text[], boolean, boolean) IS 'store a jsonb value with a lease: false if the lease expired or the key or its tags were invalidated since';
 COMMENT ON FUNCTION harden.cache_set_leased(text, text, bigint, interval, text[], boolean, boolean) IS 'store a text value with a lease: false if the lease expired or the key or its tags were invalidated since';
 COMMENT ON FUNCTION harden.cache_set_leased(text, bytea, bigint, interval, text[], boolean, boolean) IS 'store a bytea value with a lease: false if the lease expired or the key or its tags were invalidated since';
+
+-- ---------------------------------------------------------------------------
+-- cache: array forms of cache_delete and cache_invalidate_tag
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION harden.cache_delete(keys text[]) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'harden_cache_delete_many'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_delete(text[]) IS 'delete the entries under several keys; returns how many existed';
+CREATE FUNCTION harden.cache_invalidate_tag(tags text[]) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'harden_cache_invalidate_tags'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_invalidate_tag(text[]) IS 'delete the entries carrying any of several tags, among those the caller may modify';

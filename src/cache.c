@@ -15,8 +15,10 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/int.h"
+#include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -562,6 +564,46 @@ visible_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
 }
 
 /*
+ * An untyped literal or parameter passed to cache_set() resolves to its
+ * text overload before pg_harden sees it, so a client that sends JSON as
+ * an untyped parameter stores text.  The jsonb getters read such an entry:
+ * a text entry that is valid JSON is returned as that jsonb value.  Any
+ * other text entry read as jsonb is PH102.  Returns the value with its
+ * varlena header set, or NULL when it is of another type.
+ */
+static struct varlena *
+value_as(CacheHit *hit, CacheValueType want)
+{
+	if (hit->type == want)
+	{
+		SET_VARSIZE(hit->value, hit->valuelen + VARHDRSZ);
+		return (struct varlena *) hit->value;
+	}
+	if (want == CACHE_JSONB && hit->type == CACHE_TEXT)
+	{
+		char	   *json = pnstrdup(hit->value + VARHDRSZ, hit->valuelen);
+		JsonLexContext *lex = makeJsonLexContextCstringLen(json, strlen(json),
+														   GetDatabaseEncoding(), true);
+
+		/* Validated first: jsonb_in would raise an error on bad input. */
+		if (strlen(json) == hit->valuelen && pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS)
+			return (struct varlena *) DatumGetPointer(DirectFunctionCall1(jsonb_in,
+																		  CStringGetDatum(json)));
+	}
+	return NULL;
+}
+
+static void
+report_wrong_type(const char *key, int keylen, CacheValueType have, CacheValueType want)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_HARDEN_CACHE_WRONG_TYPE),
+			 errmsg("cache entry \"%.*s\" holds %s, not %s", keylen, key,
+					type_name(have), type_name(want)),
+			 errhint("Read it with %s.", getter_for(have))));
+}
+
+/*
  * Read an entry the caller may see; NULL on a miss.  Entries of roles the
  * caller lacks the privileges of are misses, so their existence and type
  * are not revealed.
@@ -572,6 +614,7 @@ cache_get_common(FunctionCallInfo fcinfo, CacheValueType want)
 	CacheHit	hit;
 	const char *key;
 	int			keylen;
+	struct varlena *value;
 
 	harden_require_shmem("harden.cache_get()");
 	key = arg_key(fcinfo, 0, &keylen, false);
@@ -580,15 +623,11 @@ cache_get_common(FunctionCallInfo fcinfo, CacheValueType want)
 		harden_count(HC_CACHE_MISSES, 1);
 		return NULL;
 	}
-	if (hit.type != want)
-		ereport(ERROR,
-				(errcode(ERRCODE_HARDEN_CACHE_WRONG_TYPE),
-				 errmsg("cache entry \"%.*s\" holds %s, not %s", keylen, key,
-						type_name(hit.type), type_name(want)),
-				 errhint("Read it with %s.", getter_for(hit.type))));
+	value = value_as(&hit, want);
+	if (value == NULL)
+		report_wrong_type(key, keylen, hit.type, want);
 	harden_count(HC_CACHE_HITS, 1);
-	SET_VARSIZE(hit.value, hit.valuelen + VARHDRSZ);
-	return (struct varlena *) hit.value;
+	return value;
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_get);
@@ -663,15 +702,12 @@ lease_common(FunctionCallInfo fcinfo, CacheValueType want)
 
 		if (visible_lookup(key, keylen, &hit, true))
 		{
-			if (hit.type != want)
-				ereport(ERROR,
-						(errcode(ERRCODE_HARDEN_CACHE_WRONG_TYPE),
-						 errmsg("cache entry \"%.*s\" holds %s, not %s", keylen, key,
-								type_name(hit.type), type_name(want)),
-						 errhint("Lease it with the function of its type.")));
+			struct varlena *value = value_as(&hit, want);
+
+			if (value == NULL)
+				report_wrong_type(key, keylen, hit.type, want);
 			harden_count(HC_CACHE_HITS, 1);
-			SET_VARSIZE(hit.value, hit.valuelen + VARHDRSZ);
-			values[0] = PointerGetDatum(hit.value);
+			values[0] = PointerGetDatum(value);
 			nulls[0] = false;
 			break;
 		}
@@ -783,6 +819,71 @@ harden_cache_delete(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(delete_query_result(key, keylen) || plain);
 }
 
+/*
+ * The elements of a text[] argument of keys or tags, each checked before
+ * any is used, so a bad one changes nothing.
+ */
+static text **
+arg_names(FunctionCallInfo fcinfo, int argno, bool tags, int *n)
+{
+	const char *what = tags ? "tag" : "key";
+	int			code = tags ? ERRCODE_HARDEN_CACHE_INVALID_TAG : ERRCODE_HARDEN_CACHE_INVALID_KEY;
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	text	  **names;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg("cache %ss must not be NULL", what)));
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg("cache %ss must be a one-dimensional array", what)));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, n);
+	names = palloc(sizeof(text *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(code),
+					 errmsg("cache %ss must not contain NULL", what),
+					 errdetail("Element %d is NULL.", i + 1)));
+		names[i] = DatumGetTextPP(elems[i]);
+		check_name(what, code, VARDATA_ANY(names[i]), VARSIZE_ANY_EXHDR(names[i]), false);
+	}
+	return names;
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_delete_many);
+
+/*
+ * cache_delete(keys text[]): delete each key as cache_delete(key) does;
+ * returns how many of them had an entry (in this session's view).
+ */
+Datum
+harden_cache_delete_many(PG_FUNCTION_ARGS)
+{
+	int			n;
+	text	  **keys;
+	int64		deleted = 0;
+
+	harden_require_shmem("harden.cache_delete()");
+	keys = arg_names(fcinfo, 0, false, &n);
+	for (int i = 0; i < n; i++)
+	{
+		const char *key = VARDATA_ANY(keys[i]);
+		int			keylen = VARSIZE_ANY_EXHDR(keys[i]);
+		bool		plain = cache_xact_write(CACHE_PENDING_DELETE, key, keylen, GetUserId(), NULL) > 0;
+
+		if (delete_query_result(key, keylen) || plain)
+			deleted++;
+	}
+	PG_RETURN_INT64(deleted);
+}
+
 /* ---- invalidation ---- */
 
 PG_FUNCTION_INFO_V1(harden_cache_invalidate);
@@ -819,6 +920,29 @@ harden_cache_invalidate_tag(PG_FUNCTION_ARGS)
 	check_name("tag", ERRCODE_HARDEN_CACHE_INVALID_TAG, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), false);
 	PG_RETURN_INT64(cache_xact_write(CACHE_PENDING_TAG, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
 									 GetUserId(), NULL));
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_invalidate_tags);
+
+/*
+ * cache_invalidate_tag(tags text[]): each tag as cache_invalidate_tag(tag)
+ * does; returns the sum of what each removed (inside a transaction block:
+ * of the committed entries each matches, so an entry with two of the tags
+ * counts twice).
+ */
+Datum
+harden_cache_invalidate_tags(PG_FUNCTION_ARGS)
+{
+	int			n;
+	text	  **tags;
+	int64		removed = 0;
+
+	harden_require_shmem("harden.cache_invalidate_tag()");
+	tags = arg_names(fcinfo, 0, true, &n);
+	for (int i = 0; i < n; i++)
+		removed += cache_xact_write(CACHE_PENDING_TAG, VARDATA_ANY(tags[i]),
+									VARSIZE_ANY_EXHDR(tags[i]), GetUserId(), NULL);
+	PG_RETURN_INT64(removed);
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_flush);

@@ -159,6 +159,7 @@ BEGIN
     WHEN arg = 'qty_column' THEN '''q''::name'
     WHEN arg = 'key_column' THEN '''id''::name'
     WHEN fn LIKE 'stock_%' AND arg = 'key' THEN '1'
+    WHEN fn = 'cache_delete' AND arg = 'keys' THEN '''{bi:k,bi:k2}''::text[]'
     WHEN arg = 'keys' THEN 'ARRAY[1, 2]'
     WHEN arg = 'qty' THEN '1::bigint'
     WHEN arg = 'qtys' THEN 'ARRAY[1, 1]::bigint[]'
@@ -358,7 +359,7 @@ BEGIN
         call_args := args;
         call_args[i] := b.val;
         -- Keys and quantities must agree in length.
-        IF f.argnames[i] = 'keys' AND b.label IN ('empty', '2-D') THEN
+        IF f.argnames[i] = 'keys' AND i < n AND b.label IN ('empty', '2-D') THEN
           call_args[i + 1] := CASE b.label WHEN 'empty' THEN '''{}''::bigint[]'
                                            ELSE '''{{1,1},{1,1}}''::bigint[]' END;
         END IF;

@@ -2,7 +2,7 @@
 -- it must stay consistent when entries are replaced, deleted, expire or are
 -- evicted, and it must not cost the size of the cache.  Runs without a
 -- surrounding transaction and cleans up after itself.
-SELECT plan(12);
+SELECT plan(18);
 DO $$ BEGIN PERFORM harden.cache_invalidate('tap:tg:*'); END $$;
 
 CREATE FUNCTION pg_temp.tagged(tag text) RETURNS bigint LANGUAGE sql AS $$
@@ -55,6 +55,23 @@ BEGIN
   PERFORM harden.cache_set('tap:tg:few:' || i, '1'::jsonb, tags => '{tap-tg-few}') FROM generate_series(1, 10) i;
 END $$;
 SELECT is(harden.cache_invalidate_tag('tap-tg-few'), 10::bigint, 'ten tagged entries among 20,000 are found');
+
+-- Array forms.
+DO $$
+BEGIN
+  PERFORM harden.cache_set('tap:tg:m:' || i, '1'::jsonb, tags => ARRAY['tap-tg-m' || (i % 3)])
+    FROM generate_series(1, 9) i;
+END $$;
+SELECT is(harden.cache_delete(ARRAY['tap:tg:m:1', 'tap:tg:m:2', 'tap:tg:m:nope', 'tap:tg:m:1']), 2::bigint,
+          'cache_delete(text[]) returns how many of the keys had an entry');
+SELECT is(harden.cache_get('tap:tg:m:1'), NULL, 'and they are gone');
+SELECT is(harden.cache_invalidate_tag(ARRAY['tap-tg-m0', 'tap-tg-m1']), 5::bigint,
+          'cache_invalidate_tag(text[]) removes the entries of every tag given');
+SELECT is((SELECT count(*) FROM harden.cache_entries WHERE key LIKE 'tap:tg:m:%'), 2::bigint,
+          'only the third tag''s entries are left');
+SELECT throws_ok($$ SELECT harden.cache_delete(ARRAY['tap:tg:m:5', 'bad key']) $$, 'PH101', NULL,
+                 'an invalid key in the array is PH101 ...');
+SELECT is(harden.cache_get('tap:tg:m:5'), '1'::jsonb, '... and nothing was deleted');
 
 DO $$ BEGIN PERFORM harden.cache_invalidate('tap:tg:*'); END $$;
 SELECT * FROM finish();
