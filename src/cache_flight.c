@@ -90,6 +90,7 @@ cache_flight_shmem_startup(void)
 	{
 		flight_shared->slots[i].used = false;
 		flight_shared->slots[i].seq = 0;
+		flight_shared->slots[i].expires_at = 0;
 		ConditionVariableInit(&flight_shared->slots[i].cv);
 	}
 }

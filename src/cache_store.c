@@ -695,10 +695,19 @@ cache_store_tag_members(const char *tag, int len, cache_tag_member_fn fn, void *
 		const char *blob = dsa_get_address(cache_area, n->blob);
 		const char *t = blob + BLOB_TAGS_OFF(n->keylen);
 
-		/* The hash may collide: compare the tag itself. */
+		bool		first = true;
+
+		/*
+		 * The hash may collide: compare the tag itself.  An entry given the
+		 * same tag twice is reported for its first occurrence only.
+		 */
 		for (int i = 0; i < n->tagno; i++)
+		{
+			if ((int) strlen(t) == len && memcmp(t, tag, len) == 0)
+				first = false;
 			t += strlen(t) + 1;
-		if ((int) strlen(t) == len && memcmp(t, tag, len) == 0 &&
+		}
+		if (first && (int) strlen(t) == len && memcmp(t, tag, len) == 0 &&
 			(n->expires_at == 0 || n->expires_at > now))
 			fn(blob, n->keylen, n->owner, arg);
 		dp = n->next;
