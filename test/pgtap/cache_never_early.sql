@@ -9,7 +9,7 @@
 -- row and sets the old value; after the commit returns, the old value must
 -- not be served.  Runs without a surrounding transaction (each statement
 -- commits on its own) and cleans up after itself.
-SELECT plan(18);
+SELECT plan(23);
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS dblink;
 
@@ -138,9 +138,26 @@ SELECT pg_reload_conf();
 SELECT ok(pg_temp.released(:w_pid), 'pattern: the COMMIT goes through');
 SELECT is(harden.cache_get('tap:ne:p:1'), NULL, 'pattern: the entry committed before is gone');
 
+-- 4. Outside a transaction block: one statement writes the row and
+-- invalidates at once (applied as it runs, long before its commit)
+SELECT harden.cache_set('tap:ne:now', to_jsonb(v), tags => '{tap-ne-now}') FROM tap_ne_rows;
+ALTER SYSTEM SET synchronous_standby_names = 'pgh_never_connects';
+SELECT pg_reload_conf();
+SELECT ok(pg_temp.commits_held(), 'one statement: commits are held');
+SELECT pg_temp.writer() AS w_pid \gset
+SELECT dblink_send_query('w', $q$WITH u AS (UPDATE tap_ne_rows SET v = v + 1 RETURNING v)
+  SELECT harden.cache_invalidate_tag('tap-ne-now') FROM u$q$);
+SELECT ok(pg_temp.in_syncrep(:w_pid, 20), 'one statement: its COMMIT is held');
+SELECT harden.cache_set('tap:ne:now', to_jsonb(v), tags => '{tap-ne-now}') FROM tap_ne_rows;
+SELECT is(harden.cache_get('tap:ne:now'), NULL, 'one statement: a reader''s refill of the old value is not kept');
+ALTER SYSTEM RESET synchronous_standby_names;
+SELECT pg_reload_conf();
+SELECT ok(pg_temp.released(:w_pid), 'one statement: the COMMIT goes through');
+SELECT is(harden.cache_get('tap:ne:now'), NULL, 'one statement: the old value is not served after it');
+
 -- After the commit is visible, a set from a fresh snapshot stands.
 SELECT harden.cache_set('tap:ne:tagged', to_jsonb(v), tags => '{tap-ne-t}') FROM tap_ne_rows;
-SELECT is(harden.cache_get('tap:ne:tagged'), '4'::jsonb, 'a set that saw the commit is kept');
+SELECT is(harden.cache_get('tap:ne:tagged'), '5'::jsonb, 'a set that saw the commit is kept');
 
 ALTER SYSTEM RESET synchronous_commit;
 SELECT pg_reload_conf();
