@@ -1323,6 +1323,8 @@ cache_store_has_shadows(void)
  * xid: until it retires, every set checks against it as against a flush.
  */
 
+static uint32 marked_calls = 0;
+
 /* Free the slots every snapshot has seen; caller holds the lock exclusively. */
 static void
 markers_retire(void)
@@ -1444,6 +1446,20 @@ cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 	cache_attach();
 	if (pg_atomic_read_u32(&cache_shared->markers_used) == 0)
 		return false;
+
+	/*
+	 * Slots are otherwise retired only when the table fills: now and then a
+	 * set retires them, so that once every snapshot has seen them sets are
+	 * back to one atomic read.
+	 */
+	if (++marked_calls % 128 == 0 &&
+		LWLockConditionalAcquire(&cache_shared->marker_lock, LW_EXCLUSIVE))
+	{
+		markers_retire();
+		LWLockRelease(&cache_shared->marker_lock);
+		if (pg_atomic_read_u32(&cache_shared->markers_used) == 0)
+			return false;
+	}
 	userkey = cache_user_key(item->key, item->keylen, &userlen);
 	keyhash = cache_mark_hash(userkey, userlen);
 	for (int i = 0; i < item->ntags; i++)
