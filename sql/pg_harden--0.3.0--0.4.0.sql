@@ -1307,9 +1307,6 @@ SELECT f."check", f.severity, f.object, f.detail, f.suggestion
  ORDER BY CASE f.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, f."check", f.object;
 END;
 
-\echo Use "ALTER EXTENSION pg_harden UPDATE TO '0.4.0'" to load this file. \quit
-
--- pg_harden 0.3.0 -> 0.4.0
 
 -- ---------------------------------------------------------------------------
 -- cache: leases (a miss hands out a token; a set with it stores only if
