@@ -25,7 +25,10 @@
 #include "access/xact.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_auth_members.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_language.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -34,11 +37,17 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/plannodes.h"
 #include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/catcache.h"
+#include "utils/syscache.h"
+#include "access/xlog.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -56,6 +65,7 @@
 #define CACHE_QUERY_MAX_DEPS	256
 
 static int	cache_wait_timeout_ms = 5000;
+static int	cache_untracked_ttl_s = 60;
 
 void
 cache_query_define_gucs(bool preloading)
@@ -66,6 +76,13 @@ cache_query_define_gucs(bool preloading)
 							&cache_wait_timeout_ms,
 							5000, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("harden.cache_untracked_ttl",
+							"Longest life of a cache_query() result with a dependency whose writes are not seen (0: such results are not cached).",
+							"Foreign tables, SQL and procedural functions, and every relation on a standby are such dependencies.",
+							&cache_untracked_ttl_s,
+							60, 0, INT_MAX / 1000,
+							PGC_USERSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 }
 
@@ -243,6 +260,50 @@ not_cacheable(const char *why)
 			 errhint("Pass a single SELECT without FOR UPDATE/SHARE or data-modifying WITH.")));
 }
 
+/* The generations a result depends on, as they are collected. */
+typedef struct DepList
+{
+	CacheDep   *deps;
+	int			n;
+	bool		untracked;		/* a dependency whose writes are not seen */
+	bool		too_many;		/* more than CACHE_QUERY_MAX_DEPS: not cached */
+} DepList;
+
+static void
+dep_add(DepList *l, Oid dboid, CacheDepKind kind, uint32 a, uint64 b, Oid relid,
+		bool watched, bool shown)
+{
+	uint64		key = cache_gen_key(dboid, kind, a, b);
+	CacheDep   *d;
+
+	for (int i = 0; i < l->n; i++)
+		if (l->deps[i].key == key)
+		{
+			l->deps[i].shown |= shown;
+			return;
+		}
+	if (l->n >= CACHE_QUERY_MAX_DEPS)
+	{
+		l->too_many = true;
+		return;
+	}
+	d = &l->deps[l->n++];
+	memset(d, 0, sizeof(CacheDep));
+	d->key = key;
+	d->relid = relid;
+	d->kind = (uint8) kind;
+	d->watched = watched;
+	d->shown = shown;
+	if (!watched)
+		l->untracked = true;
+}
+
+static void
+dep_add_catalog(DepList *l, Oid dboid, int cacheid, uint32 hashvalue)
+{
+	dep_add(l, dboid, CACHE_DEP_CATALOG, (uint32) cacheid, hashvalue, InvalidOid, true, false);
+}
+
 /*
  * Add the inheritance ancestors of relid (partitioned tables included) to
  * rels: a write through a parent fires only the parent's statement triggers.
@@ -282,15 +343,280 @@ add_ancestors(List *rels, Oid relid, int depth)
 }
 
 /*
- * Plan the query once to check it is a single read-only SELECT and to
- * record the relations it reads (views expanded, subqueries included), with
- * their inheritance ancestors.  *temp tells whether any is temporary.
+ * The role and every role it is a member of, with the memberships between
+ * them: a REVOKE of one of them, or a change to one of the roles
+ * (NOINHERIT, BYPASSRLS, ...), changes what the role may read.  GRANTs of
+ * roles are noted by the utility hook for their grantees.
  */
+static void
+add_role_deps(DepList *l, Oid role)
+{
+	List	   *todo = list_make1_oid(role);
+	List	   *seen = NIL;
+
+	while (todo != NIL)
+	{
+		Oid			r = llast_oid(todo);
+		CatCList   *members;
+
+		todo = list_delete_last(todo);
+		if (list_member_oid(seen, r))
+			continue;
+		seen = lappend_oid(seen, r);
+		if (list_length(seen) > 64)
+		{
+			l->too_many = true;
+			return;
+		}
+		dep_add_catalog(l, InvalidOid, AUTHOID,
+						GetSysCacheHashValue1(AUTHOID, ObjectIdGetDatum(r)));
+		members = SearchSysCacheList1(AUTHMEMMEMROLE, ObjectIdGetDatum(r));
+		for (int i = 0; i < members->n_members; i++)
+		{
+			Form_pg_auth_members m = (Form_pg_auth_members) GETSTRUCT(&members->members[i]->tuple);
+
+			dep_add_catalog(l, InvalidOid, AUTHMEMROLEMEM,
+							GetSysCacheHashValue2(AUTHMEMROLEMEM, ObjectIdGetDatum(m->roleid),
+												  ObjectIdGetDatum(m->member)));
+			todo = lappend_oid(todo, m->roleid);
+		}
+		ReleaseSysCacheList(members);
+	}
+}
+
+/*
+ * Functions the query calls that may read tables the plan does not name
+ * (SQL and procedural functions): their dependencies cannot be tracked.
+ * Functions in C, built-in ones included, are taken not to read tables.
+ */
+static bool
+reads_hidden_tables(Oid fn)
+{
+	HeapTuple	tup;
+	Oid			lang;
+
+	if (fn < FirstNormalObjectId)
+		return false;
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(tup))
+		return true;
+	lang = ((Form_pg_proc) GETSTRUCT(tup))->prolang;
+	ReleaseSysCache(tup);
+	return lang != ClanguageId && lang != INTERNALlanguageId;
+}
+
+static bool
+hidden_reads_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	check_stack_depth();
+	if (IsA(node, FuncExpr) && reads_hidden_tables(((FuncExpr *) node)->funcid))
+		return true;
+	if ((IsA(node, OpExpr) || IsA(node, DistinctExpr) || IsA(node, NullIfExpr)) &&
+		reads_hidden_tables(get_opcode(((OpExpr *) node)->opno)))
+		return true;
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, hidden_reads_walker, context, 0);
+	return expression_tree_walker(node, hidden_reads_walker, context);
+}
+
+/* Strip implicit binary-compatible casts. */
+static Node *
+strip_relabel(Node *n)
+{
+	while (n != NULL && IsA(n, RelabelType))
+		n = (Node *) ((RelabelType *) n)->arg;
+	return n;
+}
+
 static List *
-plan_relations(SPIPlanPtr plan, bool *temp)
+flatten_ands(Node *qual, List *out)
+{
+	ListCell   *lc;
+
+	if (qual == NULL)
+		return out;
+	check_stack_depth();
+	if (is_andclause(qual))
+	{
+		foreach(lc, ((BoolExpr *) qual)->args)
+			out = flatten_ands(lfirst(lc), out);
+		return out;
+	}
+	return lappend(out, qual);
+}
+
+/*
+ * The value a clause "column = value" pins the relation's column to, when
+ * value is a parameter or a constant of the column's type compared with
+ * its default equality under its collation (so that equal values hash
+ * alike, as the watch trigger hashes them).
+ */
+static bool
+pinned_by_clause(Node *clause, int rti, Form_pg_attribute att, const QueryCall *q,
+				 uint64 *hash)
+{
+	OpExpr	   *op;
+	Node	   *l;
+	Node	   *r;
+	Datum		value;
+	Oid			type;
+
+	if (!IsA(clause, OpExpr) || list_length(((OpExpr *) clause)->args) != 2)
+		return false;
+	op = (OpExpr *) clause;
+	l = strip_relabel(linitial(op->args));
+	r = strip_relabel(lsecond(op->args));
+	if (!IsA(l, Var))
+	{
+		Node	   *t = l;
+
+		l = r;
+		r = t;
+	}
+	if (!IsA(l, Var) || ((Var *) l)->varno != rti || ((Var *) l)->varlevelsup != 0 ||
+		((Var *) l)->varattno != att->attnum)
+		return false;
+	if (op->opno != lookup_type_cache(att->atttypid, TYPECACHE_EQ_OPR)->eq_opr ||
+		op->inputcollid != att->attcollation)
+		return false;
+	if (IsA(r, Param) && ((Param *) r)->paramkind == PARAM_EXTERN &&
+		((Param *) r)->paramid >= 1 && ((Param *) r)->paramid <= q->nargs)
+	{
+		int			i = ((Param *) r)->paramid - 1;
+
+		if (q->nulls[i] == 'n')
+			return false;
+		value = q->values[i];
+		type = q->argtypes[i];
+	}
+	else if (IsA(r, Const) && !((Const *) r)->constisnull)
+	{
+		value = ((Const *) r)->constvalue;
+		type = ((Const *) r)->consttype;
+	}
+	else
+		return false;
+	return type == att->atttypid &&
+		cache_value_hash(att->atttypid, att->attcollation, value, hash);
+}
+
+/*
+ * Whether the query reads relid only once, at its top level, with its
+ * WHERE clause pinning the column attnum to one value: the result then
+ * depends on the rows of that value only.
+ */
+static bool
+pinned_value(Query *query, Oid relid, AttrNumber attnum, const QueryCall *q, uint64 *hash)
+{
+	int			rti = 0;
+	int			found = 0;
+	ListCell   *lc;
+	List	   *clauses;
+	HeapTuple	atttup;
+	bool		pinned = false;
+
+	if (query == NULL || query->commandType != CMD_SELECT || query->jointree == NULL ||
+		has_subclass(relid))
+		return false;
+	foreach(lc, query->rtable)
+	{
+		RangeTblEntry *rte = lfirst(lc);
+
+		rti++;
+		if (rte->rtekind == RTE_RELATION && rte->relid == relid)
+		{
+			if (found != 0)
+				return false;
+			found = rti;
+		}
+	}
+	if (found == 0)
+		return false;
+	atttup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(attnum));
+	if (!HeapTupleIsValid(atttup))
+		return false;
+	clauses = flatten_ands(query->jointree->quals, NIL);
+	foreach(lc, clauses)
+		if ((pinned = pinned_by_clause(lfirst(lc), found,
+									   (Form_pg_attribute) GETSTRUCT(atttup), q, hash)))
+			break;
+	ReleaseSysCache(atttup);
+	return pinned;
+}
+
+/* The analysed, rewritten query of a one-statement plan, or NULL. */
+static Query *
+plan_query(SPIPlanPtr plan)
+{
+	List	   *sources = SPI_plan_get_plan_sources(plan);
+	CachedPlanSource *src;
+
+	if (list_length(sources) != 1)
+		return NULL;
+	src = linitial(sources);
+	if (list_length(src->query_list) != 1)
+		return NULL;
+	return linitial_node(Query, src->query_list);
+}
+
+/* How often relid appears in the plan's relation list (self-joins, views). */
+static int
+count_oid(List *oids, Oid relid)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, oids)
+		n += lfirst_oid(lc) == relid;
+	return n;
+}
+
+/*
+ * A relation the plan reads: its generation (any write, or, when its
+ * watched column is pinned to a value, writes of that value and writes of
+ * unknown values), and its schema's.  Writes to foreign tables happen
+ * elsewhere, and on a standby nothing is seen: those are untracked.
+ */
+static void
+add_relation_deps(DepList *l, Oid relid, char kind, PlannedStmt *stmt, Query *query,
+				  const QueryCall *q)
+{
+	bool		tracked = kind != RELKIND_FOREIGN_TABLE && !RecoveryInProgress();
+	AttrNumber	attnum;
+	uint64		hash;
+
+	if (tracked && kind == RELKIND_RELATION &&
+		count_oid(stmt->relationOids, relid) == 1 &&
+		cache_track_by_column(relid, &attnum) &&
+		pinned_value(query, relid, attnum, q, &hash))
+	{
+		dep_add(l, MyDatabaseId, CACHE_DEP_REL_UNKNOWN, relid, 0, relid, true, true);
+		dep_add(l, MyDatabaseId, CACHE_DEP_VALUE, relid, hash, relid, true, false);
+	}
+	else
+		dep_add(l, MyDatabaseId, CACHE_DEP_REL, relid, 0, relid, tracked, true);
+	dep_add_catalog(l, MyDatabaseId, NAMESPACEOID,
+					GetSysCacheHashValue1(NAMESPACEOID,
+										  ObjectIdGetDatum(get_rel_namespace(relid))));
+}
+
+/*
+ * Plan the query once to check it is a single read-only SELECT and to
+ * collect what its result depends on: every relation its range table
+ * references (views included: a REVOKE on a view sends an invalidation of
+ * the view only; tables read through views, subqueries, RLS policies),
+ * their inheritance ancestors and schemas, the functions and types the
+ * plan depends on (its invalItems), the role and its memberships, and the
+ * database.  *temp tells whether any relation is temporary.
+ */
+static void
+plan_dependencies(SPIPlanPtr plan, const QueryCall *q, DepList *l, bool *temp)
 {
 	CachedPlan *cplan = SPI_plan_get_cached_plan(plan);
 	PlannedStmt *stmt;
+	Query	   *query = plan_query(plan);
 	List	   *rels = NIL;
 	ListCell   *lc;
 
@@ -312,7 +638,8 @@ plan_relations(SPIPlanPtr plan, bool *temp)
 		char		kind = get_rel_relkind(relid);
 
 		if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE &&
-			kind != RELKIND_MATVIEW && kind != RELKIND_FOREIGN_TABLE)
+			kind != RELKIND_MATVIEW && kind != RELKIND_FOREIGN_TABLE &&
+			kind != RELKIND_VIEW)
 			continue;
 		if (get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
 			*temp = true;
@@ -322,38 +649,41 @@ plan_relations(SPIPlanPtr plan, bool *temp)
 		if (has_superclass(relid))
 			rels = add_ancestors(rels, relid, 0);
 	}
-	ReleaseCachedPlan(cplan, NULL);
-	return rels;
-}
-
-/*
- * Generations of the relations, read before the caller takes its snapshot.
- * A watched relation without a slot (after a restart) gets one first.
- */
-static CacheDep *
-read_generations(List *rels, int *ndeps, uint64 *epoch)
-{
-	CacheDep   *deps = palloc(sizeof(CacheDep) * Max(list_length(rels), 1));
-	ListCell   *lc;
-	int			n = 0;
-
 	foreach(lc, rels)
 	{
 		Oid			relid = lfirst_oid(lc);
 
-		deps[n].relid = relid;
-		deps[n].watched = cache_rel_is_watched(relid);
-		if (deps[n].watched)
-			(void) cache_gen_ensure(relid);	/* no room: the epoch covers it */
-		n++;
+		add_relation_deps(l, relid, get_rel_relkind(relid), stmt, query, q);
 	}
+	foreach(lc, stmt->invalItems)
+	{
+		PlanInvalItem *item = lfirst_node(PlanInvalItem, lc);
+
+		dep_add_catalog(l, MyDatabaseId, item->cacheId, item->hashValue);
+	}
+	ReleaseCachedPlan(cplan, NULL);
+	if (query == NULL || hidden_reads_walker((Node *) query, NULL))
+		l->untracked = true;
+	add_role_deps(l, q->role);
+	dep_add(l, MyDatabaseId, CACHE_DEP_DATABASE, MyDatabaseId, 0, InvalidOid, true, false);
+}
+
+/*
+ * Read the generations, creating slots where there are none, before the
+ * caller takes its snapshot.  False if one could not be had: the result is
+ * then returned but not cached.
+ */
+static bool
+read_generations(DepList *l, uint64 *epoch)
+{
+	bool		ok = !l->too_many;
+
 	*epoch = cache_gen_epoch();
-	for (int i = 0; i < n; i++)
-		deps[i].generation = cache_gen_current(MyDatabaseId, deps[i].relid);
+	for (int i = 0; ok && i < l->n; i++)
+		ok = cache_gen_read(&l->deps[i]);
 	/* The reads above must not move past the snapshot taken next. */
 	pg_memory_barrier();
-	*ndeps = n;
-	return deps;
+	return ok;
 }
 
 /* Two columns of one name would silently become one object key. */
@@ -399,28 +729,61 @@ rows_to_jsonb(void)
 /*
  * Whether a result computed now may be stored: not from a transaction
  * snapshot (REPEATABLE READ, SERIALIZABLE), which may predate the
- * generations it records, nor by a transaction that wrote a watched table
- * (its rows are not committed).
+ * generations it records.
  */
 static bool
 may_publish(void)
 {
-	return !IsolationUsesXactSnapshot() && !cache_watch_wrote_in_xact();
+	return !IsolationUsesXactSnapshot();
+}
+
+/*
+ * Whether this transaction wrote something the result depends on: its
+ * rows are not committed.  A result with untracked dependencies may read
+ * anything the transaction wrote.
+ */
+static bool
+reads_own_writes(const CacheDep *deps, int ndeps, bool untracked)
+{
+	if (!cache_track_wrote_in_xact())
+		return false;
+	if (untracked)
+		return true;
+	for (int i = 0; i < ndeps; i++)
+		if (OidIsValid(deps[i].relid) && cache_track_wrote(deps[i].relid))
+			return true;
+	return false;
+}
+
+/*
+ * A result with a dependency whose writes are not seen lives at most
+ * harden.cache_untracked_ttl.
+ */
+static void
+cap_untracked_expiry(CacheItem *item)
+{
+	TimestampTz cap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												  (int64) cache_untracked_ttl_s * 1000);
+
+	if (item->expires_at == 0 || item->expires_at > cap)
+		item->expires_at = cap;
+	harden_count(HC_CACHE_QUERY_UNTRACKED, 1);
 }
 
 /*
  * Store a computed result unless it may not be (above), reads a temporary
- * table (another session's rows), is too large or already stale, or the
- * query changed the current role (its result is not the caller's).
- * Returns whether it was stored or queued for commit.
+ * table (another session's rows) or this transaction's own writes, is too
+ * large or already stale, or the query changed the current role (its
+ * result is not the caller's).  Returns whether it was stored or queued
+ * for commit.
  */
 static bool
-publish(const QueryCall *q, Jsonb *result, CacheDep *deps, int ndeps, uint64 epoch,
-		bool temp)
+publish(const QueryCall *q, Jsonb *result, const DepList *l, uint64 epoch, bool temp)
 {
 	CacheItem	item = {0};
 
-	if (!may_publish() || temp || ndeps > CACHE_QUERY_MAX_DEPS ||
+	if (!may_publish() || temp || reads_own_writes(l->deps, l->n, l->untracked) ||
+		(l->untracked && cache_untracked_ttl_s == 0) ||
 		GetUserId() != q->role || !cache_value_fits(VARSIZE(result) - VARHDRSZ))
 		return false;
 	item.key = q->key;
@@ -432,11 +795,13 @@ publish(const QueryCall *q, Jsonb *result, CacheDep *deps, int ndeps, uint64 epo
 	item.flags = CACHE_FLAG_QUERY;
 	item.query.fingerprint = q->fingerprint;
 	item.query.epoch = epoch;
-	item.query.ndeps = ndeps;
-	item.query.deps = deps;
+	item.query.ndeps = l->n;
+	item.query.deps = l->deps;
 	if (!cache_deps_current(MyDatabaseId, &item.query))
 		return false;
 	cache_query_item_expiry(&item, q->userkey, q->userlen, q->ttl);
+	if (l->untracked)
+		cap_untracked_expiry(&item);
 	if (cache_xact_deferred())
 		cache_xact_add_set(&item);
 	else
@@ -449,15 +814,14 @@ static Jsonb *
 compute(QueryCall *q, bool *published)
 {
 	SPIPlanPtr	plan;
-	List	   *rels;
-	CacheDep   *deps;
-	int			ndeps;
+	DepList		deps = {0};
 	uint64		epoch;
 	Snapshot	snap;
 	int			rc;
 	Jsonb	   *result;
 	bool		temp = false;
-	bool		stored;
+	bool		stored = false;
+	bool		current;
 
 	harden_count(HC_CACHE_QUERIES, 1);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -466,8 +830,9 @@ compute(QueryCall *q, bool *published)
 	plan = SPI_prepare_cursor(q->sql, q->nargs, q->argtypes, CURSOR_OPT_PARALLEL_OK);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	rels = plan_relations(plan, &temp);
-	deps = read_generations(rels, &ndeps, &epoch);
+	deps.deps = palloc(sizeof(CacheDep) * CACHE_QUERY_MAX_DEPS);
+	plan_dependencies(plan, q, &deps, &temp);
+	current = read_generations(&deps, &epoch);
 
 	/* A snapshot taken after the generations were read (see above). */
 	snap = GetTransactionSnapshot();
@@ -477,7 +842,8 @@ compute(QueryCall *q, bool *published)
 		not_cacheable("The statement did not return rows.");
 
 	result = DatumGetJsonbP(rows_to_jsonb());
-	stored = publish(q, result, deps, ndeps, epoch, temp);
+	if (current)
+		stored = publish(q, result, &deps, epoch, temp);
 	if (published)
 		*published = stored;
 
@@ -504,7 +870,11 @@ shadowed_by_temp(const CacheHit *hit)
 		return false;
 	for (int i = 0; i < hit->ndeps; i++)
 	{
-		char	   *name = get_rel_name(hit->deps[i].relid);
+		char	   *name;
+
+		if (!hit->deps[i].shown)
+			continue;
+		name = get_rel_name(hit->deps[i].relid);
 
 		if (name != NULL && OidIsValid(get_relname_relid(name, temp_ns)))
 			return true;
@@ -520,7 +890,8 @@ lookup(const QueryCall *q)
 
 	if (!cache_visible_lookup(q->key, q->keylen, &hit, true) ||
 		hit.type != CACHE_JSONB || !(hit.flags & CACHE_FLAG_QUERY) ||
-		hit.fingerprint != q->fingerprint || shadowed_by_temp(&hit))
+		hit.fingerprint != q->fingerprint || shadowed_by_temp(&hit) ||
+		reads_own_writes(hit.deps, hit.ndeps, false))
 		return NULL;
 	SET_VARSIZE(hit.value, hit.valuelen + VARHDRSZ);
 	return (Jsonb *) hit.value;
@@ -630,9 +1001,12 @@ harden_cache_query(PG_FUNCTION_ARGS)
 	q.role = GetUserId();
 	q.key = cache_query_key(q.userkey, q.userlen, q.role, &q.keylen);
 
-	/* After writing a watched table, this transaction sees its own rows. */
-	if (cache_watch_wrote_in_xact())
-		PG_RETURN_JSONB_P(compute(&q, NULL));
+	/*
+	 * Invalidations of other sessions' committed catalog changes (REVOKE,
+	 * say) move generations as this backend processes them: before the
+	 * lookup.  Cheap when there are none.
+	 */
+	AcceptInvalidationMessages();
 
 	result = lookup(&q);
 	if (result != NULL)

@@ -118,6 +118,7 @@ _PG_init(void)
 #endif
 	worker_register_launcher();
 	worker_utility_hook_install();
+	cache_track_hooks_install();
 }
 
 /*

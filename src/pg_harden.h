@@ -10,7 +10,7 @@
 #include "port/atomics.h"
 #include "utils/elog.h"
 
-#define PG_HARDEN_VERSION "0.3.0"
+#define PG_HARDEN_VERSION "0.4.0"
 
 /*
  * pg_harden SQLSTATEs live in class "PH" (classes starting with I-Z are free

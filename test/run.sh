@@ -89,7 +89,7 @@ pgh_build_and_stage
 # the *_run_due() functions themselves and check what they did.
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
 	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap'"
-	"max_worker_processes = 16")
+	"max_worker_processes = 16" "max_prepared_transactions = 4")
 pgh_cluster_start "${PGH_CONF[@]}"
 run_regress
 run_isolation
