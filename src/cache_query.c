@@ -797,6 +797,8 @@ publish(const QueryCall *q, Jsonb *result, const DepList *l, uint64 epoch, bool 
 	item.query.epoch = epoch;
 	item.query.ndeps = l->n;
 	item.query.deps = l->deps;
+	/* Catalog changes committed while we computed move generations now. */
+	AcceptInvalidationMessages();
 	if (!cache_deps_current(MyDatabaseId, &item.query))
 		return false;
 	cache_query_item_expiry(&item, q->userkey, q->userlen, q->ttl);

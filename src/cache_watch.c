@@ -80,7 +80,21 @@ typedef struct WatchShared
 static int	cache_max_watched = 16384;
 static WatchShared *watch_shared = NULL;
 
+/*
+ * Generations moved by invalidations this transaction's own catalog
+ * changes sent: processed locally before the commit, so moved again after
+ * it (see remember_local()).  A fixed array, as invalidation callbacks
+ * must not allocate; on overflow the database's (or, for shared catalogs,
+ * every) generation moves instead.
+ */
+#define MAX_LOCAL_KEYS	64
+static uint64 local_keys[MAX_LOCAL_KEYS];
+static int	nlocal_keys = 0;
+static bool local_overflow = false;
+static bool local_overflow_shared = false;
+
 static void rel_changed(Datum arg, Oid relid);
+static void gen_xact_callback(XactEvent event, void *arg);
 static void db_catalog_changed(Datum arg, int cacheid, uint32 hashvalue);
 static void shared_catalog_changed(Datum arg, int cacheid, uint32 hashvalue);
 static void gen_write_metrics(MetricWriter *w);
@@ -97,6 +111,7 @@ cache_watch_define_gucs(bool preloading)
 	CacheRegisterSyscacheCallback(TYPEOID, db_catalog_changed, (Datum) 0);
 	CacheRegisterSyscacheCallback(AUTHOID, shared_catalog_changed, (Datum) 0);
 	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, shared_catalog_changed, (Datum) 0);
+	RegisterXactCallback(gen_xact_callback, NULL);
 	DefineCustomIntVariable("harden.cache_max_watched",
 							"Number of write generations kept for cache_query() results (relations, column values, catalog objects).",
 							"When the table is full, the least recently read generations are evicted; their results become misses.",
@@ -432,6 +447,58 @@ cache_gen_read(CacheDep *dep)
 /* ---- invalidations ---- */
 
 /*
+ * A backend processes the invalidations of its own catalog changes at
+ * each command, before its transaction commits: a session computing a
+ * result meanwhile (from the old catalog rows) could read the moved
+ * generation and store a result that outlives the commit.  A transaction
+ * that has written (has an xid) therefore moves those generations again
+ * once its commit is visible.
+ */
+static void
+remember_local(uint64 key, bool shared)
+{
+	if (!IsTransactionState() || !TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return;
+	for (int i = 0; i < nlocal_keys; i++)
+		if (local_keys[i] == key)
+			return;
+	if (nlocal_keys < MAX_LOCAL_KEYS)
+		local_keys[nlocal_keys++] = key;
+	else if (shared)
+		local_overflow_shared = true;
+	else
+		local_overflow = true;
+}
+
+static void
+bump_and_remember(uint64 key, bool shared)
+{
+	cache_gen_bump(key);
+	remember_local(key, shared);
+}
+
+static void
+gen_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		for (int i = 0; i < nlocal_keys; i++)
+			cache_gen_bump(local_keys[i]);
+		if (local_overflow && OidIsValid(MyDatabaseId))
+			cache_gen_bump_database(MyDatabaseId);
+		if (local_overflow_shared && watch_shared != NULL)
+			pg_atomic_fetch_add_u64(&watch_shared->epoch, 1);
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		nlocal_keys = 0;
+		local_overflow = local_overflow_shared = false;
+	}
+}
+
+/*
  * A relation's definition changed (GRANT/REVOKE on it or its columns,
  * ALTER POLICY, ALTER TABLE, CREATE OR REPLACE VIEW, TRUNCATE, ...):
  * results computed under the old rules go stale.  Relcache invalidations
@@ -444,7 +511,8 @@ rel_changed(Datum arg, Oid relid)
 {
 	if (watch_shared == NULL || !OidIsValid(relid) || !OidIsValid(MyDatabaseId))
 		return;
-	cache_gen_bump_rel(MyDatabaseId, relid, false);
+	bump_and_remember(cache_gen_key(MyDatabaseId, CACHE_DEP_REL, relid, 0), false);
+	bump_and_remember(cache_gen_key(MyDatabaseId, CACHE_DEP_REL_UNKNOWN, relid, 0), false);
 }
 
 /*
@@ -459,7 +527,7 @@ db_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
 	if (watch_shared == NULL || hashvalue == 0 || !OidIsValid(MyDatabaseId))
 		return;
-	cache_gen_bump(cache_gen_key(MyDatabaseId, CACHE_DEP_CATALOG, cacheid, hashvalue));
+	bump_and_remember(cache_gen_key(MyDatabaseId, CACHE_DEP_CATALOG, cacheid, hashvalue), false);
 }
 
 /* The same for roles and role memberships, which all databases share. */
@@ -468,7 +536,7 @@ shared_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
 	if (watch_shared == NULL || hashvalue == 0)
 		return;
-	cache_gen_bump(cache_gen_key(InvalidOid, CACHE_DEP_CATALOG, cacheid, hashvalue));
+	bump_and_remember(cache_gen_key(InvalidOid, CACHE_DEP_CATALOG, cacheid, hashvalue), true);
 }
 
 /* ---- metrics ---- */
