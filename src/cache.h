@@ -162,7 +162,7 @@ extern void cache_watch_define_gucs(bool preloading);
 extern Size cache_watch_shmem_size(void);
 extern void cache_watch_shmem_startup(void);
 extern uint64 cache_gen_key(Oid dboid, CacheDepKind kind, uint32 a, uint64 b);
-extern bool cache_gen_read(CacheDep *dep);
+extern bool cache_gen_read(CacheDep *deps, int n);
 extern void cache_gen_bump(uint64 key);
 extern void cache_gen_bump_rel(Oid dboid, Oid relid, bool values_known);
 extern void cache_gen_bump_value(Oid dboid, Oid relid, uint64 valuehash);

@@ -676,11 +676,10 @@ plan_dependencies(SPIPlanPtr plan, const QueryCall *q, DepList *l, bool *temp)
 static bool
 read_generations(DepList *l, uint64 *epoch)
 {
-	bool		ok = !l->too_many;
+	bool		ok;
 
 	*epoch = cache_gen_epoch();
-	for (int i = 0; ok && i < l->n; i++)
-		ok = cache_gen_read(&l->deps[i]);
+	ok = !l->too_many && cache_gen_read(l->deps, l->n);
 	/* The reads above must not move past the snapshot taken next. */
 	pg_memory_barrier();
 	return ok;

@@ -41,6 +41,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 
 #include "pg_harden.h"
@@ -83,13 +84,13 @@ static WatchShared *watch_shared = NULL;
 /*
  * Generations moved by invalidations this transaction's own catalog
  * changes sent: processed locally before the commit, so moved again after
- * it (see remember_local()).  A fixed array, as invalidation callbacks
- * must not allocate; on overflow the database's (or, for shared catalogs,
- * every) generation moves instead.
+ * it (see remember_local()).  The array grows without raising errors (an
+ * invalidation callback must not fail); should memory run out, the
+ * database's (or, for shared catalogs, every) generation moves instead.
  */
-#define MAX_LOCAL_KEYS	64
-static uint64 local_keys[MAX_LOCAL_KEYS];
+static uint64 *local_keys = NULL;
 static int	nlocal_keys = 0;
+static int	maxlocal_keys = 0;
 static bool local_overflow = false;
 static bool local_overflow_shared = false;
 
@@ -328,11 +329,14 @@ tenant_adjust(Oid dboid, int delta)
 		t->dboid = InvalidOid;
 }
 
-/* A database's fair share of the table: the slots over the tenants using it. */
+/*
+ * A database's fair share of the table: the slots over the databases
+ * using it, the one asking included.
+ */
 static uint32
-fair_share(void)
+fair_share(Oid dboid)
 {
-	uint32		tenants = 0;
+	uint32		tenants = tenant_find(dboid) == NULL ? 1 : 0;
 
 	for (int i = 0; i < MAX_TENANTS; i++)
 		if (OidIsValid(watch_shared->tenants[i].dboid))
@@ -342,17 +346,29 @@ fair_share(void)
 
 /*
  * The slot of a full bucket that dboid may take over, or NULL.  Within its
- * fair share a database may evict any database above its share, or itself;
- * above it, only itself.  Second chance: a slot read since the last pass
+ * fair share a database may evict itself, any database above its share,
+ * or any holding more slots than it does; above it, only itself.  Second chance: a slot read since the last pass
  * is spared once.
  */
-static GenSlot *
-victim(GenSlot *b, Oid dboid)
+static bool
+in_use_by(const GenSlot *s, const CacheDep *deps, int n)
 {
-	uint32		share = fair_share();
+	uint32		idx = (uint32) (s - watch_shared->slots);
+
+	for (int i = 0; i < n; i++)
+		if (deps[i].slot == idx)
+			return true;
+	return false;
+}
+
+static GenSlot *
+victim(GenSlot *b, Oid dboid, const CacheDep *mine_deps, int nmine)
+{
+	uint32		share = fair_share(dboid);
 	GenTenant  *mine = tenant_find(dboid);
 	/* A database without an entry (too many tenants) counts as over. */
 	bool		over = mine != NULL ? mine->slots >= share : !tenant_free();
+	uint32		mine_slots = mine != NULL ? mine->slots : 0;
 	int			candidates[BUCKET_WAYS];
 	int			n = 0;
 
@@ -360,9 +376,13 @@ victim(GenSlot *b, Oid dboid)
 	{
 		GenTenant  *t;
 
+		/* Never a generation the same result has just read. */
+		if (in_use_by(&b[i], mine_deps, nmine))
+			continue;
 		if (b[i].dboid == dboid)
 			candidates[n++] = i;
-		else if (!over && (t = tenant_find(b[i].dboid)) != NULL && t->slots > share)
+		else if (!over && (t = tenant_find(b[i].dboid)) != NULL &&
+				 (t->slots > share || t->slots > mine_slots + 1))
 			candidates[n++] = i;
 	}
 	for (int pass = 0; pass < 2; pass++)
@@ -377,9 +397,12 @@ victim(GenSlot *b, Oid dboid)
 	return n > 0 ? &b[candidates[0]] : NULL;
 }
 
-/* Create key's slot in its bucket (evicting if full); NULL if refused. */
+/*
+ * Create key's slot in its bucket (evicting if full, but none of the slots
+ * of deps[0..n-1]); NULL if refused.
+ */
 static GenSlot *
-slot_create(uint64 key)
+slot_create(uint64 key, const CacheDep *deps, int n)
 {
 	GenSlot    *b = bucket_of(key);
 	GenSlot    *slot = NULL;
@@ -391,7 +414,7 @@ slot_create(uint64 key)
 		for (int i = 0; i < BUCKET_WAYS && slot == NULL; i++)
 			if (pg_atomic_read_u64(&b[i].key) == 0)
 				slot = &b[i];
-		if (slot == NULL && (slot = victim(b, MyDatabaseId)) != NULL)
+		if (slot == NULL && (slot = victim(b, MyDatabaseId, deps, n)) != NULL)
 		{
 			tenant_adjust(slot->dboid, -1);
 			watch_shared->used--;
@@ -415,32 +438,36 @@ slot_create(uint64 key)
 }
 
 /*
- * Read a dependency's generation (dep->key set), creating its slot if it
- * has none, and remember the slot.  False when no slot could be had (the
- * bucket is full of generations this database may not evict): the result
- * cannot be cached.  The caller takes its snapshot after this.
+ * Read the generations of a result's dependencies (their keys set),
+ * creating slots where there are none, and remember the slots.  False when
+ * one could not be had (its bucket is full of generations this database
+ * may not evict): the result cannot be cached.  The caller takes its
+ * snapshot after this.
  */
 bool
-cache_gen_read(CacheDep *dep)
+cache_gen_read(CacheDep *deps, int n)
 {
-	GenSlot    *slot;
-
 	if (watch_shared == NULL)
 		return false;
-	slot = slot_find(dep->key);
-	if (slot == NULL)
-		slot = slot_create(dep->key);
-	if (slot == NULL)
+	for (int i = 0; i < n; i++)
 	{
-		pg_atomic_fetch_add_u64(&watch_shared->exhausted, 1);
-		harden_count(HC_CACHE_GEN_EXHAUSTED, 1);
-		return false;
+		CacheDep   *dep = &deps[i];
+		GenSlot    *slot = slot_find(dep->key);
+
+		if (slot == NULL)
+			slot = slot_create(dep->key, deps, i);
+		if (slot == NULL)
+		{
+			pg_atomic_fetch_add_u64(&watch_shared->exhausted, 1);
+			harden_count(HC_CACHE_GEN_EXHAUSTED, 1);
+			return false;
+		}
+		pg_read_barrier();
+		dep->generation = pg_atomic_read_u64(&slot->generation);
+		dep->slot = (uint32) (slot - watch_shared->slots);
+		if (slot->usage == 0)
+			slot->usage = 1;
 	}
-	pg_read_barrier();
-	dep->generation = pg_atomic_read_u64(&slot->generation);
-	dep->slot = (uint32) (slot - watch_shared->slots);
-	if (slot->usage == 0)
-		slot->usage = 1;
 	return true;
 }
 
@@ -459,15 +486,32 @@ remember_local(uint64 key, bool shared)
 {
 	if (!IsTransactionState() || !TransactionIdIsValid(GetTopTransactionIdIfAny()))
 		return;
-	for (int i = 0; i < nlocal_keys; i++)
-		if (local_keys[i] == key)
+	/* Consecutive repeats are common (a relation's several invalidations). */
+	if (nlocal_keys > 0 && local_keys[nlocal_keys - 1] == key)
+		return;
+	if (nlocal_keys == maxlocal_keys)
+	{
+		int			n = Max(64, maxlocal_keys * 2);
+		uint64	   *grown = MemoryContextAllocExtended(TopMemoryContext, sizeof(uint64) * n,
+													   MCXT_ALLOC_NO_OOM);
+
+		if (grown == NULL)
+		{
+			if (shared)
+				local_overflow_shared = true;
+			else
+				local_overflow = true;
 			return;
-	if (nlocal_keys < MAX_LOCAL_KEYS)
-		local_keys[nlocal_keys++] = key;
-	else if (shared)
-		local_overflow_shared = true;
-	else
-		local_overflow = true;
+		}
+		if (local_keys != NULL)
+		{
+			memcpy(grown, local_keys, sizeof(uint64) * nlocal_keys);
+			pfree(local_keys);
+		}
+		local_keys = grown;
+		maxlocal_keys = n;
+	}
+	local_keys[nlocal_keys++] = key;
 }
 
 static void
@@ -495,6 +539,13 @@ gen_xact_callback(XactEvent event, void *arg)
 	{
 		nlocal_keys = 0;
 		local_overflow = local_overflow_shared = false;
+		/* A large transaction's array is not kept for the next one. */
+		if (maxlocal_keys > 1024)
+		{
+			pfree(local_keys);
+			local_keys = NULL;
+			maxlocal_keys = 0;
+		}
 	}
 }
 
@@ -530,11 +581,15 @@ db_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
 	bump_and_remember(cache_gen_key(MyDatabaseId, CACHE_DEP_CATALOG, cacheid, hashvalue), false);
 }
 
-/* The same for roles and role memberships, which all databases share. */
+/*
+ * The same for roles and role memberships, which all databases share.
+ * Processes without a database (launchers) take no part: they never read
+ * results, and they process invalidations late, when they wake up.
+ */
 static void
 shared_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
-	if (watch_shared == NULL || hashvalue == 0)
+	if (watch_shared == NULL || hashvalue == 0 || !OidIsValid(MyDatabaseId))
 		return;
 	bump_and_remember(cache_gen_key(InvalidOid, CACHE_DEP_CATALOG, cacheid, hashvalue), true);
 }
@@ -545,6 +600,7 @@ static void
 gen_write_metrics(MetricWriter *w)
 {
 	GenTenant	tenants[MAX_TENANTS];
+	uint64		dropped = 0;
 
 	if (!harden_shmem_ready || watch_shared == NULL)
 		return;
@@ -562,6 +618,12 @@ gen_write_metrics(MetricWriter *w)
 		{
 			char	   *name = get_database_name(tenants[i].dboid);
 
-			metric_sample(w, (double) tenants[i].slots, 1, "database", name ? name : "");
+			if (name != NULL)
+				metric_sample(w, (double) tenants[i].slots, 1, "database", name);
+			else
+				dropped += tenants[i].slots;
 		}
+	/* Slots of dropped databases, until they are evicted. */
+	if (dropped > 0)
+		metric_sample(w, (double) dropped, 1, "database", "_dropped");
 }

@@ -2,7 +2,8 @@
 # The whole pg_harden suite on a throwaway cluster: pg_regress (sql/,
 # expected/), isolation specs (test/specs), the upgrade-path test, pgTAP
 # suites (test/pgtap), the background worker's (test/worker), crash recovery
-# (test/crash) and, after a restart without preloading, test/nopreload.  Exits non-zero if anything failed.
+# (test/crash), revocation and tenant isolation of query results (test/track)
+# and, after a restart without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
 PASSED=0
@@ -105,6 +106,11 @@ run_worker_restart
 # Backends killed with SIGKILL mid-write; the postmaster's crash restart.
 source "$PGH_ROOT/test/crash/crash.sh"
 run_crash
+
+# Cached query results against revocation and a second tenant's churn, on
+# a restart with a small table of generations.
+source "$PGH_ROOT/test/track/track.sh"
+run_track
 
 # make sanitize: the sanitizer runtime is in the server's backends.
 if [ -n "${SANITIZE:-}" ]; then
