@@ -212,9 +212,12 @@ extern uint64 cache_gen_epoch(void);
 extern bool cache_deps_current(Oid dboid, const CacheQueryMeta *meta);
 
 /* cache_track.c: writes seen by hooks and triggers, moved after commit */
+extern bool cache_track_writes;
+extern void cache_track_define_gucs(bool preloading);
 extern void cache_track_hooks_install(void);
 extern bool cache_track_wrote_in_xact(void);
 extern bool cache_track_wrote(Oid relid);
+extern bool cache_track_watched(Oid relid);
 extern bool cache_track_by_column(Oid relid, AttrNumber *attnum);
 extern bool cache_value_hash(Oid type, Oid collation, Datum value, uint64 *hash);
 

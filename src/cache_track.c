@@ -66,9 +66,25 @@ static uint64 *values = NULL;	/* generation keys of written values: a set */
 static int	nvalues = 0;
 static Oid	values_db = InvalidOid;
 
+bool		cache_track_writes = true;
+
 static ExecutorStart_hook_type prev_executor_start = NULL;
 static ExecutorEnd_hook_type prev_executor_end = NULL;
 static ProcessUtility_hook_type prev_utility = NULL;
+
+void
+cache_track_define_gucs(bool preloading)
+{
+	if (!preloading)
+		return;
+	DefineCustomBoolVariable("harden.cache_track",
+							 "Whether writes seen by the executor and utility hooks invalidate cached query results.",
+							 "Off: the hooks are not installed, and every cache_query() result is bounded by harden.cache_untracked_ttl (writes to watched tables still invalidate).",
+							 &cache_track_writes,
+							 true,
+							 PGC_POSTMASTER, 0,
+							 NULL, NULL, NULL);
+}
 
 /* ---- noting writes ---- */
 
@@ -396,6 +412,12 @@ track_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 void
 cache_track_hooks_install(void)
 {
+	if (!cache_track_writes)
+	{
+		/* Watch triggers still note writes and need the callback. */
+		RegisterXactCallback(track_xact_callback, NULL);
+		return;
+	}
 	prev_executor_start = ExecutorStart_hook;
 	ExecutorStart_hook = track_executor_start;
 	prev_executor_end = ExecutorEnd_hook;
@@ -551,6 +573,30 @@ has_trigger(Oid relid, const char *name, const char *fn, bool row)
 	if (rel->trigdesc != NULL)
 		for (int i = 0; i < rel->trigdesc->numtriggers && !found; i++)
 			found = is_our_trigger(&rel->trigdesc->triggers[i], name, fn, row);
+	RelationClose(rel);
+	return found;
+}
+
+/*
+ * Whether writes to a relation are seen without the hooks: it has the
+ * statement trigger cache_watch() installs, firing in ordinary sessions.
+ */
+bool
+cache_track_watched(Oid relid)
+{
+	Relation	rel = RelationIdGetRelation(relid);
+	bool		found = false;
+
+	if (rel == NULL)
+		return false;
+	if (rel->trigdesc != NULL)
+		for (int i = 0; i < rel->trigdesc->numtriggers && !found; i++)
+		{
+			const Trigger *t = &rel->trigdesc->triggers[i];
+
+			found = is_our_trigger(t, WATCH_TRIGGER_NAME, "cache_watch_trigger", false) &&
+				(t->tgenabled == TRIGGER_FIRES_ON_ORIGIN || t->tgenabled == TRIGGER_FIRES_ALWAYS);
+		}
 	RelationClose(rel);
 	return found;
 }
