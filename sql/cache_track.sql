@@ -159,6 +159,32 @@ SELECT harden.cache_watch('ct_items', by => 'cat');
 SELECT harden.cache_unwatch('ct_items');
 SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid = 'ct_items'::regclass AND NOT tgisinternal;
 
+-- Untyped parameters, as node-postgres and psycopg send them (PREPARE
+-- without types is the same): the query gives them their types, so no cast
+-- is needed, and an equality on a watched column still pins its value.
+SELECT harden.cache_watch('ct_items', by => 'cat');
+PREPARE ct_untyped AS SELECT harden.cache_query($1, $2, $3, $4) AS r;
+EXECUTE ct_untyped('ct:u', 'SELECT id, price FROM ct_items WHERE cat = $1 ORDER BY id', NULL, '2');
+EXECUTE ct_untyped('ct:u2', 'SELECT $1 + 1 AS n, $1 AS again', NULL, '41');
+SELECT ct_runs() AS runs \gset
+EXECUTE ct_untyped('ct:u', 'SELECT id, price FROM ct_items WHERE cat = $1 ORDER BY id', NULL, '2');
+SELECT ct_runs() - :runs AS ran;
+UPDATE ct_items SET price = price + 1 WHERE id = 1;
+EXECUTE ct_untyped('ct:u', 'SELECT id, price FROM ct_items WHERE cat = $1 ORDER BY id', NULL, '2');
+SELECT ct_runs() - :runs AS ran_after_other_cat;
+-- A value that is not of the type the query gives is that type's error.
+EXECUTE ct_untyped('ct:u', 'SELECT id FROM ct_items WHERE cat = $1', NULL, 'x');
+-- The TTL by name, with the parameters following by name.
+PREPARE ct_named AS SELECT harden.cache_query(key => $1, sql => $2, ttl => $3,
+  VARIADIC params => ARRAY[$4, $5]) AS r;
+EXECUTE ct_named('ct:n', 'SELECT count(*) AS n FROM ct_items WHERE cat = $1 AND price > $2', '1 hour', '1', '0');
+SELECT ttl > interval '59 minutes' AS ttl_named FROM harden.cache_entries WHERE key = 'ct:n';
+-- Untyped literals take the same path.
+SELECT harden.cache_query('ct:lit', 'SELECT count(*) AS n FROM ct_items WHERE id > $1', NULL, '5');
+SELECT harden.cache_unwatch('ct_items');
+DEALLOCATE ct_untyped;
+DEALLOCATE ct_named;
+
 -- The generation table's gauges.
 SELECT count(*) > 0 AS has_gauges FROM regexp_split_to_table(harden.metrics(), E'\n') l
  WHERE l ~ '^pg_harden_cache_generation_slots(_used)?[{ ]';

@@ -18,3 +18,15 @@ CREATE FUNCTION harden.cache_watch("table" regclass, "by" name) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_cache_watch'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_watch(regclass, name) IS 'per-value dependencies: a cache_query() result whose WHERE pins the column to a value is invalidated only by writes of that value';
+
+-- ---------------------------------------------------------------------------
+-- cache tracking: untyped parameters (node-postgres, psycopg)
+-- ---------------------------------------------------------------------------
+
+-- Chosen by the parser when every parameter is untyped (a literal, or a
+-- client's parameter of unknown type): the query decides their types.
+CREATE FUNCTION harden.cache_query(key text, sql text, ttl interval, VARIADIC params text[])
+    RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'harden_cache_query_untyped'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_query(text, text, interval, text[]) IS 'the same, with untyped parameters: each gets the type the query gives it';

@@ -40,6 +40,8 @@
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/plannodes.h"
+#include "parser/parser.h"
+#include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -102,6 +104,7 @@ typedef struct QueryCall
 	char	   *nulls;			/* SPI style: 'n' or ' ' */
 	uint64		fingerprint;
 	Oid			role;			/* the role the key was made for */
+	bool		untyped;		/* text values whose types the query decides */
 } QueryCall;
 
 static void
@@ -212,6 +215,8 @@ query_fingerprint(const QueryCall *q)
 	foreach(lc, path)
 		h = hash_combine64(h, murmurhash32(lfirst_oid(lc)));
 	h = hash_combine64(h, UINT64CONST(0x2545f4914f6cdd1d));
+	if (q->untyped)
+		h = hash_combine64(h, UINT64CONST(0x61c8864680b583eb));
 	for (int i = 0; i < q->nargs; i++)
 	{
 		h = hash_combine64(h, murmurhash32(q->argtypes[i]));
@@ -781,6 +786,42 @@ publish(const QueryCall *q, Jsonb *result, const DepList *l, uint64 epoch, bool 
 	return true;
 }
 
+/*
+ * Untyped parameters (what node-postgres and psycopg send): analyse the
+ * query with variable parameter types, as PREPARE without types does, and
+ * convert each text value with the input function of the type the query
+ * gives its parameter (text where it gives none).
+ */
+static void
+resolve_untyped(QueryCall *q)
+{
+	List	   *raw = raw_parser(q->sql, RAW_PARSE_DEFAULT);
+	Oid		   *types = palloc(sizeof(Oid) * Max(q->nargs, 1));
+	int			n = q->nargs;
+
+	q->untyped = false;
+	if (list_length(raw) != 1)
+		return;					/* SPI reports it */
+	for (int i = 0; i < q->nargs; i++)
+		types[i] = UNKNOWNOID;
+	(void) pg_analyze_and_rewrite_varparams(linitial_node(RawStmt, raw), q->sql,
+											&types, &n, NULL);
+	for (int i = 0; i < q->nargs; i++)
+	{
+		Oid			t = (i < n && OidIsValid(types[i]) && types[i] != UNKNOWNOID) ? types[i] : TEXTOID;
+
+		if (t != TEXTOID && q->nulls[i] != 'n')
+		{
+			Oid			in;
+			Oid			ioparam;
+
+			getTypeInputInfo(t, &in, &ioparam);
+			q->values[i] = OidInputFunctionCall(in, TextDatumGetCString(q->values[i]), ioparam, -1);
+		}
+		q->argtypes[i] = t;
+	}
+}
+
 /* Run the query and cache its result if it may be; returns the result. */
 static Jsonb *
 compute(QueryCall *q, bool *published)
@@ -796,6 +837,8 @@ compute(QueryCall *q, bool *published)
 	bool		current;
 
 	harden_count(HC_CACHE_QUERIES, 1);
+	if (q->untyped)
+		resolve_untyped(q);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	/* Parallel plans are fine: the query runs once, read-only, to the end. */
@@ -947,15 +990,39 @@ fill(QueryCall *q)
 	}
 }
 
-PG_FUNCTION_INFO_V1(harden_cache_query);
+/* The text values of VARIADIC params text[] (untyped parameters). */
+static void
+collect_text_params(FunctionCallInfo fcinfo, int argno, QueryCall *q)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *elnulls;
+	int			nelems;
 
-/*
- * cache_query(key, sql, ttl DEFAULT NULL, VARIADIC params "any")
- *	  The rows of sql as a jsonb array of objects, from the cache when
- *	  current, else computed and cached.
- */
-Datum
-harden_cache_query(PG_FUNCTION_ARGS)
+	q->nargs = 0;
+	q->untyped = true;
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return;
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("harden.cache_query(): parameters must be a one-dimensional array")));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elnulls, &nelems);
+	q->argtypes = palloc(sizeof(Oid) * Max(nelems, 1));
+	q->values = palloc(sizeof(Datum) * Max(nelems, 1));
+	q->nulls = palloc(Max(nelems, 1));
+	for (int i = 0; i < nelems; i++)
+	{
+		q->argtypes[i] = TEXTOID;
+		q->values[i] = elems[i];
+		q->nulls[i] = elnulls[i] ? 'n' : ' ';
+	}
+	q->nargs = nelems;
+}
+
+static Datum
+cache_query_call(FunctionCallInfo fcinfo, bool untyped)
 {
 	QueryCall	q = {0};
 	Jsonb	   *result;
@@ -968,7 +1035,10 @@ harden_cache_query(PG_FUNCTION_ARGS)
 				 errmsg("harden.cache_query(): the SQL text must not be NULL")));
 	q.sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	q.ttl = (PG_NARGS() > 2 && !PG_ARGISNULL(2)) ? PG_GETARG_INTERVAL_P(2) : NULL;
-	collect_params(fcinfo, 3, &q);
+	if (untyped)
+		collect_text_params(fcinfo, 3, &q);
+	else
+		collect_params(fcinfo, 3, &q);
 	q.fingerprint = query_fingerprint(&q);
 	q.role = GetUserId();
 	q.key = cache_query_key(q.userkey, q.userlen, q.role, &q.keylen);
@@ -988,4 +1058,30 @@ harden_cache_query(PG_FUNCTION_ARGS)
 	}
 	harden_count(HC_CACHE_MISSES, 1);
 	PG_RETURN_JSONB_P(fill(&q));
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_query);
+PG_FUNCTION_INFO_V1(harden_cache_query_untyped);
+
+/*
+ * cache_query(key, sql, ttl DEFAULT NULL, VARIADIC params "any")
+ *	  The rows of sql as a jsonb array of objects, from the cache when
+ *	  current, else computed and cached.
+ */
+Datum
+harden_cache_query(PG_FUNCTION_ARGS)
+{
+	return cache_query_call(fcinfo, false);
+}
+
+/*
+ * cache_query(key, sql, ttl, VARIADIC params text[])
+ *	  The same for untyped parameters and literals (chosen by the parser
+ *	  when every parameter is of unknown type): their types come from the
+ *	  query.
+ */
+Datum
+harden_cache_query_untyped(PG_FUNCTION_ARGS)
+{
+	return cache_query_call(fcinfo, true);
 }
