@@ -203,10 +203,25 @@ slot_find(uint64 key)
 	return NULL;
 }
 
+/*
+ * A generation value never used before.  Each backend takes a block of
+ * values from the shared counter at a time, so concurrent commits do not
+ * all hit one cache line.
+ */
+#define GENERATION_BLOCK	UINT64CONST(65536)
+static uint64 next_local_generation = 0;
+static uint64 end_local_generation = 0;
+
 static inline uint64
 fresh_generation(void)
 {
-	return pg_atomic_fetch_add_u64(&watch_shared->next_generation, 1) + 1;
+	if (next_local_generation == end_local_generation)
+	{
+		next_local_generation = pg_atomic_fetch_add_u64(&watch_shared->next_generation,
+														 GENERATION_BLOCK) + 1;
+		end_local_generation = next_local_generation + GENERATION_BLOCK;
+	}
+	return next_local_generation++;
 }
 
 /*
