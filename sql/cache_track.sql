@@ -96,6 +96,11 @@ SELECT harden.cache_delete('ct:fn');
 SELECT harden.cache_query('ct:fn', 'SELECT ct_count() AS n') AS computed;
 SELECT count(*) AS not_cached FROM harden.cache_entries WHERE key = 'ct:fn';
 RESET harden.cache_untracked_ttl;
+-- A function of this session's temporary schema: returned, never cached
+-- (another session of the role would call its own).
+CREATE FUNCTION pg_temp.ct_tf() RETURNS int LANGUAGE sql AS 'SELECT 7';
+SELECT harden.cache_query('ct:tf', 'SELECT pg_temp.ct_tf() AS v') AS temp_fn;
+SELECT count(*) AS not_cached FROM harden.cache_entries WHERE key = 'ct:tf';
 -- A tracked result keeps the TTL it asked for.
 SELECT harden.cache_query('ct:long', 'SELECT count(*) AS n FROM ct_items', '1 day') IS NOT NULL AS stored;
 SELECT ttl > interval '23 hours' AS uncapped FROM harden.cache_entries WHERE key = 'ct:long';

@@ -362,38 +362,56 @@ add_role_deps(DepList *l, Oid role)
 	}
 }
 
+/* What the functions a query calls tell about its dependencies. */
+typedef struct HiddenReads
+{
+	bool		untracked;		/* a function may read tables the plan does not name */
+	bool		temp;			/* a function of a temporary schema */
+} HiddenReads;
+
 /*
- * Functions the query calls that may read tables the plan does not name
- * (SQL and procedural functions): their dependencies cannot be tracked.
- * Functions in C, built-in ones included, are taken not to read tables.
+ * Functions in SQL or a procedural language may read tables the plan does
+ * not name: their dependencies cannot be tracked.  Functions in C, the
+ * built-in ones included, are taken not to read tables.  A function of a
+ * temporary schema is this session's own: such results are not cached,
+ * as for temporary tables.
  */
-static bool
-reads_hidden_tables(Oid fn)
+static void
+check_function(Oid fn, HiddenReads *h)
 {
 	HeapTuple	tup;
-	Oid			lang;
+	Form_pg_proc proc;
 
 	if (fn < FirstNormalObjectId)
-		return false;
+		return;
 	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 	if (!HeapTupleIsValid(tup))
-		return true;
-	lang = ((Form_pg_proc) GETSTRUCT(tup))->prolang;
+	{
+		h->untracked = true;
+		return;
+	}
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	if (proc->prolang != ClanguageId && proc->prolang != INTERNALlanguageId)
+		h->untracked = true;
+	if (isAnyTempNamespace(proc->pronamespace))
+		h->temp = true;
 	ReleaseSysCache(tup);
-	return lang != ClanguageId && lang != INTERNALlanguageId;
 }
 
 static bool
 hidden_reads_walker(Node *node, void *context)
 {
+	HiddenReads *h = (HiddenReads *) context;
+
 	if (node == NULL)
 		return false;
 	check_stack_depth();
-	if (IsA(node, FuncExpr) && reads_hidden_tables(((FuncExpr *) node)->funcid))
-		return true;
-	if ((IsA(node, OpExpr) || IsA(node, DistinctExpr) || IsA(node, NullIfExpr)) &&
-		reads_hidden_tables(get_opcode(((OpExpr *) node)->opno)))
-		return true;
+	if (IsA(node, FuncExpr))
+		check_function(((FuncExpr *) node)->funcid, h);
+	else if (IsA(node, OpExpr) || IsA(node, DistinctExpr) || IsA(node, NullIfExpr))
+		check_function(get_opcode(((OpExpr *) node)->opno), h);
+	if (h->temp)
+		return true;			/* not cached: nothing more to learn */
 	if (IsA(node, Query))
 		return query_tree_walker((Query *) node, hidden_reads_walker, context, 0);
 	return expression_tree_walker(node, hidden_reads_walker, context);
@@ -641,8 +659,16 @@ plan_dependencies(SPIPlanPtr plan, const QueryCall *q, DepList *l, bool *temp)
 		dep_add_catalog(l, MyDatabaseId, item->cacheId, item->hashValue);
 	}
 	ReleaseCachedPlan(cplan, NULL);
-	if (query == NULL || hidden_reads_walker((Node *) query, NULL))
+	if (query == NULL)
 		l->untracked = true;
+	else
+	{
+		HiddenReads h = {0};
+
+		(void) hidden_reads_walker((Node *) query, &h);
+		l->untracked |= h.untracked;
+		*temp |= h.temp;
+	}
 	add_role_deps(l, q->role);
 	dep_add(l, MyDatabaseId, CACHE_DEP_DATABASE, MyDatabaseId, 0, InvalidOid, true, false);
 }
