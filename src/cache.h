@@ -209,6 +209,7 @@ extern void cache_gen_bump_rel(Oid dboid, Oid relid, bool values_known);
 extern void cache_gen_bump_value(Oid dboid, Oid relid, uint64 valuehash);
 extern void cache_gen_bump_database(Oid dboid);
 extern uint64 cache_gen_epoch(void);
+extern void cache_gen_computing(bool on);
 extern bool cache_deps_current(Oid dboid, const CacheQueryMeta *meta);
 
 /* cache_track.c: writes seen by hooks and triggers, moved after commit */

@@ -863,6 +863,8 @@ compute(QueryCall *q, bool *published)
 	bool		current;
 
 	harden_count(HC_CACHE_QUERIES, 1);
+	/* Invalidations processed from here on may concern this result. */
+	cache_gen_computing(true);
 	if (q->untyped)
 		resolve_untyped(q);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -887,6 +889,8 @@ compute(QueryCall *q, bool *published)
 		stored = publish(q, result, &deps, epoch, temp);
 	if (published)
 		*published = stored;
+
+	cache_gen_computing(false);
 
 	/* Into the caller's context, before SPI frees its own. */
 	result = (Jsonb *) SPI_datumTransfer(JsonbPGetDatum(result), false, -1);
@@ -1070,12 +1074,10 @@ cache_query_call(FunctionCallInfo fcinfo, bool untyped)
 	q.key = cache_query_key(q.userkey, q.userlen, q.role, &q.keylen);
 
 	/*
-	 * Invalidations of other sessions' committed catalog changes (REVOKE,
-	 * say) move generations as this backend processes them: before the
-	 * lookup.  Cheap when there are none.
+	 * No need to process invalidations first: a transaction that changed a
+	 * catalog object moves its generation again once its commit is visible
+	 * (cache_watch.c), before its COMMIT returns.
 	 */
-	AcceptInvalidationMessages();
-
 	result = lookup(&q);
 	if (result != NULL)
 	{

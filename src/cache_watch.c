@@ -31,12 +31,14 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "storage/sinval.h"
 #include "commands/dbcommands.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -82,17 +84,19 @@ static int	cache_max_watched = 16384;
 static WatchShared *watch_shared = NULL;
 
 /*
- * Generations moved by invalidations this transaction's own catalog
- * changes sent: processed locally before the commit, so moved again after
- * it (see remember_local()).  The array grows without raising errors (an
- * invalidation callback must not fail); should memory run out, the
- * database's (or, for shared catalogs, every) generation moves instead.
+ * Generations of the invalidations this transaction sends, moved again
+ * after its commit (see remember_local()).  The array grows without
+ * raising errors; should memory run out, the database's (or, for shared
+ * catalogs, every) generation moves instead.
  */
 static uint64 *local_keys = NULL;
 static int	nlocal_keys = 0;
 static int	maxlocal_keys = 0;
 static bool local_overflow = false;
 static bool local_overflow_shared = false;
+
+/* cache_query() computations under way in this backend (they can nest). */
+static int	computing = 0;
 
 static void rel_changed(Datum arg, Oid relid);
 static void gen_xact_callback(XactEvent event, void *arg);
@@ -489,19 +493,38 @@ cache_gen_read(CacheDep *deps, int n)
 /* ---- invalidations ---- */
 
 /*
- * A backend processes the invalidations of its own catalog changes at
- * each command, before its transaction commits: a session computing a
- * result meanwhile (from the old catalog rows) could read the moved
- * generation and store a result that outlives the commit.  A transaction
- * that has written (has an xid) therefore moves those generations again
- * once its commit is visible.
+ * A backend computing a result moves the generations of the invalidations
+ * it processes meanwhile (and when it checks before storing): its plan may
+ * have been made from catalog rows they replace.  Other backends need not:
+ * the committing transaction itself moves them once its commit is visible
+ * (remember_invalidations()), so a backend catching up late does not
+ * invalidate results computed since.  On a standby no committer runs here,
+ * so every backend moves them.
+ */
+void
+cache_gen_computing(bool on)
+{
+	computing += on ? 1 : (computing > 0 ? -1 : 0);
+}
+
+static inline bool
+moves_on_invalidation(void)
+{
+	return computing > 0 || RecoveryInProgress();
+}
+
+/*
+ * Other backends process a committed transaction's invalidations only
+ * when they next look (a backend started later never does), and the
+ * committing backend processes its own before the commit: a session
+ * computing a result meanwhile, from the old catalog rows, could read the
+ * moved generation and store a result that outlives the commit.  So a
+ * transaction that has written moves, once its commit is visible, the
+ * generations of every invalidation it sends, and before COMMIT returns.
  */
 static void
 remember_local(uint64 key, bool shared)
 {
-	if (!IsTransactionState() || !TransactionIdIsValid(GetTopTransactionIdIfAny()))
-		return;
-	/* Consecutive repeats are common (a relation's several invalidations). */
 	if (nlocal_keys > 0 && local_keys[nlocal_keys - 1] == key)
 		return;
 	if (nlocal_keys == maxlocal_keys)
@@ -529,16 +552,41 @@ remember_local(uint64 key, bool shared)
 	local_keys[nlocal_keys++] = key;
 }
 
+/* The generations the invalidations this transaction will send move. */
 static void
-bump_and_remember(uint64 key, bool shared)
+remember_invalidations(void)
 {
-	cache_gen_bump(key);
-	remember_local(key, shared);
+	SharedInvalidationMessage *msgs;
+	bool		relcache_init;
+	int			n;
+
+	if (!TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return;
+	n = xactGetCommittedInvalidationMessages(&msgs, &relcache_init);
+	for (int i = 0; i < n; i++)
+	{
+		SharedInvalidationMessage *m = &msgs[i];
+
+		if (m->id == SHAREDINVALRELCACHE_ID && OidIsValid(m->rc.relId) &&
+			OidIsValid(m->rc.dbId))
+		{
+			remember_local(cache_gen_key(m->rc.dbId, CACHE_DEP_REL, m->rc.relId, 0), false);
+			remember_local(cache_gen_key(m->rc.dbId, CACHE_DEP_REL_UNKNOWN, m->rc.relId, 0), false);
+		}
+		else if (m->id >= 0 && m->cc.hashValue != 0 &&
+				 (m->id == PROCOID || m->id == NAMESPACEOID || m->id == TYPEOID ||
+				  m->id == AUTHOID || m->id == AUTHMEMROLEMEM))
+			remember_local(cache_gen_key(m->cc.dbId, CACHE_DEP_CATALOG, m->id, m->cc.hashValue),
+						   !OidIsValid(m->cc.dbId));
+	}
 }
 
 static void
 gen_xact_callback(XactEvent event, void *arg)
 {
+	/* After deferred triggers and portals: the messages are final. */
+	if (event == XACT_EVENT_PRE_COMMIT && watch_shared != NULL)
+		remember_invalidations();
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
 	{
 		for (int i = 0; i < nlocal_keys; i++)
@@ -554,6 +602,7 @@ gen_xact_callback(XactEvent event, void *arg)
 	{
 		nlocal_keys = 0;
 		local_overflow = local_overflow_shared = false;
+		computing = 0;
 		/* A large transaction's array is not kept for the next one. */
 		if (maxlocal_keys > 1024)
 		{
@@ -568,17 +617,16 @@ gen_xact_callback(XactEvent event, void *arg)
  * A relation's definition changed (GRANT/REVOKE on it or its columns,
  * ALTER POLICY, ALTER TABLE, CREATE OR REPLACE VIEW, TRUNCATE, ...):
  * results computed under the old rules go stale.  Relcache invalidations
- * reach only the backends of the relation's database.  Every backend that
- * processes one moves the generation; extra moves only cost misses.
- * Whole-cache resets (relid 0) are not changes.
+ * reach only the backends of the relation's database.  Whole-cache resets
+ * (relid 0) are not changes.
  */
 static void
 rel_changed(Datum arg, Oid relid)
 {
-	if (watch_shared == NULL || !OidIsValid(relid) || !OidIsValid(MyDatabaseId))
+	if (watch_shared == NULL || !OidIsValid(relid) || !OidIsValid(MyDatabaseId) ||
+		!moves_on_invalidation())
 		return;
-	bump_and_remember(cache_gen_key(MyDatabaseId, CACHE_DEP_REL, relid, 0), false);
-	bump_and_remember(cache_gen_key(MyDatabaseId, CACHE_DEP_REL_UNKNOWN, relid, 0), false);
+	cache_gen_bump_rel(MyDatabaseId, relid, false);
 }
 
 /*
@@ -591,9 +639,10 @@ rel_changed(Datum arg, Oid relid)
 static void
 db_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
-	if (watch_shared == NULL || hashvalue == 0 || !OidIsValid(MyDatabaseId))
+	if (watch_shared == NULL || hashvalue == 0 || !OidIsValid(MyDatabaseId) ||
+		!moves_on_invalidation())
 		return;
-	bump_and_remember(cache_gen_key(MyDatabaseId, CACHE_DEP_CATALOG, cacheid, hashvalue), false);
+	cache_gen_bump(cache_gen_key(MyDatabaseId, CACHE_DEP_CATALOG, cacheid, hashvalue));
 }
 
 /*
@@ -604,9 +653,10 @@ db_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
 static void
 shared_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
-	if (watch_shared == NULL || hashvalue == 0 || !OidIsValid(MyDatabaseId))
+	if (watch_shared == NULL || hashvalue == 0 || !OidIsValid(MyDatabaseId) ||
+		!moves_on_invalidation())
 		return;
-	bump_and_remember(cache_gen_key(InvalidOid, CACHE_DEP_CATALOG, cacheid, hashvalue), true);
+	cache_gen_bump(cache_gen_key(InvalidOid, CACHE_DEP_CATALOG, cacheid, hashvalue));
 }
 
 /* ---- metrics ---- */
