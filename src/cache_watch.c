@@ -71,11 +71,8 @@ typedef struct WatchShared
 {
 	LWLock	   *lock;			/* serialises slot creation and eviction */
 	uint32		nbuckets;		/* a power of two */
-	uint32		used;			/* slots in use */
 	pg_atomic_uint64 next_generation;
 	pg_atomic_uint64 epoch;		/* moves on cluster-wide events only */
-	pg_atomic_uint64 evictions;
-	pg_atomic_uint64 exhausted;
 	GenTenant	tenants[MAX_TENANTS];
 	GenSlot		slots[FLEXIBLE_ARRAY_MEMBER];
 } WatchShared;
@@ -155,11 +152,8 @@ cache_watch_shmem_startup(void)
 		return;
 	watch_shared->lock = &(GetNamedLWLockTranche("pg_harden"))[2].lock;
 	watch_shared->nbuckets = bucket_count();
-	watch_shared->used = 0;
 	pg_atomic_init_u64(&watch_shared->next_generation, 1);
 	pg_atomic_init_u64(&watch_shared->epoch, 1);
-	pg_atomic_init_u64(&watch_shared->evictions, 0);
-	pg_atomic_init_u64(&watch_shared->exhausted, 0);
 	memset(watch_shared->tenants, 0, sizeof(watch_shared->tenants));
 	nslots = watch_shared->nbuckets * BUCKET_WAYS;
 	for (uint32 i = 0; i < nslots; i++)
@@ -436,8 +430,6 @@ slot_create(uint64 key, const CacheDep *deps, int n)
 		if (slot == NULL && (slot = victim(b, MyDatabaseId, deps, n)) != NULL)
 		{
 			tenant_adjust(slot->dboid, -1);
-			watch_shared->used--;
-			pg_atomic_fetch_add_u64(&watch_shared->evictions, 1);
 			harden_count_db(slot->dboid, HC_CACHE_GEN_EVICTIONS, 1);
 		}
 		if (slot != NULL)
@@ -449,7 +441,6 @@ slot_create(uint64 key, const CacheDep *deps, int n)
 			slot->dboid = MyDatabaseId;
 			slot->usage = 1;
 			tenant_adjust(MyDatabaseId, 1);
-			watch_shared->used++;
 		}
 	}
 	LWLockRelease(watch_shared->lock);
@@ -477,7 +468,6 @@ cache_gen_read(CacheDep *deps, int n)
 			slot = slot_create(dep->key, deps, i);
 		if (slot == NULL)
 		{
-			pg_atomic_fetch_add_u64(&watch_shared->exhausted, 1);
 			harden_count(HC_CACHE_GEN_EXHAUSTED, 1);
 			return false;
 		}
