@@ -287,6 +287,14 @@ PREPARE TRANSACTION 'cq_2pc';
 SELECT harden.cache_query('cq:2pc', 'SELECT sum(qty) AS q FROM cq_stock') AS not_yet;
 COMMIT PREPARED 'cq_2pc';
 SELECT harden.cache_query('cq:2pc', 'SELECT sum(qty) AS q FROM cq_stock') AS committed;
+-- Role changes cannot be prepared: COMMIT PREPARED could not invalidate
+-- what depends on them in other databases.
+CREATE ROLE cq_2pc_role;
+BEGIN;
+GRANT cq_2pc_role TO CURRENT_USER;
+PREPARE TRANSACTION 'cq_2pc_roles';
+SELECT count(*) AS prepared FROM pg_prepared_xacts WHERE gid = 'cq_2pc_roles';
+DROP ROLE cq_2pc_role;
 
 SELECT harden.cache_unwatch('cq_stock');
 DROP VIEW cq_in_stock;

@@ -571,9 +571,36 @@ remember_invalidations(void)
 	}
 }
 
+/*
+ * Whether this transaction changes roles or role memberships: COMMIT
+ * PREPARED publishes such changes from another backend, which could only
+ * move every generation of the cluster.
+ */
+static bool
+changes_roles(void)
+{
+	SharedInvalidationMessage *msgs;
+	bool		relcache_init;
+	int			n;
+
+	if (!TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return false;
+	n = xactGetCommittedInvalidationMessages(&msgs, &relcache_init);
+	for (int i = 0; i < n; i++)
+		if (msgs[i].id == AUTHOID || msgs[i].id == AUTHMEMROLEMEM)
+			return true;
+	return false;
+}
+
 static void
 gen_xact_callback(XactEvent event, void *arg)
 {
+	if (event == XACT_EVENT_PRE_PREPARE && watch_shared != NULL && changes_roles())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot PREPARE a transaction that changes roles or role memberships"),
+				 errdetail("pg_harden could not invalidate the cached query results that depend on them when it commits."),
+				 errhint("Change roles outside of two-phase transactions.")));
 	/* After deferred triggers and portals: the messages are final. */
 	if (event == XACT_EVENT_PRE_COMMIT && watch_shared != NULL)
 		remember_invalidations();
