@@ -1060,7 +1060,10 @@ tags_array(const CacheEntryInfo *e)
 	return PointerGetDatum(construct_array(elems, e->ntags, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-/* A query result's dependencies, or only its unwatched ones. */
+/*
+ * The relations a query result depends on, or only those whose writes are
+ * not tracked (TTL-capped).
+ */
 static Datum
 deps_array(const CacheEntryInfo *e, bool unwatched_only)
 {
@@ -1068,7 +1071,7 @@ deps_array(const CacheEntryInfo *e, bool unwatched_only)
 	int			n = 0;
 
 	for (int i = 0; i < e->ndeps; i++)
-		if (!unwatched_only || !e->deps[i].watched)
+		if (e->deps[i].shown && (!unwatched_only || !e->deps[i].watched))
 			elems[n++] = ObjectIdGetDatum(e->deps[i].relid);
 	return PointerGetDatum(construct_array(elems, n, REGCLASSOID, sizeof(Oid), true, TYPALIGN_INT));
 }

@@ -7,7 +7,7 @@
  *	  transaction	cache_xact.c	pending writes, publish at commit
  *	  apply			cache_apply.c	role checks, glob/tag matching, one operation
  *	  store			cache_store.c	DSA + dshash, eviction, expiry
- *	  generations	cache_watch.c	per-relation write generations
+ *	  generations	cache_watch.c	write generations (relations, values, catalog objects)
  *
  *	  Key formats and flags live here.
  */
@@ -16,6 +16,7 @@
 
 #include "common/hashfn.h"
 #include "datatype/timestamp.h"
+#include "access/attnum.h"
 #include "fmgr.h"
 
 #define CACHE_MAX_KEY_LEN	250
@@ -101,12 +102,26 @@ cache_user_key(const char *key, int keylen, int *userlen)
 	return key;
 }
 
-/* A relation a cached result was computed from, and its generation then. */
+/* What a generation a cached result depends on is of (cache_watch.c). */
+typedef enum CacheDepKind
+{
+	CACHE_DEP_REL = 1,			/* any write to a relation; its invalidations */
+	CACHE_DEP_REL_UNKNOWN = 2,	/* a write whose column values are unknown */
+	CACHE_DEP_VALUE = 3,		/* a write of one value of a watched column */
+	CACHE_DEP_CATALOG = 4,		/* a syscache object (role, function, schema) */
+	CACHE_DEP_DATABASE = 5		/* every result of a database */
+} CacheDepKind;
+
+/* A generation a cached result was computed from, and its value then. */
 typedef struct CacheDep
 {
-	Oid			relid;
-	uint32		watched;		/* had the watch trigger when computed */
+	uint64		key;			/* cache_gen_key() */
 	uint64		generation;
+	Oid			relid;			/* the relation, for relation kinds; else 0 */
+	uint32		slot;			/* where the generation was read */
+	uint8		kind;			/* CacheDepKind */
+	uint8		watched;		/* writes to it are seen (else TTL-capped) */
+	uint8		shown;			/* listed in cache_entries.deps */
 } CacheDep;
 
 /* What a cache_query() entry carries besides its value. */
@@ -279,16 +294,29 @@ typedef bool (*cache_unseen_fn) (TransactionId xid, void *arg);
 /* cache_query.c */
 extern void cache_query_define_gucs(bool preloading);
 
-/* cache_watch.c: per-relation write generations */
+/* cache_watch.c: write generations (the bottom layer) */
 extern void cache_watch_define_gucs(bool preloading);
 extern Size cache_watch_shmem_size(void);
 extern void cache_watch_shmem_startup(void);
-extern uint64 cache_gen_current(Oid dboid, Oid relid);
+extern uint64 cache_gen_key(Oid dboid, CacheDepKind kind, uint32 a, uint64 b);
+extern bool cache_gen_read(CacheDep *deps, int n);
+extern void cache_gen_bump(uint64 key);
+extern void cache_gen_bump_rel(Oid dboid, Oid relid, bool values_known);
+extern void cache_gen_bump_value(Oid dboid, Oid relid, uint64 valuehash);
+extern void cache_gen_bump_database(Oid dboid);
 extern uint64 cache_gen_epoch(void);
-extern bool cache_gen_ensure(Oid relid);
-extern bool cache_rel_is_watched(Oid relid);
+extern void cache_gen_computing(bool on);
 extern bool cache_deps_current(Oid dboid, const CacheQueryMeta *meta);
-extern bool cache_watch_wrote_in_xact(void);
+
+/* cache_track.c: writes seen by hooks and triggers, moved after commit */
+extern bool cache_track_writes;
+extern void cache_track_define_gucs(bool preloading);
+extern void cache_track_hooks_install(void);
+extern bool cache_track_wrote_in_xact(void);
+extern bool cache_track_wrote(Oid relid);
+extern bool cache_track_watched(Oid relid);
+extern bool cache_track_by_column(Oid relid, AttrNumber *attnum);
+extern bool cache_value_hash(Oid type, Oid collation, Datum value, uint64 *hash);
 
 /* cache_flight.c: single-flight computation of a query */
 typedef enum CacheFlight

@@ -31,7 +31,8 @@ INSERT INTO bi_documented VALUES ('ok'),
   ('PH212'), ('PH213'),
   ('PH308'), ('PH309'), ('PH401'), ('PH501'), ('PH502'), ('PH503'), ('PH504'), ('54000'),
   ('40001'), ('0A000'), ('42809'), ('42P01'), ('42701'), ('39P01'), ('42501'),
-  ('22004'), ('22023'), ('2202E'), ('22003'), ('42804'), ('55P03');
+  ('22004'), ('22023'), ('2202E'), ('22003'), ('42804'), ('55P03'),
+  ('42703');
 
 -- Codes that are not pg_harden's own but that the README documents as
 -- passing through for one function: cache_query and query_check surface the
