@@ -5,8 +5,9 @@
 # through prometheus-postgres-exporter (test/metrics), the SQL examples of
 # the docs (test/docs), the background
 # worker's (test/worker), crash recovery (test/crash), pgbouncer, a hot
-# standby and failover (test/replica) and, after a restart
-# without preloading, test/nopreload.  Exits non-zero if anything failed.
+# standby and failover (test/replica), revocation and tenant isolation of
+# query results (test/track) and, after a restart without preloading,
+# test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
 PASSED=0
@@ -95,7 +96,7 @@ pgh_build_and_stage
 # harden.suggested_indexes (without it, see test/nopreload).
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
 	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap, pgh_dump_src, pgh_bouncer, pgh_bouncer_s'"
-	"max_worker_processes = 16"
+	"max_worker_processes = 16" "max_prepared_transactions = 4"
 	"shared_preload_libraries = 'pg_harden, pg_stat_statements'")
 pgh_cluster_start "${PGH_CONF[@]}"
 run_regress
@@ -143,6 +144,11 @@ run_crash
 # promoted; the primary is started again on its own afterwards).
 source "$PGH_ROOT/test/replica/replica.sh"
 run_replica
+
+# Cached query results against revocation and a second tenant's churn, on
+# a restart with a small table of generations.
+source "$PGH_ROOT/test/track/track.sh"
+run_track
 
 # make sanitize: the sanitizer runtime is in the server's backends.
 if [ -n "${SANITIZE:-}" ]; then
