@@ -305,6 +305,16 @@ extern void cache_gen_bump_rel(Oid dboid, Oid relid, bool values_known);
 extern void cache_gen_bump_value(Oid dboid, Oid relid, uint64 valuehash);
 extern void cache_gen_bump_database(Oid dboid);
 extern uint64 cache_gen_epoch(void);
+extern void cache_gen_bump_epoch(void);
+
+/* cache_wal.c: generation moves in the WAL, for hot standbys */
+extern bool cache_wal;
+extern void cache_wal_define_gucs(bool preloading);
+extern bool cache_wal_replayed(void);
+extern void cache_wal_begin(void);
+extern void cache_wal_note(uint64 key);
+extern void cache_wal_end(void);
+extern void cache_wal_log_reset(void);
 extern void cache_gen_computing(bool on);
 extern bool cache_deps_current(Oid dboid, const CacheQueryMeta *meta);
 

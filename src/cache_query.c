@@ -579,7 +579,8 @@ static void
 add_relation_deps(DepList *l, Oid relid, char kind, PlannedStmt *stmt, Query *query,
 				  const QueryCall *q)
 {
-	bool		tracked = kind != RELKIND_FOREIGN_TABLE && !RecoveryInProgress() &&
+	bool		tracked = kind != RELKIND_FOREIGN_TABLE &&
+		(!RecoveryInProgress() || cache_wal_replayed()) &&
 		(cache_track_writes || cache_track_watched(relid));
 	AttrNumber	attnum;
 	uint64		hash;

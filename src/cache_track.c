@@ -184,6 +184,7 @@ bump_written(void)
 {
 	ListCell   *lc;
 
+	cache_wal_begin();
 	foreach(lc, written)
 	{
 		Oid			relid = lfirst_oid(lc);
@@ -195,6 +196,7 @@ bump_written(void)
 			if (values[i] != 0)
 				cache_gen_bump(values[i]);
 	bump_roles();
+	cache_wal_end();
 }
 
 static void
@@ -742,11 +744,13 @@ PG_FUNCTION_INFO_V1(harden_cache_unwatch);
 Datum
 harden_cache_watch(PG_FUNCTION_ARGS)
 {
+	harden_deny_on_standby("harden.cache_watch()");
 	PG_RETURN_BOOL(set_watch(fcinfo, true));
 }
 
 Datum
 harden_cache_unwatch(PG_FUNCTION_ARGS)
 {
+	harden_deny_on_standby("harden.cache_unwatch()");
 	PG_RETURN_BOOL(set_watch(fcinfo, false));
 }

@@ -232,6 +232,8 @@ cache_gen_bump(uint64 key)
 {
 	GenSlot    *slot;
 
+	/* Logged whether or not this server has a slot: a standby may. */
+	cache_wal_note(key);
 	if (watch_shared == NULL)
 		return;
 	slot = slot_find(key);
@@ -268,6 +270,14 @@ cache_gen_bump_database(Oid dboid)
  * recovery ends, so a promoted server never serves them.
  */
 #define EPOCH_IN_RECOVERY (UINT64CONST(1) << 63)
+
+/* Every cached query result goes stale (replay of a reset record). */
+void
+cache_gen_bump_epoch(void)
+{
+	if (watch_shared != NULL)
+		pg_atomic_fetch_add_u64(&watch_shared->epoch, 1);
+}
 
 uint64
 cache_gen_epoch(void)

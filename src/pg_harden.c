@@ -37,6 +37,7 @@ static const HardenModule harden_modules[] = {
 	{"log values", harden_log_define_gucs, NULL, NULL},
 	{"cache", cache_define_gucs, cache_shmem_size, cache_shmem_startup},
 	{"cache sql", cache_sql_define_gucs, NULL, NULL},
+	{"cache wal", cache_wal_define_gucs, NULL, NULL},
 	{"cache watch", cache_watch_define_gucs, cache_watch_shmem_size, cache_watch_shmem_startup},
 	{"cache track", cache_track_define_gucs, NULL, NULL},
 	{"cache query", cache_query_define_gucs, cache_flight_shmem_size, cache_flight_shmem_startup},

@@ -437,6 +437,8 @@ harden_worker_launcher_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	/* Standbys forget what a crash before this start may have lost. */
+	cache_wal_log_reset();
 	pgstat_report_appname("pg_harden launcher");
 
 	handles = MemoryContextAllocZero(TopMemoryContext,

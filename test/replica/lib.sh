@@ -73,12 +73,12 @@ pgh_standby_restart() {
 }
 
 # pgh_standby_wait_replay [PORT [HOST [SECONDS]]]: until the standby has
-# replayed everything the primary has written (as PostgreSQL's own recovery
-# tests wait for catch-up).
+# replayed everything the primary has inserted into the WAL, including
+# records after a commit that the walwriter flushes a moment later.
 pgh_standby_wait_replay() {
 	local port=${1:-$PGH_STANDBY_PORT} host=${2:-$PGH_STANDBY_HOST} lsn deadline
 	deadline=$((SECONDS + ${3:-30}))
-	lsn=$(pgh_psql -At -h "$PGHOST" -p "$PGPORT" -d postgres -c "SELECT pg_current_wal_lsn()")
+	lsn=$(pgh_psql -At -h "$PGHOST" -p "$PGPORT" -d postgres -c "SELECT pg_current_wal_insert_lsn()")
 	while [ $SECONDS -lt $deadline ]; do
 		[ "$(pgh_psql -At -h "$host" -p "$port" -d postgres \
 			-c "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn" 2>/dev/null)" = t ] && return 0

@@ -68,12 +68,22 @@ SELECT harden.fsm_define('rp_slow', 'wait -> over after 6 seconds');
 SELECT harden.breaker_define('rp_b', failure_threshold => 2);
 CREATE TABLE pw (v int);
 INSERT INTO pw VALUES (1);
+CREATE TABLE tr (v int);
+CREATE TABLE race (v int);
+INSERT INTO race VALUES (1);
 SELECT harden.cache_watch('pw');
 CREATE TABLE ticket (id int PRIMARY KEY, status text NOT NULL DEFAULT 'new');
 SELECT harden.fsm_attach('ticket', 'status', 'rp_m');
 CREATE TABLE slow (id int PRIMARY KEY, status text NOT NULL DEFAULT 'wait');
 SELECT harden.fsm_attach('slow', 'status', 'rp_slow');
 SQL
+}
+
+# Generation moves in the WAL; standbys made afterwards inherit the setting.
+rp_cache_wal_on() {
+	rp_p -c "ALTER SYSTEM SET harden.cache_wal = on" -c "SELECT pg_reload_conf()" >/dev/null
+	rp_check "harden.cache_wal is on on the primary" \
+		pgh_wait_sql "$rp_db" "SELECT current_setting('harden.cache_wal') = 'on'" 10
 }
 
 rp_standby_basics() {
@@ -99,8 +109,8 @@ rp_standby_basics() {
 			-c "SELECT harden.cache_query('rp:sum', 'SELECT sum(price) AS s FROM prod', '1 hour')" \
 			-c "SELECT hits FROM harden.cache_entries WHERE key = 'rp:sum'" 2>&1 | tr '\n' ' ')" \
 		'[{"s": 5050}] 0 [{"s": 5050}] 1 '
-	rp_check "standby: without WAL-logged invalidations its dependencies are TTL-only (cache_entries.unwatched)" rp_true_s \
-		"SELECT unwatched = '{public.prod}' FROM harden.cache_entries WHERE key = 'rp:sum'"
+	rp_check "standby: with harden.cache_wal its dependencies are tracked (nothing in cache_entries.unwatched)" rp_true_s \
+		"SELECT coalesce(cardinality(unwatched), 0) = 0 FROM harden.cache_entries WHERE key = 'rp:sum'"
 	rp_check "standby: a cache write in a transaction is published at its commit" rp_equal \
 		"$(rp_s -c "BEGIN" -c "SELECT harden.cache_set('rp:tx', 'v'::text)" \
 			-c "SELECT harden.cache_get_text('rp:tx')" \
@@ -121,6 +131,36 @@ rp_standby_basics() {
 			rp_s -c "SELECT harden.fsm_next('rp_m', 'new')" -c "SELECT count(*) FROM harden.fsm_attachments WHERE machine LIKE 'rp_%'" \
 			-c "SELECT count(*) >= 0 FROM harden.health_report()" -c "SELECT count(*) FROM harden.worker_status" 2>&1 | tr '\n' ' ')" \
 		'{open,late} 2 t 0 '
+}
+
+# harden.cache_wal: the primary's commits invalidate the standby's results
+# when it replays them, and a computation racing a replayed write is not
+# stored.
+rp_standby_wal() {
+	rp_check "wal: a watched table's sum cached on the standby" rp_equal \
+		"$(rp_s -c "SELECT harden.cache_query('rp:w', 'SELECT sum(price) AS s FROM prod', '1 hour')")" '[{"s": 5050}]'
+	rp_p -c "UPDATE prod SET price = price + 1000 WHERE id = 100" >/dev/null
+	pgh_standby_wait_replay >/dev/null
+	rp_check "wal: after the primary's UPDATE is replayed, the standby's result is the new sum" rp_equal \
+		"$(rp_s -c "SELECT harden.cache_query('rp:w', 'SELECT sum(price) AS s FROM prod', '1 hour')")" '[{"s": 6050}]'
+	rp_p -c "UPDATE prod SET price = price - 1000 WHERE id = 100" >/dev/null
+	rp_check "wal: a table neither watched nor written yet (tracked writes), cached on the standby" rp_equal \
+		"$(rp_s -c "SELECT harden.cache_query('rp:tr', 'SELECT count(*) AS n FROM tr', '1 hour')")" '[{"n": 1}]'
+	rp_p -c "INSERT INTO tr VALUES (1)" >/dev/null
+	pgh_standby_wait_replay >/dev/null
+	rp_check "wal: ... invalidated by the replayed INSERT" rp_equal \
+		"$(rp_s -c "SELECT harden.cache_query('rp:tr', 'SELECT count(*) AS n FROM tr', '1 hour')")" '[{"n": 2}]'
+	# A slow computation on the standby; the primary writes its table
+	# meanwhile; the standby replays the write before the computation ends.
+	local slow="SELECT harden.cache_query('rp:slow', 'SELECT v FROM race, LATERAL (SELECT pg_sleep(2)) s', '1 hour')"
+	rp_s -c "$slow" >"$PGH_TMP/out/replica-slow.out" 2>&1 &
+	sleep 0.7
+	rp_p -c "UPDATE race SET v = 10" >/dev/null
+	pgh_standby_wait_replay >/dev/null
+	wait
+	rp_check "wal: the slow computation returns what its snapshot saw" rp_equal "$(cat "$PGH_TMP/out/replica-slow.out")" '[{"v": 1}]'
+	rp_check "wal: ... and is not stored: the next call computes the replayed value (no stale refill)" rp_equal \
+		"$(rp_s -c "$slow")" '[{"v": 10}]'
 }
 
 rp_standby_refuses() {
@@ -195,8 +235,8 @@ SQL
 		"$(rp_s -c "SELECT harden.cache_query('rp:pre', 'SELECT v FROM pw', '1 hour')")" '[{"v": 1}]'
 	rp_p -c "UPDATE pw SET v = 2" >/dev/null
 	pgh_standby_wait_replay >/dev/null
-	rp_check "failover: ... is TTL-only there: still served after the standby replayed a write (docs/replicas.md)" rp_equal \
-		"$(rp_s -c "SELECT harden.cache_query('rp:pre', 'SELECT v FROM pw', '1 hour')")" '[{"v": 1}]'
+	rp_check "failover: ... invalidated when the standby replays a write" rp_equal \
+		"$(rp_s -c "SELECT harden.cache_query('rp:pre', 'SELECT v FROM pw', '1 hour')")" '[{"v": 2}]'
 	# The primary fails (no shutdown checkpoint); the standby is promoted.
 	pgh_as_server "$PGH_BIN/pg_ctl" -D "$PGH_TMP/data" -m immediate -w stop >/dev/null 2>&1 || true
 	rp_check "failover: pg_ctl promote" pgh_standby_promote standby
@@ -227,7 +267,7 @@ SQL
 			-c "UPDATE prod SET price = price + 1 WHERE id = 1" \
 			-c "SELECT harden.cache_query('rp:f', 'SELECT sum(price) AS s FROM prod WHERE id <= 4')" 2>&1 | tr '\n' ' ')" \
 		'[{"s": 10}] [{"s": 11}] '
-	rp_check "failover: the promoted server does not serve the result it cached as a standby" rp_equal \
+	rp_check "failover: the promoted server serves no stale result it cached as a standby" rp_equal \
 		"$(rp_s -c "SELECT harden.cache_query('rp:pre', 'SELECT v FROM pw', '1 hour')")" '[{"v": 2}]'
 	rp_check "failover: a new timer fires there" rp_true_s \
 		"INSERT INTO ticket VALUES (100); SELECT true"
@@ -254,29 +294,55 @@ rp_no_preload_error() {
 		&& grep -q "^HINT:  Add pg_harden to shared_preload_libraries in postgresql.conf and restart the server." <<<"$out"
 }
 
-# A standby that does not preload pg_harden: the cache says how to fix it,
-# writes refuse as on any standby, reads work.
+# A standby that does not preload pg_harden, made while the primary logs
+# no generation move: the cache says how to fix it, writes refuse as on any
+# standby, reads work.  Once harden.cache_wal is on, it stops at pg_harden's
+# first WAL record, naming the fix.
 rp_standby_nopreload() {
-	local port=$PGH_STANDBY_PORT host=$PGH_STANDBY_HOST
 	pgh_standby_start standby_nopreload "shared_preload_libraries = ''"
 	rp_check "no preload: the standby replays" pgh_standby_wait_replay
 	rp_check "no preload: the cache raises PH001 naming shared_preload_libraries" rp_no_preload_error
 	rp_check "no preload: fsm_fire refuses with 25006" rp_refuses \
 		"SELECT harden.fsm_fire('ticket', '{\"id\": 1}', 'start')" "harden.fsm_fire()"
-	rp_check "no preload: fsm_can works" rp_equal \
-		"$(rp_s -c "SELECT harden.fsm_can('ticket', '{\"id\": 1}', 'done')" 2>/dev/null)" t
-	pgh_standby_stop standby_nopreload
-	PGH_STANDBY_PORT=$port PGH_STANDBY_HOST=$host
+	rp_check "no preload: fsm_next works" rp_equal \
+		"$(rp_s -c "SELECT harden.fsm_next('rp_m', 'new')" 2>/dev/null)" '{open,late}'
+}
+rp_standby_nopreload_stops() {
+	rp_p -c "INSERT INTO tr VALUES (2)" >/dev/null
+	rp_check "no preload: at pg_harden's first WAL record it stops, naming the fix" rp_wait_log \
+		"$PGH_TMP/server-standby_nopreload.log" \
+		"FATAL:  resource manager with ID 128 not registered" \
+		"HINT:  Include the extension module that implements this resource manager in shared_preload_libraries" \
+		"shutting down due to startup process failure"
+	pgh_standby_stop standby_nopreload immediate
+	rm -rf "$PGH_TMP/standby_nopreload"
+}
+
+# rp_wait_log FILE TEXT...: every TEXT appears in FILE within 30 seconds.
+rp_wait_log() {
+	local file=$1 deadline=$((SECONDS + 30)) t ok
+	shift
+	while [ $SECONDS -lt $deadline ]; do
+		ok=1
+		for t in "$@"; do grep -qF "$t" "$file" 2>/dev/null || ok=0; done
+		[ $ok -eq 1 ] && return 0
+		sleep 0.2
+	done
+	tail -n 20 "$file"
+	return 1
 }
 
 replica_checks() {
 	rp_setup
+	rp_standby_nopreload
+	rp_cache_wal_on
+	rp_standby_nopreload_stops
 	pgh_standby_start standby "harden.worker_interval = '200ms'"
 	rp_check "standby: pg_basebackup -R, started, replaying" pgh_standby_wait_replay
 	rp_standby_basics
+	rp_standby_wal
 	rp_standby_refuses
 	rp_standby_restart
-	rp_standby_nopreload
 	rp_failover
 }
 
