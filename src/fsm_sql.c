@@ -1527,9 +1527,9 @@ due_exec(const char *sql, int nargs, Oid *types, Datum *values, int expect)
 /*
  * A timer done with (applied or dropped) is deleted; a failed one stays,
  * with its error, and is tried again after a delay that doubles with each
- * failure (worker_retry_delay_ms).  Returns that delay in ms, or 0.
+ * failure (worker_retry_delay_ms).
  */
-static int64
+static void
 due_finish(DueRow *d, const char *error)
 {
 	Oid			types[3] = {INT8OID, TEXTOID, INTERVALOID};
@@ -1542,7 +1542,7 @@ due_finish(DueRow *d, const char *error)
 	{
 		due_exec("DELETE FROM harden.fsm_due WHERE id OPERATOR(pg_catalog.=) $1", 1, types, values,
 				 SPI_OK_DELETE);
-		return 0;
+		return;
 	}
 	ms = worker_retry_delay_ms(d->attempts + 1);
 	delay = palloc0(sizeof(Interval));
@@ -1553,7 +1553,6 @@ due_finish(DueRow *d, const char *error)
 			 "next_try = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $3 "
 			 "WHERE id OPERATOR(pg_catalog.=) $1",
 			 3, types, values, SPI_OK_UPDATE);
-	return ms;
 }
 
 static int64
@@ -1678,7 +1677,7 @@ due_apply_cb(void *arg)
  * series of failures is logged too.
  */
 static void
-report_due(DueRow *d, DueOutcome outcome, ErrorData *edata, const char *error, int64 delay_ms)
+report_due(DueRow *d, DueOutcome outcome, ErrorData *edata, const char *error)
 {
 	if (error != NULL)
 	{
@@ -1688,8 +1687,8 @@ report_due(DueRow *d, DueOutcome outcome, ErrorData *edata, const char *error, i
 					(errcode(edata->sqlerrcode),
 					 errmsg("timed transition " INT64_FORMAT " of state machine \"%s\" on %s failed: %s",
 							d->id, d->machine, d->table, error),
-					 errdetail("Attempt %d; the next is in %.1f s. The same error again is not logged.",
-							   d->attempts + 1, delay_ms / 1000.0),
+					 errdetail("Attempt %d; it is tried again after a delay that grows with each failure (harden.fsm_timers.next_try). The same error again is not logged.",
+							   d->attempts + 1),
 					 errhint("harden.fsm_timers shows it; harden.fsm_timer_retry() and harden.fsm_timer_cancel() act on it.")));
 	}
 	else if (d->attempts > 0)
@@ -1713,15 +1712,13 @@ run_one_due(DueRow *d)
 	DueCall		c = {d, DUE_DROPPED};
 	ErrorData  *edata;
 	char	   *error = NULL;
-	int64		delay;
-
 	if (!harden_try_in_subxact(due_apply_cb, &c, &edata))
 	{
 		error = edata->message ? pstrdup(edata->message) : "error";
 		c.outcome = DUE_FAILED;
 	}
-	delay = due_finish(d, error);
-	report_due(d, c.outcome, edata, error, delay);
+	due_finish(d, error);
+	report_due(d, c.outcome, edata, error);
 	if (edata)
 		FreeErrorData(edata);
 	switch (c.outcome)

@@ -297,8 +297,8 @@ give_back_table_guarded(Hold *holds, int first, int last, const char *status)
 						last - first + 1, last > first ? "s" : "",
 						stock_table_name(holds[first].relid), edata->message),
 				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-				 errhint("They stay held and are tried again in %.1f s, then with growing delays; "
-						 "the same error again is not logged.", ms / 1000.0)));
+				 errhint("They stay held and are tried again after a delay that grows with each failure "
+						 "(harden.stock_reservations.next_try); the same error again is not logged.")));
 	FreeErrorData(edata);
 	return false;
 }
