@@ -192,7 +192,7 @@ SELECT harden.stock_force_release(:h2, 'again');
 RESET ROLE;
 SELECT id, qty FROM ov_stock ORDER BY id;
 SELECT action, table_name, item - 'reservation' AS item, outcome, role, reason
-  FROM harden.admin_log WHERE table_name = 'ov_stock' ORDER BY id;
+  FROM harden.admin_log WHERE table_name = 'public.ov_stock' ORDER BY id;
 SELECT harden.stock_force_release(NULL, 'r');
 SELECT harden.stock_force_release(-1, 'r');
 SELECT harden.stock_force_release(:h2, NULL);

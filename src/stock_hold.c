@@ -25,6 +25,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -389,6 +390,13 @@ check_hold_privilege(const Hold *h, bool release)
 						   stock_table_name(h->relid))));
 }
 
+/* A table as harden.admin_log names it: schema-qualified, as fsm_log does. */
+static char *
+audit_table_name(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+}
+
 /* What harden.admin_log records of a hold. */
 static char *
 hold_item_json(const Hold *h)
@@ -424,7 +432,7 @@ audit_foreign_release(const Hold *h)
 	if (user == h->owner || is_member_of_role_nosuper(user, h->owner))
 		return;
 	reason = GetConfigOption("harden.reason", true, false);
-	harden_admin_log("hold_release", stock_table_name(h->relid), hold_item_json(h), "released",
+	harden_admin_log("hold_release", audit_table_name(h->relid), hold_item_json(h), "released",
 					 reason && reason[0] ? reason : NULL);
 	harden_count(HC_STOCK_FORCED_RELEASES, 1);
 }
@@ -613,7 +621,7 @@ harden_stock_force_release(PG_FUNCTION_ARGS)
 	}
 	else
 		outcome = psprintf("not held (%s)", h.status);
-	harden_admin_log("hold_release", stock_table_name(h.relid), hold_item_json(&h), outcome, reason);
+	harden_admin_log("hold_release", audit_table_name(h.relid), hold_item_json(&h), outcome, reason);
 	SPI_finish();
 	PG_RETURN_BOOL(done);
 }
