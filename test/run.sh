@@ -88,6 +88,7 @@ pgh_build_and_stage
 # The worker runs fast here, and stays out of the databases whose tests call
 # the *_run_due() functions themselves and check what they did.
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
+	"harden.worker_retry_base = '200ms'" "harden.worker_retry_max = '2s'"
 	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap'"
 	"max_worker_processes = 16")
 pgh_cluster_start "${PGH_CONF[@]}"
@@ -104,8 +105,10 @@ run_log_values_rows
 # The background worker: pgTAP in a database it serves, then checks across
 # a restart and across databases.
 source "$PGH_ROOT/test/worker/restart.sh"
+source "$PGH_ROOT/test/worker/backoff.sh"
 run_pgtap worker "$PGH_ROOT/test/worker"
 run_worker_restart
+run_worker_backoff
 
 # Backends killed with SIGKILL mid-write; the postmaster's crash restart.
 source "$PGH_ROOT/test/crash/crash.sh"
