@@ -106,4 +106,24 @@ for v in $(versions); do
 	psql_q -d postgres -c "DROP DATABASE pgh_upgrade_old"
 done
 psql_q -d postgres -c "DROP DATABASE pgh_upgrade_fresh"
+
+# Between a restart with the new library and ALTER EXTENSION UPDATE, the
+# state-machine trigger still writes the 0.3.0 audit and timer tables.
+fresh_db pgh_upgrade_window
+window=$(psql_q -At -d pgh_upgrade_window <<'SQL' | tail -n1
+CREATE EXTENSION pg_harden VERSION '0.3.0';
+CREATE TABLE w_cart (id int PRIMARY KEY, status text NOT NULL DEFAULT 'pending');
+SELECT harden.fsm_attach('w_cart', 'status', 'cart');
+INSERT INTO w_cart VALUES (1);
+UPDATE w_cart SET status = 'submitted';
+SELECT count(*) || '/' || (SELECT count(*) FROM harden.fsm_due) FROM harden.fsm_log;
+SQL
+)
+if [ "$window" = "2/1" ]; then
+	echo "ok - with the 0.3.0 tables the $newest library audits transitions and sets timers"
+else
+	echo "not ok - with the 0.3.0 tables the $newest library audits transitions and sets timers (got '$window')"
+	status=1
+fi
+psql_q -d postgres -c "DROP DATABASE pgh_upgrade_window"
 exit $status
