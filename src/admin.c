@@ -123,10 +123,15 @@ harden_require_column(const char *relname, const char *column)
 {
 	Oid			relid = get_relname_relid(relname, get_namespace_oid("harden", false));
 
-	if (!OidIsValid(relid) || get_attnum(relid, column) == InvalidAttrNumber)
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"harden.%s\" does not exist", relname),
+				 errhint("Reinstall the extension.")));
+	if (get_attnum(relid, column) == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_harden's tables are older than its library %s", PG_HARDEN_VERSION),
-				 errdetail("harden.%s has no column \"%s\".", relname, column),
+				 errmsg("harden.%s is older than the pg_harden %s library", relname, PG_HARDEN_VERSION),
+				 errdetail("It has no column \"%s\".", column),
 				 errhint("Update the extension: ALTER EXTENSION pg_harden UPDATE.")));
 }
