@@ -6,14 +6,25 @@
 #   make bench              side-by-side benchmarks, printed as a table
 #   make stress             sqlsmith, a randomized workload and the 1M-call memory check
 #   make sanitize           the suite with pg_harden built with ASan and UBSan
+#
+# Two install paths (docs/upgrading.md).  sql/pg_harden.sql is the full
+# script of the newest version, the one place to edit it; the build copies
+# it to sql/pg_harden--$(EXTVERSION).sql, so CREATE EXTENSION of the newest
+# version runs it alone.  The other sql/pg_harden--*.sql are frozen: the
+# 0.1.0 full script and the upgrade chain, which ALTER EXTENSION ... UPDATE
+# runs.  A change of the SQL surface goes into both sql/pg_harden.sql and
+# the newest upgrade script; test/upgrade.sh fails, naming the objects, when
+# an upgraded database and a fresh install differ.
 
 EXTENSION   = pg_harden
+EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" pg_harden.control)
 MODULE_big  = pg_harden
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
-DATA        = $(sort $(wildcard sql/pg_harden--*.sql))
+DATA_built  = sql/pg_harden--$(EXTVERSION).sql
+DATA        = $(filter-out $(DATA_built),$(sort $(wildcard sql/pg_harden--*.sql)))
 
-# Every sql/*.sql that is not a versioned script is a pg_regress test.
-REGRESS      = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/pg_harden--%,$(wildcard sql/*.sql))))
+# Every sql/*.sql that is not an extension script is a pg_regress test.
+REGRESS      = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/pg_harden--% sql/pg_harden.sql,$(wildcard sql/*.sql))))
 REGRESS_OPTS = --load-extension=pg_harden
 ISOLATION    = $(sort $(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spec)))
 ISOLATION_OPTS = --inputdir=test --load-extension=pg_harden
@@ -38,6 +49,9 @@ ifdef SANITIZE
 # No JIT bitcode for an instrumented build (the cluster runs with jit = off).
 with_llvm = no
 endif
+
+sql/pg_harden--$(EXTVERSION).sql: sql/pg_harden.sql pg_harden.control
+	cp $< $@
 
 # PGXS does not track headers: every object depends on all of ours.
 $(OBJS): $(wildcard src/*.h)

@@ -179,7 +179,7 @@ SELECT hits > 0 AS hits, misses > 0 AS misses, sets > 0 AS sets, invalidations >
   FROM harden.cache_stats;
 SELECT count(*) AS cache_families
   FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
- WHERE line ~ '^# TYPE pg_harden_cache_[a-z]+_total counter$';
+ WHERE line ~ '^# TYPE harden_cache_[a-z]+_total counter$';
 SELECT harden.cache_stats_reset();
 SELECT hits, misses, sets, evictions, expirations, invalidations FROM harden.cache_stats;
 SELECT harden.cache_flush() >= 0 AS flushed;

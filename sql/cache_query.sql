@@ -13,7 +13,7 @@ INSERT INTO cq_stock VALUES (1, 10), (2, 0), (3, 7);
 SELECT harden.cache_query('cq:list', 'SELECT id, name, price FROM cq_products ORDER BY id');
 SELECT hits, misses,
        jsonb_path_query_first(harden.metrics_json(),
-         '$.metrics.pg_harden_cache_queries_total.samples[*] ? (@.labels.database == $db).value',
+         '$.metrics.harden_cache_queries_total.samples[*] ? (@.labels.database == $db).value',
          jsonb_build_object('db', current_database())) AS queries
   FROM harden.cache_stats;
 -- Unwatched, the table is a TTL-only dependency; the second call is a hit.

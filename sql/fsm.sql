@@ -371,7 +371,7 @@ UPDATE orders SET status = 'pending' WHERE id = 4;
 SELECT rejections - :before AS one_more_rejection FROM harden.fsm_stats WHERE machine = 'order';
 SELECT count(*) AS per_machine_samples
   FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
- WHERE line ~ ('^pg_harden_fsm_machine_(transitions|rejections)_total\{database="'
+ WHERE line ~ ('^harden_fsm_machine_(transitions|rejections)_total\{database="'
                || current_database() || '",machine="order"\} [0-9]+$');
 
 -- ---- table shapes: domains, generated columns, inheritance, partitions ----

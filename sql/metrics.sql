@@ -2,11 +2,11 @@
 SELECT harden.version() = extversion AS library_matches_extension
   FROM pg_extension WHERE extname = 'pg_harden';
 
--- Every line is a HELP or TYPE comment or a sample with the pg_harden_ prefix.
+-- Every line is a HELP or TYPE comment or a sample with the harden_ prefix.
 SELECT count(*) > 0 AS has_lines,
-       bool_and(line ~ '^# HELP pg_harden_[a-z_]+ \S.*$'
-             OR line ~ '^# TYPE pg_harden_[a-z_]+ (counter|gauge)$'
-             OR line ~ '^pg_harden_[a-z_]+(\{[a-z_]+="([^"\\]|\\.)*"(,[a-z_]+="([^"\\]|\\.)*")*\})? (-?[0-9]+(\.[0-9]+)?(e[-+][0-9]+)?|NaN|[-+]Inf)$')
+       bool_and(line ~ '^# HELP harden_[a-z_]+ \S.*$'
+             OR line ~ '^# TYPE harden_[a-z_]+ (counter|gauge)$'
+             OR line ~ '^harden_[a-z_]+(\{[a-z_]+="([^"\\]|\\.)*"(,[a-z_]+="([^"\\]|\\.)*")*\})? (-?[0-9]+(\.[0-9]+)?(e[-+][0-9]+)?|NaN|[-+]Inf)$')
          AS every_line_valid
   FROM regexp_split_to_table(rtrim(harden.metrics(), E'\n'), E'\n') AS line;
 
@@ -26,25 +26,25 @@ SELECT count(*) >= 3 AS has_families,
 -- Counter families end in _total and carry a database label.
 SELECT line
   FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
- WHERE line LIKE 'pg_harden_metrics_scrapes_total%'
+ WHERE line LIKE 'harden_metrics_scrapes_total%'
    AND line NOT LIKE '%database="' || current_database() || '"%';
 
 SELECT line FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
- WHERE line ~ '^pg_harden_(info|preloaded)';
+ WHERE line ~ '^harden_(info|preloaded)';
 
 -- The scrape counter moves by one per call.
 SELECT (jsonb_path_query_first(harden.metrics_json(),
-          '$.metrics.pg_harden_metrics_scrapes_total.samples[*] ? (@.labels.database == $db).value',
+          '$.metrics.harden_metrics_scrapes_total.samples[*] ? (@.labels.database == $db).value',
           jsonb_build_object('db', current_database())))::text::bigint AS before \gset
 SELECT (jsonb_path_query_first(harden.metrics_json(),
-          '$.metrics.pg_harden_metrics_scrapes_total.samples[*] ? (@.labels.database == $db).value',
+          '$.metrics.harden_metrics_scrapes_total.samples[*] ? (@.labels.database == $db).value',
           jsonb_build_object('db', current_database())))::text::bigint - :before AS delta;
 
 -- metrics_json() carries the same families as metrics().
 SELECT j->>'version' = harden.version() AS version_ok,
        j->'preloaded' AS preloaded,
-       j->'metrics'->'pg_harden_metrics_scrapes_total'->>'type' AS scrape_type,
-       jsonb_typeof(j->'metrics'->'pg_harden_metrics_scrapes_total'->'samples') AS samples
+       j->'metrics'->'harden_metrics_scrapes_total'->>'type' AS scrape_type,
+       jsonb_typeof(j->'metrics'->'harden_metrics_scrapes_total'->'samples') AS samples
   FROM harden.metrics_json() AS j;
 SELECT (SELECT count(*) FROM jsonb_object_keys(harden.metrics_json()->'metrics'))
      = (SELECT count(*) FROM regexp_split_to_table(harden.metrics(), E'\n') AS l
@@ -53,5 +53,5 @@ SELECT (SELECT count(*) FROM jsonb_object_keys(harden.metrics_json()->'metrics')
 -- metrics_reset() zeroes this database's counters.
 SELECT harden.metrics_reset();
 SELECT (jsonb_path_query_first(harden.metrics_json(),
-          '$.metrics.pg_harden_metrics_scrapes_total.samples[*] ? (@.labels.database == $db).value',
+          '$.metrics.harden_metrics_scrapes_total.samples[*] ? (@.labels.database == $db).value',
           jsonb_build_object('db', current_database())))::text::bigint AS after_reset;

@@ -91,9 +91,9 @@ check_permissions(PlannedStmt *pstmt)
 #endif
 }
 
-/* Plan sql and walk every plan it rewrites to; returns the findings. */
+/* Plan sql: the PlannedStmts of every statement it rewrites to. */
 static List *
-check_statement(const char *sql)
+plan_statement(const char *sql)
 {
 	RawStmt    *raw;
 	Query	   *query;
@@ -101,7 +101,7 @@ check_statement(const char *sql)
 	int			nparams = 0;
 	List	   *queries;
 	ListCell   *lc;
-	List	   *findings = NIL;
+	List	   *plans = NIL;
 	ErrorContextCallback errcb;
 
 	errcb.callback = query_check_error_callback;
@@ -125,10 +125,54 @@ check_statement(const char *sql)
 			continue;
 		pstmt = pg_plan_query(q, sql, CURSOR_OPT_GENERIC_PLAN, NULL);
 		check_permissions(pstmt);
-		findings = analyze_plan(pstmt, findings);
+		plans = lappend(plans, pstmt);
 	}
 
 	error_context_stack = errcb.previous;
+	return plans;
+}
+
+static double
+plans_cost(List *plans)
+{
+	double		cost = 0;
+	ListCell   *lc;
+
+	foreach(lc, plans)
+		cost += lfirst_node(PlannedStmt, lc)->planTree->total_cost;
+	return cost;
+}
+
+/* The types parse analysis infers for sql's parameters $1..$n. */
+Oid *
+analyze_statement_params(const char *sql, int *nparams)
+{
+	Oid		   *paramtypes = NULL;
+
+	*nparams = 0;
+	parse_analyze_varparams(parse_one(sql), sql, &paramtypes, nparams, NULL);
+	return paramtypes;
+}
+
+/* The estimated total cost of sql's plans, as planned now. */
+double
+analyze_statement_cost(const char *sql)
+{
+	return plans_cost(plan_statement(sql));
+}
+
+/* Plan sql and walk every plan it rewrites to; returns the findings. */
+static List *
+check_statement(const char *sql)
+{
+	List	   *plans = plan_statement(sql);
+	List	   *findings = NIL;
+	ListCell   *lc;
+
+	foreach(lc, plans)
+		findings = analyze_plan(lfirst_node(PlannedStmt, lc), findings);
+	/* Each proposed index, tried as a hypothetical one where hypopg is installed. */
+	analyze_hypo_findings(sql, plans_cost(plans), findings);
 	return findings;
 }
 

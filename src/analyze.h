@@ -25,6 +25,14 @@ typedef struct AnalyzeFinding
 	char	   *suggestion;		/* SQL, or NULL */
 } AnalyzeFinding;
 
+/* analyze.c */
+extern double analyze_statement_cost(const char *sql);
+extern Oid *analyze_statement_params(const char *sql, int *nparams);
+
+/* analyze_hypo.c */
+extern char *analyze_hypopg_schema(void);
+extern void analyze_hypo_findings(const char *sql, double cost, List *findings);
+
 /* analyze_walk.c */
 extern List *analyze_plan(PlannedStmt *stmt, List *findings);
 
@@ -38,8 +46,9 @@ typedef enum LikeSupport
 
 extern double analyze_rel_rows(Oid relid);
 extern LikeSupport analyze_like_support(Oid relid, AttrNumber attno, Oid opno);
+extern LikeSupport analyze_expr_like_support(Oid relid, Node *expr, Oid opno);
 extern bool analyze_index_leads_with(Oid relid, AttrNumber attno);
-extern bool analyze_index_covers(Oid relid, const AttrNumber *attnos, int n);
+extern List *analyze_fk_indexes(Oid conoid);
 struct FormData_pg_index;
 typedef bool (*analyze_index_visitor) (struct FormData_pg_index *idx, HeapTuple tup, void *arg);
 extern bool analyze_any_index(Oid relid, analyze_index_visitor visit, void *arg);
@@ -47,6 +56,10 @@ extern Oid	analyze_report_relid(Oid relid);
 extern char *analyze_rel_name(Oid relid);
 extern char *analyze_column_list(Oid relid, const AttrNumber *attnos, int n);
 extern char *analyze_trgm_schema(void);
+
+/* analyze_history.c: called by the background worker between its runs */
+extern int	analyze_snapshot_interval_ms;
+extern void analyze_worker_snapshot(void);
 
 /* analyze_health.c */
 extern void analyze_define_gucs(bool preloading);

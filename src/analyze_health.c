@@ -12,6 +12,8 @@
  */
 #include "postgres.h"
 
+#include <unistd.h>
+
 #include "access/htup_details.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -38,6 +40,9 @@ static int	health_xid_age = 500000000;
 static int	health_long_query_ms = 5 * 60 * 1000;
 static int	health_slow_query_ms = 1000;
 static double health_cache_hit_ratio = 0.95;
+static double health_sequence_ratio = 0.75;
+int			analyze_snapshot_interval_ms = 0;
+static int	analyze_snapshot_retention_s = 30 * 24 * 3600;
 
 typedef struct HealthItem
 {
@@ -117,6 +122,27 @@ analyze_define_gucs(bool preloading)
 							 0.95, 0.0, 1.0,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
+	DefineCustomRealVariable("harden.health_sequence_ratio",
+							 "Share of a sequence's usable range from which health_report() warns (critical from 0.95).",
+							 "The range ends at the sequence's maximum or at the maximum of the column it feeds, whichever is lower.",
+							 &health_sequence_ratio,
+							 0.75, 0.0, 1.0,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("harden.analyze_snapshot_interval",
+							"How often the background worker runs harden.analyze_snapshot() in each database (0: never).",
+							"Snapshots keep query statistics and relation sizes for harden.size_growth and harden.query_slowdown.",
+							&analyze_snapshot_interval_ms,
+							0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("harden.analyze_snapshot_retention",
+							"How long harden.analyze_snapshot() keeps snapshots.",
+							NULL,
+							&analyze_snapshot_retention_s,
+							30 * 24 * 3600, 60, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
 	metrics_register_gauges(health_write_metrics);
 }
 
@@ -236,6 +262,29 @@ harden_health_report(PG_FUNCTION_ARGS)
 	run->at = GetCurrentTimestamp();
 	publish_run(run);
 	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(harden_machine);
+
+/*
+ * harden._machine() → (ram_bytes, cpus): what harden.settings_advice
+ * measures the settings against.  0 where the system does not say.
+ */
+Datum
+harden_machine(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	long		pages = sysconf(_SC_PHYS_PAGES);
+	long		pagesize = sysconf(_SC_PAGESIZE);
+	long		cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "harden._machine() must return a record");
+	values[0] = Int64GetDatum(pages > 0 && pagesize > 0 ? (int64) pages * pagesize : 0);
+	values[1] = Int32GetDatum(cpus > 0 ? (int32) cpus : 0);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 
 /* ---- metrics ---- */

@@ -13,6 +13,9 @@
 #include "catalog/partition.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_constraint.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_opfamily.h"
@@ -20,6 +23,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/nodes.h"
+#include "optimizer/optimizer.h"
 #include "optimizer/plancat.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -31,6 +35,8 @@
 
 #include "pg_harden.h"
 #include "analyze.h"
+
+static List *index_tree(HeapTuple tup, AttrNumber attr);
 
 /*
  * Estimated rows of a table, as the planner sees them: pg_class statistics
@@ -178,6 +184,64 @@ analyze_like_support(Oid relid, AttrNumber attno, Oid opno)
 	return a.best;
 }
 
+typedef struct ExprLikeArgs
+{
+	Node	   *expr;
+	Oid			opno;
+	LikeSupport best;
+} ExprLikeArgs;
+
+/* The same test for an expression (its Vars numbered 1), against expression indexes. */
+static bool
+visit_expr_like(Form_pg_index idx, HeapTuple tup, void *arg)
+{
+	ExprLikeArgs *a = arg;
+	List	   *exprs;
+	ListCell   *next;
+	Oid			am;
+	bool		partial;
+
+	if (heap_attisnull(tup, Anum_pg_index_indexprs, NULL))
+		return false;
+	/* as the planner sees them (RelationGetIndexExpressions) */
+	exprs = (List *) eval_const_expressions(NULL, (Node *) index_tree(tup, Anum_pg_index_indexprs));
+	next = list_head(exprs);
+	am = index_am(idx->indexrelid);
+	partial = !heap_attisnull(tup, Anum_pg_index_indpred, NULL);
+	for (int i = 0; i < idx->indnkeyatts && next != NULL; i++)
+	{
+		Node	   *e;
+		Oid			family;
+
+		if (idx->indkey.values[i] != 0)
+			continue;
+		e = lfirst(next);
+		next = lnext(exprs, next);
+		if (!equal(e, a->expr))
+			continue;
+		family = index_opfamily(tup, i);
+		if (OidIsValid(family) && op_in_opfamily(a->opno, family))
+		{
+			a->best = LIKE_SUPPORT_ANY;
+			return true;
+		}
+		if (i == 0 && am == BTREE_AM_OID && !partial &&
+			(family == TEXT_PATTERN_BTREE_FAM_OID ||
+			 (family == TEXT_BTREE_FAM_OID && lc_collate_is_c(index_collation(tup, i)))))
+			a->best = LIKE_SUPPORT_PREFIX;
+	}
+	return false;
+}
+
+LikeSupport
+analyze_expr_like_support(Oid relid, Node *expr, Oid opno)
+{
+	ExprLikeArgs a = {expr, opno, LIKE_SUPPORT_NONE};
+
+	analyze_any_index(relid, visit_expr_like, &a);
+	return a.best;
+}
+
 static bool
 visit_leads(Form_pg_index idx, HeapTuple tup, void *arg)
 {
@@ -191,42 +255,141 @@ analyze_index_leads_with(Oid relid, AttrNumber attno)
 	return analyze_any_index(relid, visit_leads, &attno);
 }
 
-typedef struct CoverArgs
+/* What a foreign key's lookups on its referencing table need of an index. */
+typedef struct FkLookup
 {
-	const AttrNumber *attnos;
 	int			n;
-} CoverArgs;
+	AttrNumber	conkey[INDEX_MAX_KEYS];
+	Oid			pfeqop[INDEX_MAX_KEYS];
+	Oid			collation[INDEX_MAX_KEYS];
+} FkLookup;
+
+static bool
+fk_lookup(Oid conoid, Oid *conrelid, FkLookup *fk)
+{
+	HeapTuple	tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(conoid));
+	Form_pg_constraint con;
+	AttrNumber	confkey[INDEX_MAX_KEYS];
+	Oid			ppeqop[INDEX_MAX_KEYS];
+	Oid			ffeqop[INDEX_MAX_KEYS];
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	con = (Form_pg_constraint) GETSTRUCT(tup);
+	if (con->contype != CONSTRAINT_FOREIGN)
+	{
+		ReleaseSysCache(tup);
+		return false;
+	}
+	*conrelid = con->conrelid;
+#if PG_VERSION_NUM >= 150000
+	DeconstructFkConstraintRow(tup, &fk->n, fk->conkey, confkey, fk->pfeqop,
+							   ppeqop, ffeqop, NULL, NULL);
+#else
+	DeconstructFkConstraintRow(tup, &fk->n, fk->conkey, confkey, fk->pfeqop,
+							   ppeqop, ffeqop);
+#endif
+	/* RI's queries compare under the referenced column's collation. */
+	for (int i = 0; i < fk->n; i++)
+	{
+		Oid			typid;
+		int32		typmod;
+
+		get_atttypetypmodcoll(con->confrelid, confkey[i], &typid, &typmod, &fk->collation[i]);
+	}
+	ReleaseSysCache(tup);
+	return true;
+}
 
 /*
- * The rule of harden.missing_fk_indexes: a non-partial btree whose first n
- * key columns are the n columns in any order.
+ * Does this index serve the foreign key's lookups (ON DELETE / ON UPDATE of
+ * referenced rows, joins along the key)?  Each key column it uses must
+ * have the key's equality operator in its operator family and the
+ * collation the lookup compares with, or the lookup still reads the whole
+ * table.  A valid non-partial btree whose leading key columns are the
+ * key's columns in any order serves it; so does a hash index on a
+ * one-column key.
  */
 static bool
-visit_covers(Form_pg_index idx, HeapTuple tup, void *arg)
+index_serves_fk(Form_pg_index idx, HeapTuple tup, const FkLookup *fk)
 {
-	CoverArgs  *a = arg;
+	Oid			am;
 
-	if (idx->indnkeyatts < a->n || index_am(idx->indexrelid) != BTREE_AM_OID ||
+	if (!idx->indisvalid || !idx->indisready || idx->indnkeyatts < fk->n ||
 		!heap_attisnull(tup, Anum_pg_index_indpred, NULL))
 		return false;
-	for (int i = 0; i < a->n; i++)
+	am = index_am(idx->indexrelid);
+	if (am == HASH_AM_OID ? fk->n != 1 : am != BTREE_AM_OID)
+		return false;
+	for (int i = 0; i < fk->n; i++)
 	{
-		bool		found = false;
+		int			j;
+		Oid			family;
 
-		for (int j = 0; j < a->n && !found; j++)
-			found = idx->indkey.values[j] == a->attnos[i];
-		if (!found)
+		for (j = 0; j < fk->n; j++)
+			if (idx->indkey.values[j] == fk->conkey[i])
+				break;
+		if (j == fk->n)
+			return false;
+		family = index_opfamily(tup, j);
+		if (!OidIsValid(family) || !op_in_opfamily(fk->pfeqop[i], family))
+			return false;
+		if (OidIsValid(fk->collation[i]) && index_collation(tup, j) != fk->collation[i])
 			return false;
 	}
 	return true;
 }
 
-bool
-analyze_index_covers(Oid relid, const AttrNumber *attnos, int n)
+/*
+ * The indexes that serve foreign key conoid's lookups.  pg_index is read
+ * directly, not through the relcache, so no lock on the table is taken:
+ * harden.missing_fk_indexes and harden.unused_indexes answer while DDL
+ * waits for the table.
+ */
+List *
+analyze_fk_indexes(Oid conoid)
 {
-	CoverArgs	a = {attnos, n};
+	FkLookup	fk;
+	Oid			conrelid;
+	Relation	pg_index;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	List	   *result = NIL;
 
-	return analyze_any_index(relid, visit_covers, &a);
+	if (!fk_lookup(conoid, &conrelid, &fk))
+		return NIL;
+	pg_index = table_open(IndexRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_index_indrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(conrelid));
+	scan = systable_beginscan(pg_index, IndexIndrelidIndexId, true, NULL, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_index idx = (Form_pg_index) GETSTRUCT(tup);
+
+		if (index_serves_fk(idx, tup, &fk))
+			result = lappend_oid(result, idx->indexrelid);
+	}
+	systable_endscan(scan);
+	table_close(pg_index, AccessShareLock);
+	return result;
+}
+
+PG_FUNCTION_INFO_V1(harden_fk_indexes);
+
+/* harden._fk_indexes(con oid) → oid[]: the indexes serving a foreign key. */
+Datum
+harden_fk_indexes(PG_FUNCTION_ARGS)
+{
+	List	   *indexes = analyze_fk_indexes(PG_GETARG_OID(0));
+	int			n = list_length(indexes);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	int			i = 0;
+	ListCell   *lc;
+
+	foreach(lc, indexes)
+		elems[i++] = ObjectIdGetDatum(lfirst_oid(lc));
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
 }
 
 /*

@@ -15,9 +15,11 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
 #include <math.h>
 
 #include "access/htup_details.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/nodeAgg.h"
 #include "executor/nodeHash.h"
@@ -27,7 +29,9 @@
 #include "nodes/plannodes.h"
 #include "optimizer/optimizer.h"
 #include "parser/parsetree.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/ruleutils.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
@@ -45,6 +49,7 @@ typedef struct Walk
 {
 	PlannedStmt *stmt;
 	List	   *findings;
+	Bitmapset  *initparams;		/* PARAM_EXEC ids that initPlans set */
 } Walk;
 
 /* Column references resolved from a plan expression. */
@@ -55,7 +60,6 @@ typedef struct ColRef
 } ColRef;
 
 static void walk(Walk *w, Plan *plan, Plan *parent);
-static bool contain_exec_param(Node *node, void *context);
 
 /* ---- helpers ---- */
 
@@ -257,12 +261,22 @@ add_attno(AttrNumber *attnos, int *n, AttrNumber attno)
 		attnos[(*n)++] = attno;
 }
 
+/*
+ * "CREATE INDEX [CONCURRENTLY] ON table": CONCURRENTLY keeps writes going
+ * while a large table is indexed; a partitioned table does not take it.
+ */
+static char *
+create_index_head(Oid target)
+{
+	return psprintf("CREATE INDEX %sON %s",
+					get_rel_relkind(target) == RELKIND_PARTITIONED_TABLE ? "" : "CONCURRENTLY ",
+					analyze_rel_name(target));
+}
+
 static char *
 create_index_sql(Oid relid, const AttrNumber *attnos, int n)
 {
-	Oid			target = analyze_report_relid(relid);
-
-	return psprintf("CREATE INDEX ON %s (%s);", analyze_rel_name(target),
+	return psprintf("%s (%s);", create_index_head(analyze_report_relid(relid)),
 					analyze_column_list(relid, attnos, n));
 }
 
@@ -380,122 +394,342 @@ check_seq_scan(Walk *w, SeqScan *scan, bool like_reported)
 					create_index_sql(relid, attnos, n));
 }
 
-/* ---- LIKE / ILIKE ---- */
+/* ---- LIKE, ILIKE, regular expressions, SIMILAR TO ---- */
 
 typedef struct LikeContext
 {
 	Walk	   *w;
 	Index		scanrelid;
 	Oid			relid;
-	bool		advised;		/* some LIKE advice for this scan */
+	bool		advised;		/* some pattern advice for this scan */
 } LikeContext;
 
-static char *
-trigram_sql(Oid relid, AttrNumber attno, const char *schema)
+/* Where a pattern comes from, as far as an index is concerned. */
+typedef enum PatternSource
 {
-	char	   *create = psprintf("CREATE INDEX ON %s USING gin (%s %s.gin_trgm_ops);",
-								  analyze_rel_name(analyze_report_relid(relid)),
-								  analyze_column_list(relid, &attno, 1),
-								  quote_identifier(schema ? schema : "public"));
+	PATTERN_CONST,
+	PATTERN_PARAM,				/* $n */
+	PATTERN_COMPUTED,			/* an expression of parameters and constants */
+	PATTERN_INITPLAN,			/* a subquery run once */
+	PATTERN_OTHER_ROW,			/* a join's or a correlated subquery's row */
+	PATTERN_SAME_ROW			/* a column of the row being tested */
+} PatternSource;
+
+/* What the constant patterns say, over every element of an ANY array. */
+typedef struct PatternShape
+{
+	bool		match_all;		/* every pattern is '%' (LIKE) */
+	bool		anchored;		/* every pattern starts with a fixed character */
+	bool		similar;		/* a SIMILAR TO pattern, as the parser rewrote it */
+	int			count;
+} PatternShape;
+
+/* The text an index column holds: a plain column, or an expression of the row. */
+typedef struct PatternTarget
+{
+	AttrNumber	attno;			/* InvalidAttrNumber: expr */
+	Node	   *expr;			/* with the scan's Vars renumbered to 1 */
+	char	   *text;			/* as advice shows it */
+	char	   *index_elem;		/* as CREATE INDEX takes it */
+} PatternTarget;
+
+static bool
+contain_param_kind(Node *node, ParamKind *kind)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Param) && ((Param *) node)->paramkind == *kind)
+		return true;
+	return expression_tree_walker(node, contain_param_kind, (void *) kind);
+}
+
+typedef struct ExecParams
+{
+	Bitmapset  *initparams;
+	bool		other_row;		/* a PARAM_EXEC no initPlan sets */
+} ExecParams;
+
+static bool
+exec_params_walker(Node *node, ExecParams *e)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Param) && ((Param *) node)->paramkind == PARAM_EXEC &&
+		!bms_is_member(((Param *) node)->paramid, e->initparams))
+		e->other_row = true;
+	return expression_tree_walker(node, exec_params_walker, (void *) e);
+}
+
+static PatternSource
+pattern_source(LikeContext *c, Node *arg)
+{
+	ParamKind	exec = PARAM_EXEC;
+	ExecParams	e = {c->w->initparams, false};
+
+	if (IsA(arg, Const))
+		return PATTERN_CONST;
+	if (IsA(arg, Param) && ((Param *) arg)->paramkind == PARAM_EXTERN)
+		return PATTERN_PARAM;
+	if (contain_var_clause(arg) || contain_volatile_functions(arg))
+		return PATTERN_SAME_ROW;
+	if (!contain_param_kind(arg, &exec))
+		return PATTERN_COMPUTED;	/* '%' || $1 || '%' and the like */
+	exec_params_walker(arg, &e);
+	return e.other_row ? PATTERN_OTHER_ROW : PATTERN_INITPLAN;
+}
+
+/* Does a LIKE pattern match every non-NULL string? */
+static bool
+like_matches_all(const char *p)
+{
+	if (*p == '\0')
+		return false;
+	for (; *p; p++)
+		if (*p != '%')
+			return false;
+	return true;
+}
+
+static void
+shape_one(const char *pattern, bool like, PatternShape *shape)
+{
+	bool		anchored;
+	bool		all = like && like_matches_all(pattern);
+
+	if (like)
+		anchored = pattern[0] != '\0' && pattern[0] != '%' && pattern[0] != '_';
+	else
+	{
+		/* similar_to_escape() wraps the pattern in ^(?: ... )$ */
+		if (strncmp(pattern, "^(?:", 4) == 0 &&
+			strlen(pattern) >= 6 && strcmp(pattern + strlen(pattern) - 2, ")$") == 0)
+			shape->similar = true;
+		anchored = pattern[0] == '^' && (isalnum((unsigned char) pattern[1]) || pattern[1] == ' ');
+	}
+	if (shape->count == 0)
+	{
+		shape->match_all = all;
+		shape->anchored = anchored;
+	}
+	else
+	{
+		shape->match_all &= all;
+		shape->anchored &= anchored;
+	}
+	shape->count++;
+}
+
+/* The shape of a constant pattern or array of patterns; false if unknown. */
+static bool
+pattern_shape(Const *k, bool like, bool any, PatternShape *shape)
+{
+	memset(shape, 0, sizeof(*shape));
+	if (k->constisnull)
+		return false;
+	if (!any)
+	{
+		if (k->consttype != TEXTOID)
+			return false;
+		shape_one(TextDatumGetCString(k->constvalue), like, shape);
+		return true;
+	}
+	else
+	{
+		ArrayType  *arr = DatumGetArrayTypeP(k->constvalue);
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+
+		if (ARR_ELEMTYPE(arr) != TEXTOID)
+			return false;
+		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+		for (int i = 0; i < n; i++)
+			if (!nulls[i])
+				shape_one(TextDatumGetCString(elems[i]), like, shape);
+		return shape->count > 0;
+	}
+}
+
+/* Renumber the scan's Vars to 1, as in an index expression. */
+static bool
+renumber_vars(Node *node, Index *scanrelid)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+
+		if (var->varno != (int) *scanrelid || var->varlevelsup != 0 || var->varattno <= 0)
+			return true;
+		var->varno = 1;
+		var->varnosyn = 1;
+		var->varattnosyn = var->varattno;
+		var->location = -1;
+		return false;
+	}
+	if (IsA(node, Param) || IsA(node, SubPlan) || IsA(node, AlternativeSubPlan) ||
+		IsA(node, Aggref) || IsA(node, WindowFunc))
+		return true;
+	return expression_tree_walker(node, renumber_vars, (void *) scanrelid);
+}
+
+/*
+ * What the pattern is matched against: a column of the scan, or an
+ * expression of its row alone (lower(name)), which an expression index
+ * can hold.
+ */
+static bool
+pattern_target(LikeContext *c, Node *left, PatternTarget *t)
+{
+	AttrNumber	attno;
+	Node	   *expr;
+
+	memset(t, 0, sizeof(*t));
+	if (scan_column(left, c->scanrelid, &attno))
+	{
+		t->attno = attno;
+		t->text = analyze_column_list(c->relid, &attno, 1);
+		t->index_elem = t->text;
+		return true;
+	}
+	left = strip_relabel(left);
+	if (left == NULL || !contain_var_clause(left) || contain_volatile_functions(left) ||
+		exprType(left) != TEXTOID)
+		return false;
+	expr = copyObject(left);
+	if (renumber_vars(expr, &c->scanrelid))
+		return false;
+	t->expr = expr;
+	t->text = deparse_expression(expr, deparse_context_for(get_rel_name(c->relid), c->relid),
+								 false, false);
+	t->index_elem = psprintf("(%s)", t->text);
+	return true;
+}
+
+static char *
+trigram_sql(Oid relid, const PatternTarget *t, const char *schema)
+{
+	char	   *create = psprintf("%s USING gin (%s %s.gin_trgm_ops);",
+								  create_index_head(analyze_report_relid(relid)),
+								  t->index_elem, quote_identifier(schema ? schema : "public"));
 
 	return schema ? create : psprintf("CREATE EXTENSION pg_trgm; %s", create);
 }
 
-static void
-check_like(LikeContext *c, OpExpr *op)
+static const char *
+source_desc(PatternSource source, const PatternShape *shape, bool like)
 {
-	char	   *opname;
-	bool		ilike;
+	switch (source)
+	{
+		case PATTERN_CONST:
+			if (shape->count > 1)
+				return shape->anchored ? "left-anchored patterns" : "patterns that do not all start with a fixed character";
+			if (shape->anchored)
+				return "a left-anchored pattern";
+			return like ? "a leading wildcard" : "a pattern that does not start with a fixed character";
+		case PATTERN_PARAM:
+			return "a pattern given as a parameter (it may start with a wildcard)";
+		case PATTERN_COMPUTED:
+			return "a pattern computed from parameters (it may start with a wildcard)";
+		case PATTERN_INITPLAN:
+			return "a pattern a subquery computes once (an initPlan: unknown when planning, it may start with a wildcard)";
+		case PATTERN_OTHER_ROW:
+			return "a pattern taken from another row (a join or a correlated subquery: a different pattern for each)";
+		case PATTERN_SAME_ROW:
+			break;
+	}
+	return "a pattern";
+}
+
+/*
+ * Advice for one pattern match, col OP pattern or col OP ANY (patterns):
+ * LIKE and ILIKE (~~, ~~*) and regular expressions (~, ~*, and SIMILAR TO,
+ * which the parser turns into ~).  pg_trgm's operator classes serve all of
+ * them; a btree that compares bytes serves a left-anchored LIKE or ~ only.
+ */
+static void
+check_pattern(LikeContext *c, Oid opno, Node *left, Node *right, bool any)
+{
+	char	   *opname = get_opname(opno);
+	bool		like;
+	bool		icase;
 	Oid			ltype;
 	Oid			rtype;
-	AttrNumber	attno;
-	Node	   *arg;
-	bool		anchored;
-	const char *pattern_desc;
+	PatternTarget t;
+	PatternSource source;
+	PatternShape shape;
 	LikeSupport support;
-	double		rows;
 	const char *severity;
-	char	   *col;
-	char	   *schema;
 	const char *what;
+	char	   *schema;
+	char	   *relname;
+	char	   *on;
 
-	if (list_length(op->args) != 2)
-		return;
-	opname = get_opname(op->opno);
 	if (opname == NULL)
 		return;
-	ilike = strcmp(opname, "~~*") == 0;
-	if (!ilike && strcmp(opname, "~~") != 0)
-		return;
-	/* text (and varchar, relabelled) only: that is what the opclasses take */
-	op_input_types(op->opno, &ltype, &rtype);
-	if (ltype != TEXTOID || !scan_column(linitial(op->args), c->scanrelid, &attno))
-		return;
-	arg = strip_relabel(lsecond(op->args));
-	if (arg == NULL)
-		return;
-	if (IsA(arg, Const))
-	{
-		Const	   *k = (Const *) arg;
-		char	   *pattern;
-
-		if (k->constisnull || k->consttype != TEXTOID)
-			return;
-		pattern = TextDatumGetCString(k->constvalue);
-		anchored = pattern[0] != '%' && pattern[0] != '_';
-		pattern_desc = anchored ? "a left-anchored pattern" : "a leading wildcard";
-	}
-	else if (IsA(arg, Param) && ((Param *) arg)->paramkind == PARAM_EXTERN)
-	{
-		anchored = false;
-		pattern_desc = "a pattern given as a parameter (it may start with a wildcard)";
-	}
-	else if (!contain_var_clause(arg) && !contain_exec_param(arg, NULL) &&
-			 !contain_volatile_functions(arg))
-	{
-		/* '%' || $1 || '%' and the like: fixed for the scan, unknown here */
-		anchored = false;
-		pattern_desc = "a pattern computed from parameters (it may start with a wildcard)";
-	}
+	if (strcmp(opname, "~~") == 0 || strcmp(opname, "~~*") == 0)
+		like = true;
+	else if (strcmp(opname, "~") == 0 || strcmp(opname, "~*") == 0)
+		like = false;
 	else
-		return;					/* a pattern from this or another row */
-
-	support = analyze_like_support(c->relid, attno, op->opno);
-	if (support == LIKE_SUPPORT_ANY ||
-		(anchored && !ilike && support == LIKE_SUPPORT_PREFIX))
+		return;
+	icase = opname[strlen(opname) - 1] == '*';
+	/* text (and varchar, relabelled) only: that is what the opclasses take */
+	op_input_types(opno, &ltype, &rtype);
+	if (ltype != TEXTOID || right == NULL || !pattern_target(c, left, &t))
+		return;
+	right = strip_relabel(right);
+	source = pattern_source(c, right);
+	if (source == PATTERN_SAME_ROW)
+		return;					/* no index serves a pattern from the row itself */
+	memset(&shape, 0, sizeof(shape));
+	if (source == PATTERN_CONST && !pattern_shape((Const *) right, like, any, &shape))
 		return;
 
+	what = like ? (icase ? "ILIKE" : "LIKE") :
+		shape.similar ? "SIMILAR TO" : (icase ? "~*" : "~");
+	if (any)
+		what = psprintf("%s ANY", what);
+	relname = analyze_rel_name(analyze_report_relid(c->relid));
+	on = t.expr ? psprintf("%s of %s", t.text, relname) : psprintf("%s.%s", relname, t.text);
 	c->advised = true;
-	rows = analyze_rel_rows(c->relid);
-	severity = is_large(rows) ? "warning" : "info";
-	col = analyze_column_list(c->relid, &attno, 1);
-	what = ilike ? "ILIKE" : "LIKE";
-	if (anchored && !ilike)
+
+	/* '%' keeps every non-NULL row: no index makes it cheaper */
+	if (source == PATTERN_CONST && shape.match_all)
+	{
+		add_finding(c->w, "info", "Seq Scan", analyze_report_relid(c->relid),
+					psprintf("%s '%%' on %s matches every non-NULL value: the condition filters out NULLs only, and no index helps",
+							 what, on),
+					psprintf("-- write %s IS NOT NULL instead", t.text));
+		return;
+	}
+
+	support = t.expr ? analyze_expr_like_support(c->relid, t.expr, opno) :
+		analyze_like_support(c->relid, t.attno, opno);
+	if (support == LIKE_SUPPORT_ANY ||
+		(source == PATTERN_CONST && shape.anchored && !icase && !any && !shape.similar &&
+		 support == LIKE_SUPPORT_PREFIX))
+		return;
+
+	severity = is_large(analyze_rel_rows(c->relid)) ? "warning" : "info";
+	if (source == PATTERN_CONST && shape.anchored && !icase && !any && !shape.similar)
 	{
 		add_finding(c->w, severity, "Seq Scan", analyze_report_relid(c->relid),
-					psprintf("%s on %s.%s with %s reads every row: no btree on %s compares bytes (text_pattern_ops or the C collation)",
-							 what, analyze_rel_name(analyze_report_relid(c->relid)), col, pattern_desc, col),
-					psprintf("CREATE INDEX ON %s (%s text_pattern_ops);",
-							 analyze_rel_name(analyze_report_relid(c->relid)), col));
+					psprintf("%s on %s with %s reads every row: no btree on %s compares bytes (text_pattern_ops or the C collation)",
+							 what, on, source_desc(source, &shape, like), t.text),
+					psprintf("%s (%s text_pattern_ops);",
+							 create_index_head(analyze_report_relid(c->relid)), t.index_elem));
 		return;
 	}
 	schema = analyze_trgm_schema();
 	add_finding(c->w, severity, "Seq Scan", analyze_report_relid(c->relid),
-				psprintf("%s on %s.%s with %s reads every row: no index on %s supports %s%s",
-						 what, analyze_rel_name(analyze_report_relid(c->relid)), col, pattern_desc, col,
-						 opname, schema ? "" : "; pg_trgm is not installed"),
-				trigram_sql(c->relid, attno, schema));
-}
-
-/* Does an expression use a value of another row (a nested-loop or subquery parameter)? */
-static bool
-contain_exec_param(Node *node, void *context)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, Param) && ((Param *) node)->paramkind == PARAM_EXEC)
-		return true;
-	return expression_tree_walker(node, contain_exec_param, context);
+				psprintf("%s on %s with %s reads every row: no index on %s supports %s%s%s",
+						 what, on, source_desc(source, &shape, like),
+						 t.expr ? "the expression" : t.text, opname,
+						 any ? " (a trigram index serves each pattern of the array in one bitmap scan)" : "",
+						 schema ? "" : "; pg_trgm is not installed"),
+				trigram_sql(c->relid, &t, schema));
 }
 
 static bool
@@ -506,12 +740,18 @@ like_walker(Node *node, LikeContext *c)
 	/* SubPlans are walked as plans of their own. */
 	if (IsA(node, SubPlan) || IsA(node, AlternativeSubPlan))
 		return false;
-	if (IsA(node, OpExpr))
-		check_like(c, (OpExpr *) node);
+	if (IsA(node, OpExpr) && list_length(((OpExpr *) node)->args) == 2)
+		check_pattern(c, ((OpExpr *) node)->opno, linitial(((OpExpr *) node)->args),
+					  lsecond(((OpExpr *) node)->args), false);
+	else if (IsA(node, ScalarArrayOpExpr) && ((ScalarArrayOpExpr *) node)->useOr &&
+			 list_length(((ScalarArrayOpExpr *) node)->args) == 2)
+		check_pattern(c, ((ScalarArrayOpExpr *) node)->opno,
+					  linitial(((ScalarArrayOpExpr *) node)->args),
+					  lsecond(((ScalarArrayOpExpr *) node)->args), true);
 	return expression_tree_walker(node, like_walker, (void *) c);
 }
 
-/* LIKE advice for a scan's filter; true if there was some. */
+/* Pattern advice for a scan's filter; true if there was some. */
 static bool
 check_scan_like(Walk *w, SeqScan *scan)
 {
@@ -795,7 +1035,7 @@ check_fk_side(Walk *w, const char *node, ColRef *ref, ColRef *target)
 		ForeignKeyCacheInfo *fk = lfirst(lc);
 		char	   *conname;
 
-		if (analyze_index_covers(ref->relid, fk->conkey, fk->nkeys))
+		if (analyze_fk_indexes(fk->conoid) != NIL)
 			continue;
 		conname = get_constraint_name(fk->conoid);
 		add_finding(w, "warning", node, analyze_report_relid(ref->relid),
@@ -980,14 +1220,68 @@ walk(Walk *w, Plan *plan, Plan *parent)
 	}
 }
 
+/* The PARAM_EXEC ids the initPlans of plan and everything below it set. */
+static void
+collect_initparams(Walk *w, Plan *plan)
+{
+	ListCell   *lc;
+
+	if (plan == NULL)
+		return;
+	check_stack_depth();
+	foreach(lc, plan->initPlan)
+	{
+		SubPlan    *sp = lfirst(lc);
+		ListCell   *pc;
+
+		foreach(pc, sp->setParam)
+			w->initparams = bms_add_member(w->initparams, lfirst_int(pc));
+	}
+	collect_initparams(w, plan->lefttree);
+	collect_initparams(w, plan->righttree);
+	switch (nodeTag(plan))
+	{
+		case T_Append:
+			foreach(lc, ((Append *) plan)->appendplans)
+				collect_initparams(w, lfirst(lc));
+			break;
+		case T_MergeAppend:
+			foreach(lc, ((MergeAppend *) plan)->mergeplans)
+				collect_initparams(w, lfirst(lc));
+			break;
+		case T_BitmapAnd:
+			foreach(lc, ((BitmapAnd *) plan)->bitmapplans)
+				collect_initparams(w, lfirst(lc));
+			break;
+		case T_BitmapOr:
+			foreach(lc, ((BitmapOr *) plan)->bitmapplans)
+				collect_initparams(w, lfirst(lc));
+			break;
+		case T_SubqueryScan:
+			collect_initparams(w, ((SubqueryScan *) plan)->subplan);
+			break;
+		case T_CustomScan:
+			foreach(lc, ((CustomScan *) plan)->custom_plans)
+				collect_initparams(w, lfirst(lc));
+			break;
+		default:
+			break;
+	}
+}
+
 /* Append the advice about stmt's plan (and its subplans) to findings. */
 List *
 analyze_plan(PlannedStmt *stmt, List *findings)
 {
 	Walk		w;
+	ListCell   *lc;
 
 	w.stmt = stmt;
 	w.findings = findings;
+	w.initparams = NULL;
+	collect_initparams(&w, stmt->planTree);
+	foreach(lc, stmt->subplans)
+		collect_initparams(&w, lfirst(lc));
 	walk(&w, stmt->planTree, NULL);
 	/* initPlans, SubPlans and CTEs; an unused one is NULL */
 	walk_list(&w, stmt->subplans, NULL);

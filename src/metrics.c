@@ -24,6 +24,8 @@
 
 #define OVERFLOW_DB_LABEL "_other"
 #define MAX_GAUGE_FNS 16
+/* Every family's name starts with it (Prometheus: one prefix per exporter). */
+#define METRIC_PREFIX "harden_"
 
 typedef struct MetricsShared
 {
@@ -264,7 +266,7 @@ close_family(MetricWriter *w)
 }
 
 /*
- * Start a metric family.  name excludes the "pg_harden_" prefix; type is
+ * Start a metric family.  name excludes the METRIC_PREFIX; type is
  * "counter" or "gauge".
  */
 void
@@ -276,13 +278,13 @@ metric_family(MetricWriter *w, const char *name, const char *type,
 	w->nsamples = 0;
 	if (w->format == METRIC_PROMETHEUS)
 	{
-		appendStringInfo(&w->buf, "# HELP pg_harden_%s %s\n", name, help);
-		appendStringInfo(&w->buf, "# TYPE pg_harden_%s %s\n", name, type);
+		appendStringInfo(&w->buf, "# HELP " METRIC_PREFIX "%s %s\n", name, help);
+		appendStringInfo(&w->buf, "# TYPE " METRIC_PREFIX "%s %s\n", name, type);
 		return;
 	}
 	if (w->nfamilies > 0)
 		appendStringInfoChar(&w->buf, ',');
-	appendStringInfo(&w->buf, "\"pg_harden_%s\":{\"type\":", name);
+	appendStringInfo(&w->buf, "\"" METRIC_PREFIX "%s\":{\"type\":", name);
 	escape_json(&w->buf, type);
 	appendStringInfoString(&w->buf, ",\"help\":");
 	escape_json(&w->buf, help);
@@ -303,7 +305,7 @@ metric_sample(MetricWriter *w, double value, int nlabels,...)
 	va_start(args, nlabels);
 	if (w->format == METRIC_PROMETHEUS)
 	{
-		appendStringInfo(&w->buf, "pg_harden_%s", w->family);
+		appendStringInfo(&w->buf, METRIC_PREFIX "%s", w->family);
 		for (int i = 0; i < nlabels; i++)
 		{
 			const char *k = va_arg(args, const char *);

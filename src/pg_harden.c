@@ -43,6 +43,8 @@ static const HardenModule harden_modules[] = {
 	{"stock", stock_define_gucs, NULL, NULL},
 	{"worker", worker_define_gucs, worker_shmem_size, worker_shmem_startup},
 	{"analyze", analyze_define_gucs, analyze_shmem_size, analyze_shmem_startup},
+	{"breaker", breaker_define_gucs, breaker_shmem_size, breaker_shmem_startup},
+	{"redact", redact_define_gucs, NULL, NULL},
 };
 
 #define NUM_MODULES lengthof(harden_modules)

@@ -57,6 +57,12 @@
 /* query analysis: PH4xx */
 #define ERRCODE_HARDEN_ANALYZE_NOT_PLANNABLE	MAKE_SQLSTATE('P','H','4','0','1')
 
+/* circuit breakers: PH5xx */
+#define ERRCODE_HARDEN_BREAKER_UNKNOWN		MAKE_SQLSTATE('P','H','5','0','1')
+#define ERRCODE_HARDEN_BREAKER_INVALID_NAME	MAKE_SQLSTATE('P','H','5','0','2')
+#define ERRCODE_HARDEN_BREAKER_INVALID_DEFINITION	MAKE_SQLSTATE('P','H','5','0','3')
+#define ERRCODE_HARDEN_BREAKER_TOO_MANY		MAKE_SQLSTATE('P','H','5','0','4')
+
 /*
  * Shared counters.  counters.h lists them once (X-macro); each becomes an
  * enum value here and a Prometheus family in metrics.c.
@@ -75,6 +81,14 @@ typedef struct HardenCounterSlot
 	Oid			dboid;			/* InvalidOid = unused, or the overflow slot */
 	pg_atomic_uint64 counters[HC_NUM_COUNTERS];
 } HardenCounterSlot;
+
+/* breaker.c */
+extern void breaker_define_gucs(bool preloading);
+extern Size breaker_shmem_size(void);
+extern void breaker_shmem_startup(void);
+
+/* redact.c */
+extern void redact_define_gucs(bool preloading);
 
 /* pg_harden.c */
 extern bool harden_shmem_ready;

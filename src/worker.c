@@ -57,6 +57,7 @@
 #include "utils/timestamp.h"
 
 #include "pg_harden.h"
+#include "analyze.h"
 #include "cache.h"
 #include "worker.h"
 
@@ -851,6 +852,8 @@ harden_worker_db_main(Datum arg)
 			set_state(WS_NOT_INSTALLED);
 			proc_exit(0);
 		}
+		/* query-analysis history (analyze_history.c), when enabled */
+		analyze_worker_snapshot();
 		/* A full batch: the rest is due now, so run again without waiting. */
 		if (more)
 			continue;

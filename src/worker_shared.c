@@ -354,8 +354,8 @@ harden_worker_status(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		WorkerSlot *s = &slots[i];
-		Datum		values[16];
-		bool		nulls[16] = {0};
+		Datum		values[12];
+		bool		nulls[12] = {0};
 		bool		show_error = see_all || s->dboid == MyDatabaseId;
 
 		values[0] = NameGetDatum(&s->dbname);
@@ -374,12 +374,42 @@ harden_worker_status(PG_FUNCTION_ARGS)
 		values[11] = timestamp_or_null(s->next_start, &nulls[11]);
 		if (s->state != WS_BACKOFF && s->state != WS_NO_SLOT && s->state != WS_NOT_INSTALLED)
 			nulls[11] = true;
-		values[12] = Int64GetDatum((int64) s->item_errors);
-		values[13] = CStringGetTextDatum(s->last_item_error);
-		nulls[13] = (s->last_item_error[0] == '\0' || !show_error);
-		values[14] = timestamp_or_null(s->last_item_error_at, &nulls[14]);
-		values[15] = Int64GetDatum(s->in_backoff[WORKER_ITEM_TIMER] + s->in_backoff[WORKER_ITEM_HOLD]);
-		/* Under the 0.3.0 SQL (twelve columns) the last four are not read. */
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(harden_worker_items);
+
+/*
+ * The failures of single items per database, for the columns worker_status
+ * appends (a function of its own, so the view could be replaced in place).
+ * Error texts as in harden_worker_status.
+ */
+Datum
+harden_worker_items(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		see_all;
+	WorkerSlot *slots;
+	int			n;
+
+	harden_require_shmem("harden.worker_status");
+	InitMaterializedSRF(fcinfo, 0);
+	see_all = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
+	slots = snapshot_slots(&n);
+	for (int i = 0; i < n; i++)
+	{
+		WorkerSlot *s = &slots[i];
+		Datum		values[5];
+		bool		nulls[5] = {0};
+
+		values[0] = NameGetDatum(&s->dbname);
+		values[1] = Int64GetDatum((int64) s->item_errors);
+		values[2] = CStringGetTextDatum(s->last_item_error);
+		nulls[2] = (s->last_item_error[0] == '\0' || !(see_all || s->dboid == MyDatabaseId));
+		values[3] = timestamp_or_null(s->last_item_error_at, &nulls[3]);
+		values[4] = Int64GetDatum(s->in_backoff[WORKER_ITEM_TIMER] + s->in_backoff[WORKER_ITEM_HOLD]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -11,7 +11,8 @@ set -euo pipefail
 PGH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_CONFIG=${PG_CONFIG:-pg_config}
 PGH_PACKAGES=(make gcc postgresql-15 postgresql-contrib postgresql-server-dev-15
-	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl)
+	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
+	prometheus-postgres-exporter curl postgresql-15-hypopg)
 PGH_USER=${PGH_USER:-postgres}
 PGH_TMP=""
 PGH_PORT=""
@@ -108,18 +109,27 @@ pgh_free_port() {
 
 # pgh_cluster_start [extra postgresql.conf lines...]
 pgh_cluster_start() {
-	local data="$PGH_TMP/data"
 	PGH_PORT=${PGH_PORT:-$(pgh_free_port)}
+	pgh_cluster_up "$PGH_TMP/data" "$PGH_PORT" "$PGH_TMP/server.log" "$@"
+	PGH_CLUSTER_UP=1
+	export PGHOST="$PGH_TMP" PGPORT="$PGH_PORT" PGUSER=postgres PGDATABASE=postgres
+}
+
+# pgh_cluster_up DATADIR PORT LOGFILE [extra postgresql.conf lines...]:
+# initdb (once) and start a preloaded cluster with its socket in $PGH_TMP.
+pgh_cluster_up() {
+	local data=$1 port=$2 log=$3
+	shift 3
 	if [ ! -d "$data" ]; then
 		pgh_as_server "$PGH_BIN/initdb" -D "$data" -U postgres --auth=trust \
-			--no-sync -E UTF8 --locale=C >"$PGH_TMP/initdb.log" 2>&1 \
-			|| { cat "$PGH_TMP/initdb.log"; pgh_die "initdb failed"; }
+			--no-sync -E UTF8 --locale=C >"$data.initdb.log" 2>&1 \
+			|| { cat "$data.initdb.log"; pgh_die "initdb failed"; }
 	fi
 	{
 		echo "# pg_harden throwaway cluster"
 		echo "listen_addresses = ''"
 		echo "unix_socket_directories = '$PGH_TMP'"
-		echo "port = $PGH_PORT"
+		echo "port = $port"
 		echo "shared_preload_libraries = 'pg_harden'"
 		echo "fsync = off"
 		echo "max_connections = 100"
@@ -127,10 +137,28 @@ pgh_cluster_start() {
 		[ -z "${SANITIZE:-}" ] || echo "jit = off"
 		for line in "$@"; do echo "$line"; done
 	} | pgh_as_server tee "$data/postgresql.auto.conf" >/dev/null
-	pgh_as_server env $(pgh_sanitizer_env) "$PGH_BIN/pg_ctl" -D "$data" -l "$PGH_TMP/server.log" -w -t 60 start >/dev/null \
-		|| { tail -n 30 "$PGH_TMP/server.log"; pgh_die "server did not start"; }
-	PGH_CLUSTER_UP=1
-	export PGHOST="$PGH_TMP" PGPORT="$PGH_PORT" PGUSER=postgres PGDATABASE=postgres
+	pgh_as_server env $(pgh_sanitizer_env) "$PGH_BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null \
+		|| { tail -n 30 "$log"; pgh_die "server did not start"; }
+}
+
+# A second, fresh cluster next to the first (for dump and restore):
+# pgh_other_cluster_start NAME [extra conf lines...] sets PGH_OTHER_PORT;
+# pgh_cleanup stops it too.
+PGH_OTHER=()
+pgh_other_cluster_start() {
+	local name=$1
+	shift
+	PGH_OTHER_PORT=$(pgh_free_port)
+	rm -rf "$PGH_TMP/$name"
+	PGH_OTHER+=("$PGH_TMP/$name")
+	pgh_cluster_up "$PGH_TMP/$name" "$PGH_OTHER_PORT" "$PGH_TMP/server-$name.log" "$@"
+}
+pgh_other_cluster_stop() {
+	local d
+	for d in "${PGH_OTHER[@]}"; do
+		[ ! -f "$d/postmaster.pid" ] || pgh_as_server "$PGH_BIN/pg_ctl" -D "$d" -m fast -w stop >/dev/null 2>&1 || true
+	done
+	PGH_OTHER=()
 }
 
 # With SANITIZE set, the environment that loads the sanitizer runtime into
@@ -179,6 +207,7 @@ pgh_cluster_stop() {
 
 pgh_cleanup() {
 	pgh_cluster_stop
+	pgh_other_cluster_stop
 	if [ -n "$PGH_TMP" ] && [ -z "${PGH_KEEP:-}" ]; then
 		rm -rf "$PGH_TMP"
 	elif [ -n "$PGH_TMP" ]; then

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole pg_harden suite on a throwaway cluster: pg_regress (sql/,
 # expected/), isolation specs (test/specs), the upgrade-path test, pgTAP
-# suites (test/pgtap), the background worker's (test/worker), crash recovery
-# (test/crash) and, after a restart without preloading, test/nopreload.  Exits non-zero if anything failed.
+# suites (test/pgtap), dump and restore (test/dump), a Prometheus scrape
+# through prometheus-postgres-exporter (test/metrics), the SQL examples of
+# the docs (test/docs), the background
+# worker's (test/worker), crash recovery (test/crash) and, after a restart
+# without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
 PASSED=0
@@ -87,10 +90,13 @@ pgh_ensure_packages
 pgh_build_and_stage
 # The worker runs fast here, and stays out of the databases whose tests call
 # the *_run_due() functions themselves and check what they did.
+# pg_stat_statements is preloaded for harden.slow_queries and
+# harden.suggested_indexes (without it, see test/nopreload).
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
 	"harden.worker_retry_base = '200ms'" "harden.worker_retry_max = '2s'"
-	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap'"
-	"max_worker_processes = 16")
+	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap, pgh_dump_src'"
+	"max_worker_processes = 16"
+	"shared_preload_libraries = 'pg_harden, pg_stat_statements'")
 pgh_cluster_start "${PGH_CONF[@]}"
 run_regress
 run_isolation
@@ -102,6 +108,18 @@ source "$PGH_ROOT/test/attack/log_values.sh"
 run_log_values
 run_log_values_rows
 
+# pg_dump of a database using every feature, pg_restore into a second cluster.
+source "$PGH_ROOT/test/dump/dump.sh"
+run_dump_restore
+
+# prometheus-postgres-exporter with prometheus/pg_harden.yaml, scraped with curl.
+source "$PGH_ROOT/test/metrics/scrape.sh"
+run_scrape
+
+# Every SQL example of README.md and docs/ runs and shows its true errors.
+source "$PGH_ROOT/test/docs/examples.sh"
+run_doc_examples
+
 # The background worker: pgTAP in a database it serves, then checks across
 # a restart and across databases.
 source "$PGH_ROOT/test/worker/restart.sh"
@@ -109,6 +127,8 @@ source "$PGH_ROOT/test/worker/backoff.sh"
 run_pgtap worker "$PGH_ROOT/test/worker"
 run_worker_restart
 run_worker_backoff
+source "$PGH_ROOT/test/breaker/restart.sh"
+run_breaker_restart
 
 # Backends killed with SIGKILL mid-write; the postmaster's crash restart.
 source "$PGH_ROOT/test/crash/crash.sh"

@@ -68,7 +68,7 @@ cr_sane() {
 	cr_check "$what: cache_set and cache_get work" cr_equals \
 		"$(cr_q "SELECT harden.cache_set('cr:probe', 'after'::text); SELECT harden.cache_get_text('cr:probe')" | tail -n1)" after
 	cr_check "$what: metrics() renders" wk_true \
-		"SELECT harden.metrics() ~ 'pg_harden_preloaded 1' AND harden.metrics_json() ? 'metrics'"
+		"SELECT harden.metrics() ~ 'harden_preloaded 1' AND harden.metrics_json() ? 'metrics'"
 }
 wk_true() { cr_equals "$(cr_q "$1")" t; }
 

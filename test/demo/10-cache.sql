@@ -36,4 +36,4 @@ SELECT product_page(1)->0->'name' AS after_rollback;
 SELECT harden.cache_set('session:9f2c', 'user=42'::text, ttl => '1 day', secure => true);
 SELECT key, secure, tags, ttl <= '1 hour' AS ttl_capped FROM harden.cache_entries WHERE key LIKE 'session:%';
 SELECT line FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
- WHERE line LIKE 'pg_harden_cache_%_total{database="shop"}%';
+ WHERE line LIKE 'harden_cache_%_total{database="shop"}%';

@@ -58,4 +58,4 @@ SELECT harden.stock_reserve('product', ARRAY[3, 4], ARRAY[1, 1], ttl => '15 minu
 SELECT harden.stock_commit(:hold) AS committed, harden.stock_release(:hold) AS late_release;
 SELECT id, stock FROM product WHERE id IN (3, 4) ORDER BY id;
 SELECT line FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
- WHERE line LIKE 'pg_harden_stock_%_total{database="shop"}%';
+ WHERE line LIKE 'harden_stock_%_total{database="shop"}%';

@@ -10,7 +10,7 @@ SELECT "check", severity, object, detail, suggestion
  WHERE "check" NOT IN ('cache_hit_ratio', 'seq_scan');
 \echo 'metrics() now carries the counts of that run:'
 SELECT line FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
- WHERE line LIKE 'pg_harden_health_findings{database="shop"%';
+ WHERE line LIKE 'harden_health_findings{database="shop"%';
 
 \echo
 \echo 'The shop''s product search, as the API sends it.  query_check() plans it'

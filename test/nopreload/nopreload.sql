@@ -1,7 +1,7 @@
 -- Without shared_preload_libraries: the extension installs, functions that
 -- need shared memory fail with PH001 and a HINT, the rest keep working.
 BEGIN;
-SELECT plan(33);
+SELECT plan(42);
 
 SELECT is(current_setting('shared_preload_libraries'), '', 'cluster is not preloaded');
 SELECT throws_ok($$ SELECT harden.metrics_reset() $$, 'PH001',
@@ -37,7 +37,7 @@ SELECT lives_ok($$ INSERT INTO np_watched VALUES (1); UPDATE np_watched SET id =
 
 SELECT is(harden.version(), (SELECT extversion FROM pg_extension WHERE extname = 'pg_harden'),
   'version() works');
-SELECT matches(harden.metrics(), 'pg_harden_preloaded 0', 'metrics() reports preloaded 0');
+SELECT matches(harden.metrics(), 'harden_preloaded 0', 'metrics() reports preloaded 0');
 SELECT is((harden.metrics_json()->>'preloaded')::bool, false, 'metrics_json() reports preloaded false');
 
 -- State machines need no shared memory: they are enforced, audited and
@@ -74,13 +74,33 @@ INSERT INTO np_big SELECT i, 'n' || i FROM generate_series(1, 2000) AS i;
 ANALYZE np_big;
 SET LOCAL harden.analyze_min_rows = 1000;
 SELECT is((SELECT suggestion FROM harden.query_check('SELECT * FROM np_big WHERE name ILIKE ''%7%''')),
-  'CREATE INDEX ON public.np_big USING gin (name public.gin_trgm_ops);', 'query_check advises a trigram index');
+  'CREATE INDEX CONCURRENTLY ON public.np_big USING gin (name public.gin_trgm_ops);', 'query_check advises a trigram index');
 SELECT throws_ok($$ SELECT * FROM harden.query_check('VACUUM') $$, 'PH401', NULL, 'query_check refuses a utility statement');
 CREATE INDEX np_big_a ON np_big (id);
 CREATE INDEX np_big_b ON np_big (id);
 SELECT is((SELECT count(*) FROM harden.health_report() WHERE "check" = 'duplicate_index' AND object = 'public.np_big_b'),
   1::bigint, 'health_report works');
-SELECT doesnt_match(harden.metrics(), 'pg_harden_health_findings\{', 'no health summary in metrics()');
+SELECT doesnt_match(harden.metrics(), 'harden_health_findings\{', 'no health summary in metrics()');
 
+-- Circuit breakers live in shared memory: every breaker function raises
+-- PH001; redaction needs none.
+SELECT throws_ok($$ SELECT harden.breaker_define('np') $$, 'PH001',
+  'harden.breaker_define() requires pg_harden to be loaded via shared_preload_libraries',
+  'breaker_define raises PH001');
+SELECT throws_ok($$ SELECT harden.breaker_allow('np') $$, 'PH001', NULL, 'breaker_allow raises PH001');
+SELECT throws_ok($$ SELECT harden.breaker_record('np', false) $$, 'PH001', NULL, 'breaker_record raises PH001');
+SELECT throws_ok($$ SELECT * FROM harden.breaker_status $$, 'PH001', NULL, 'breaker_status raises PH001');
+SELECT matches(pg_temp.error_hint('SELECT harden.breaker_allow(''np'')'),
+  'shared_preload_libraries', 'the breaker HINT says how to preload');
+SELECT is(harden.redact('{"password": "x", "mail": "a@b.io"}'::jsonb),
+  '{"mail": "[email]", "password": "[redacted]"}'::jsonb, 'redact(jsonb) works');
+SELECT is(harden.redact('call +1 555 123 4567'), 'call [phone]', 'redact(text) works');
+
+-- pg_stat_statements installed but not preloaded: reading it is an error,
+-- the views built on it are empty
+CREATE EXTENSION pg_stat_statements;
+SELECT is((SELECT count(*) FROM harden.slow_queries), 0::bigint, 'slow_queries is empty without pg_stat_statements preloaded');
+SELECT is((SELECT count(*) FROM harden.suggested_indexes), 0::bigint, 'suggested_indexes is empty without pg_stat_statements preloaded');
+DROP EXTENSION pg_stat_statements;
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,7 +1,8 @@
 -- Query analysis: the LIKE/ILIKE advice matrix (operator x pattern x index
--- kind), and the views and functions a plain role may use.
+-- kind), the other pattern operators, and the views and functions a plain
+-- role may use.
 BEGIN;
-SELECT plan(26);
+SELECT plan(42);
 
 CREATE TABLE m (id int, t text);
 INSERT INTO m SELECT i, 'word ' || i FROM generate_series(1, 200) AS i;
@@ -84,6 +85,40 @@ SELECT results_eq('SELECT * FROM pg_temp.like_advice()',
                   'a gist trigram index serves every pattern');
 DROP INDEX m_gist;
 
+-- Patterns beyond LIKE: regular expressions, SIMILAR TO, ANY arrays and
+-- expressions of the row, before and after the indexes that serve them.
+CREATE FUNCTION pg_temp.pattern_advice() RETURNS TABLE (q text, advice text)
+LANGUAGE plpgsql AS $$
+DECLARE
+  s text;
+BEGIN
+  FOREACH q IN ARRAY ARRAY['t ~ ''ord [0-9]''', 't ~* ''ORD''', 't SIMILAR TO ''%(1|2)''',
+                           't LIKE ANY (ARRAY[''%a%'', ''%b%''])', 'lower(t) LIKE ''%ord%''',
+                           't LIKE ''%''', 't ~ ''^word'''] LOOP
+    SELECT string_agg(c.suggestion, ' ') INTO s FROM harden.query_check('SELECT id FROM m WHERE ' || q) c;
+    advice := CASE WHEN s LIKE '%(lower(t)) public.gin_trgm_ops%' THEN 'trigram on lower(t)'
+                   WHEN s LIKE '%gin_trgm_ops%' THEN 'trigram'
+                   WHEN s LIKE '%text_pattern_ops%' THEN 'pattern_ops'
+                   WHEN s LIKE '%IS NOT NULL%' THEN 'matches all'
+                   ELSE 'none' END;
+    RETURN NEXT;
+  END LOOP;
+END $$;
+SELECT results_eq('SELECT advice FROM pg_temp.pattern_advice()',
+                  $$VALUES ('trigram'), ('trigram'), ('trigram'), ('trigram'), ('trigram on lower(t)'),
+                           ('matches all'), ('pattern_ops')$$,
+                  'no index: trigram advice for ~, ~*, SIMILAR TO, LIKE ANY and lower(t); none for LIKE ''%''');
+CREATE INDEX m_gin2 ON m USING gin (t gin_trgm_ops);
+SELECT results_eq('SELECT advice FROM pg_temp.pattern_advice()',
+                  $$VALUES ('none'), ('none'), ('none'), ('none'), ('trigram on lower(t)'),
+                           ('matches all'), ('none')$$,
+                  'a trigram index on t serves every pattern on t, not one on lower(t)');
+CREATE INDEX m_gin_lower ON m USING gin (lower(t) gin_trgm_ops);
+SELECT results_eq('SELECT advice FROM pg_temp.pattern_advice()',
+                  $$VALUES ('none'), ('none'), ('none'), ('none'), ('none'), ('matches all'), ('none')$$,
+                  'an expression index serves the expression');
+DROP INDEX m_gin2, m_gin_lower;
+
 -- A small table gets info, a large one a warning.
 SELECT is((SELECT severity FROM harden.query_check('SELECT id FROM m WHERE t LIKE ''%x%''')), 'info',
           'LIKE advice on a small table is info');
@@ -96,7 +131,10 @@ RESET harden.analyze_min_rows;
 SELECT has_view('harden', v, 'view harden.' || v)
   FROM unnest(ARRAY['unused_indexes', 'duplicate_indexes', 'missing_fk_indexes', 'invalid_indexes',
                     'table_sizes', 'index_sizes', 'bloat', 'seq_scan_tables', 'cache_hit_ratio',
-                    'slow_queries', 'blocking_locks', 'long_running_queries', 'vacuum_health']) AS v;
+                    'slow_queries', 'blocking_locks', 'long_running_queries', 'vacuum_health',
+                    'sequence_exhaustion', 'not_valid_constraints', 'connections', 'replication_slots',
+                    'replication_lag', 'table_cache_hits', 'index_cache_hits', 'unread_tables',
+                    'settings_advice', 'suggested_indexes', 'size_growth', 'query_slowdown']) AS v;
 
 CREATE ROLE pgh_analyze_plain;
 GRANT USAGE ON SCHEMA harden TO pgh_analyze_plain;
@@ -109,17 +147,22 @@ DECLARE
 BEGIN
   FOREACH v IN ARRAY ARRAY['unused_indexes', 'duplicate_indexes', 'missing_fk_indexes', 'invalid_indexes',
                            'table_sizes', 'index_sizes', 'bloat', 'seq_scan_tables', 'cache_hit_ratio',
-                           'slow_queries', 'blocking_locks', 'long_running_queries', 'vacuum_health'] LOOP
+                           'slow_queries', 'blocking_locks', 'long_running_queries', 'vacuum_health',
+                           'sequence_exhaustion', 'not_valid_constraints', 'connections', 'replication_slots',
+                           'replication_lag', 'table_cache_hits', 'index_cache_hits', 'unread_tables',
+                           'settings_advice', 'suggested_indexes', 'size_growth', 'query_slowdown'] LOOP
     EXECUTE format('SELECT count(*) FROM harden.%I', v) INTO c;
     n := n + 1;
   END LOOP;
   RETURN n;
 END $$;
 SET LOCAL ROLE pgh_analyze_plain;
-SELECT is(pg_temp.read_all(), 13::bigint, 'a plain role reads every analysis view');
+SELECT is(pg_temp.read_all(), 25::bigint, 'a plain role reads every analysis view');
 SELECT lives_ok($$ SELECT * FROM harden.health_report() $$, 'a plain role runs health_report()');
 SELECT lives_ok($$ SELECT * FROM harden.query_check('SELECT * FROM m WHERE t = ''x''') $$,
                 'a plain role checks a query on a table it may read');
+SELECT throws_ok($$ SELECT harden.analyze_snapshot() $$, '42501', NULL,
+                 'taking a snapshot is for administrators');
 RESET ROLE;
 
 SELECT * FROM finish();

@@ -29,7 +29,7 @@ INSERT INTO bi_documented VALUES ('ok'),
   ('PH208'), ('PH209'), ('PH210'), ('PH211'),
   ('PH301'), ('PH302'), ('PH303'), ('PH304'), ('PH305'), ('PH306'), ('PH307'),
   ('PH212'), ('PH213'), ('PH214'), ('PH215'),
-  ('PH308'), ('PH309'), ('PH401'), ('54000'),
+  ('PH308'), ('PH309'), ('PH401'), ('PH501'), ('PH502'), ('PH503'), ('PH504'), ('54000'),
   ('40001'), ('0A000'), ('42809'), ('42P01'), ('42701'), ('39P01'), ('42501'),
   ('22004'), ('22023'), ('2202E'), ('22003'), ('42804'), ('55P03');
 
@@ -69,6 +69,7 @@ INSERT INTO bi_stock SELECT i, 1000 FROM generate_series(1, 3) AS i;
 SELECT harden.stock_attach('bi_stock', 'q');
 CREATE TABLE bi_stock_new (id int PRIMARY KEY, q int NOT NULL);
 SELECT harden.fsm_define('bi_m', 'a -> b on go; b -> c after 1 hour', 'a');
+SELECT harden.breaker_define('bi-brk');
 CREATE VIEW bi_view AS SELECT 1 AS id;
 CREATE SEQUENCE bi_seq;
 -- A due timer to retry or cancel.
@@ -139,6 +140,7 @@ BEGIN
     WHEN arg = 'tag' THEN '''t1'''
     WHEN arg = 'pattern' THEN '''bi:*'''
     WHEN arg = 'sql' THEN '''SELECT id, v FROM bi_watch WHERE id = 1'''
+    WHEN arg = 'index_sql' THEN '''CREATE INDEX ON bi_watch (v)'''
     WHEN arg = 'params' THEN '1'
     WHEN arg = 'table' THEN '''bi_watch''::regclass'
     WHEN fn = 'fsm_define' AND arg = 'machine' THEN '''bi_m2'''
@@ -174,6 +176,12 @@ BEGIN
     WHEN arg = 'ref' THEN '''bi-ref2'''
     WHEN arg = 'wait' THEN '''nowait'''
     WHEN arg = 'id' THEN '(SELECT id FROM bi_hold)'
+    WHEN fn LIKE 'breaker_%' AND arg = 'name' THEN '''bi-brk'''
+    WHEN arg IN ('failure_threshold', 'half_open_probes', 'min_calls') THEN '3'
+    WHEN arg IN ('failure_window', 'cooldown') THEN '''1 minute''::interval'
+    WHEN arg = 'failure_rate' THEN '0.5::double precision'
+    WHEN fn = 'redact' AND typ = 'jsonb' THEN '''{"password": "x", "mail": "a@b.io"}''::jsonb'
+    WHEN fn = 'redact' THEN '''mail a@b.io, card 4111 1111 1111 1111'''
     WHEN typ = 'boolean' THEN 'false'
     WHEN typ = 'oid' THEN '''pg_class_oid_index''::regclass::oid'
     ELSE NULL
@@ -299,6 +307,15 @@ BEGIN
   IF typ = 'bytea' AND fn = 'cache_set' THEN
     RETURN QUERY VALUES ('oversized value', 'convert_to(repeat(''x'', 2000000), ''UTF8'')'),
       ('empty value', '''''::bytea');
+  END IF;
+  IF typ = 'double precision' THEN
+    RETURN QUERY VALUES ('NaN', '''NaN''::float8'), ('infinity', '''Infinity''::float8'),
+      ('negative', '-1::float8'), ('zero', '0::float8'), ('above one', '1.5::float8');
+  END IF;
+  IF fn = 'redact' AND typ = 'jsonb' THEN
+    RETURN QUERY VALUES ('deep nesting', '(repeat(''['', 10000) || ''"a@b.io"'' || repeat('']'', 10000))::jsonb'),
+      ('oversized string', 'jsonb_build_object(''token'', repeat(''x'', 2000000))'),
+      ('json null', '''null''::jsonb'), ('scalar', '''"a@b.io"''::jsonb');
   END IF;
   IF arg = 'wait' THEN
     RETURN QUERY VALUES ('bogus policy', '''forever'''), ('negative timeout', '''-1s'''),

@@ -88,7 +88,7 @@ $$;
 -- The queries cache_query ran in this database (its misses).
 CREATE FUNCTION pg_temp.mem_queries() RETURNS bigint LANGUAGE sql AS $$
   SELECT (s->>'value')::bigint
-    FROM jsonb_array_elements(harden.metrics_json()->'metrics'->'pg_harden_cache_queries_total'->'samples') s
+    FROM jsonb_array_elements(harden.metrics_json()->'metrics'->'harden_cache_queries_total'->'samples') s
    WHERE s->'labels'->>'database' = current_database()
 $$;
 

@@ -100,9 +100,9 @@ SQL
 	wk_check "worker_status shows both items in backoff" \
 		wk_wait $bo_db "SELECT items_in_backoff = 2 FROM harden.worker_status WHERE database = current_database()" 5
 	wk_check "metrics() has them by kind" wk_equals \
-		"$(bo_metric pg_harden_worker_items_in_backoff ',item=\"timer\"')/$(bo_metric pg_harden_worker_items_in_backoff ',item=\"hold\"')" "1/1"
+		"$(bo_metric harden_worker_items_in_backoff ',item=\"timer\"')/$(bo_metric harden_worker_items_in_backoff ',item=\"hold\"')" "1/1"
 	wk_check "metrics() counts the failed timers" \
-		wk_wait $bo_db "SELECT sum(split_part(line, ' ', 2)::numeric) >= 4 FROM regexp_split_to_table(harden.metrics(), E'\n') AS line WHERE line LIKE 'pg_harden_fsm_timers_failed_total{database=\"$bo_db\"}%'" 5
+		wk_wait $bo_db "SELECT sum(split_part(line, ' ', 2)::numeric) >= 4 FROM regexp_split_to_table(harden.metrics(), E'\n') AS line WHERE line LIKE 'harden_fsm_timers_failed_total{database=\"$bo_db\"}%'" 5
 
 	# Error B, twice; then the work succeeds.
 	wk_q $bo_db "UPDATE bo_mode SET m = 'B'" >/dev/null
@@ -118,7 +118,7 @@ SQL
 	wk_check "nothing is left in backoff" \
 		wk_wait $bo_db "SELECT items_in_backoff = 0 FROM harden.worker_status WHERE database = current_database()" 5
 	wk_check "metrics() counts the recoveries" wk_equals \
-		"$(bo_metric pg_harden_fsm_timers_recovered_total)/$(bo_metric pg_harden_stock_expirations_recovered_total)" "1/1"
+		"$(bo_metric harden_fsm_timers_recovered_total)/$(bo_metric harden_stock_expirations_recovered_total)" "1/1"
 
 	# The log: once per distinct error, once for the recovery.
 	sleep 0.5

@@ -159,12 +159,12 @@ DROP FUNCTION public.now();
 
 -- ---- counters ----
 SELECT ok((SELECT count(*) = 4 FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
-            WHERE line ~ ('^pg_harden_worker_(runs|transitions|holds_released)_total\{database="'
+            WHERE line ~ ('^harden_worker_(runs|transitions|holds_released)_total\{database="'
                           || current_database() || '"\} [1-9][0-9]*$')
-               OR line ~ ('^pg_harden_worker_errors_total\{database="'
+               OR line ~ ('^harden_worker_errors_total\{database="'
                           || current_database() || '"\} [0-9]+$')),
   'metrics() counts runs, transitions, released holds and errors of this database');
-SELECT ok(harden.metrics() ~ ('pg_harden_worker_last_run_timestamp_seconds\{database="'
+SELECT ok(harden.metrics() ~ ('harden_worker_last_run_timestamp_seconds\{database="'
                               || current_database() || '"\} [0-9.e+]+'),
   'metrics() has the last run as a timestamp');
 

@@ -1,0 +1,1 @@
+SELECT harden.breaker_allow('bench-api');

@@ -1,0 +1,1 @@
+SELECT harden.breaker_record('bench-api', true);

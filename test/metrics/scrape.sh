@@ -1,0 +1,159 @@
+# test/metrics/scrape.sh: sourced by test/run.sh on the preloaded cluster.
+#
+# A real scrape.  Starts prometheus-postgres-exporter (the Debian package)
+# with prometheus/pg_harden.yaml against a database that used every
+# feature, on a free loopback port, fetches /metrics with curl, and checks:
+# the whole page is valid Prometheus text exposition (every line a HELP,
+# TYPE, comment or sample line of the format, one TYPE per family before its
+# samples, a family's samples together, no series twice; promtool check
+# metrics too when the prometheus package happens to be installed); every
+# family harden.metrics() lists is there with the same type; counters end
+# in _total; the labels are the documented ones; and the values equal those
+# of harden.metric_rows.  Prints TAP-like "ok"/"not ok" lines.
+
+sc_db=pgh_scrape
+sc_check() {
+	local what=$1
+	shift
+	if "$@" >"$PGH_TMP/out/scrape-check.out" 2>&1; then
+		echo "ok - $what"
+	else
+		echo "not ok - $what"
+		sed 's/^/# /' "$PGH_TMP/out/scrape-check.out" | head -n 40
+	fi
+}
+
+# sc_valid_exposition FILE: Prometheus text format 0.0.4, line by line.
+sc_valid_exposition() {
+	local name='[a-zA-Z_:][a-zA-Z0-9_:]*' lname='[a-zA-Z_][a-zA-Z0-9_]*' lval='"([^"\\]|\\.)*"'
+	local num='[-+]?((([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?)|NaN|Inf)'
+	local sample="^$name(\{($lname=$lval(,$lname=$lval)*,?)?\})? $num( -?[0-9]+)?\$"
+	local bad
+	bad=$(grep -Ev -e "$sample" -e "^# HELP $name( .*)?\$" \
+		-e "^# TYPE $name (counter|gauge|histogram|summary|untyped)\$" \
+		-e '^#( .*)?$' -e '^$' "$1" || true)
+	[ -z "$bad" ] || { echo "lines that are not of the format:"; echo "$bad"; return 1; }
+	[ -s "$1" ] || { echo "empty page"; return 1; }
+	awk '
+		/^# TYPE / { if (type[$3]++) { print "two TYPE lines for " $3; bad = 1 }
+		             if ($3 in seen) { print "TYPE after samples for " $3; bad = 1 } next }
+		/^#/ || /^$/ { next }
+		{
+			key = $0; sub(/ [^ ]+( -?[0-9]+)?$/, "", key)
+			if (key in series) { print "series twice: " key; bad = 1 }
+			series[key] = 1
+			n = key; sub(/\{.*/, "", n)
+			fam = n; sub(/_(bucket|sum|count)$/, "", fam)
+			if (!(fam in type) && !(n in type)) fam = n
+			if (fam != last && (fam in seen)) { print "samples of " fam " not together"; bad = 1 }
+			seen[fam] = 1; last = fam
+		}
+		END { exit bad }' "$1"
+}
+
+# The families and types of harden.metric_rows against the page.
+sc_same_families() {
+	local page=$1 fam type missing=0
+	while IFS='|' read -r fam type; do
+		if ! grep -qx "# TYPE $fam $type" "$page"; then
+			echo "missing or of another type: $fam ($type)"
+			missing=1
+		fi
+	done < <(pgh_psql -At -d "$sc_db" -c "SELECT DISTINCT name, type FROM harden.metric_rows ORDER BY 1")
+	[ "$missing" = 0 ]
+}
+
+sc_conventions() {
+	local page=$1 bad
+	# counters end in _total; only documented labels (and the exporter's server)
+	bad=$(grep -E '^# TYPE harden_[a-z_]+ counter$' "$page" | grep -Ev '_total counter$' || true)
+	[ -z "$bad" ] || { echo "counters not ending in _total:"; echo "$bad"; return 1; }
+	bad=$(grep -E '^harden_' "$page" | grep -oE '[{,][a-z_]+=' | tr -d '{,=' | sort -u \
+		| grep -Evx 'database|machine|check|severity|version|server' || true)
+	[ -z "$bad" ] || { echo "undocumented labels:"; echo "$bad"; return 1; }
+	grep -q '^harden_worker_up{database="pgh_scrape",' "$page" || { echo "no harden_worker_up for pgh_scrape"; return 1; }
+}
+
+# Values: the page's series, without the exporter's server label (labels
+# are sorted by name on both sides), against harden.metric_rows read right
+# after the scrape; stable families only (scrapes_total and the worker's
+# series move by themselves).
+sc_same_values() {
+	local page=$1 want got
+	want=$(pgh_psql -At -d "$sc_db" -c "
+		SELECT name || coalesce('{' || (SELECT string_agg(format('%s=\"%s\"', k, v), ',' ORDER BY k)
+		                                  FROM jsonb_each_text(labels) l(k, v)) || '}', '') || ' ' || value
+		  FROM harden.metric_rows
+		 WHERE name ~ '^harden_(cache|fsm|stock)_' AND labels ->> 'database' = '$sc_db'
+		    OR name IN ('harden_info', 'harden_health_findings')" | awk '{ v = $NF + 0; $NF = ""; print $0 v }' | LC_ALL=C sort)
+	got=$(grep -E '^harden_((cache|fsm|stock)_[a-z_]+\{.*database="'"$sc_db"'"|info\{|health_findings\{)' "$page" \
+		| sed -E 's/,?server="[^"]*"//; s/\{,/{/' | awk '{ v = $NF + 0; $NF = ""; print $0 v }' | LC_ALL=C sort)
+	[ -n "$want" ] && [ "$got" = "$want" ] || { echo "exporter:"; echo "$got"; echo "metric_rows:"; echo "$want"; return 1; }
+}
+
+# harden.metric_rows has a row for every series line of harden.metrics():
+# per family, as many series and the same sum of values.
+sc_rows_match() {
+	diff <(pgh_psql -At -d "$sc_db" -c "
+		SELECT substring(line from '^[a-z_]+') AS name, count(*), sum(substring(line from '[^ ]+\$')::float8)
+		  FROM regexp_split_to_table(harden.metrics(), E'\\n') line
+		 WHERE line ~ '^harden_' AND line !~ '^harden_(metrics_scrapes_total|worker_)' GROUP BY 1 ORDER BY 1") \
+	     <(pgh_psql -At -d "$sc_db" -c "
+		SELECT name, count(*), sum(value) FROM harden.metric_rows
+		 WHERE name !~ '^harden_(metrics_scrapes_total|worker_)' GROUP BY 1 ORDER BY 1")
+}
+
+run_scrape() {
+	local log="$PGH_TMP/out/scrape.log" page="$PGH_TMP/out/scrape.txt" port pid rc=0 n
+	pgh_log "a real scrape (prometheus-postgres-exporter)"
+	(
+		pgh_createdb "$sc_db" pg_harden
+		pgh_psql -d "$sc_db" >/dev/null <<'SQL'
+SELECT harden.cache_set('scrape:a', '{"a": 1}'::jsonb);
+SELECT harden.cache_get('scrape:a'), harden.cache_get('scrape:missing');
+CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL DEFAULT 'pending');
+SELECT harden.fsm_attach('orders', 'status', 'order');
+INSERT INTO orders VALUES (1), (2);
+SELECT harden.fsm_fire('orders', '1', 'pay');
+CREATE TABLE product (id int PRIMARY KEY, stock int NOT NULL);
+INSERT INTO product VALUES (1, 10);
+SELECT harden.stock_attach('product', 'stock');
+SELECT harden.stock_take('product', 1, 3);
+CREATE TABLE big (id int PRIMARY KEY, v text);
+CREATE INDEX big_v ON big (v);
+CREATE INDEX big_v_again ON big (v);
+SELECT count(*) FROM harden.health_report();
+SQL
+		[ $? -eq 0 ] || echo "not ok - a database using every feature"
+		# The worker must have run in this database for its series.
+		local deadline=$((SECONDS + 20))
+		until [ "$(pgh_psql -At -d "$sc_db" -c "SELECT count(*) > 0 FROM harden.metric_rows WHERE name = 'harden_worker_up' AND labels ->> 'database' = '$sc_db'")" = t ] \
+			|| [ $SECONDS -gt $deadline ]; do sleep 0.2; done
+		port=$(pgh_free_port)
+		DATA_SOURCE_NAME="host=$PGHOST port=$PGPORT user=postgres dbname=$sc_db sslmode=disable" \
+			prometheus-postgres-exporter --web.listen-address="127.0.0.1:$port" \
+			--extend.query-path="$PGH_ROOT/prometheus/pg_harden.yaml" \
+			--disable-default-metrics --disable-settings-metrics >"$PGH_TMP/out/exporter.log" 2>&1 &
+		pid=$!
+		trap 'kill $pid 2>/dev/null || true' EXIT
+		deadline=$((SECONDS + 20))
+		until curl -sf "http://127.0.0.1:$port/metrics" -o "$page" && grep -q '^harden_info' "$page" \
+			|| [ $SECONDS -gt $deadline ]; do sleep 0.3; done
+		sc_check "the exporter serves /metrics with the pg_harden series" grep -q '^harden_cache_sets_total{' "$page"
+		sc_check "the page is valid Prometheus text exposition" sc_valid_exposition "$page"
+		if command -v promtool >/dev/null; then
+			sc_check "promtool check metrics accepts the pg_harden series" \
+				bash -c "grep -E '^(# (HELP|TYPE) )?harden_' '$page' | promtool check metrics"
+		fi
+		sc_check "every family of harden.metrics() is scraped, with its type" sc_same_families "$page"
+		sc_check "counters end in _total, labels are the documented ones" sc_conventions "$page"
+		sc_check "the scraped values are those of harden.metric_rows" sc_same_values "$page"
+		sc_check "harden.metric_rows has one row per series of harden.metrics()" sc_rows_match
+		kill $pid 2>/dev/null || true
+		wait $pid 2>/dev/null || true
+		pgh_psql -d postgres -c "DROP DATABASE $sc_db" >/dev/null
+	) >"$log" 2>&1 || rc=$?
+	cat "$log"
+	n=$(grep -c '^ok ' "$log" || true)
+	record "scrape" $rc "$n" "$(grep -c '^not ok ' "$log" || true)"
+}
