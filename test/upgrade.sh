@@ -183,7 +183,10 @@ SQL
 
 # What must not change across a step: the user's objects, grants, the rows
 # of every config table and the config sequences' positions.  Rows about the
-# extension's own tables (a step may attach a machine to one) do not count.
+# extension's own tables (a step may attach a machine to one) do not count,
+# nor do the columns a step appends to a config table (named here, each
+# added with NULL or a default: fsm_log.forced, fsm_due.next_try and
+# stock_holds.next_try in 0.4.0).
 kept_state() {
 	sql "$1" -v app="$app" <<'SQL'
 SELECT 'view ' || view || ' ' || has_table_privilege(:'app', view, 'SELECT') FROM public.upg_views ORDER BY 1;
@@ -194,7 +197,8 @@ SELECT 'config ' || c.oid::regclass || ' ' ||
        CASE WHEN c.relkind = 'S' THEN (xpath('/row/l/text()',
                  query_to_xml(format('SELECT last_value AS l FROM %s', c.oid::regclass), false, true, '')))[1]::text
             ELSE (xpath('/row/m/text()', query_to_xml(
-                 format('SELECT md5(coalesce(string_agg(t::text, '','' ORDER BY t::text), '''')) AS m FROM %s t'
+                 format('SELECT md5(coalesce(string_agg((to_jsonb(t) - ARRAY[''forced'', ''next_try''])::text, '',''
+                         ORDER BY (to_jsonb(t) - ARRAY[''forced'', ''next_try''])::text), '''')) AS m FROM %s t'
                         ' WHERE coalesce(to_jsonb(t)->>''relid'', '''') NOT LIKE ''harden.%%''',
                         c.oid::regclass), false, true, '')))[1]::text END
   FROM pg_extension e, unnest(e.extconfig) u(cfg) JOIN pg_class c ON c.oid = u.cfg
