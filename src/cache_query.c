@@ -904,7 +904,7 @@ compute(QueryCall *q, bool *published)
 	QueryRun	run = {0};
 	HardenRedact redact;
 	Jsonb	   *result;
-	bool		stored = false;
+	bool		stored;
 
 	harden_count(HC_CACHE_QUERIES, 1);
 	/* Invalidations processed from here on may concern this result. */
@@ -925,8 +925,7 @@ compute(QueryCall *q, bool *published)
 	harden_redact_end(&redact);
 
 	result = DatumGetJsonbP(rows_to_jsonb());
-	if (run.current)
-		stored = publish(q, result, &run.deps, run.epoch, run.temp);
+	stored = run.current && publish(q, result, &run.deps, run.epoch, run.temp);
 	if (published)
 		*published = stored;
 
