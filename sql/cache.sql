@@ -154,7 +154,9 @@ SELECT harden.cache_set('k', repeat('x', 1025)::text);
 RESET harden.cache_max_entry_size;
 
 -- A secret cannot be public; a failed overwrite names the writer only of a
--- public entry (one the caller could read anyway).
+-- public entry (one the caller could read anyway).  A key holding an entry
+-- the caller may not read behaves as a free one: the caller's set goes to
+-- its own shadow of the key (no existence oracle).
 SELECT harden.cache_set('k', 's'::text, secure => true, public => true);
 CREATE ROLE pgh_cache_a;
 CREATE ROLE pgh_cache_b;

@@ -16,7 +16,8 @@ SELECT hits, misses,
          '$.metrics.harden_cache_queries_total.samples[*] ? (@.labels.database == $db).value',
          jsonb_build_object('db', current_database())) AS queries
   FROM harden.cache_stats;
--- Unwatched, the table is a TTL-only dependency; the second call is a hit.
+-- The table is a dependency whose writes are tracked (no watch needed); the
+-- second call is a hit.
 SELECT harden.cache_query('cq:list', 'SELECT id, name, price FROM cq_products ORDER BY id') -> 0 AS first;
 SELECT key, type, owner, deps, unwatched, hits FROM harden.cache_entries WHERE key = 'cq:list';
 SELECT hits, misses FROM harden.cache_stats;
@@ -27,10 +28,10 @@ SELECT harden.cache_query('cq:none', 'SELECT * FROM cq_products WHERE false');
 SELECT harden.cache_query('cq:types', $$SELECT 1 AS i, NULL::text AS n, ARRAY[1,2] AS a,
                                               ROW(1, 'x') AS r, true AS b, 'q"t' AS s$$);
 
--- Writes to an unwatched table do not invalidate (TTL only) ...
+-- A committed write invalidates, watched or not ...
 UPDATE cq_products SET price = 99 WHERE id = 1;
 SELECT harden.cache_query('cq:list', 'SELECT id, name, price FROM cq_products ORDER BY id') -> 0 AS still_cached;
--- ... watching it makes results computed before stale at once.
+-- ... and watching it makes results computed before stale at once.
 SELECT harden.cache_watch('cq_products');
 SELECT harden.cache_watch('cq_products') AS again;
 SELECT tgname, tgtype FROM pg_trigger WHERE tgrelid = 'cq_products'::regclass AND NOT tgisinternal;
@@ -57,12 +58,13 @@ SELECT hits AS hits_before FROM harden.cache_stats \gset
 SELECT harden.cache_query('cq:list', 'SELECT id, name, price FROM cq_products ORDER BY id') -> 0 AS after_noop;
 SELECT hits - :hits_before AS new_hits FROM harden.cache_stats;
 
--- Dependencies come from the plan: joins, subqueries and views.
+-- Dependencies come from the plan: joins, subqueries and views (the view
+-- itself too: privileges on it decide).
 CREATE VIEW cq_in_stock AS
   SELECT p.id, p.name FROM cq_products p JOIN cq_stock s ON s.product_id = p.id WHERE s.qty > 0;
 SELECT harden.cache_query('cq:instock', 'SELECT * FROM cq_in_stock ORDER BY id');
 SELECT deps::text[] AS deps, unwatched FROM harden.cache_entries WHERE key = 'cq:instock';
--- A write to the unwatched table leaves it; watching it, then a write, does not.
+-- A write to the other table invalidates too; watching it moves it again.
 UPDATE cq_stock SET qty = 5 WHERE product_id = 2;
 SELECT harden.cache_query('cq:instock', 'SELECT * FROM cq_in_stock ORDER BY id') AS cached;
 SELECT harden.cache_watch('cq_stock');
@@ -148,7 +150,7 @@ SELECT jsonb_array_length(harden.cache_query('cq:big', 'SELECT g, repeat(''x'', 
 SELECT count(*) AS cached FROM harden.cache_entries WHERE key = 'cq:big';
 RESET harden.cache_max_entry_size;
 
--- cache_unwatch: results that relied on the watch go stale; new ones are TTL-only.
+-- cache_unwatch: results computed before go stale; writes are still tracked.
 SELECT harden.cache_query('cq:list', 'SELECT id FROM cq_products ORDER BY id') IS NOT NULL AS stored;
 SELECT harden.cache_unwatch('cq_products');
 SELECT harden.cache_unwatch('cq_products') AS again;
@@ -276,11 +278,23 @@ INSERT INTO cq_stock VALUES (1, 1);
 DROP TRIGGER cq_row ON cq_stock;
 \set VERBOSITY terse
 
--- Two-phase commit cannot move generations at COMMIT PREPARED.
+-- Two-phase commit: a prepared transaction's writes count at COMMIT
+-- PREPARED, which makes every result of the database stale.
+SELECT harden.cache_query('cq:2pc', 'SELECT sum(qty) AS q FROM cq_stock') AS before;
 BEGIN;
-UPDATE cq_stock SET qty = qty;
+UPDATE cq_stock SET qty = qty + 1;
 PREPARE TRANSACTION 'cq_2pc';
-SELECT count(*) AS prepared FROM pg_prepared_xacts WHERE gid = 'cq_2pc';
+SELECT harden.cache_query('cq:2pc', 'SELECT sum(qty) AS q FROM cq_stock') AS not_yet;
+COMMIT PREPARED 'cq_2pc';
+SELECT harden.cache_query('cq:2pc', 'SELECT sum(qty) AS q FROM cq_stock') AS committed;
+-- Role changes cannot be prepared: COMMIT PREPARED could not invalidate
+-- what depends on them in other databases.
+CREATE ROLE cq_2pc_role;
+BEGIN;
+GRANT cq_2pc_role TO CURRENT_USER;
+PREPARE TRANSACTION 'cq_2pc_roles';
+SELECT count(*) AS prepared FROM pg_prepared_xacts WHERE gid = 'cq_2pc_roles';
+DROP ROLE cq_2pc_role;
 
 SELECT harden.cache_unwatch('cq_stock');
 DROP VIEW cq_in_stock;

@@ -1414,3 +1414,83 @@ SELECT s.database, s.pid, s.state, s.started_at, s.last_run, s.runs, s.transitio
        i.item_errors, i.last_item_error, i.last_item_error_at, i.items_in_backoff
   FROM harden.worker_status_rows() s
   LEFT JOIN harden.worker_item_rows() i ON i.database = s.database;
+
+-- ---------------------------------------------------------------------------
+-- cache: leases (a miss hands out a token; a set with it stores only if
+-- nothing invalidated the key or its tags since)
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION harden.cache_lease(key text, OUT value jsonb, OUT lease bigint) RETURNS record
+    AS 'MODULE_PATHNAME', 'harden_cache_lease'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION harden.cache_lease_text(key text, OUT value text, OUT lease bigint) RETURNS record
+    AS 'MODULE_PATHNAME', 'harden_cache_lease_text'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION harden.cache_lease_bytea(key text, OUT value bytea, OUT lease bigint) RETURNS record
+    AS 'MODULE_PATHNAME', 'harden_cache_lease_bytea'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_lease(text) IS 'the jsonb value cached under a key, or on a miss a lease token for cache_set_leased';
+COMMENT ON FUNCTION harden.cache_lease_text(text) IS 'the text value cached under a key, or on a miss a lease token for cache_set_leased';
+COMMENT ON FUNCTION harden.cache_lease_bytea(text) IS 'the bytea value cached under a key, or on a miss a lease token for cache_set_leased';
+
+CREATE FUNCTION harden.cache_set_leased(key text, value jsonb, lease bigint, ttl interval DEFAULT NULL,
+                                        tags text[] DEFAULT '{}', secure boolean DEFAULT false,
+                                        public boolean DEFAULT false) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_cache_set_leased_jsonb'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION harden.cache_set_leased(key text, value text, lease bigint, ttl interval DEFAULT NULL,
+                                        tags text[] DEFAULT '{}', secure boolean DEFAULT false,
+                                        public boolean DEFAULT false) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_cache_set_leased_text'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION harden.cache_set_leased(key text, value bytea, lease bigint, ttl interval DEFAULT NULL,
+                                        tags text[] DEFAULT '{}', secure boolean DEFAULT false,
+                                        public boolean DEFAULT false) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_cache_set_leased_bytea'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_set_leased(text, jsonb, bigint, interval, text[], boolean, boolean) IS 'store a jsonb value with a lease: false if the lease expired or the key or its tags were invalidated since';
+COMMENT ON FUNCTION harden.cache_set_leased(text, text, bigint, interval, text[], boolean, boolean) IS 'store a text value with a lease: false if the lease expired or the key or its tags were invalidated since';
+COMMENT ON FUNCTION harden.cache_set_leased(text, bytea, bigint, interval, text[], boolean, boolean) IS 'store a bytea value with a lease: false if the lease expired or the key or its tags were invalidated since';
+
+-- ---------------------------------------------------------------------------
+-- cache: array forms of cache_delete and cache_invalidate_tag
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION harden.cache_delete(keys text[]) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'harden_cache_delete_many'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_delete(text[]) IS 'delete the entries under several keys; returns how many existed';
+CREATE FUNCTION harden.cache_invalidate_tag(tags text[]) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'harden_cache_invalidate_tags'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_invalidate_tag(text[]) IS 'delete the entries carrying any of several tags, among those the caller may modify';
+
+-- ---------------------------------------------------------------------------
+-- cache tracking: writes invalidate without a watch; watching by a column
+-- ---------------------------------------------------------------------------
+
+COMMENT ON FUNCTION harden.cache_query(text, text, interval) IS 'the rows of a read-only query as a jsonb array, cached per role until a committed write to a relation it reads (or a change to its privileges) or the end of its TTL';
+COMMENT ON FUNCTION harden.cache_watch(regclass) IS 'also invalidate on writes the server''s hooks do not see (logical replication apply, with the trigger ENABLE ALWAYS)';
+COMMENT ON FUNCTION harden.cache_unwatch(regclass) IS 'remove cache_watch()''s triggers; writes through this server still invalidate';
+
+CREATE FUNCTION harden.cache_watch_by_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'harden_cache_watch_by_trigger'
+    LANGUAGE C;
+COMMENT ON FUNCTION harden.cache_watch_by_trigger() IS 'row trigger installed by cache_watch(table, by): moves the generations of the old and new value of the column at commit';
+
+CREATE FUNCTION harden.cache_watch("table" regclass, "by" name) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_cache_watch'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_watch(regclass, name) IS 'per-value dependencies: a cache_query() result whose WHERE pins the column to a value is invalidated only by writes of that value';
+
+-- ---------------------------------------------------------------------------
+-- cache tracking: untyped parameters (node-postgres, psycopg)
+-- ---------------------------------------------------------------------------
+
+-- Chosen by the parser when every parameter is untyped (a literal, or a
+-- client's parameter of unknown type): the query decides their types.
+CREATE FUNCTION harden.cache_query(key text, sql text, ttl interval, VARIADIC params text[])
+    RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'harden_cache_query_untyped'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_query(text, text, interval, text[]) IS 'the same, with untyped parameters: each gets the type the query gives it';

@@ -15,8 +15,10 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/int.h"
+#include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -39,6 +41,7 @@
 static int	cache_max_entry_size = 1024 * 1024;
 static int	cache_default_ttl_s = 0;
 static int	cache_secure_max_ttl_s = 3600;
+static int	cache_lease_ttl_ms = 10000;
 
 typedef struct CachePolicy
 {
@@ -73,6 +76,13 @@ cache_sql_define_gucs(bool preloading)
 							&cache_default_ttl_s,
 							0, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("harden.cache_lease_ttl",
+							"How long a lease from harden.cache_lease() is held before another session may take it over.",
+							NULL,
+							&cache_lease_ttl_ms,
+							10000, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("harden.cache_secure_max_ttl",
 							"Longest TTL of a secure cache entry.",
@@ -391,16 +401,24 @@ may_read(Oid owner, uint8 flags)
 
 /* ---- set / get / delete ---- */
 
-static void
-cache_set_common(FunctionCallInfo fcinfo, CacheValueType type)
+/*
+ * cache_set(key, value, ttl, tags, secure, public), or with lease_arg >= 0
+ * cache_set_leased(key, value, lease, ttl, ...): the arguments after the
+ * lease move one on.  Returns whether the entry was stored (or queued).
+ */
+static bool
+cache_set_common(FunctionCallInfo fcinfo, CacheValueType type, int lease_arg)
 {
 	CacheItem	item = {0};
 	struct varlena *value;
 	const CachePolicy *policy;
 	int64		ttl = TTL_NONE;
 	bool		secure;
+	int			a = lease_arg >= 0 ? 3 : 2;	/* the TTL's position */
+	int64		token = 0;
+	bool		stored;
 
-	harden_require_shmem("harden.cache_set()");
+	harden_require_shmem(lease_arg >= 0 ? "harden.cache_set_leased()" : "harden.cache_set()");
 	item.key = arg_key(fcinfo, 0, &item.keylen, false);
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -412,11 +430,20 @@ cache_set_common(FunctionCallInfo fcinfo, CacheValueType type)
 	item.value = VARDATA_ANY(value);
 	item.valuelen = VARSIZE_ANY_EXHDR(value);
 	check_value_size(item.key, item.keylen, item.valuelen);
-	if (!PG_ARGISNULL(2))
-		ttl = interval_us(PG_GETARG_INTERVAL_P(2), "TTL");
-	arg_tags(fcinfo, 3, &item);
-	secure = !PG_ARGISNULL(4) && PG_GETARG_BOOL(4);
-	if (!PG_ARGISNULL(5) && PG_GETARG_BOOL(5))
+	if (lease_arg >= 0)
+	{
+		if (PG_ARGISNULL(lease_arg))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("cache lease must not be NULL"),
+					 errhint("Use harden.cache_set() to store without a lease.")));
+		token = PG_GETARG_INT64(lease_arg);
+	}
+	if (!PG_ARGISNULL(a))
+		ttl = interval_us(PG_GETARG_INTERVAL_P(a), "TTL");
+	arg_tags(fcinfo, a + 1, &item);
+	secure = !PG_ARGISNULL(a + 2) && PG_GETARG_BOOL(a + 2);
+	if (!PG_ARGISNULL(a + 3) && PG_GETARG_BOOL(a + 3))
 		item.flags |= CACHE_FLAG_PUBLIC;
 
 	policy = policy_for(item.key, item.keylen);
@@ -433,7 +460,18 @@ cache_set_common(FunctionCallInfo fcinfo, CacheValueType type)
 		item.flags |= CACHE_FLAG_SECURE;
 	item.expires_at = entry_expiry(ttl, policy, secure);
 	item.owner = GetUserId();
-	cache_xact_write(CACHE_PENDING_SET, item.key, item.keylen, item.owner, &item);
+	if (lease_arg < 0)
+		return cache_xact_write(CACHE_PENDING_SET, item.key, item.keylen, item.owner, &item) > 0;
+
+	/* An expired, ended or made-up lease stores nothing. */
+	item.leased = true;
+	if (!cache_flight_lease_live(token, item.key, item.keylen, CACHE_LEASE_FINGERPRINT,
+								 &item.lease_since))
+		return false;
+	stored = cache_xact_write(CACHE_PENDING_SET, item.key, item.keylen, item.owner, &item) > 0;
+	cache_flight_end_lease(token, item.key, item.keylen, CACHE_LEASE_FINGERPRINT,
+						   stored ? CACHE_FLIGHT_PUBLISHED : CACHE_FLIGHT_UNPUBLISHED);
+	return stored;
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_set_jsonb);
@@ -443,22 +481,49 @@ PG_FUNCTION_INFO_V1(harden_cache_set_bytea);
 Datum
 harden_cache_set_jsonb(PG_FUNCTION_ARGS)
 {
-	cache_set_common(fcinfo, CACHE_JSONB);
+	cache_set_common(fcinfo, CACHE_JSONB, -1);
 	PG_RETURN_VOID();
 }
 
 Datum
 harden_cache_set_text(PG_FUNCTION_ARGS)
 {
-	cache_set_common(fcinfo, CACHE_TEXT);
+	cache_set_common(fcinfo, CACHE_TEXT, -1);
 	PG_RETURN_VOID();
 }
 
 Datum
 harden_cache_set_bytea(PG_FUNCTION_ARGS)
 {
-	cache_set_common(fcinfo, CACHE_BYTEA);
+	cache_set_common(fcinfo, CACHE_BYTEA, -1);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_set_leased_jsonb);
+PG_FUNCTION_INFO_V1(harden_cache_set_leased_text);
+PG_FUNCTION_INFO_V1(harden_cache_set_leased_bytea);
+
+/*
+ * cache_set_leased(key, value, lease, ttl, tags, secure, public): store only
+ * if the lease is live and nothing invalidated the key or its tags since it
+ * was issued; returns whether it stored.  Ends the lease either way.
+ */
+Datum
+harden_cache_set_leased_jsonb(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(cache_set_common(fcinfo, CACHE_JSONB, 2));
+}
+
+Datum
+harden_cache_set_leased_text(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(cache_set_common(fcinfo, CACHE_TEXT, 2));
+}
+
+Datum
+harden_cache_set_leased_bytea(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(cache_set_common(fcinfo, CACHE_BYTEA, 2));
 }
 
 static const char *
@@ -499,6 +564,46 @@ visible_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
 }
 
 /*
+ * An untyped literal or parameter passed to cache_set() resolves to its
+ * text overload before pg_harden sees it, so a client that sends JSON as
+ * an untyped parameter stores text.  The jsonb getters read such an entry:
+ * a text entry that is valid JSON is returned as that jsonb value.  Any
+ * other text entry read as jsonb is PH102.  Returns the value with its
+ * varlena header set, or NULL when it is of another type.
+ */
+static struct varlena *
+value_as(CacheHit *hit, CacheValueType want)
+{
+	if (hit->type == want)
+	{
+		SET_VARSIZE(hit->value, hit->valuelen + VARHDRSZ);
+		return (struct varlena *) hit->value;
+	}
+	if (want == CACHE_JSONB && hit->type == CACHE_TEXT)
+	{
+		char	   *json = pnstrdup(hit->value + VARHDRSZ, hit->valuelen);
+		JsonLexContext *lex = makeJsonLexContextCstringLen(json, strlen(json),
+														   GetDatabaseEncoding(), true);
+
+		/* Validated first: jsonb_in would raise an error on bad input. */
+		if (strlen(json) == hit->valuelen && pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS)
+			return (struct varlena *) DatumGetPointer(DirectFunctionCall1(jsonb_in,
+																		  CStringGetDatum(json)));
+	}
+	return NULL;
+}
+
+static void
+report_wrong_type(const char *key, int keylen, CacheValueType have, CacheValueType want)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_HARDEN_CACHE_WRONG_TYPE),
+			 errmsg("cache entry \"%.*s\" holds %s, not %s", keylen, key,
+					type_name(have), type_name(want)),
+			 errhint("Read it with %s.", getter_for(have))));
+}
+
+/*
  * Read an entry the caller may see; NULL on a miss.  Entries of roles the
  * caller lacks the privileges of are misses, so their existence and type
  * are not revealed.
@@ -509,6 +614,7 @@ cache_get_common(FunctionCallInfo fcinfo, CacheValueType want)
 	CacheHit	hit;
 	const char *key;
 	int			keylen;
+	struct varlena *value;
 
 	harden_require_shmem("harden.cache_get()");
 	key = arg_key(fcinfo, 0, &keylen, false);
@@ -517,15 +623,11 @@ cache_get_common(FunctionCallInfo fcinfo, CacheValueType want)
 		harden_count(HC_CACHE_MISSES, 1);
 		return NULL;
 	}
-	if (hit.type != want)
-		ereport(ERROR,
-				(errcode(ERRCODE_HARDEN_CACHE_WRONG_TYPE),
-				 errmsg("cache entry \"%.*s\" holds %s, not %s", keylen, key,
-						type_name(hit.type), type_name(want)),
-				 errhint("Read it with %s.", getter_for(hit.type))));
+	value = value_as(&hit, want);
+	if (value == NULL)
+		report_wrong_type(key, keylen, hit.type, want);
 	harden_count(HC_CACHE_HITS, 1);
-	SET_VARSIZE(hit.value, hit.valuelen + VARHDRSZ);
-	return (struct varlena *) hit.value;
+	return value;
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_get);
@@ -551,6 +653,103 @@ Datum
 harden_cache_get_bytea(PG_FUNCTION_ARGS)
 {
 	RETURN_VARLENA_OR_NULL(cache_get_common(fcinfo, CACHE_BYTEA));
+}
+
+/* ---- leases ---- */
+
+/* harden.cache_wait_timeout, in milliseconds (cache_query.c defines it). */
+static int
+wait_timeout_ms(void)
+{
+	const char *v = GetConfigOption("harden.cache_wait_timeout", true, false);
+	int			ms = 5000;
+
+	if (v != NULL)
+		(void) parse_int(v, &ms, GUC_UNIT_MS, NULL);
+	return ms;
+}
+
+/*
+ * cache_lease(key) -> (value, lease): a hit returns the value and no lease;
+ * a miss returns a lease token for cache_set_leased().  While another
+ * session holds the key's lease, wait for it (at most
+ * harden.cache_wait_timeout) and return what it stored; if it stored
+ * nothing or the wait times out, return neither: retry.  The same session
+ * asking again gets its lease again.
+ */
+static Datum
+lease_common(FunctionCallInfo fcinfo, CacheValueType want)
+{
+	const char *key;
+	int			keylen;
+	TupleDesc	desc;
+	Datum		values[2] = {0};
+	bool		nulls[2] = {true, true};
+	TimestampTz deadline;
+
+	harden_require_shmem("harden.cache_lease()");
+	key = arg_key(fcinfo, 0, &keylen, false);
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_timeout_ms());
+	for (;;)
+	{
+		CacheHit	hit;
+		CacheFlightTicket t = {-1, 0};
+		TimestampTz expires;
+		uint64		since;
+		CacheFlight f;
+
+		if (visible_lookup(key, keylen, &hit, true))
+		{
+			struct varlena *value = value_as(&hit, want);
+
+			if (value == NULL)
+				report_wrong_type(key, keylen, hit.type, want);
+			harden_count(HC_CACHE_HITS, 1);
+			values[0] = PointerGetDatum(value);
+			nulls[0] = false;
+			break;
+		}
+		expires = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), cache_lease_ttl_ms);
+		since = cache_store_lease_begin(expires);
+		f = cache_flight_begin_lease(key, keylen, CACHE_LEASE_FINGERPRINT, expires, since, &t);
+		if (f == CACHE_FLIGHT_LEAD || (f == CACHE_FLIGHT_NONE && t.slot >= 0))
+		{
+			harden_count(HC_CACHE_MISSES, 1);
+			values[1] = Int64GetDatum(cache_flight_token(&t));
+			nulls[1] = false;
+			break;
+		}
+		if (f == CACHE_FLIGHT_NONE || GetCurrentTimestamp() >= deadline)
+			break;				/* no room for a lease, or waited long enough */
+		if (cache_flight_wait(&t, deadline) == CACHE_FLIGHT_TIMED_OUT)
+			break;
+		harden_count(HC_CACHE_COALESCED, 1);
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_lease);
+PG_FUNCTION_INFO_V1(harden_cache_lease_text);
+PG_FUNCTION_INFO_V1(harden_cache_lease_bytea);
+
+Datum
+harden_cache_lease(PG_FUNCTION_ARGS)
+{
+	return lease_common(fcinfo, CACHE_JSONB);
+}
+
+Datum
+harden_cache_lease_text(PG_FUNCTION_ARGS)
+{
+	return lease_common(fcinfo, CACHE_TEXT);
+}
+
+Datum
+harden_cache_lease_bytea(PG_FUNCTION_ARGS)
+{
+	return lease_common(fcinfo, CACHE_BYTEA);
 }
 
 /* Metadata of an entry the caller may see. */
@@ -620,6 +819,71 @@ harden_cache_delete(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(delete_query_result(key, keylen) || plain);
 }
 
+/*
+ * The elements of a text[] argument of keys or tags, each checked before
+ * any is used, so a bad one changes nothing.
+ */
+static text **
+arg_names(FunctionCallInfo fcinfo, int argno, bool tags, int *n)
+{
+	const char *what = tags ? "tag" : "key";
+	int			code = tags ? ERRCODE_HARDEN_CACHE_INVALID_TAG : ERRCODE_HARDEN_CACHE_INVALID_KEY;
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	text	  **names;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg("cache %ss must not be NULL", what)));
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg("cache %ss must be a one-dimensional array", what)));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, n);
+	names = palloc(sizeof(text *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(code),
+					 errmsg("cache %ss must not contain NULL", what),
+					 errdetail("Element %d is NULL.", i + 1)));
+		names[i] = DatumGetTextPP(elems[i]);
+		check_name(what, code, VARDATA_ANY(names[i]), VARSIZE_ANY_EXHDR(names[i]), false);
+	}
+	return names;
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_delete_many);
+
+/*
+ * cache_delete(keys text[]): delete each key as cache_delete(key) does;
+ * returns how many of them had an entry (in this session's view).
+ */
+Datum
+harden_cache_delete_many(PG_FUNCTION_ARGS)
+{
+	int			n;
+	text	  **keys;
+	int64		deleted = 0;
+
+	harden_require_shmem("harden.cache_delete()");
+	keys = arg_names(fcinfo, 0, false, &n);
+	for (int i = 0; i < n; i++)
+	{
+		const char *key = VARDATA_ANY(keys[i]);
+		int			keylen = VARSIZE_ANY_EXHDR(keys[i]);
+		bool		plain = cache_xact_write(CACHE_PENDING_DELETE, key, keylen, GetUserId(), NULL) > 0;
+
+		if (delete_query_result(key, keylen) || plain)
+			deleted++;
+	}
+	PG_RETURN_INT64(deleted);
+}
+
 /* ---- invalidation ---- */
 
 PG_FUNCTION_INFO_V1(harden_cache_invalidate);
@@ -656,6 +920,29 @@ harden_cache_invalidate_tag(PG_FUNCTION_ARGS)
 	check_name("tag", ERRCODE_HARDEN_CACHE_INVALID_TAG, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), false);
 	PG_RETURN_INT64(cache_xact_write(CACHE_PENDING_TAG, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
 									 GetUserId(), NULL));
+}
+
+PG_FUNCTION_INFO_V1(harden_cache_invalidate_tags);
+
+/*
+ * cache_invalidate_tag(tags text[]): each tag as cache_invalidate_tag(tag)
+ * does; returns the sum of what each removed (inside a transaction block:
+ * of the committed entries each matches, so an entry with two of the tags
+ * counts twice).
+ */
+Datum
+harden_cache_invalidate_tags(PG_FUNCTION_ARGS)
+{
+	int			n;
+	text	  **tags;
+	int64		removed = 0;
+
+	harden_require_shmem("harden.cache_invalidate_tag()");
+	tags = arg_names(fcinfo, 0, true, &n);
+	for (int i = 0; i < n; i++)
+		removed += cache_xact_write(CACHE_PENDING_TAG, VARDATA_ANY(tags[i]),
+									VARSIZE_ANY_EXHDR(tags[i]), GetUserId(), NULL);
+	PG_RETURN_INT64(removed);
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_flush);
@@ -773,7 +1060,10 @@ tags_array(const CacheEntryInfo *e)
 	return PointerGetDatum(construct_array(elems, e->ntags, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-/* A query result's dependencies, or only its unwatched ones. */
+/*
+ * The relations a query result depends on, or only those whose writes are
+ * not tracked (TTL-capped).
+ */
 static Datum
 deps_array(const CacheEntryInfo *e, bool unwatched_only)
 {
@@ -781,7 +1071,7 @@ deps_array(const CacheEntryInfo *e, bool unwatched_only)
 	int			n = 0;
 
 	for (int i = 0; i < e->ndeps; i++)
-		if (!unwatched_only || !e->deps[i].watched)
+		if (e->deps[i].shown && (!unwatched_only || !e->deps[i].watched))
 			elems[n++] = ObjectIdGetDatum(e->deps[i].relid);
 	return PointerGetDatum(construct_array(elems, n, REGCLASSOID, sizeof(Oid), true, TYPALIGN_INT));
 }

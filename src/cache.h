@@ -7,14 +7,16 @@
  *	  transaction	cache_xact.c	pending writes, publish at commit
  *	  apply			cache_apply.c	role checks, glob/tag matching, one operation
  *	  store			cache_store.c	DSA + dshash, eviction, expiry
- *	  generations	cache_watch.c	per-relation write generations
+ *	  generations	cache_watch.c	write generations (relations, values, catalog objects)
  *
  *	  Key formats and flags live here.
  */
 #ifndef PG_HARDEN_CACHE_H
 #define PG_HARDEN_CACHE_H
 
+#include "common/hashfn.h"
 #include "datatype/timestamp.h"
+#include "access/attnum.h"
 #include "fmgr.h"
 
 #define CACHE_MAX_KEY_LEN	250
@@ -40,24 +42,51 @@ typedef enum CacheValueType
 #define CACHE_QUERY_PREFIX_LEN	9
 #define CACHE_MAX_STORED_KEY_LEN	(CACHE_MAX_KEY_LEN + CACHE_QUERY_PREFIX_LEN)
 
+/*
+ * A role's shadow of a key (see cache_apply.c): CACHE_SHADOW_MARK, the
+ * role's oid, the key.  Same length as a query result's prefix.
+ */
+#define CACHE_SHADOW_MARK	'\x02'
+
 /* Whether a stored key carries a per-role prefix (mark byte + role oid). */
 static inline bool
 cache_key_is_prefixed(const char *key, int keylen)
 {
-	return keylen > CACHE_QUERY_PREFIX_LEN && key[0] == CACHE_QUERY_MARK;
+	return keylen > CACHE_QUERY_PREFIX_LEN &&
+		(key[0] == CACHE_QUERY_MARK || key[0] == CACHE_SHADOW_MARK);
 }
 
-/* The stored key of a role's cache_query() result under a user key (palloc'd). */
+static inline bool
+cache_key_is_shadow(const char *key, int keylen)
+{
+	return keylen > CACHE_QUERY_PREFIX_LEN && key[0] == CACHE_SHADOW_MARK;
+}
+
+/* A user key with a role's prefix in front (palloc'd). */
 static inline char *
-cache_query_key(const char *key, int keylen, Oid role, int *len)
+cache_prefixed_key(char mark, const char *key, int keylen, Oid role, int *len)
 {
 	char	   *k = palloc(CACHE_QUERY_PREFIX_LEN + keylen + 1);
 
-	snprintf(k, CACHE_QUERY_PREFIX_LEN + 1, "%c%08x", CACHE_QUERY_MARK, role);
+	snprintf(k, CACHE_QUERY_PREFIX_LEN + 1, "%c%08x", mark, role);
 	memcpy(k + CACHE_QUERY_PREFIX_LEN, key, keylen);
 	k[CACHE_QUERY_PREFIX_LEN + keylen] = '\0';
 	*len = CACHE_QUERY_PREFIX_LEN + keylen;
 	return k;
+}
+
+/* The stored key of a role's cache_query() result under a user key. */
+static inline char *
+cache_query_key(const char *key, int keylen, Oid role, int *len)
+{
+	return cache_prefixed_key(CACHE_QUERY_MARK, key, keylen, role, len);
+}
+
+/* The stored key of a role's shadow of a user key. */
+static inline char *
+cache_shadow_key(const char *key, int keylen, Oid role, int *len)
+{
+	return cache_prefixed_key(CACHE_SHADOW_MARK, key, keylen, role, len);
 }
 
 /* The key a user gave, without the per-role prefix of a stored key. */
@@ -73,12 +102,26 @@ cache_user_key(const char *key, int keylen, int *userlen)
 	return key;
 }
 
-/* A relation a cached result was computed from, and its generation then. */
+/* What a generation a cached result depends on is of (cache_watch.c). */
+typedef enum CacheDepKind
+{
+	CACHE_DEP_REL = 1,			/* any write to a relation; its invalidations */
+	CACHE_DEP_REL_UNKNOWN = 2,	/* a write whose column values are unknown */
+	CACHE_DEP_VALUE = 3,		/* a write of one value of a watched column */
+	CACHE_DEP_CATALOG = 4,		/* a syscache object (role, function, schema) */
+	CACHE_DEP_DATABASE = 5		/* every result of a database */
+} CacheDepKind;
+
+/* A generation a cached result was computed from, and its value then. */
 typedef struct CacheDep
 {
-	Oid			relid;
-	uint32		watched;		/* had the watch trigger when computed */
+	uint64		key;			/* cache_gen_key() */
 	uint64		generation;
+	Oid			relid;			/* the relation, for relation kinds; else 0 */
+	uint32		slot;			/* where the generation was read */
+	uint8		kind;			/* CacheDepKind */
+	uint8		watched;		/* writes to it are seen (else TTL-capped) */
+	uint8		shown;			/* listed in cache_entries.deps */
 } CacheDep;
 
 /* What a cache_query() entry carries besides its value. */
@@ -108,6 +151,8 @@ typedef struct CacheItem
 	Oid			owner;
 	uint8		flags;
 	CacheQueryMeta query;		/* CACHE_FLAG_QUERY only */
+	bool		leased;			/* set with a lease: stored only if nothing */
+	uint64		lease_since;	/* ... invalidated it since this log position */
 } CacheItem;
 
 /* What a lookup returns; value is a palloc'd copy. */
@@ -180,19 +225,98 @@ typedef enum CachePendingKind
 	CACHE_PENDING_FLUSH_SECURE
 } CachePendingKind;
 
+/* Glob match: '*' any run of bytes, '?' one byte; iterative backtracking. */
+static inline bool
+cache_glob_match(const char *p, int plen, const char *s, int slen)
+{
+	int			pi = 0,
+				si = 0,
+				star = -1,
+				mark = 0;
+
+	while (si < slen)
+	{
+		if (pi < plen && (p[pi] == '?' || p[pi] == s[si]))
+		{
+			pi++;
+			si++;
+		}
+		else if (pi < plen && p[pi] == '*')
+		{
+			star = pi++;
+			mark = si;
+		}
+		else if (star >= 0)
+		{
+			pi = star + 1;
+			si = ++mark;
+		}
+		else
+			return false;
+	}
+	while (pi < plen && p[pi] == '*')
+		pi++;
+	return pi == plen;
+}
+
+/*
+ * An invalidation marker: what a transaction that wrote data invalidates,
+ * registered before the entries are deleted and kept until every snapshot
+ * sees that transaction (cache_store.c).  A set checks the markers that
+ * match its entry.
+ */
+typedef enum CacheMarkKind
+{
+	CACHE_MARK_KEY,				/* hash: of the user key */
+	CACHE_MARK_TAG,				/* hash: of the tag */
+	CACHE_MARK_PATTERN,			/* text: the glob, over user keys */
+	CACHE_MARK_FLUSH,
+	CACHE_MARK_FLUSH_SECURE
+} CacheMarkKind;
+
+typedef struct CacheMark
+{
+	CacheMarkKind kind;
+	uint64		hash;
+	const char *text;			/* CACHE_MARK_PATTERN */
+	int			len;
+} CacheMark;
+
+static inline uint64
+cache_mark_hash(const char *s, int len)
+{
+	return hash_bytes_extended((const unsigned char *) s, len, 0x5eed);
+}
+
+/* Whether a marker's transaction is one the setter's snapshot did not see. */
+typedef bool (*cache_unseen_fn) (TransactionId xid, void *arg);
+
 /* cache_query.c */
 extern void cache_query_define_gucs(bool preloading);
 
-/* cache_watch.c: per-relation write generations */
+/* cache_watch.c: write generations (the bottom layer) */
 extern void cache_watch_define_gucs(bool preloading);
 extern Size cache_watch_shmem_size(void);
 extern void cache_watch_shmem_startup(void);
-extern uint64 cache_gen_current(Oid dboid, Oid relid);
+extern uint64 cache_gen_key(Oid dboid, CacheDepKind kind, uint32 a, uint64 b);
+extern bool cache_gen_read(CacheDep *deps, int n);
+extern void cache_gen_bump(uint64 key);
+extern void cache_gen_bump_rel(Oid dboid, Oid relid, bool values_known);
+extern void cache_gen_bump_value(Oid dboid, Oid relid, uint64 valuehash);
+extern void cache_gen_bump_database(Oid dboid);
 extern uint64 cache_gen_epoch(void);
-extern bool cache_gen_ensure(Oid relid);
-extern bool cache_rel_is_watched(Oid relid);
+extern void cache_gen_computing(bool on);
 extern bool cache_deps_current(Oid dboid, const CacheQueryMeta *meta);
-extern bool cache_watch_wrote_in_xact(void);
+
+/* cache_track.c: writes seen by hooks and triggers, moved after commit */
+extern bool cache_track_writes;
+extern void cache_track_define_gucs(bool preloading);
+extern void cache_track_hooks_install(void);
+extern bool cache_track_wrote_in_xact(void);
+extern bool cache_track_wrote(Oid relid);
+extern bool cache_track_watched(Oid relid);
+extern bool cache_track_by_column(Oid relid, AttrNumber *attnum);
+extern bool cache_value_hash(Oid type, Oid collation, Datum value, uint64 *hash);
 
 /* cache_flight.c: single-flight computation of a query */
 typedef enum CacheFlight
@@ -223,6 +347,17 @@ extern CacheFlight cache_flight_begin(const char *key, int keylen, uint64 finger
 									  CacheFlightTicket *t);
 extern CacheFlightOutcome cache_flight_wait(const CacheFlightTicket *t, TimestampTz deadline);
 extern void cache_flight_end(const CacheFlightTicket *t, CacheFlightOutcome outcome);
+extern CacheFlight cache_flight_begin_lease(const char *key, int keylen, uint64 fingerprint,
+											TimestampTz expires_at, uint64 since,
+											CacheFlightTicket *t);
+extern int64 cache_flight_token(const CacheFlightTicket *t);
+extern bool cache_flight_lease_live(int64 token, const char *key, int keylen,
+									uint64 fingerprint, uint64 *since);
+extern void cache_flight_end_lease(int64 token, const char *key, int keylen,
+								   uint64 fingerprint, CacheFlightOutcome outcome);
+
+/* The fingerprint of a lease's registration (query fingerprints are hashes). */
+#define CACHE_LEASE_FINGERPRINT	UINT64CONST(0x1ea5e1ea5e1ea5e1)
 
 /* cache.c (SQL-callable functions; cache_query.c uses these helpers) */
 extern void cache_sql_define_gucs(bool preloading);
@@ -246,12 +381,11 @@ extern bool cache_role_may_read(Oid role, Oid owner, uint8 flags);
 extern bool cache_role_may_modify(Oid role, Oid owner);
 extern void cache_check_may_modify(Oid role, const char *key, int keylen, Oid owner,
 								   uint8 flags);
-extern bool cache_glob_match(const char *p, int plen, const char *s, int slen);
 extern bool cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen);
-extern bool cache_apply_peek(const char *key, int keylen, CacheHit *meta, bool with_tags);
-extern bool cache_apply_lookup(const char *key, int keylen, Oid role, CacheHit *hit,
-							   bool want_value);
-extern void cache_apply_set(const CacheItem *item);
+extern bool cache_apply_visible(const char *key, int keylen, Oid role, CacheHit *hit,
+								bool want_value, bool with_tags);
+extern bool cache_apply_set(const CacheItem *item, cache_unseen_fn unseen, void *arg);
+extern bool cache_apply_lease_valid(const CacheItem *item);
 extern bool cache_apply_delete(const char *key, int keylen, Oid role);
 extern int64 cache_apply_invalidate(const char *pattern, int len, Oid role);
 extern int64 cache_apply_count_invalidate(const char *pattern, int len, Oid role);
@@ -277,5 +411,17 @@ extern uint64 cache_store_scan(cache_scan_fn fn, void *arg, bool exclusive,
 							   CacheRemoval why);
 extern uint64 cache_store_sweep(bool force);
 extern void cache_store_totals(uint64 *entries, uint64 *bytes_used);
+extern bool cache_store_has_shadows(void);
+
+/* Called for each member of a tag, under the tag index's lock: must not block or fail. */
+typedef void (*cache_tag_member_fn) (const char *key, int keylen, Oid owner, void *arg);
+extern bool cache_store_tag_members(const char *tag, int len, cache_tag_member_fn fn, void *arg);
+extern bool cache_store_delete_tagged(const char *key, int keylen, Oid expected_owner,
+									  const char *tag, int taglen);
+extern void cache_store_mark(const CacheMark *marks, int nmarks, TransactionId xid);
+extern uint64 cache_store_lease_begin(TimestampTz expires_at);
+extern void cache_store_inval_log(const CacheMark *m);
+extern bool cache_store_invalidated_since(uint64 since, const CacheItem *item);
+extern bool cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg);
 
 #endif							/* PG_HARDEN_CACHE_H */

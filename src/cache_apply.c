@@ -72,40 +72,6 @@ report_contention(const char *key, int keylen)
 
 /* ---- matching ---- */
 
-/* Glob match: '*' any run of bytes, '?' one byte; iterative backtracking. */
-bool
-cache_glob_match(const char *p, int plen, const char *s, int slen)
-{
-	int			pi = 0,
-				si = 0,
-				star = -1,
-				mark = 0;
-
-	while (si < slen)
-	{
-		if (pi < plen && (p[pi] == '?' || p[pi] == s[si]))
-		{
-			pi++;
-			si++;
-		}
-		else if (pi < plen && p[pi] == '*')
-		{
-			star = pi++;
-			mark = si;
-		}
-		else if (star >= 0)
-		{
-			pi = star + 1;
-			si = ++mark;
-		}
-		else
-			return false;
-	}
-	while (pi < plen && p[pi] == '*')
-		pi++;
-	return pi == plen;
-}
-
 /* Whether ntags NUL-separated tags include tag. */
 bool
 cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen)
@@ -121,35 +87,142 @@ cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen)
 	return false;
 }
 
-/* ---- lookups ---- */
-
 /*
- * The live entry under a stored key, whoever may read it: the basis of
- * write privilege checks and of the transaction layer's view.
+ * ---- shadows ----
+ *
+ * A role learns nothing about keys it may not read.  When a key holds an
+ * entry the acting role may not read, the role's writes to that key go to
+ * its shadow of the key instead (a stored key of its own: a mark byte and
+ * its oid in front), and its reads of the key find the shadow.  To the
+ * role, the key behaves exactly like a free one.  Shadows are looked for
+ * only while some exist (the store counts them), so reads pay nothing
+ * otherwise.  Query result keys and shadows are per role already.
  */
-bool
-cache_apply_peek(const char *key, int keylen, CacheHit *meta, bool with_tags)
+
+static inline bool
+shadows_possible(const char *key, int keylen)
 {
-	return with_tags ? cache_store_peek_tags(key, keylen, meta) :
-		cache_store_peek(key, keylen, meta);
+	return !cache_key_is_prefixed(key, keylen) && cache_store_has_shadows();
 }
 
-/* The entry under a key that role may read; its value copied when want_value. */
-bool
-cache_apply_lookup(const char *key, int keylen, Oid role, CacheHit *hit, bool want_value)
+static inline bool
+store_read(const char *key, int keylen, CacheHit *hit, bool want_value, bool with_tags)
 {
-	bool		found = want_value ? cache_store_get(key, keylen, hit) :
+	if (want_value)
+		return cache_store_get(key, keylen, hit);
+	return with_tags ? cache_store_peek_tags(key, keylen, hit) :
 		cache_store_peek(key, keylen, hit);
+}
 
-	return found && cache_role_may_read(role, hit->owner, hit->flags);
+/*
+ * The live entry role sees under a key: the stored one if role may read
+ * it, else role's shadow of it.  want_value copies the value (and counts a
+ * hit), with_tags the tags.
+ */
+bool
+cache_apply_visible(const char *key, int keylen, Oid role, CacheHit *hit,
+					bool want_value, bool with_tags)
+{
+	char	   *skey;
+	int			slen;
+
+	if (store_read(key, keylen, hit, want_value, with_tags) &&
+		cache_role_may_read(role, hit->owner, hit->flags))
+		return true;
+	if (!shadows_possible(key, keylen))
+		return false;
+	skey = cache_shadow_key(key, keylen, role, &slen);
+	return store_read(skey, slen, hit, want_value, with_tags);
 }
 
 /* ---- writes ---- */
 
-/* Store an entry now, as item->owner. */
-void
-cache_apply_set(const CacheItem *item)
+/* Log an invalidation for live leases (cache_store_inval_log), before it deletes. */
+static void
+log_inval(CacheMarkKind kind, const char *s, int len)
 {
+	CacheMark	m = {0};
+
+	m.kind = kind;
+	if (kind == CACHE_MARK_KEY)
+	{
+		int			userlen;
+		const char *userkey = cache_user_key(s, len, &userlen);
+
+		m.hash = cache_mark_hash(userkey, userlen);
+	}
+	else if (kind == CACHE_MARK_TAG)
+		m.hash = cache_mark_hash(s, len);
+	else if (kind == CACHE_MARK_PATTERN)
+	{
+		m.text = s;
+		m.len = len;
+	}
+	cache_store_inval_log(&m);
+}
+
+/*
+ * After a set: if an invalidation marker matches the entry and belongs to a
+ * transaction the setter did not see (unseen), the value may have been
+ * read before that transaction's writes: remove it again.
+ */
+static void
+recheck_markers(const CacheItem *stored, cache_unseen_fn unseen, void *arg)
+{
+	if (unseen != NULL && cache_store_marked(stored, unseen, arg))
+		cache_store_delete(stored->key, stored->keylen, stored->owner, CACHE_REMOVED_INVALIDATE);
+}
+
+/* A leased set: whether nothing invalidated its entry since the lease. */
+bool
+cache_apply_lease_valid(const CacheItem *item)
+{
+	return !item->leased || !cache_store_invalidated_since(item->lease_since, item);
+}
+
+/* After a leased set: undo it if an invalidation was logged in between. */
+static bool
+recheck_lease(const CacheItem *stored)
+{
+	if (cache_apply_lease_valid(stored))
+		return true;
+	cache_store_delete(stored->key, stored->keylen, stored->owner, CACHE_REMOVED_INVALIDATE);
+	return false;
+}
+
+/*
+ * Store item under role's shadow of its key; false on a concurrent change
+ * (try again), else *stored says whether the entry stayed.
+ */
+static bool
+put_shadow(const CacheItem *item, cache_unseen_fn unseen, void *arg, bool *stored)
+{
+	CacheItem	shadow = *item;
+	CacheHit	meta;
+
+	shadow.key = cache_shadow_key(item->key, item->keylen, item->owner, &shadow.keylen);
+	if (!cache_store_put(&shadow, cache_store_peek(shadow.key, shadow.keylen, &meta) ?
+						 meta.owner : InvalidOid))
+		return false;
+	recheck_markers(&shadow, unseen, arg);
+	*stored = recheck_lease(&shadow);
+	return true;
+}
+
+/*
+ * Store an entry now, as item->owner; then, with unseen, undo it if a
+ * concurrent invalidation it did not see matches it (see recheck_markers).
+ * A leased set stores only if nothing invalidated the entry since its lease
+ * was issued; returns whether the entry was stored.
+ */
+bool
+cache_apply_set(const CacheItem *item, cache_unseen_fn unseen, void *arg)
+{
+	bool		prefixed = cache_key_is_prefixed(item->key, item->keylen);
+
+	if (!cache_apply_lease_valid(item))
+		return false;
+
 	for (int attempt = 0; attempt < 8; attempt++)
 	{
 		CacheHit	meta;
@@ -157,34 +230,65 @@ cache_apply_set(const CacheItem *item)
 
 		if (cache_store_peek(item->key, item->keylen, &meta))
 		{
+			if (!prefixed && !cache_role_may_read(item->owner, meta.owner, meta.flags))
+			{
+				bool		stored;
+
+				if (!put_shadow(item, unseen, arg, &stored))
+					continue;
+				harden_count(HC_CACHE_SETS, 1);
+				return stored;
+			}
 			cache_check_may_modify(item->owner, item->key, item->keylen, meta.owner, meta.flags);
 			expected = meta.owner;
 		}
 		if (cache_store_put(item, expected))
 		{
+			/* A shadow of the key the role may have is superseded. */
+			if (shadows_possible(item->key, item->keylen))
+			{
+				int			slen;
+				char	   *skey = cache_shadow_key(item->key, item->keylen, item->owner, &slen);
+
+				cache_store_delete(skey, slen, item->owner, CACHE_REMOVED_DELETE);
+			}
+			recheck_markers(item, unseen, arg);
 			harden_count(HC_CACHE_SETS, 1);
-			return;
+			return recheck_lease(item);
 		}
 	}
 	report_contention(item->key, item->keylen);
+	return false;
 }
 
-/* Delete one entry now, as role; true if it existed. */
+/*
+ * Delete the entry role sees under a key now; true if it existed.  An entry
+ * role may not read is, to it, not there: its shadow is what it deletes.
+ */
 bool
 cache_apply_delete(const char *key, int keylen, Oid role)
 {
+	log_inval(CACHE_MARK_KEY, key, keylen);
 	for (int attempt = 0; attempt < 8; attempt++)
 	{
 		CacheHit	meta;
 
-		if (!cache_store_peek(key, keylen, &meta))
-			return false;
-		/* An entry the caller cannot even read is, to it, not there. */
-		if (!cache_role_may_read(role, meta.owner, meta.flags))
-			return false;
-		cache_check_may_modify(role, key, keylen, meta.owner, meta.flags);
-		if (cache_store_delete(key, keylen, meta.owner, CACHE_REMOVED_DELETE))
-			return true;
+		if (cache_store_peek(key, keylen, &meta) &&
+			cache_role_may_read(role, meta.owner, meta.flags))
+		{
+			cache_check_may_modify(role, key, keylen, meta.owner, meta.flags);
+			if (cache_store_delete(key, keylen, meta.owner, CACHE_REMOVED_DELETE))
+				return true;
+			continue;
+		}
+		if (shadows_possible(key, keylen))
+		{
+			int			slen;
+			char	   *skey = cache_shadow_key(key, keylen, role, &slen);
+
+			return cache_store_delete(skey, slen, role, CACHE_REMOVED_DELETE);
+		}
+		return false;
 	}
 	report_contention(key, keylen);
 	return false;
@@ -244,6 +348,7 @@ cache_apply_invalidate(const char *pattern, int len, Oid role)
 {
 	PatternArg	pa = {pattern, len};
 
+	log_inval(CACHE_MARK_PATTERN, pattern, len);
 	return (int64) cache_store_scan(match_pattern, &pa, true, CACHE_REMOVED_INVALIDATE);
 }
 
@@ -259,29 +364,42 @@ typedef struct TagArg
 {
 	const char *tag;
 	int			len;
-	List	   *found;			/* CacheEntryInfo copies: key and owner */
+	List	   *found;			/* CacheEntryInfo copies: stored key and owner */
 } TagArg;
+
+static void
+add_found(TagArg *ta, const char *key, int keylen, Oid owner)
+{
+	CacheEntryInfo *copy = palloc0(sizeof(CacheEntryInfo));
+
+	copy->key = pnstrdup(key, keylen);
+	copy->keylen = keylen;
+	copy->owner = owner;
+	ta->found = lappend(ta->found, copy);
+}
+
+/* Under the tag index's lock: a copy, nothing else. */
+static void
+collect_member(const char *key, int keylen, Oid owner, void *arg)
+{
+	add_found((TagArg *) arg, key, keylen, owner);
+}
 
 static CacheScanAction
 collect_tagged(const CacheEntryInfo *e, void *arg)
 {
 	TagArg	   *ta = arg;
-	CacheEntryInfo *copy;
 
-	if (!cache_tags_contain(e->tags, e->ntags, ta->tag, ta->len))
-		return CACHE_SCAN_KEEP;
-	copy = palloc(sizeof(CacheEntryInfo));
-	*copy = *e;
-	copy->key = pnstrdup(e->stored_key, e->stored_keylen);
-	copy->keylen = e->stored_keylen;
-	copy->tags = NULL;
-	ta->found = lappend(ta->found, copy);
+	if (cache_tags_contain(e->tags, e->ntags, ta->tag, ta->len))
+		add_found(ta, e->stored_key, e->stored_keylen, e->owner);
 	return CACHE_SCAN_KEEP;
 }
 
 /*
- * The tagged entries role may modify, collected under the store's locks;
- * privileges are checked outside them.  delete: remove them too.
+ * The tagged entries role may modify: found through the tag index (a scan
+ * of the whole cache only while it is incomplete), under the store's locks;
+ * privileges are checked outside them.  delete: remove them too, each only
+ * if it still carries the tag.
  */
 static int64
 tag_pass(const char *tag, int len, Oid role, bool delete)
@@ -290,15 +408,15 @@ tag_pass(const char *tag, int len, Oid role, bool delete)
 	ListCell   *lc;
 	int64		n = 0;
 
-	cache_store_scan(collect_tagged, &ta, false, CACHE_REMOVED_INVALIDATE);
+	if (!cache_store_tag_members(tag, len, collect_member, &ta))
+		cache_store_scan(collect_tagged, &ta, false, CACHE_REMOVED_INVALIDATE);
 	foreach(lc, ta.found)
 	{
 		CacheEntryInfo *e = lfirst(lc);
 
 		if (!cache_role_may_modify(role, e->owner))
 			continue;
-		if (!delete ||
-			cache_store_delete(e->key, e->keylen, e->owner, CACHE_REMOVED_INVALIDATE))
+		if (!delete || cache_store_delete_tagged(e->key, e->keylen, e->owner, tag, len))
 			n++;
 	}
 	return n;
@@ -308,6 +426,7 @@ tag_pass(const char *tag, int len, Oid role, bool delete)
 int64
 cache_apply_invalidate_tag(const char *tag, int len, Oid role)
 {
+	log_inval(CACHE_MARK_TAG, tag, len);
 	return tag_pass(tag, len, role, true);
 }
 
@@ -333,6 +452,7 @@ match_secure(const CacheEntryInfo *e, void *arg)
 int64
 cache_apply_flush(bool secure_only, Oid role)
 {
+	log_inval(secure_only ? CACHE_MARK_FLUSH_SECURE : CACHE_MARK_FLUSH, NULL, 0);
 	return (int64) cache_store_scan(secure_only ? match_secure : match_all, NULL, true,
 									CACHE_REMOVED_INVALIDATE);
 }

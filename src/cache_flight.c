@@ -12,7 +12,13 @@
  * reinitialises shared memory.
  *
  * The table is scanned under one lock, but only on misses of
- * cache_query(): hits never touch it.
+ * cache_query() and on leases: hits never touch it.
+ *
+ * A lease (cache_lease()) is a registration with an expiry that outlives
+ * the statement: its holder computes outside the database and presents the
+ * lease's token with the value, possibly from another backend (through a
+ * pooler).  It ends when the value is set, when it expires (the next
+ * registration of the key takes it over), or when its backend exits.
  */
 #include "postgres.h"
 
@@ -36,6 +42,8 @@ typedef struct FlightSlot
 	uint64		fingerprint;
 	uint64		seq;			/* moves on every claim and release */
 	CacheFlightOutcome outcome;	/* of the computation that ended at seq */
+	TimestampTz expires_at;		/* leases only (0: none) */
+	uint64		since;			/* leases: cache_store_inval_seq() when issued */
 	ConditionVariable cv;
 	char		key[CACHE_MAX_STORED_KEY_LEN];
 } FlightSlot;
@@ -47,8 +55,8 @@ typedef struct FlightShared
 	FlightSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } FlightShared;
 
-/* A cache_query() may run another one: a few nested flights per backend. */
-#define MAX_OWNED	8
+/* Nested cache_query() flights, and the leases a backend holds. */
+#define MAX_OWNED	64
 
 static FlightShared *flight_shared = NULL;
 static CacheFlightTicket owned[MAX_OWNED];
@@ -82,7 +90,37 @@ cache_flight_shmem_startup(void)
 	{
 		flight_shared->slots[i].used = false;
 		flight_shared->slots[i].seq = 0;
+		flight_shared->slots[i].expires_at = 0;
 		ConditionVariableInit(&flight_shared->slots[i].cv);
+	}
+}
+
+/* A lease whose expiry passed is over, whoever holds it. */
+static inline bool
+slot_live(const FlightSlot *s, TimestampTz now)
+{
+	return s->used && (s->expires_at == 0 || s->expires_at > now);
+}
+
+/* End a registration under the lock; the caller broadcasts. */
+static void
+slot_end(FlightSlot *s, CacheFlightOutcome outcome)
+{
+	s->used = false;
+	s->outcome = outcome;
+	s->seq++;
+}
+
+/* Forget owned registrations that were ended by someone else. */
+static void
+prune_owned(void)
+{
+	for (int i = nowned - 1; i >= 0; i--)
+	{
+		FlightSlot *s = &flight_shared->slots[owned[i].slot];
+
+		if (!s->used || s->seq != owned[i].seq)
+			owned[i] = owned[--nowned];
 	}
 }
 
@@ -100,8 +138,21 @@ release_owned_at_exit(int code, Datum arg)
 CacheFlight
 cache_flight_begin(const char *key, int keylen, uint64 fingerprint, CacheFlightTicket *t)
 {
+	return cache_flight_begin_lease(key, keylen, fingerprint, 0, 0, t);
+}
+
+/*
+ * The same with an expiry (0: none) and, for a lease, the invalidation
+ * sequence number it was issued at.  An expired registration of the key is
+ * ended (failed) and taken over.
+ */
+CacheFlight
+cache_flight_begin_lease(const char *key, int keylen, uint64 fingerprint,
+						 TimestampTz expires_at, uint64 since, CacheFlightTicket *t)
+{
 	int			free_slot = -1;
 	FlightSlot *s;
+	TimestampTz now = expires_at != 0 ? GetCurrentTimestamp() : 0;
 
 	if (flight_shared == NULL)
 		return CACHE_FLIGHT_NONE;
@@ -112,11 +163,22 @@ cache_flight_begin(const char *key, int keylen, uint64 fingerprint, CacheFlightT
 		exit_callback_registered = true;
 	}
 	LWLockAcquire(flight_shared->lock, LW_EXCLUSIVE);
+	if (nowned >= MAX_OWNED)
+		prune_owned();
 	for (int i = 0; i < flight_shared->nslots; i++)
 	{
 		s = &flight_shared->slots[i];
 		if (!s->used)
 		{
+			if (free_slot < 0)
+				free_slot = i;
+			continue;
+		}
+		if (s->expires_at != 0 && !slot_live(s, now ? now : (now = GetCurrentTimestamp())))
+		{
+			/* An abandoned lease: over, for its waiters too. */
+			slot_end(s, CACHE_FLIGHT_FAILED);
+			ConditionVariableBroadcast(&s->cv);
 			if (free_slot < 0)
 				free_slot = i;
 			continue;
@@ -141,6 +203,8 @@ cache_flight_begin(const char *key, int keylen, uint64 fingerprint, CacheFlightT
 	s->keylen = (uint16) keylen;
 	s->fingerprint = fingerprint;
 	memcpy(s->key, key, keylen);
+	s->expires_at = expires_at;
+	s->since = since;
 	s->seq++;
 	t->slot = free_slot;
 	t->seq = s->seq;
@@ -161,7 +225,8 @@ still_computing(const CacheFlightTicket *t, CacheFlightOutcome *outcome)
 	bool		running;
 
 	LWLockAcquire(flight_shared->lock, LW_SHARED);
-	running = s->used && s->seq == t->seq;
+	running = s->used && s->seq == t->seq &&
+		(s->expires_at == 0 || slot_live(s, GetCurrentTimestamp()));
 	if (!running)
 		*outcome = (s->seq == t->seq + 1) ? s->outcome : CACHE_FLIGHT_FAILED;
 	LWLockRelease(flight_shared->lock);
@@ -205,11 +270,7 @@ cache_flight_end(const CacheFlightTicket *t, CacheFlightOutcome outcome)
 	LWLockAcquire(flight_shared->lock, LW_EXCLUSIVE);
 	ours = s->used && s->pid == MyProcPid && s->seq == t->seq;
 	if (ours)
-	{
-		s->used = false;
-		s->outcome = outcome;
-		s->seq++;
-	}
+		slot_end(s, outcome);
 	LWLockRelease(flight_shared->lock);
 
 	for (int i = 0; i < nowned; i++)
@@ -221,5 +282,74 @@ cache_flight_end(const CacheFlightTicket *t, CacheFlightOutcome outcome)
 		}
 	}
 	if (ours)
+		ConditionVariableBroadcast(&s->cv);
+}
+
+/*
+ * A lease's token: its slot and the slot's sequence number, positive in a
+ * bigint.  It identifies the lease from any backend.
+ */
+int64
+cache_flight_token(const CacheFlightTicket *t)
+{
+	return ((int64) t->slot << 40) | (int64) (t->seq & ((UINT64CONST(1) << 40) - 1));
+}
+
+static inline bool
+lease_matches(const FlightSlot *s, int64 token, const char *key, int keylen,
+			  uint64 fingerprint)
+{
+	return slot_live(s, GetCurrentTimestamp()) && s->expires_at != 0 &&
+		(int64) (s->seq & ((UINT64CONST(1) << 40) - 1)) == (token & ((INT64CONST(1) << 40) - 1)) &&
+		s->dboid == MyDatabaseId && s->fingerprint == fingerprint &&
+		s->keylen == keylen && memcmp(s->key, key, keylen) == 0;
+}
+
+static FlightSlot *
+token_slot(int64 token)
+{
+	if (flight_shared == NULL || token <= 0 || (token >> 40) >= flight_shared->nslots)
+		return NULL;
+	return &flight_shared->slots[token >> 40];
+}
+
+/*
+ * Whether the lease behind token is live and for key (not expired, ended,
+ * of another key, or made up); *since gets the invalidation sequence
+ * number it was issued at.
+ */
+bool
+cache_flight_lease_live(int64 token, const char *key, int keylen, uint64 fingerprint,
+						uint64 *since)
+{
+	FlightSlot *s = token_slot(token);
+	bool		live;
+
+	if (s == NULL)
+		return false;
+	LWLockAcquire(flight_shared->lock, LW_SHARED);
+	live = lease_matches(s, token, key, keylen, fingerprint);
+	if (live)
+		*since = s->since;
+	LWLockRelease(flight_shared->lock);
+	return live;
+}
+
+/* End the lease behind token, if still live, saying how; its waiters wake. */
+void
+cache_flight_end_lease(int64 token, const char *key, int keylen, uint64 fingerprint,
+					   CacheFlightOutcome outcome)
+{
+	FlightSlot *s = token_slot(token);
+	bool		live;
+
+	if (s == NULL)
+		return;
+	LWLockAcquire(flight_shared->lock, LW_EXCLUSIVE);
+	live = lease_matches(s, token, key, keylen, fingerprint);
+	if (live)
+		slot_end(s, outcome);
+	LWLockRelease(flight_shared->lock);
+	if (live)
 		ConditionVariableBroadcast(&s->cv);
 }

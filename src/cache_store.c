@@ -22,6 +22,7 @@
 #include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/dsa.h"
 #include "utils/guc.h"
@@ -58,11 +59,14 @@ typedef struct CacheEntry
 	uint8		usage;			/* CLOCK usage count */
 	uint8		ntags;
 	uint16		ndeps;			/* CACHE_FLAG_QUERY: dependencies in the blob */
+	uint16		nodes_off;		/* tagged entries: their TagNodes in the blob */
+	bool		unindexed;		/* its tags could not all be indexed */
 } CacheEntry;
 
 /*
- * Tags follow the key in the blob.  A cache_query() result then has, at the
- * next MAXALIGNed offset, a BlobQueryHead and its dependencies.  The value
+ * Tags follow the key in the blob.  A tagged entry then has, at the next
+ * MAXALIGNed offset, one TagNode per tag (its place in the tag index); a
+ * cache_query() result a BlobQueryHead and its dependencies.  The value
  * starts MAXALIGNed after all that.
  */
 typedef struct BlobQueryHead
@@ -75,6 +79,51 @@ typedef struct BlobQueryHead
 #define BLOB_META_OFF(keylen, tagslen)	MAXALIGN((keylen) + (tagslen))
 #define BLOB_META_SIZE(ndeps)	(sizeof(BlobQueryHead) + (ndeps) * sizeof(CacheDep))
 
+/*
+ * ---- the tag index ----
+ *
+ * Each (database, tag hash) has a head in one of TAG_STRIPES striped
+ * open-addressing tables, each under its own lock, and a doubly linked list
+ * of the entries carrying the tag.  The list nodes live in the entries'
+ * blobs, so indexing allocates only heads.  Lock order: an entry's dshash
+ * partition lock, then a stripe lock.  An entry is linked while its
+ * partition lock is held and unlinked (under the same lock) before its blob
+ * is freed, so a walker holding the stripe lock may read the blobs of the
+ * list.  When a head cannot be allocated, the entry stays unindexed and
+ * counted; while any is, invalidation by tag scans the whole cache.
+ */
+#define TAG_STRIPES		64
+
+typedef struct TagNode
+{
+	dsa_pointer prev;			/* TagNodes; InvalidDsaPointer at the ends */
+	dsa_pointer next;
+	dsa_pointer blob;			/* the entry's blob: its key first */
+	uint64		taghash;
+	TimestampTz expires_at;		/* the entry's */
+	Oid			owner;
+	uint16		keylen;
+	uint8		tagno;			/* which of the entry's tags */
+	bool		linked;
+} TagNode;
+
+typedef struct TagHead
+{
+	uint64		taghash;
+	Oid			dboid;
+	bool		used;
+	uint32		nmembers;
+	dsa_pointer first;
+} TagHead;
+
+typedef struct TagStripe
+{
+	LWLock		lock;
+	dsa_pointer table;			/* TagHead[capacity], or invalid */
+	uint32		capacity;		/* a power of two */
+	uint32		count;
+} TagStripe;
+
 #define USAGE_MAX		5
 #define USAGE_INITIAL	1
 
@@ -85,6 +134,21 @@ typedef struct BlobQueryHead
 #define ENTRY_ALLOC_SIZE	(MAXALIGN(sizeof(CacheEntry)) + MAXALIGN(sizeof(dsa_pointer) + sizeof(uint32)) \
 							 + 2 * sizeof(dsa_pointer))
 
+/* Invalidation markers: a fixed table, see cache_store_mark(). */
+#define CACHE_MARKERS	1024
+/* Invalidations logged for leases: a ring, see cache_store_inval_log(). */
+#define CACHE_INVAL_LOG	1024
+
+typedef struct MarkerSlot
+{
+	TransactionId xid;			/* InvalidTransactionId: free */
+	Oid			dboid;
+	uint8		kind;
+	uint16		len;
+	uint64		hash;
+	char		text[CACHE_MAX_KEY_LEN];	/* CACHE_MARK_PATTERN */
+} MarkerSlot;
+
 typedef struct CacheShared
 {
 	int			tranche_id;
@@ -93,9 +157,21 @@ typedef struct CacheShared
 	Size		area_size;
 	uint64		max_entries;	/* the table is presized for this many */
 	pg_atomic_uint64 entries;
+	pg_atomic_uint64 shadows;	/* entries under a role's shadow key */
 	pg_atomic_uint64 bytes_used;	/* entries + blobs, as requested */
 	pg_atomic_uint32 hand;		/* CLOCK hand: first partition of a pass */
 	pg_atomic_uint64 last_sweep;	/* TimestampTz of the last expiry sweep */
+	LWLock		marker_lock;
+	pg_atomic_uint32 markers_used;	/* slots in use, plus one while overflowed */
+	TransactionId overflow_xid; /* latest transaction that found no free slot */
+	MarkerSlot	markers[CACHE_MARKERS];
+	LWLock		inval_lock;
+	pg_atomic_uint64 inval_seq; /* invalidations logged so far */
+	pg_atomic_uint64 lease_until;	/* TimestampTz: the latest expiry of a lease */
+	uint64		inval_seqs[CACHE_INVAL_LOG];
+	MarkerSlot	inval_log[CACHE_INVAL_LOG];
+	pg_atomic_uint64 tags_unindexed;	/* entries whose tags are not indexed */
+	TagStripe	tag_stripes[TAG_STRIPES];
 	/* the DSA area follows, MAXALIGNed */
 } CacheShared;
 
@@ -231,9 +307,26 @@ cache_shmem_startup(void)
 	cache_shared->area_size = cache_memory_limit();
 	cache_shared->max_entries = max_entries_setting();
 	pg_atomic_init_u64(&cache_shared->entries, 0);
+	pg_atomic_init_u64(&cache_shared->shadows, 0);
 	pg_atomic_init_u64(&cache_shared->bytes_used, 0);
 	pg_atomic_init_u32(&cache_shared->hand, 0);
 	pg_atomic_init_u64(&cache_shared->last_sweep, 0);
+	LWLockInitialize(&cache_shared->marker_lock, cache_shared->tranche_id);
+	pg_atomic_init_u32(&cache_shared->markers_used, 0);
+	cache_shared->overflow_xid = InvalidTransactionId;
+	memset(cache_shared->markers, 0, sizeof(cache_shared->markers));
+	LWLockInitialize(&cache_shared->inval_lock, cache_shared->tranche_id);
+	pg_atomic_init_u64(&cache_shared->inval_seq, 0);
+	pg_atomic_init_u64(&cache_shared->lease_until, 0);
+	memset(cache_shared->inval_seqs, 0, sizeof(cache_shared->inval_seqs));
+	pg_atomic_init_u64(&cache_shared->tags_unindexed, 0);
+	for (int i = 0; i < TAG_STRIPES; i++)
+	{
+		LWLockInitialize(&cache_shared->tag_stripes[i].lock, cache_shared->tranche_id);
+		cache_shared->tag_stripes[i].table = InvalidDsaPointer;
+		cache_shared->tag_stripes[i].capacity = 0;
+		cache_shared->tag_stripes[i].count = 0;
+	}
 
 	area = dsa_create_in_place(CACHE_AREA(cache_shared), cache_shared->area_size,
 							   cache_shared->tranche_id, NULL);
@@ -379,6 +472,250 @@ entry_stale(CacheEntry *e)
 	return !cache_deps_current(e->key.dboid, &m);
 }
 
+static inline TagStripe *
+tag_stripe(Oid dboid, uint64 taghash)
+{
+	return &cache_shared->tag_stripes[(taghash ^ murmurhash32(dboid)) % TAG_STRIPES];
+}
+
+static inline TagNode *
+node_at(dsa_pointer dp)
+{
+	return (TagNode *) dsa_get_address(cache_area, dp);
+}
+
+/* The head of (dboid, taghash) in its stripe, or NULL; stripe lock held. */
+static TagHead *
+head_find(TagStripe *st, Oid dboid, uint64 taghash)
+{
+	TagHead    *table;
+	uint32		mask;
+
+	if (st->capacity == 0)
+		return NULL;
+	table = dsa_get_address(cache_area, st->table);
+	mask = st->capacity - 1;
+	for (uint32 i = (uint32) taghash & mask;; i = (i + 1) & mask)
+	{
+		TagHead    *h = &table[i];
+
+		if (!h->used)
+			return NULL;
+		if (h->taghash == taghash && h->dboid == dboid)
+			return h;
+	}
+}
+
+/* Insert into a table known to have room and not to hold the key. */
+static TagHead *
+head_place(TagHead *table, uint32 capacity, Oid dboid, uint64 taghash)
+{
+	uint32		mask = capacity - 1;
+	uint32		i = (uint32) taghash & mask;
+
+	while (table[i].used)
+		i = (i + 1) & mask;
+	table[i].used = true;
+	table[i].taghash = taghash;
+	table[i].dboid = dboid;
+	table[i].nmembers = 0;
+	table[i].first = InvalidDsaPointer;
+	return &table[i];
+}
+
+/*
+ * Find or add the head; grow the table at 3/4 full.  NULL when no memory
+ * could be had without evicting (which cannot happen under these locks).
+ */
+static TagHead *
+head_get(TagStripe *st, Oid dboid, uint64 taghash)
+{
+	TagHead    *h = head_find(st, dboid, taghash);
+
+	if (h != NULL)
+		return h;
+	if ((st->count + 1) * 4 > st->capacity * 3)
+	{
+		uint32		newcap = Max(16, st->capacity * 2);
+		dsa_pointer dp = dsa_allocate_extended(cache_area, sizeof(TagHead) * newcap,
+											   DSA_ALLOC_NO_OOM | DSA_ALLOC_ZERO);
+		TagHead    *newtab;
+
+		if (!DsaPointerIsValid(dp))
+			return NULL;
+		newtab = dsa_get_address(cache_area, dp);
+		if (st->capacity > 0)
+		{
+			TagHead    *old = dsa_get_address(cache_area, st->table);
+
+			for (uint32 i = 0; i < st->capacity; i++)
+				if (old[i].used)
+					*head_place(newtab, newcap, old[i].dboid, old[i].taghash) = old[i];
+			dsa_free(cache_area, st->table);
+		}
+		st->table = dp;
+		st->capacity = newcap;
+	}
+	st->count++;
+	return head_place(dsa_get_address(cache_area, st->table), st->capacity, dboid, taghash);
+}
+
+/* Remove an empty head, shifting the entries of its run back. */
+static void
+head_remove(TagStripe *st, TagHead *h)
+{
+	TagHead    *table = dsa_get_address(cache_area, st->table);
+	uint32		mask = st->capacity - 1;
+	uint32		i = (uint32) (h - table);
+	uint32		j = i;
+
+	table[i].used = false;
+	for (;;)
+	{
+		uint32		home;
+
+		j = (j + 1) & mask;
+		if (!table[j].used)
+			break;
+		home = (uint32) table[j].taghash & mask;
+		/* Move j back to i unless its home lies cyclically in (i, j]. */
+		if ((i <= j) ? (home > i && home <= j) : (home > i || home <= j))
+			continue;
+		table[i] = table[j];
+		table[j].used = false;
+		i = j;
+	}
+	st->count--;
+}
+
+/* Link a new entry's tag nodes; its partition lock is held. */
+static void
+entry_index_tags(CacheEntry *e)
+{
+	char	   *blob = entry_blob(e);
+	const char *tag = blob + BLOB_TAGS_OFF(e->key.keylen);
+
+	for (int i = 0; i < e->ntags; i++)
+	{
+		int			len = strlen(tag);
+		dsa_pointer ndp = e->key.ptr.blob + e->nodes_off + i * sizeof(TagNode);
+		TagNode    *n = node_at(ndp);
+		TagStripe  *st;
+		TagHead    *h;
+
+		n->taghash = cache_mark_hash(tag, len);
+		n->blob = e->key.ptr.blob;
+		n->owner = e->owner;
+		n->expires_at = e->expires_at;
+		n->keylen = e->key.keylen;
+		n->tagno = (uint8) i;
+		n->linked = false;
+		n->prev = InvalidDsaPointer;
+		st = tag_stripe(e->key.dboid, n->taghash);
+		LWLockAcquire(&st->lock, LW_EXCLUSIVE);
+		h = head_get(st, e->key.dboid, n->taghash);
+		if (h != NULL)
+		{
+			n->next = h->first;
+			if (DsaPointerIsValid(h->first))
+				node_at(h->first)->prev = ndp;
+			h->first = ndp;
+			h->nmembers++;
+			n->linked = true;
+		}
+		LWLockRelease(&st->lock);
+		if (h == NULL && !e->unindexed)
+		{
+			e->unindexed = true;
+			pg_atomic_add_fetch_u64(&cache_shared->tags_unindexed, 1);
+		}
+		tag += len + 1;
+	}
+}
+
+/* Unlink an entry's tag nodes before its blob is freed; partition lock held. */
+static void
+entry_unindex_tags(CacheEntry *e)
+{
+	for (int i = 0; i < e->ntags; i++)
+	{
+		dsa_pointer ndp = e->key.ptr.blob + e->nodes_off + i * sizeof(TagNode);
+		TagNode    *n = node_at(ndp);
+		TagStripe  *st;
+		TagHead    *h;
+
+		if (!n->linked)
+			continue;
+		st = tag_stripe(e->key.dboid, n->taghash);
+		LWLockAcquire(&st->lock, LW_EXCLUSIVE);
+		h = head_find(st, e->key.dboid, n->taghash);
+		Assert(h != NULL);
+		if (DsaPointerIsValid(n->prev))
+			node_at(n->prev)->next = n->next;
+		else
+			h->first = n->next;
+		if (DsaPointerIsValid(n->next))
+			node_at(n->next)->prev = n->prev;
+		n->linked = false;
+		if (--h->nmembers == 0)
+			head_remove(st, h);
+		LWLockRelease(&st->lock);
+	}
+	if (e->unindexed)
+	{
+		e->unindexed = false;
+		pg_atomic_sub_fetch_u64(&cache_shared->tags_unindexed, 1);
+	}
+}
+
+/*
+ * The live entries of the current database carrying tag, through the index:
+ * fn gets each one's stored key and owner (copies are the caller's to
+ * make), with the stripe lock held, so it must not block or fail.  Returns
+ * false when the index is incomplete (some entry is unindexed): the caller
+ * scans instead.
+ */
+bool
+cache_store_tag_members(const char *tag, int len, cache_tag_member_fn fn, void *arg)
+{
+	uint64		taghash = cache_mark_hash(tag, len);
+	TagStripe  *st;
+	TagHead    *h;
+	TimestampTz now = GetCurrentTimestamp();
+
+	cache_attach();
+	if (pg_atomic_read_u64(&cache_shared->tags_unindexed) > 0)
+		return false;
+	st = tag_stripe(MyDatabaseId, taghash);
+	LWLockAcquire(&st->lock, LW_SHARED);
+	h = head_find(st, MyDatabaseId, taghash);
+	for (dsa_pointer dp = h ? h->first : InvalidDsaPointer; DsaPointerIsValid(dp);)
+	{
+		TagNode    *n = node_at(dp);
+		const char *blob = dsa_get_address(cache_area, n->blob);
+		const char *t = blob + BLOB_TAGS_OFF(n->keylen);
+
+		bool		first = true;
+
+		/*
+		 * The hash may collide: compare the tag itself.  An entry given the
+		 * same tag twice is reported for its first occurrence only.
+		 */
+		for (int i = 0; i < n->tagno; i++)
+		{
+			if ((int) strlen(t) == len && memcmp(t, tag, len) == 0)
+				first = false;
+			t += strlen(t) + 1;
+		}
+		if (first && (int) strlen(t) == len && memcmp(t, tag, len) == 0 &&
+			(n->expires_at == 0 || n->expires_at > now))
+			fn(blob, n->keylen, n->owner, arg);
+		dp = n->next;
+	}
+	LWLockRelease(&st->lock);
+	return true;
+}
+
 /* Free an entry's blob and account for it; the caller removes the entry. */
 static void
 entry_release(CacheEntry *e, CacheRemoval why)
@@ -399,6 +736,10 @@ entry_release(CacheEntry *e, CacheRemoval why)
 		case CACHE_REMOVED_DELETE:
 			break;
 	}
+	if (cache_key_is_shadow(entry_blob(e), e->key.keylen))
+		pg_atomic_sub_fetch_u64(&cache_shared->shadows, 1);
+	if (e->ntags > 0)
+		entry_unindex_tags(e);
 	dsa_free(cache_area, e->key.ptr.blob);
 	pg_atomic_sub_fetch_u64(&cache_shared->bytes_used, size);
 	pg_atomic_sub_fetch_u64(&cache_shared->entries, 1);
@@ -414,7 +755,9 @@ entry_info(CacheEntry *e, CacheEntryInfo *info)
 	info->stored_key = blob;
 	info->stored_keylen = e->key.keylen;
 	info->type = (CacheValueType) e->type;
-	info->bytes = e->value_off + e->valuelen;
+	/* Key, tags and value: not the tag index's nodes. */
+	info->bytes = e->value_off + e->valuelen -
+		(e->ntags > 0 ? MAXALIGN(e->ntags * sizeof(TagNode)) : 0);
 	info->expires_at = e->expires_at;
 	info->hits = pg_atomic_read_u32(&e->hits);
 	info->tags = blob + BLOB_TAGS_OFF(e->key.keylen);
@@ -646,7 +989,9 @@ cache_store_put(const CacheItem *item, Oid expected_owner)
 	CacheKey	k = lookup_key(item->key, item->keylen);
 	bool		query = (item->flags & CACHE_FLAG_QUERY) != 0;
 	Size		meta_size = query ? MAXALIGN(BLOB_META_SIZE(item->query.ndeps)) : 0;
-	Size		value_off = BLOB_META_OFF(item->keylen, item->tagslen) + meta_size;
+	Size		nodes_size = item->ntags > 0 ? MAXALIGN(item->ntags * sizeof(TagNode)) : 0;
+	Size		nodes_off = BLOB_META_OFF(item->keylen, item->tagslen);
+	Size		value_off = nodes_off + nodes_size + meta_size;
 	Size		blob_size = value_off + item->valuelen;
 	dsa_pointer blob;
 	char	   *p;
@@ -709,10 +1054,16 @@ cache_store_put(const CacheItem *item, Oid expected_owner)
 	e->usage = USAGE_INITIAL;
 	e->ntags = (uint8) item->ntags;
 	e->ndeps = query ? (uint16) item->query.ndeps : 0;
+	e->nodes_off = (uint16) nodes_off;
+	e->unindexed = false;
+	if (e->ntags > 0)
+		entry_index_tags(e);
 	dshash_release_lock(cache_hash, e);
 
 	pg_atomic_add_fetch_u64(&cache_shared->bytes_used, ENTRY_ALLOC_SIZE + blob_size);
 	pg_atomic_add_fetch_u64(&cache_shared->entries, 1);
+	if (cache_key_is_shadow(item->key, item->keylen))
+		pg_atomic_add_fetch_u64(&cache_shared->shadows, 1);
 	return true;
 }
 
@@ -741,6 +1092,43 @@ cache_store_delete(const char *key, int keylen, Oid expected_owner,
 	entry_release(e, live ? why : CACHE_REMOVED_EXPIRE);
 	dshash_delete_entry(cache_hash, e);
 	return live;
+}
+
+/*
+ * Delete an entry of the current database if it is live, owner is
+ * expected_owner and it still carries tag (it may have been replaced since
+ * it was found through the tag).  Returns whether it was deleted.
+ */
+bool
+cache_store_delete_tagged(const char *key, int keylen, Oid expected_owner,
+						  const char *tag, int taglen)
+{
+	CacheKey	k = lookup_key(key, keylen);
+	CacheEntry *e;
+	const char *t;
+	bool		has = false;
+
+	cache_attach();
+	e = dshash_find(cache_hash, &k, true);
+	if (e == NULL)
+		return false;
+	t = entry_blob(e) + BLOB_TAGS_OFF(e->key.keylen);
+	for (int i = 0; i < e->ntags && !has; i++)
+	{
+		int			len = strlen(t);
+
+		has = len == taglen && memcmp(t, tag, len) == 0;
+		t += len + 1;
+	}
+	if (!has || e->owner != expected_owner ||
+		entry_expired(e, GetCurrentTimestamp()) || entry_stale(e))
+	{
+		dshash_release_lock(cache_hash, e);
+		return false;
+	}
+	entry_release(e, CACHE_REMOVED_INVALIDATE);
+	dshash_delete_entry(cache_hash, e);
+	return true;
 }
 
 /*
@@ -912,6 +1300,288 @@ cache_evict(Size need)
 			break;
 	}
 	LWLockRelease(cache_shared->evict_lock);
+}
+
+/* Whether any role's shadow of a key is stored (see cache_apply.c). */
+bool
+cache_store_has_shadows(void)
+{
+	cache_attach();
+	return pg_atomic_read_u64(&cache_shared->shadows) > 0;
+}
+
+/*
+ * ---- invalidation markers ----
+ *
+ * A transaction that wrote data and invalidates entries must not let a
+ * session that read the old rows refill them before its commit is visible.
+ * It registers what it invalidates, with its xid, before deleting; a set
+ * stores, then looks for markers matching its entry whose transaction its
+ * snapshot did not see, and removes its entry if it finds one.  A marker
+ * retires once its transaction precedes every snapshot's xmin.  When no
+ * slot is free even after retiring, the table remembers the latest such
+ * xid: until it retires, every set checks against it as against a flush.
+ */
+
+static uint32 marked_calls = 0;
+
+/* Free the slots every snapshot has seen; caller holds the lock exclusively. */
+static void
+markers_retire(void)
+{
+	TransactionId horizon = GetOldestNonRemovableTransactionId(NULL);
+	uint32		used = 0;
+
+	for (int i = 0; i < CACHE_MARKERS; i++)
+	{
+		MarkerSlot *m = &cache_shared->markers[i];
+
+		if (!TransactionIdIsValid(m->xid))
+			continue;
+		if (TransactionIdPrecedes(m->xid, horizon))
+			m->xid = InvalidTransactionId;
+		else
+			used++;
+	}
+	if (TransactionIdIsValid(cache_shared->overflow_xid) &&
+		TransactionIdPrecedes(cache_shared->overflow_xid, horizon))
+		cache_shared->overflow_xid = InvalidTransactionId;
+	if (TransactionIdIsValid(cache_shared->overflow_xid))
+		used++;
+	pg_atomic_write_u32(&cache_shared->markers_used, used);
+}
+
+void
+cache_store_mark(const CacheMark *marks, int nmarks, TransactionId xid)
+{
+	int			next = 0;
+	bool		retired = false;
+
+	if (nmarks == 0)
+		return;
+	cache_attach();
+	LWLockAcquire(&cache_shared->marker_lock, LW_EXCLUSIVE);
+	for (int k = 0; k < nmarks; k++)
+	{
+		const CacheMark *mk = &marks[k];
+		MarkerSlot *m = NULL;
+
+		while (next < CACHE_MARKERS && TransactionIdIsValid(cache_shared->markers[next].xid))
+			next++;
+		if (next == CACHE_MARKERS && !retired)
+		{
+			markers_retire();
+			retired = true;
+			next = 0;
+			while (next < CACHE_MARKERS && TransactionIdIsValid(cache_shared->markers[next].xid))
+				next++;
+		}
+		if (next == CACHE_MARKERS)
+		{
+			/* No room: every set checks against this xid until it retires. */
+			if (!TransactionIdIsValid(cache_shared->overflow_xid))
+				pg_atomic_fetch_add_u32(&cache_shared->markers_used, 1);
+			if (!TransactionIdIsValid(cache_shared->overflow_xid) ||
+				TransactionIdFollows(xid, cache_shared->overflow_xid))
+				cache_shared->overflow_xid = xid;
+			break;
+		}
+		m = &cache_shared->markers[next];
+		m->dboid = MyDatabaseId;
+		m->kind = (uint8) mk->kind;
+		m->hash = mk->hash;
+		m->len = 0;
+		if (mk->kind == CACHE_MARK_PATTERN)
+		{
+			m->len = (uint16) Min(mk->len, CACHE_MAX_KEY_LEN);
+			memcpy(m->text, mk->text, m->len);
+		}
+		m->xid = xid;
+		pg_atomic_fetch_add_u32(&cache_shared->markers_used, 1);
+	}
+	LWLockRelease(&cache_shared->marker_lock);
+}
+
+static bool
+marker_matches(const MarkerSlot *m, const CacheItem *item, uint64 keyhash,
+			   const uint64 *taghashes, const char *userkey, int userlen)
+{
+	if (m->dboid != MyDatabaseId)
+		return false;
+	switch ((CacheMarkKind) m->kind)
+	{
+		case CACHE_MARK_KEY:	/* by user key: shadows and query results too */
+			return m->hash == keyhash;
+		case CACHE_MARK_TAG:
+			for (int t = 0; t < item->ntags; t++)
+				if (taghashes[t] == m->hash)
+					return true;
+			return false;
+		case CACHE_MARK_PATTERN:
+			return cache_glob_match(m->text, m->len, userkey, userlen);
+		case CACHE_MARK_FLUSH:
+			return true;
+		case CACHE_MARK_FLUSH_SECURE:
+			return (item->flags & CACHE_FLAG_SECURE) != 0;
+	}
+	return false;
+}
+
+/*
+ * Whether a marker that matches item (by its stored key, tags, user key,
+ * flags) belongs to a transaction unseen says was not seen.  Visibility is
+ * decided outside the lock, on copies of the matching xids.
+ */
+bool
+cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg)
+{
+	uint64		keyhash;
+	uint64		taghashes[CACHE_MAX_TAGS];
+	TransactionId found[CACHE_MARKERS + 1];
+	int			nfound = 0;
+	int			userlen;
+	const char *userkey;
+	const char *t = item->tags;
+
+	cache_attach();
+	if (pg_atomic_read_u32(&cache_shared->markers_used) == 0)
+		return false;
+
+	/*
+	 * Slots are otherwise retired only when the table fills: now and then a
+	 * set retires them, so that once every snapshot has seen them sets are
+	 * back to one atomic read.
+	 */
+	if (++marked_calls % 128 == 0 &&
+		LWLockConditionalAcquire(&cache_shared->marker_lock, LW_EXCLUSIVE))
+	{
+		markers_retire();
+		LWLockRelease(&cache_shared->marker_lock);
+		if (pg_atomic_read_u32(&cache_shared->markers_used) == 0)
+			return false;
+	}
+	userkey = cache_user_key(item->key, item->keylen, &userlen);
+	keyhash = cache_mark_hash(userkey, userlen);
+	for (int i = 0; i < item->ntags; i++)
+	{
+		int			len = strlen(t);
+
+		taghashes[i] = cache_mark_hash(t, len);
+		t += len + 1;
+	}
+
+	LWLockAcquire(&cache_shared->marker_lock, LW_SHARED);
+	for (int i = 0; i < CACHE_MARKERS; i++)
+	{
+		const MarkerSlot *m = &cache_shared->markers[i];
+
+		if (TransactionIdIsValid(m->xid) &&
+			marker_matches(m, item, keyhash, taghashes, userkey, userlen))
+			found[nfound++] = m->xid;
+	}
+	if (TransactionIdIsValid(cache_shared->overflow_xid))
+		found[nfound++] = cache_shared->overflow_xid;
+	LWLockRelease(&cache_shared->marker_lock);
+
+	for (int i = 0; i < nfound; i++)
+		if (unseen(found[i], arg))
+			return true;
+	return false;
+}
+
+/*
+ * ---- the invalidation log of leases ----
+ *
+ * A lease (cache_lease()) records the log's sequence number when it is
+ * issued; a set presenting it stores only if no invalidation logged since
+ * matches its entry.  Invalidations are logged, before they delete, only
+ * while a lease may be live, so without leases nothing is logged.  When
+ * more were logged since a lease than the ring holds, the lease has lost.
+ */
+uint64
+cache_store_lease_begin(TimestampTz expires_at)
+{
+	uint64		until;
+
+	cache_attach();
+	until = pg_atomic_read_u64(&cache_shared->lease_until);
+	while ((TimestampTz) until < expires_at &&
+		   !pg_atomic_compare_exchange_u64(&cache_shared->lease_until, &until,
+										   (uint64) expires_at))
+		;
+	/* Invalidations that check lease_until after this see it. */
+	pg_memory_barrier();
+	return pg_atomic_read_u64(&cache_shared->inval_seq);
+}
+
+void
+cache_store_inval_log(const CacheMark *mk)
+{
+	uint64		seq;
+	MarkerSlot *m;
+
+	cache_attach();
+	pg_memory_barrier();
+	if ((TimestampTz) pg_atomic_read_u64(&cache_shared->lease_until) <= GetCurrentTimestamp())
+		return;
+	LWLockAcquire(&cache_shared->inval_lock, LW_EXCLUSIVE);
+	seq = pg_atomic_read_u64(&cache_shared->inval_seq) + 1;
+	m = &cache_shared->inval_log[seq % CACHE_INVAL_LOG];
+	m->dboid = MyDatabaseId;
+	m->kind = (uint8) mk->kind;
+	m->hash = mk->hash;
+	m->len = 0;
+	if (mk->kind == CACHE_MARK_PATTERN)
+	{
+		m->len = (uint16) Min(mk->len, CACHE_MAX_KEY_LEN);
+		memcpy(m->text, mk->text, m->len);
+	}
+	cache_shared->inval_seqs[seq % CACHE_INVAL_LOG] = seq;
+	pg_atomic_write_u64(&cache_shared->inval_seq, seq);
+	LWLockRelease(&cache_shared->inval_lock);
+}
+
+/* Whether an invalidation logged after since matches item. */
+bool
+cache_store_invalidated_since(uint64 since, const CacheItem *item)
+{
+	uint64		keyhash;
+	uint64		taghashes[CACHE_MAX_TAGS];
+	int			userlen;
+	const char *userkey;
+	const char *t = item->tags;
+	uint64		cur;
+	bool		hit = false;
+
+	cache_attach();
+	cur = pg_atomic_read_u64(&cache_shared->inval_seq);
+	if (cur == since)
+		return false;
+	if (cur - since >= CACHE_INVAL_LOG)
+		return true;
+	userkey = cache_user_key(item->key, item->keylen, &userlen);
+	keyhash = cache_mark_hash(userkey, userlen);
+	for (int i = 0; i < item->ntags; i++)
+	{
+		int			len = strlen(t);
+
+		taghashes[i] = cache_mark_hash(t, len);
+		t += len + 1;
+	}
+	LWLockAcquire(&cache_shared->inval_lock, LW_SHARED);
+	cur = pg_atomic_read_u64(&cache_shared->inval_seq);
+	if (cur - since >= CACHE_INVAL_LOG)
+		hit = true;
+	for (uint64 seq = since + 1; !hit && seq <= cur; seq++)
+	{
+		int			slot = seq % CACHE_INVAL_LOG;
+
+		hit = cache_shared->inval_seqs[slot] != seq ||
+			marker_matches(&cache_shared->inval_log[slot], item, keyhash, taghashes,
+						   userkey, userlen);
+	}
+	LWLockRelease(&cache_shared->inval_lock);
+	return hit;
 }
 
 void

@@ -1,77 +1,105 @@
 /*
  * cache_watch.c
- *	  Write generations of watched relations, for cache_query() results.
+ *	  Write generations: the bottom layer of the cache.
  *
- * cache_watch(table) puts a statement-level trigger on the table.  The
- * trigger notes the table in the writing transaction, and when that
- * transaction has committed, the table's generation in shared memory goes
- * up by one.  A cached result records the generations of the relations it
- * read before its snapshot was taken; it is stale as soon as one of them
- * moved.  Because the counter moves only after the commit is visible, a
- * result computed from a snapshot that missed the write always carries the
- * older generation (no stale refill).
+ * A cache_query() result depends on generations, each named by a 64-bit
+ * key: one per relation it read (moved by every write to it seen after
+ * commit, and by the relation's invalidations: GRANT, REVOKE, ALTER POLICY,
+ * ALTER TABLE), one per (relation, column value) for relations watched by
+ * a column, one per catalog object whose syscache invalidation may change
+ * the result (its role and role memberships, the schemas and functions it
+ * uses) and one per database.  A result records the generations it read
+ * before its snapshot was taken; it is stale as soon as one of them moved.
  *
- * The table of generations is open-addressed and insert-only: a slot's key
- * is written once, after its generation, so readers probe it without a
- * lock.  Only creating a slot takes the lock.  When the table is full, a
- * write to a relation without a slot moves the epoch instead, which every
- * cached result also records: too many watched tables cost hit ratio, never
- * correctness.
+ * Generations live in a set-associative table in shared memory: a key can
+ * only sit in one of the BUCKET_WAYS slots of its bucket, so a lookup reads
+ * at most one bucket and never probes further.  Readers and writers do not
+ * lock; only creating a slot does.  A result remembers the slot where it
+ * read each generation, so checking it costs two atomic reads per
+ * dependency.
+ *
+ * Every value a generation takes comes from one shared counter, so no
+ * generation value ever repeats, in any slot.  That makes evicting a slot
+ * safe without locking readers out: a result whose slot was taken over by
+ * another key sees a foreign key (or a fresh generation) and is a miss.  A
+ * full bucket evicts its least recently read slot; a database that holds
+ * more than its fair share of the table (slots / databases using it) can
+ * only evict its own, so one tenant cannot push out the others.
+ * Collisions of two keys are harmless: they share a generation and each
+ * invalidates the other's results, never fewer.
  */
 #include "postgres.h"
 
-#include "access/xlog.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_class.h"
-#include "catalog/pg_inherits.h"
-#include "catalog/pg_trigger.h"
-#include "commands/trigger.h"
+#include "access/xlog.h"
 #include "common/hashfn.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "storage/sinval.h"
+#include "commands/dbcommands.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/rel.h"
-#include "utils/relcache.h"
 #include "utils/syscache.h"
 
 #include "pg_harden.h"
 #include "cache.h"
 
-#define WATCH_TRIGGER_NAME	"harden_cache_watch"
+#define BUCKET_WAYS		8
+#define MAX_TENANTS		64		/* databases counted for fair shares */
 
-typedef struct WatchSlot
+typedef struct GenSlot
 {
-	pg_atomic_uint64 key;		/* (dboid << 32) | relid; 0: free */
+	pg_atomic_uint64 key;		/* 0: free */
 	pg_atomic_uint64 generation;
-} WatchSlot;
+	Oid			dboid;			/* owner, for fair shares; under the lock */
+	uint32		usage;			/* set when read, cleared by eviction; racy */
+	uint64		pad;
+} GenSlot;
+
+typedef struct GenTenant
+{
+	Oid			dboid;			/* InvalidOid: unused (harden_db_slot layout) */
+	uint32		slots;			/* slots the database holds */
+} GenTenant;
 
 typedef struct WatchShared
 {
-	LWLock	   *lock;			/* serialises slot creation only */
-	uint32		nslots;			/* a power of two */
-	uint32		used;
-	pg_atomic_uint64 epoch;
-	WatchSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+	LWLock	   *lock;			/* serialises slot creation and eviction */
+	uint32		nbuckets;		/* a power of two */
+	pg_atomic_uint64 next_generation;
+	pg_atomic_uint64 epoch;		/* moves on cluster-wide events only */
+	GenTenant	tenants[MAX_TENANTS];
+	GenSlot		slots[FLEXIBLE_ARRAY_MEMBER];
 } WatchShared;
 
-static int	cache_max_watched = 1024;
+static int	cache_max_watched = 16384;
 static WatchShared *watch_shared = NULL;
 
-/* Relations written in this transaction, bumped after it commits. */
-static List *written = NIL;
-static bool callback_registered = false;
+/*
+ * Generations of the invalidations this transaction sends, moved again
+ * after its commit (see remember_local()).  The array grows without
+ * raising errors; should memory run out, the database's (or, for shared
+ * catalogs, every) generation moves instead.
+ */
+static uint64 *local_keys = NULL;
+static int	nlocal_keys = 0;
+static int	maxlocal_keys = 0;
+static bool local_overflow = false;
+static bool local_overflow_shared = false;
 
-static void watched_rel_changed(Datum arg, Oid relid);
-static void rules_changed(Datum arg, int cacheid, uint32 hashvalue);
+/* cache_query() computations under way in this backend (they can nest). */
+static int	computing = 0;
+
+static void rel_changed(Datum arg, Oid relid);
+static void gen_xact_callback(XactEvent event, void *arg);
+static void db_catalog_changed(Datum arg, int cacheid, uint32 hashvalue);
+static void shared_catalog_changed(Datum arg, int cacheid, uint32 hashvalue);
+static void gen_write_metrics(MetricWriter *w);
 
 void
 cache_watch_define_gucs(bool preloading)
@@ -79,27 +107,29 @@ cache_watch_define_gucs(bool preloading)
 	if (!preloading)
 		return;
 	/* Registered in the postmaster, so every backend inherits them. */
-	CacheRegisterRelcacheCallback(watched_rel_changed, (Datum) 0);
-	CacheRegisterSyscacheCallback(AUTHOID, rules_changed, (Datum) 0);
-	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, rules_changed, (Datum) 0);
-	CacheRegisterSyscacheCallback(NAMESPACEOID, rules_changed, (Datum) 0);
-	CacheRegisterSyscacheCallback(PROCOID, rules_changed, (Datum) 0);
-	CacheRegisterSyscacheCallback(RULERELNAME, rules_changed, (Datum) 0);
+	CacheRegisterRelcacheCallback(rel_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, db_catalog_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, db_catalog_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(TYPEOID, db_catalog_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, shared_catalog_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, shared_catalog_changed, (Datum) 0);
+	RegisterXactCallback(gen_xact_callback, NULL);
 	DefineCustomIntVariable("harden.cache_max_watched",
-							"Most relations whose writes invalidate cached query results by generation.",
-							"Beyond this, writes to further watched relations invalidate every cached query result.",
+							"Number of write generations kept for cache_query() results (relations, column values, catalog objects).",
+							"When the table is full, the least recently read generations are evicted; their results become misses.",
 							&cache_max_watched,
-							1024, 16, 1 << 20,
+							16384, 64, 1 << 24,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
+	metrics_register_gauges(gen_write_metrics);
 }
 
 static uint32
-slot_count(void)
+bucket_count(void)
 {
-	uint32		n = 64;
+	uint32		n = 8;
 
-	while (n < (uint32) cache_max_watched * 2)
+	while (n * BUCKET_WAYS < (uint32) cache_max_watched)
 		n <<= 1;
 	return n;
 }
@@ -108,84 +138,128 @@ Size
 cache_watch_shmem_size(void)
 {
 	return add_size(offsetof(WatchShared, slots),
-					mul_size(slot_count(), sizeof(WatchSlot)));
+					mul_size(bucket_count() * BUCKET_WAYS, sizeof(GenSlot)));
 }
 
 void
 cache_watch_shmem_startup(void)
 {
 	bool		found;
+	uint32		nslots;
 
 	watch_shared = ShmemInitStruct("pg_harden cache watch", cache_watch_shmem_size(), &found);
 	if (found)
 		return;
 	watch_shared->lock = &(GetNamedLWLockTranche("pg_harden"))[2].lock;
-	watch_shared->nslots = slot_count();
-	watch_shared->used = 0;
+	watch_shared->nbuckets = bucket_count();
+	pg_atomic_init_u64(&watch_shared->next_generation, 1);
 	pg_atomic_init_u64(&watch_shared->epoch, 1);
-	for (uint32 i = 0; i < watch_shared->nslots; i++)
+	memset(watch_shared->tenants, 0, sizeof(watch_shared->tenants));
+	nslots = watch_shared->nbuckets * BUCKET_WAYS;
+	for (uint32 i = 0; i < nslots; i++)
 	{
 		pg_atomic_init_u64(&watch_shared->slots[i].key, 0);
 		pg_atomic_init_u64(&watch_shared->slots[i].generation, 0);
+		watch_shared->slots[i].dboid = InvalidOid;
+		watch_shared->slots[i].usage = 0;
 	}
 }
 
-static inline uint64
-slot_key(Oid dboid, Oid relid)
-{
-	return ((uint64) dboid << 32) | (uint64) relid;
-}
+/* ---- keys and lookups ---- */
 
 /*
- * Probe for a relation's slot: the slot holding its key, or else the free
- * slot where it would go (*found false), or NULL when the table is full.
- * Lock-free: keys are written once and never removed.
+ * The key of a generation: what it is of (kind), in which database (0 for
+ * shared catalogs), of which object (a), and which value (b).  Never 0.
  */
-static WatchSlot *
-slot_probe(Oid dboid, Oid relid, bool *found)
+uint64
+cache_gen_key(Oid dboid, CacheDepKind kind, uint32 a, uint64 b)
 {
-	uint64		key = slot_key(dboid, relid);
-	uint32		mask = watch_shared->nslots - 1;
-	uint32		i = hash_combine(murmurhash32(dboid), murmurhash32(relid)) & mask;
+	uint64		h;
 
-	for (uint32 n = 0; n <= mask; n++, i = (i + 1) & mask)
-	{
-		uint64		k = pg_atomic_read_u64(&watch_shared->slots[i].key);
+	h = hash_combine64(murmurhash32(dboid), murmurhash32((uint32) kind));
+	h = hash_combine64(h, murmurhash32(a));
+	h = hash_combine64(h, hash_bytes_uint32_extended((uint32) b, b >> 32));
+	return h == 0 ? 1 : h;
+}
 
-		*found = (k == key);
-		if (*found)
-		{
-			/* The generation was written before the key: read it after. */
-			pg_read_barrier();
-			return &watch_shared->slots[i];
-		}
-		if (k == 0)
-			return &watch_shared->slots[i];
-	}
-	*found = false;
+static inline GenSlot *
+bucket_of(uint64 key)
+{
+	/* The low bits pick the bucket; hash_combine64 mixes them well. */
+	return &watch_shared->slots[(uint32) (key & (watch_shared->nbuckets - 1)) * BUCKET_WAYS];
+}
+
+/* The slot holding key, or NULL.  Lock-free. */
+static GenSlot *
+slot_find(uint64 key)
+{
+	GenSlot    *b = bucket_of(key);
+
+	for (int i = 0; i < BUCKET_WAYS; i++)
+		if (pg_atomic_read_u64(&b[i].key) == key)
+			return &b[i];
 	return NULL;
 }
 
-/* The slot of a relation, or NULL. */
-static WatchSlot *
-slot_find(Oid dboid, Oid relid)
-{
-	bool		found;
-	WatchSlot  *slot = slot_probe(dboid, relid, &found);
+/*
+ * A generation value never used before.  Each backend takes a block of
+ * values from the shared counter at a time, so concurrent commits do not
+ * all hit one cache line.
+ */
+#define GENERATION_BLOCK	UINT64CONST(65536)
+static uint64 next_local_generation = 0;
+static uint64 end_local_generation = 0;
 
-	return found ? slot : NULL;
+static inline uint64
+fresh_generation(void)
+{
+	if (next_local_generation == end_local_generation)
+	{
+		next_local_generation = pg_atomic_fetch_add_u64(&watch_shared->next_generation,
+														 GENERATION_BLOCK) + 1;
+		end_local_generation = next_local_generation + GENERATION_BLOCK;
+	}
+	return next_local_generation++;
 }
 
-/* Generation of a relation of a database; 0 if it has no slot. */
-uint64
-cache_gen_current(Oid dboid, Oid relid)
+/*
+ * Move a generation, if it has a slot: without one, no cached result
+ * depends on it.  A plain store of a value never used before, which
+ * cannot fail (it runs in commit callbacks).
+ */
+void
+cache_gen_bump(uint64 key)
 {
-	WatchSlot  *slot;
+	GenSlot    *slot;
 
 	if (watch_shared == NULL)
-		return 0;
-	slot = slot_find(dboid, relid);
-	return slot ? pg_atomic_read_u64(&slot->generation) : 0;
+		return;
+	slot = slot_find(key);
+	if (slot != NULL)
+		pg_atomic_write_u64(&slot->generation, fresh_generation());
+}
+
+/* A write to a relation committed: move what results reading it rely on. */
+void
+cache_gen_bump_rel(Oid dboid, Oid relid, bool values_known)
+{
+	cache_gen_bump(cache_gen_key(dboid, CACHE_DEP_REL, relid, 0));
+	if (!values_known)
+		cache_gen_bump(cache_gen_key(dboid, CACHE_DEP_REL_UNKNOWN, relid, 0));
+}
+
+/* A committed write changed rows whose column had this value (hash). */
+void
+cache_gen_bump_value(Oid dboid, Oid relid, uint64 valuehash)
+{
+	cache_gen_bump(cache_gen_key(dboid, CACHE_DEP_VALUE, relid, valuehash));
+}
+
+/* Every result of a database goes stale (COMMIT PREPARED, say). */
+void
+cache_gen_bump_database(Oid dboid)
+{
+	cache_gen_bump(cache_gen_key(dboid, CACHE_DEP_DATABASE, dboid, 0));
 }
 
 uint64
@@ -195,360 +269,443 @@ cache_gen_epoch(void)
 }
 
 /*
- * Whether a result computed with these generations is still current.  The
- * callers read the generations before taking a snapshot; the barrier keeps
- * the reads before it.
+ * Whether a result computed with these generations is still current: each
+ * dependency's slot still holds its key and the generation it read.  The
+ * key is read before the generation; a slot taken over meanwhile got a
+ * fresh generation first, so the pair never matches a foreign slot.
  */
 bool
 cache_deps_current(Oid dboid, const CacheQueryMeta *meta)
 {
-	bool		current = meta->epoch == cache_gen_epoch();
+	uint32		nslots;
 
-	for (int i = 0; current && i < meta->ndeps; i++)
-		current = cache_gen_current(dboid, meta->deps[i].relid) == meta->deps[i].generation;
-	return current;
+	if (watch_shared == NULL)
+		return meta->ndeps == 0;
+	if (meta->epoch != pg_atomic_read_u64(&watch_shared->epoch))
+		return false;
+	nslots = watch_shared->nbuckets * BUCKET_WAYS;
+	for (int i = 0; i < meta->ndeps; i++)
+	{
+		const CacheDep *d = &meta->deps[i];
+		GenSlot    *s;
+
+		if (d->slot >= nslots)
+			return false;
+		s = &watch_shared->slots[d->slot];
+		if (pg_atomic_read_u64(&s->key) != d->key)
+			return false;
+		pg_read_barrier();
+		if (pg_atomic_read_u64(&s->generation) != d->generation)
+			return false;
+	}
+	return true;
+}
+
+/* ---- creating slots ---- */
+
+/* A database's tenant entry, without claiming one; NULL if it has none. */
+static GenTenant *
+tenant_find(Oid dboid)
+{
+	for (int i = 0; i < MAX_TENANTS; i++)
+		if (watch_shared->tenants[i].dboid == dboid && OidIsValid(dboid))
+			return &watch_shared->tenants[i];
+	return NULL;
+}
+
+static bool
+tenant_free(void)
+{
+	for (int i = 0; i < MAX_TENANTS; i++)
+		if (!OidIsValid(watch_shared->tenants[i].dboid))
+			return true;
+	return false;
+}
+
+/* The same, claiming a free entry; NULL when all are taken. */
+static GenTenant *
+tenant_of(Oid dboid)
+{
+	return (GenTenant *) harden_db_slot(watch_shared->tenants, MAX_TENANTS,
+										sizeof(GenTenant), dboid);
+}
+
+static void
+tenant_adjust(Oid dboid, int delta)
+{
+	GenTenant  *t = delta > 0 ? tenant_of(dboid) : tenant_find(dboid);
+
+	if (t == NULL)
+		return;
+	t->slots += delta;
+	if (t->slots == 0)
+		t->dboid = InvalidOid;
 }
 
 /*
- * Give a relation of this database a slot; false when the table is full.
- * A new slot starts at generation 1, so results computed while the
- * relation had none (generation 0) become stale.
+ * A database's fair share of the table: the slots over the databases
+ * using it, the one asking included.
+ */
+static uint32
+fair_share(Oid dboid)
+{
+	uint32		tenants = tenant_find(dboid) == NULL ? 1 : 0;
+
+	for (int i = 0; i < MAX_TENANTS; i++)
+		if (OidIsValid(watch_shared->tenants[i].dboid))
+			tenants++;
+	return (watch_shared->nbuckets * BUCKET_WAYS) / Max(tenants, 1);
+}
+
+/*
+ * The slot of a full bucket that dboid may take over, or NULL.  Within its
+ * fair share a database may evict itself, any database above its share,
+ * or any holding more slots than it does; above it, only itself.  Second chance: a slot read since the last pass
+ * is spared once.
  */
 static bool
-slot_create(Oid relid)
+in_use_by(const GenSlot *s, const CacheDep *deps, int n)
 {
-	WatchSlot  *slot;
-	bool		found;
+	uint32		idx = (uint32) (s - watch_shared->slots);
 
-	if (slot_find(MyDatabaseId, relid) != NULL)
-		return true;
-	LWLockAcquire(watch_shared->lock, LW_EXCLUSIVE);
-	slot = slot_probe(MyDatabaseId, relid, &found);
-	if (!found && slot != NULL && watch_shared->used < (uint32) cache_max_watched)
+	for (int i = 0; i < n; i++)
+		if (deps[i].slot == idx)
+			return true;
+	return false;
+}
+
+static GenSlot *
+victim(GenSlot *b, Oid dboid, const CacheDep *mine_deps, int nmine)
+{
+	uint32		share = fair_share(dboid);
+	GenTenant  *mine = tenant_find(dboid);
+	/* A database without an entry (too many tenants) counts as over. */
+	bool		over = mine != NULL ? mine->slots >= share : !tenant_free();
+	uint32		mine_slots = mine != NULL ? mine->slots : 0;
+	int			candidates[BUCKET_WAYS];
+	int			n = 0;
+
+	for (int i = 0; i < BUCKET_WAYS; i++)
 	{
-		pg_atomic_write_u64(&slot->generation, 1);
-		pg_write_barrier();
-		pg_atomic_write_u64(&slot->key, slot_key(MyDatabaseId, relid));
-		watch_shared->used++;
-		found = true;
+		GenTenant  *t;
+
+		/* Never a generation the same result has just read. */
+		if (in_use_by(&b[i], mine_deps, nmine))
+			continue;
+		if (b[i].dboid == dboid)
+			candidates[n++] = i;
+		else if (!over && (t = tenant_find(b[i].dboid)) != NULL &&
+				 (t->slots > share || t->slots > mine_slots + 1))
+			candidates[n++] = i;
+	}
+	for (int pass = 0; pass < 2; pass++)
+		for (int j = 0; j < n; j++)
+		{
+			GenSlot    *s = &b[candidates[j]];
+
+			if (s->usage == 0)
+				return s;
+			s->usage = 0;
+		}
+	return n > 0 ? &b[candidates[0]] : NULL;
+}
+
+/*
+ * Create key's slot in its bucket (evicting if full, but none of the slots
+ * of deps[0..n-1]); NULL if refused.
+ */
+static GenSlot *
+slot_create(uint64 key, const CacheDep *deps, int n)
+{
+	GenSlot    *b = bucket_of(key);
+	GenSlot    *slot = NULL;
+
+	LWLockAcquire(watch_shared->lock, LW_EXCLUSIVE);
+	slot = slot_find(key);
+	if (slot == NULL)
+	{
+		for (int i = 0; i < BUCKET_WAYS && slot == NULL; i++)
+			if (pg_atomic_read_u64(&b[i].key) == 0)
+				slot = &b[i];
+		if (slot == NULL && (slot = victim(b, MyDatabaseId, deps, n)) != NULL)
+		{
+			tenant_adjust(slot->dboid, -1);
+			harden_count_db(slot->dboid, HC_CACHE_GEN_EVICTIONS, 1);
+		}
+		if (slot != NULL)
+		{
+			/* A fresh generation before the key: see cache_deps_current(). */
+			pg_atomic_write_u64(&slot->generation, fresh_generation());
+			pg_write_barrier();
+			pg_atomic_write_u64(&slot->key, key);
+			slot->dboid = MyDatabaseId;
+			slot->usage = 1;
+			tenant_adjust(MyDatabaseId, 1);
+		}
 	}
 	LWLockRelease(watch_shared->lock);
-	return found;
+	return slot;
 }
 
 /*
- * Give a watched relation a slot if there is room; false if not.  Without
- * one, a write to it moves the epoch, which every cached result records.
+ * Read the generations of a result's dependencies (their keys set),
+ * creating slots where there are none, and remember the slots.  False when
+ * one could not be had (its bucket is full of generations this database
+ * may not evict): the result cannot be cached.  The caller takes its
+ * snapshot after this.
  */
 bool
-cache_gen_ensure(Oid relid)
+cache_gen_read(CacheDep *deps, int n)
 {
-	return watch_shared == NULL || slot_create(relid);
-}
-
-/*
- * A watched relation's definition changed (GRANT/REVOKE, ALTER POLICY,
- * ALTER TABLE, ...): results computed under the old rules go stale.  Every
- * backend that processes the invalidation bumps; a few extra bumps only
- * cost misses.  Whole-cache resets (relid 0) are not treated as changes.
- */
-static void
-watched_rel_changed(Datum arg, Oid relid)
-{
-	WatchSlot  *slot;
-
-	if (watch_shared == NULL || !OidIsValid(relid) || !OidIsValid(MyDatabaseId))
-		return;
-	slot = slot_find(MyDatabaseId, relid);
-	if (slot != NULL)
-		pg_atomic_fetch_add_u64(&slot->generation, 1);
-}
-
-/*
- * Roles, memberships, schemas, functions or view definitions changed: a
- * result may rely on any of them (privileges, BYPASSRLS, a function or view
- * the query reads), so every cached query result goes stale.  Such changes
- * are rare.  A backend processes the invalidation before its next lookup,
- * so it never serves a result computed under the old rules after them.
- */
-static void
-rules_changed(Datum arg, int cacheid, uint32 hashvalue)
-{
-	/*
-	 * Hash value 0 is a whole-cache reset of a backend that fell behind:
-	 * not a change (the backends that saw the change, its own among them,
-	 * bump).  Were it one, every idle process's reset would empty the
-	 * cache of query results.
-	 */
-	if (watch_shared != NULL && hashvalue != 0)
-		pg_atomic_fetch_add_u64(&watch_shared->epoch, 1);
-}
-
-/* ---- bumping at commit ---- */
-
-static void
-bump_written(void)
-{
-	ListCell   *lc;
-
-	foreach(lc, written)
-	{
-		WatchSlot  *slot = slot_find(MyDatabaseId, lfirst_oid(lc));
-
-		if (slot != NULL)
-			pg_atomic_fetch_add_u64(&slot->generation, 1);
-		else
-			pg_atomic_fetch_add_u64(&watch_shared->epoch, 1);
-	}
-}
-
-static void
-watch_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_PRE_PREPARE:
-			/* COMMIT PREPARED runs elsewhere, where we cannot bump. */
-			if (written != NIL)
-				ereport(ERROR,
-						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("cannot PREPARE a transaction that wrote to a table watched by the pg_harden cache"),
-						 errhint("Write watched tables outside of two-phase transactions, or remove the watch with harden.cache_unwatch().")));
-			break;
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			/* After the commit is visible: a plain atomic add, which cannot fail. */
-			if (written != NIL && watch_shared != NULL)
-				bump_written();
-			written = NIL;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			written = NIL;
-			break;
-		default:
-			break;
-	}
-}
-
-/*
- * Whether this transaction wrote a watched table: its own reads then differ
- * from what others see, so cache_query() neither reads nor publishes.
- */
-bool
-cache_watch_wrote_in_xact(void)
-{
-	return written != NIL;
-}
-
-/* Bump relid's generation when this transaction commits. */
-static void
-note_written(Oid relid)
-{
-	MemoryContext old;
-
-	if (!callback_registered)
-	{
-		RegisterXactCallback(watch_xact_callback, NULL);
-		callback_registered = true;
-	}
-	/* No slot and a full table: the epoch moves at commit instead. */
-	(void) slot_create(relid);
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	written = list_append_unique_oid(written, relid);
-	MemoryContextSwitchTo(old);
-}
-
-PG_FUNCTION_INFO_V1(harden_cache_watch_trigger);
-
-/*
- * The statement trigger cache_watch() installs.  Without preloading there
- * is no cache to invalidate, and a write must never fail because of it.
- */
-Datum
-harden_cache_watch_trigger(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
-		!TRIGGER_FIRED_AFTER(trigdata->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("harden.cache_watch_trigger() must be an AFTER ... FOR EACH STATEMENT trigger"),
-				 errhint("Use harden.cache_watch(table) to install it.")));
-	if (harden_shmem_ready)
-		note_written(RelationGetRelid(trigdata->tg_relation));
-	return PointerGetDatum(NULL);
-}
-
-/* ---- cache_watch / cache_unwatch ---- */
-
-static bool has_watch_trigger(Oid relid, bool enabled_only);
-
-/*
- * Whether writes to a relation move its generation: it has the watch
- * trigger, firing in ordinary sessions, and this is not a standby (replayed
- * WAL fires no triggers).
- */
-bool
-cache_rel_is_watched(Oid relid)
-{
-	return !RecoveryInProgress() && has_watch_trigger(relid, true);
-}
-
-/* The trigger cache_watch() installs: our function, statement level. */
-static bool
-is_watch_trigger(const Trigger *t)
-{
-	char	   *fn;
-	bool		ours;
-
-	if (strcmp(t->tgname, WATCH_TRIGGER_NAME) != 0 || TRIGGER_FOR_ROW(t->tgtype))
+	if (watch_shared == NULL)
 		return false;
-	fn = get_func_name(t->tgfoid);
-	ours = fn != NULL && strcmp(fn, "cache_watch_trigger") == 0 &&
-		get_func_namespace(t->tgfoid) == get_namespace_oid("harden", true);
-	return ours;
-}
-
-static bool
-has_watch_trigger(Oid relid, bool enabled_only)
-{
-	Relation	rel = RelationIdGetRelation(relid);
-	bool		watched = false;
-
-	if (rel == NULL)
-		return false;
-	if (rel->trigdesc != NULL)
+	for (int i = 0; i < n; i++)
 	{
-		for (int i = 0; i < rel->trigdesc->numtriggers; i++)
+		CacheDep   *dep = &deps[i];
+		GenSlot    *slot = slot_find(dep->key);
+
+		if (slot == NULL)
+			slot = slot_create(dep->key, deps, i);
+		if (slot == NULL)
 		{
-			Trigger    *t = &rel->trigdesc->triggers[i];
-
-			/* 'O' and 'A' fire in ordinary sessions; 'R' and 'D' do not. */
-			if (is_watch_trigger(t) &&
-				(!enabled_only || t->tgenabled == TRIGGER_FIRES_ON_ORIGIN ||
-				 t->tgenabled == TRIGGER_FIRES_ALWAYS))
-			{
-				watched = true;
-				break;
-			}
+			harden_count(HC_CACHE_GEN_EXHAUSTED, 1);
+			return false;
 		}
+		pg_read_barrier();
+		dep->generation = pg_atomic_read_u64(&slot->generation);
+		dep->slot = (uint32) (slot - watch_shared->slots);
+		if (slot->usage == 0)
+			slot->usage = 1;
 	}
-	RelationClose(rel);
-	return watched;
+	return true;
 }
 
-/* The relation and, for a partitioned table, all its partitions. */
-static List *
-watch_targets(Oid relid, const char *fn)
-{
-	char		relkind = get_rel_relkind(relid);
+/* ---- invalidations ---- */
 
-	/* Results reading temporary tables are never cached. */
-	if (get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
+/*
+ * A backend computing a result moves the generations of the invalidations
+ * it processes meanwhile (and when it checks before storing): its plan may
+ * have been made from catalog rows they replace.  Other backends need not:
+ * the committing transaction itself moves them once its commit is visible
+ * (remember_invalidations()), so a backend catching up late does not
+ * invalidate results computed since.  On a standby no committer runs here,
+ * so every backend moves them.
+ */
+void
+cache_gen_computing(bool on)
+{
+	computing += on ? 1 : (computing > 0 ? -1 : 0);
+}
+
+static inline bool
+moves_on_invalidation(void)
+{
+	return computing > 0 || RecoveryInProgress();
+}
+
+/*
+ * Other backends process a committed transaction's invalidations only
+ * when they next look (a backend started later never does), and the
+ * committing backend processes its own before the commit: a session
+ * computing a result meanwhile, from the old catalog rows, could read the
+ * moved generation and store a result that outlives the commit.  So a
+ * transaction that has written moves, once its commit is visible, the
+ * generations of every invalidation it sends, and before COMMIT returns.
+ */
+static void
+remember_local(uint64 key, bool shared)
+{
+	if (nlocal_keys > 0 && local_keys[nlocal_keys - 1] == key)
+		return;
+	if (nlocal_keys == maxlocal_keys)
+	{
+		int			n = Max(64, maxlocal_keys * 2);
+		uint64	   *grown = MemoryContextAllocExtended(TopMemoryContext, sizeof(uint64) * n,
+													   MCXT_ALLOC_NO_OOM);
+
+		if (grown == NULL)
+		{
+			if (shared)
+				local_overflow_shared = true;
+			else
+				local_overflow = true;
+			return;
+		}
+		if (local_keys != NULL)
+		{
+			memcpy(grown, local_keys, sizeof(uint64) * nlocal_keys);
+			pfree(local_keys);
+		}
+		local_keys = grown;
+		maxlocal_keys = n;
+	}
+	local_keys[nlocal_keys++] = key;
+}
+
+/* The generations the invalidations this transaction will send move. */
+static void
+remember_invalidations(void)
+{
+	SharedInvalidationMessage *msgs;
+	bool		relcache_init;
+	int			n;
+
+	if (!TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return;
+	n = xactGetCommittedInvalidationMessages(&msgs, &relcache_init);
+	for (int i = 0; i < n; i++)
+	{
+		SharedInvalidationMessage *m = &msgs[i];
+
+		if (m->id == SHAREDINVALRELCACHE_ID && OidIsValid(m->rc.relId) &&
+			OidIsValid(m->rc.dbId))
+		{
+			remember_local(cache_gen_key(m->rc.dbId, CACHE_DEP_REL, m->rc.relId, 0), false);
+			remember_local(cache_gen_key(m->rc.dbId, CACHE_DEP_REL_UNKNOWN, m->rc.relId, 0), false);
+		}
+		else if (m->id >= 0 && m->cc.hashValue != 0 &&
+				 (m->id == PROCOID || m->id == NAMESPACEOID || m->id == TYPEOID ||
+				  m->id == AUTHOID || m->id == AUTHMEMROLEMEM))
+			remember_local(cache_gen_key(m->cc.dbId, CACHE_DEP_CATALOG, m->id, m->cc.hashValue),
+						   !OidIsValid(m->cc.dbId));
+	}
+}
+
+/*
+ * Whether this transaction changes roles or role memberships: COMMIT
+ * PREPARED publishes such changes from another backend, which could only
+ * move every generation of the cluster.
+ */
+static bool
+changes_roles(void)
+{
+	SharedInvalidationMessage *msgs;
+	bool		relcache_init;
+	int			n;
+
+	if (!TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return false;
+	n = xactGetCommittedInvalidationMessages(&msgs, &relcache_init);
+	for (int i = 0; i < n; i++)
+		if (msgs[i].id == AUTHOID || msgs[i].id == AUTHMEMROLEMEM)
+			return true;
+	return false;
+}
+
+static void
+gen_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_PRE_PREPARE && watch_shared != NULL && changes_roles())
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s: \"%s\" is a temporary table", fn, get_rel_name(relid)),
-				 errdetail("cache_query() never caches results that read temporary tables.")));
-	if (relkind == RELKIND_PARTITIONED_TABLE)
-		return find_all_inheritors(relid, AccessShareLock, NULL);
-	if (relkind == RELKIND_RELATION || relkind == RELKIND_FOREIGN_TABLE)
-		return list_make1_oid(relid);
-	ereport(ERROR,
-			(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-			 errmsg("%s: \"%s\" is not a table", fn, get_rel_name(relid)),
-			 errdetail("Only tables, partitioned tables and foreign tables can be watched."),
-			 errhint("Watch the tables a view or materialized view reads instead.")));
-	return NIL;
-}
-
-static void
-run_ddl(const char *fmt, Oid relid)
-{
-	char	   *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-												  get_rel_name(relid));
-	char	   *sql = psprintf(fmt, name);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "SPI_execute failed: %s", sql);
-	SPI_finish();
-}
-
-static Oid
-arg_relation(FunctionCallInfo fcinfo, const char *fn)
-{
-	Oid			relid;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s: table must not be NULL", fn)));
-	relid = PG_GETARG_OID(0);
-	if (get_rel_name(relid) == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("%s: relation with OID %u does not exist", fn, relid)));
-	return relid;
+				 errmsg("cannot PREPARE a transaction that changes roles or role memberships"),
+				 errdetail("pg_harden could not invalidate the cached query results that depend on them when it commits."),
+				 errhint("Change roles outside of two-phase transactions.")));
+	/* After deferred triggers and portals: the messages are final. */
+	if (event == XACT_EVENT_PRE_COMMIT && watch_shared != NULL)
+		remember_invalidations();
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		for (int i = 0; i < nlocal_keys; i++)
+			cache_gen_bump(local_keys[i]);
+		if (local_overflow && OidIsValid(MyDatabaseId))
+			cache_gen_bump_database(MyDatabaseId);
+		if (local_overflow_shared && watch_shared != NULL)
+			pg_atomic_fetch_add_u64(&watch_shared->epoch, 1);
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		nlocal_keys = 0;
+		local_overflow = local_overflow_shared = false;
+		computing = 0;
+		/* A large transaction's array is not kept for the next one. */
+		if (maxlocal_keys > 1024)
+		{
+			pfree(local_keys);
+			local_keys = NULL;
+			maxlocal_keys = 0;
+		}
+	}
 }
 
 /*
- * Install (watch) or drop the watch trigger on a table and, for a
- * partitioned table, on every partition; true if anything changed.  Either
- * way the tables' results go stale at commit: those computed before a watch
- * recorded them as unwatched, those computed before an unwatch relied on
- * it (later ones are TTL-only).  The DDL runs as the caller, so CREATE /
- * DROP TRIGGER's privilege rules apply.
+ * A relation's definition changed (GRANT/REVOKE on it or its columns,
+ * ALTER POLICY, ALTER TABLE, CREATE OR REPLACE VIEW, TRUNCATE, ...):
+ * results computed under the old rules go stale.  Relcache invalidations
+ * reach only the backends of the relation's database.  Whole-cache resets
+ * (relid 0) are not changes.
  */
-static bool
-set_watch(FunctionCallInfo fcinfo, bool watch)
+static void
+rel_changed(Datum arg, Oid relid)
 {
-	const char *fn = watch ? "harden.cache_watch()" : "harden.cache_unwatch()";
-	List	   *targets = watch_targets(arg_relation(fcinfo, fn), fn);
-	ListCell   *lc;
-	bool		changed = false;
+	if (watch_shared == NULL || !OidIsValid(relid) || !OidIsValid(MyDatabaseId) ||
+		!moves_on_invalidation())
+		return;
+	cache_gen_bump_rel(MyDatabaseId, relid, false);
+}
 
-	foreach(lc, targets)
-	{
-		Oid			target = lfirst_oid(lc);
+/*
+ * A function, type or schema of this database changed (GRANT/REVOKE,
+ * CREATE OR REPLACE, ALTER): only results that use that very object (by
+ * its syscache hash value) go stale.  Hash value 0 is a whole-cache reset
+ * of a backend that fell behind, not a change: the backends that saw the
+ * change, its own among them, move the generation.
+ */
+static void
+db_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	if (watch_shared == NULL || hashvalue == 0 || !OidIsValid(MyDatabaseId) ||
+		!moves_on_invalidation())
+		return;
+	cache_gen_bump(cache_gen_key(MyDatabaseId, CACHE_DEP_CATALOG, cacheid, hashvalue));
+}
 
-		if (has_watch_trigger(target, false) == watch)
-			continue;
-		if (watch)
+/*
+ * The same for roles and role memberships, which all databases share.
+ * Processes without a database (launchers) take no part: they never read
+ * results, and they process invalidations late, when they wake up.
+ */
+static void
+shared_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	if (watch_shared == NULL || hashvalue == 0 || !OidIsValid(MyDatabaseId) ||
+		!moves_on_invalidation())
+		return;
+	cache_gen_bump(cache_gen_key(InvalidOid, CACHE_DEP_CATALOG, cacheid, hashvalue));
+}
+
+/* ---- metrics ---- */
+
+static void
+gen_write_metrics(MetricWriter *w)
+{
+	GenTenant	tenants[MAX_TENANTS];
+	uint64		dropped = 0;
+
+	if (!harden_shmem_ready || watch_shared == NULL)
+		return;
+	LWLockAcquire(watch_shared->lock, LW_SHARED);
+	memcpy(tenants, watch_shared->tenants, sizeof(tenants));
+	LWLockRelease(watch_shared->lock);
+
+	metric_family(w, "cache_generation_slots", "gauge",
+				  "Slots of the table of write generations (harden.cache_max_watched, rounded up).");
+	metric_sample(w, (double) watch_shared->nbuckets * BUCKET_WAYS, 0);
+	metric_family(w, "cache_generation_slots_used", "gauge",
+				  "Slots of the table of write generations in use, per database.");
+	for (int i = 0; i < MAX_TENANTS; i++)
+		if (OidIsValid(tenants[i].dboid))
 		{
-			run_ddl("CREATE TRIGGER " WATCH_TRIGGER_NAME
-					" AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s"
-					" FOR EACH STATEMENT EXECUTE FUNCTION harden.cache_watch_trigger()", target);
-			if (!cache_gen_ensure(target))
-				ereport(NOTICE,
-						(errmsg("harden.cache_max_watched (%d) is reached", cache_max_watched),
-						 errdetail("Writes to \"%s\" will invalidate every cached query result, not only those that read it.",
-								   get_rel_name(target)),
-						 errhint("Raise harden.cache_max_watched and restart the server.")));
+			char	   *name = get_database_name(tenants[i].dboid);
+
+			if (name != NULL)
+				metric_sample(w, (double) tenants[i].slots, 1, "database", name);
+			else
+				dropped += tenants[i].slots;
 		}
-		else
-			run_ddl("DROP TRIGGER " WATCH_TRIGGER_NAME " ON %s", target);
-		if (harden_shmem_ready)
-			note_written(target);
-		changed = true;
-	}
-	return changed;
-}
-
-PG_FUNCTION_INFO_V1(harden_cache_watch);
-PG_FUNCTION_INFO_V1(harden_cache_unwatch);
-
-Datum
-harden_cache_watch(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_BOOL(set_watch(fcinfo, true));
-}
-
-Datum
-harden_cache_unwatch(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_BOOL(set_watch(fcinfo, false));
+	/* Slots of dropped databases, until they are evicted. */
+	if (dropped > 0)
+		metric_sample(w, (double) dropped, 1, "database", "_dropped");
 }

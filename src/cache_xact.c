@@ -1,28 +1,94 @@
 /*
  * cache_xact.c
- *	  Publish on commit: cache writes made inside a transaction block are
- *	  kept in the backend and applied to the shared store at commit.
+ *	  The cache's transaction layer: publish on commit.  Cache writes made
+ *	  inside a transaction block are kept in the backend and applied to the
+ *	  shared store at commit, through the apply layer.
  *
- * Each write is an operation in a list, in call order, tagged with the
- * subtransaction that made it: a rolled-back savepoint drops its
- * operations, an abort drops them all, and commit replays them.  The
- * writing session reads through the list (the last operation that touches
- * a key decides), so it sees its own pending writes.
+ * Each write is an operation in a log, in call order, numbered by its
+ * position and tagged with the subtransaction that made it.  Lookups never
+ * walk the log: a hash by key finds the last SET or DELETE of a key, and
+ * the operations that remove many entries (by tag, pattern or flush) are
+ * indexed by tag and role, by pattern, and by the position of the last
+ * flush.  A key's pending state is its last key operation, unless a
+ * removing operation that comes after it matches: constant time per
+ * operation, plus the distinct patterns when there are any.
  *
- * Operations are applied at PRE_COMMIT, where an error (such as another
- * role having taken a key in the meantime) still aborts the transaction
- * cleanly; after commit nothing may fail.
+ * A rolled-back savepoint drops its operations: those at the end of the log
+ * made by it or by its (released) children, which are exactly the ones
+ * whose subtransaction id is at least its own.  Every index entry remembers
+ * the operation it replaced, so dropping undoes it.  An abort drops all.
+ *
+ * At PRE_COMMIT, where an error (such as another role having taken a key in
+ * the meantime) still aborts the transaction cleanly, each distinct
+ * removing operation is applied once, then each key's last operation;
+ * after commit nothing may fail.
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
+#include "common/hashfn.h"
 #include "miscadmin.h"
-#include "nodes/pg_list.h"
+#include "storage/procarray.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "pg_harden.h"
 #include "cache.h"
+
+/* A name (key, tag or pattern) with the role it is indexed under. */
+typedef struct NameRef
+{
+	const char *s;				/* the bytes of one of the log's operations */
+	int			len;
+	Oid			role;			/* tags only; InvalidOid otherwise */
+} NameRef;
+
+typedef struct NameSlot
+{
+	NameRef		name;
+	uint32		hash;
+	char		status;
+	int64		latest;			/* last operation on it; patterns: its place in the list */
+} NameSlot;
+
+/*
+ * The count a deferred cache_invalidate_tag() reports, memoized per
+ * statement in a small direct-mapped table, so that a statement calling it
+ * for many rows scans the store once per tag.
+ */
+#define TAG_MEMO_SIZE 64
+
+typedef struct TagCountMemo
+{
+	const char *tag;			/* NULL: unused */
+	int			len;
+	Oid			role;
+	TimestampTz stmt;
+	CommandId	cid;
+	int64		count;
+} TagCountMemo;
+
+static inline uint32
+name_hash(NameRef n)
+{
+	return hash_combine(hash_bytes((const unsigned char *) n.s, n.len), murmurhash32(n.role));
+}
+
+#define SH_PREFIX namemap
+#define SH_ELEMENT_TYPE NameSlot
+#define SH_KEY_TYPE NameRef
+#define SH_KEY name
+#define SH_HASH_KEY(tb, key) name_hash(key)
+#define SH_EQUAL(tb, a, b) ((a).len == (b).len && (a).role == (b).role && \
+							memcmp((a).s, (b).s, (a).len) == 0)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a) ((a)->hash)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
 
 typedef struct PendingOp
 {
@@ -31,11 +97,41 @@ typedef struct PendingOp
 	Oid			role;			/* who made the call */
 	char	   *name;			/* key, pattern or tag */
 	int			namelen;
-	CacheItem	item;			/* CACHE_PENDING_SET: a deep copy */
+	CacheItem  *item;			/* CACHE_PENDING_SET: a deep copy */
+	int64		prev_same;		/* the index entry's previous operation, or -1 */
+	int64		prev_global;	/* removing operations: the previous one, or -1 */
 } PendingOp;
 
+/* A pattern pending removal, and the last operation that named it. */
+typedef struct PendingPattern
+{
+	const char *s;
+	int			len;
+	int64		latest;
+} PendingPattern;
+
+typedef struct XactState
+{
+	PendingOp  *ops;
+	int64		nops;
+	int64		maxops;
+	namemap_hash *keys;			/* key -> last SET or DELETE */
+	namemap_hash *tags;			/* (tag, role) -> last invalidation */
+	namemap_hash *patterns;		/* pattern -> its place in pattern_list */
+	PendingPattern *pattern_list;
+	int			npatterns;
+	int			maxpatterns;
+	Oid		   *tag_roles;		/* the roles that invalidated tags */
+	int			ntag_roles;
+	int			maxtag_roles;
+	int64		last_flush;
+	int64		last_flush_secure;
+	int64		last_global;	/* last removing operation of any kind */
+	TagCountMemo tag_memo[TAG_MEMO_SIZE];
+} XactState;
+
 /* Lives in TopTransactionContext, so an abort frees it with the rest. */
-static List *pending = NIL;
+static XactState *xs = NULL;
 static bool callbacks_registered = false;
 
 static void cache_xact_callback(XactEvent event, void *arg);
@@ -53,25 +149,209 @@ cache_xact_deferred(void)
 	return IsTransactionBlock();
 }
 
-static PendingOp *
-new_op(CachePendingKind kind, const char *name, int namelen, Oid role)
+static XactState *
+state_get(void)
 {
-	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-	PendingOp  *op = palloc0(sizeof(PendingOp));
+	MemoryContext old;
 
+	if (xs != NULL)
+		return xs;
 	if (!callbacks_registered)
 	{
 		RegisterXactCallback(cache_xact_callback, NULL);
 		RegisterSubXactCallback(cache_subxact_callback, NULL);
 		callbacks_registered = true;
 	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	xs = palloc0(sizeof(XactState));
+	xs->maxops = 64;
+	xs->ops = palloc(sizeof(PendingOp) * xs->maxops);
+	xs->keys = namemap_create(TopTransactionContext, 64, NULL);
+	xs->tags = namemap_create(TopTransactionContext, 16, NULL);
+	xs->patterns = namemap_create(TopTransactionContext, 16, NULL);
+	xs->last_flush = xs->last_flush_secure = xs->last_global = -1;
+	MemoryContextSwitchTo(old);
+	return xs;
+}
+
+static inline NameRef
+name_ref(const char *s, int len, Oid role)
+{
+	NameRef		n = {s, len, role};
+
+	return n;
+}
+
+/* The map a kind of operation is indexed in (flushes have none). */
+static namemap_hash *
+map_for(CachePendingKind kind)
+{
+	switch (kind)
+	{
+		case CACHE_PENDING_SET:
+		case CACHE_PENDING_DELETE:
+			return xs->keys;
+		case CACHE_PENDING_TAG:
+			return xs->tags;
+		case CACHE_PENDING_INVALIDATE:
+			return xs->patterns;
+		default:
+			return NULL;
+	}
+}
+
+static inline bool
+is_global(CachePendingKind kind)
+{
+	return kind != CACHE_PENDING_SET && kind != CACHE_PENDING_DELETE;
+}
+
+static void
+remember_tag_role(Oid role)
+{
+	for (int i = 0; i < xs->ntag_roles; i++)
+		if (xs->tag_roles[i] == role)
+			return;
+	if (xs->ntag_roles == xs->maxtag_roles)
+	{
+		xs->maxtag_roles = Max(4, xs->maxtag_roles * 2);
+		xs->tag_roles = xs->tag_roles == NULL ?
+			MemoryContextAlloc(TopTransactionContext, sizeof(Oid) * xs->maxtag_roles) :
+			repalloc(xs->tag_roles, sizeof(Oid) * xs->maxtag_roles);
+	}
+	xs->tag_roles[xs->ntag_roles++] = role;
+}
+
+/* Index operation idx; remember what it replaced. */
+static void
+index_op(int64 idx)
+{
+	PendingOp  *op = &xs->ops[idx];
+	namemap_hash *map = map_for(op->kind);
+	bool		found;
+
+	op->prev_same = -1;
+	op->prev_global = -1;
+	if (map != NULL)
+	{
+		NameSlot   *slot = namemap_insert(map, name_ref(op->name, op->namelen,
+												   op->kind == CACHE_PENDING_TAG ? op->role : InvalidOid),
+										  &found);
+
+		if (op->kind == CACHE_PENDING_INVALIDATE)
+		{
+			if (!found)
+			{
+				if (xs->npatterns == xs->maxpatterns)
+				{
+					xs->maxpatterns = Max(8, xs->maxpatterns * 2);
+					xs->pattern_list = xs->pattern_list == NULL ?
+						MemoryContextAlloc(TopTransactionContext,
+										   sizeof(PendingPattern) * xs->maxpatterns) :
+						repalloc(xs->pattern_list, sizeof(PendingPattern) * xs->maxpatterns);
+				}
+				slot->latest = xs->npatterns;
+				xs->pattern_list[xs->npatterns].s = op->name;
+				xs->pattern_list[xs->npatterns].len = op->namelen;
+				xs->pattern_list[xs->npatterns].latest = idx;
+				xs->npatterns++;
+			}
+			else
+			{
+				op->prev_same = xs->pattern_list[slot->latest].latest;
+				xs->pattern_list[slot->latest].latest = idx;
+			}
+		}
+		else
+		{
+			if (found)
+				op->prev_same = slot->latest;
+			slot->latest = idx;
+		}
+	}
+	if (op->kind == CACHE_PENDING_FLUSH)
+	{
+		op->prev_same = xs->last_flush;
+		xs->last_flush = idx;
+	}
+	else if (op->kind == CACHE_PENDING_FLUSH_SECURE)
+	{
+		op->prev_same = xs->last_flush_secure;
+		xs->last_flush_secure = idx;
+	}
+	if (op->kind == CACHE_PENDING_TAG)
+		remember_tag_role(op->role);
+	if (is_global(op->kind))
+	{
+		op->prev_global = xs->last_global;
+		xs->last_global = idx;
+	}
+}
+
+/* Undo index_op() for the last operation of the log, and drop it. */
+static void
+drop_last_op(void)
+{
+	int64		idx = xs->nops - 1;
+	PendingOp  *op = &xs->ops[idx];
+	namemap_hash *map = map_for(op->kind);
+
+	if (map != NULL)
+	{
+		NameRef		n = name_ref(op->name, op->namelen,
+								 op->kind == CACHE_PENDING_TAG ? op->role : InvalidOid);
+		NameSlot   *slot = namemap_lookup(map, n);
+
+		Assert(slot != NULL);
+		if (op->kind == CACHE_PENDING_INVALIDATE)
+		{
+			if (op->prev_same < 0)
+			{
+				/* It created the pattern's entry, the last of the list. */
+				Assert(slot->latest == xs->npatterns - 1);
+				xs->npatterns--;
+				namemap_delete(map, n);
+			}
+			else
+				xs->pattern_list[slot->latest].latest = op->prev_same;
+		}
+		else if (op->prev_same < 0)
+			namemap_delete(map, n);
+		else
+			slot->latest = op->prev_same;
+	}
+	if (op->kind == CACHE_PENDING_FLUSH)
+		xs->last_flush = op->prev_same;
+	else if (op->kind == CACHE_PENDING_FLUSH_SECURE)
+		xs->last_flush_secure = op->prev_same;
+	if (is_global(op->kind))
+		xs->last_global = op->prev_global;
+	xs->nops--;
+}
+
+static PendingOp *
+new_op(CachePendingKind kind, const char *name, int namelen, Oid role)
+{
+	MemoryContext old;
+	PendingOp  *op;
+
+	state_get();
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	if (xs->nops == xs->maxops)
+	{
+		xs->maxops *= 2;
+		xs->ops = repalloc_huge(xs->ops, sizeof(PendingOp) * xs->maxops);
+	}
+	op = &xs->ops[xs->nops];
 	op->kind = kind;
 	op->subid = GetCurrentSubTransactionId();
 	op->role = role;
 	op->name = name ? pnstrdup(name, namelen) : NULL;
 	op->namelen = namelen;
-	pending = lappend(pending, op);
+	op->item = NULL;
 	MemoryContextSwitchTo(old);
+	xs->nops++;
+	index_op(xs->nops - 1);
 	return op;
 }
 
@@ -80,170 +360,152 @@ add_set(const CacheItem *item)
 {
 	PendingOp  *op = new_op(CACHE_PENDING_SET, item->key, item->keylen, item->owner);
 	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	CacheItem  *copy = palloc(sizeof(CacheItem));
 	char	   *value = palloc(Max(item->valuelen, 1));
 
 	memcpy(value, item->value, item->valuelen);
-	op->item = *item;
-	op->item.key = op->name;
-	op->item.value = value;
+	*copy = *item;
+	copy->key = op->name;
+	copy->value = value;
 	if (item->tagslen > 0)
 	{
 		char	   *tags = palloc(item->tagslen);
 
 		memcpy(tags, item->tags, item->tagslen);
-		op->item.tags = tags;
+		copy->tags = tags;
 	}
 	if (item->query.ndeps > 0)
 	{
 		CacheDep   *deps = palloc(sizeof(CacheDep) * item->query.ndeps);
 
 		memcpy(deps, item->query.deps, sizeof(CacheDep) * item->query.ndeps);
-		op->item.query.deps = deps;
+		copy->query.deps = deps;
 	}
+	op->item = copy;
 	MemoryContextSwitchTo(old);
 }
 
-/* The state of a key as seen by this session before operation upto. */
-typedef enum Seen
-{
-	SEEN_SHARED,				/* no pending operation decides: ask the store */
-	SEEN_MISSING,
-	SEEN_PENDING				/* a pending set: *op */
-} Seen;
-
 /*
- * Does operation op, made by op->role, remove an entry with these
- * properties?  Invalidations by tag remove only entries their caller may
- * modify, like the immediate path.
+ * Does a removing operation after position after remove an entry with
+ * these properties?  Invalidations by tag remove only entries their caller
+ * may modify, like the immediate path.
  */
 static bool
-op_removes(const PendingOp *op, Oid owner, uint8 flags, const char *tags, int ntags)
+removed_after(int64 after, const char *key, int keylen, Oid owner, uint8 flags,
+			  const char *tags, int ntags)
 {
-	switch (op->kind)
+	if (xs->last_global <= after)
+		return false;
+	if (xs->last_flush > after)
+		return true;
+	if ((flags & CACHE_FLAG_SECURE) && xs->last_flush_secure > after)
+		return true;
+	if (xs->npatterns > 0)
 	{
-		case CACHE_PENDING_FLUSH:
-			return true;
-		case CACHE_PENDING_FLUSH_SECURE:
-			return (flags & CACHE_FLAG_SECURE) != 0;
-		case CACHE_PENDING_TAG:
-			return cache_tags_contain(tags, ntags, op->name, op->namelen) &&
-				cache_role_may_modify(op->role, owner);
-		default:
-			return false;
-	}
-}
+		int			userlen;
+		const char *userkey = cache_user_key(key, keylen, &userlen);
 
-static Seen
-seen_before(const char *key, int keylen, int upto, PendingOp **found)
-{
-	for (int i = upto - 1; i >= 0; i--)
-	{
-		PendingOp  *op = list_nth(pending, i);
-		Seen		below;
-
-		switch (op->kind)
+		for (int i = 0; i < xs->npatterns; i++)
 		{
-			case CACHE_PENDING_SET:
-			case CACHE_PENDING_DELETE:
-				if (op->namelen != keylen || memcmp(op->name, key, keylen) != 0)
-					continue;
-				if (op->kind == CACHE_PENDING_DELETE)
-					return SEEN_MISSING;
-				*found = op;
-				return SEEN_PENDING;
-			case CACHE_PENDING_INVALIDATE:
-				{
-					int			userlen;
-					const char *userkey = cache_user_key(key, keylen, &userlen);
+			PendingPattern *p = &xs->pattern_list[i];
 
-					if (cache_glob_match(op->name, op->namelen, userkey, userlen))
-						return SEEN_MISSING;
-				}
-				continue;
-			case CACHE_PENDING_FLUSH:
-				return SEEN_MISSING;
-			case CACHE_PENDING_FLUSH_SECURE:
-			case CACHE_PENDING_TAG:
-				/* Depends on what the entry below this operation is. */
-				below = seen_before(key, keylen, i, found);
-				if (below == SEEN_PENDING)
-				{
-					const CacheItem *it = &(*found)->item;
-
-					return op_removes(op, it->owner, it->flags, it->tags, it->ntags) ?
-						SEEN_MISSING : SEEN_PENDING;
-				}
-				if (below == SEEN_SHARED)
-				{
-					CacheHit	meta;
-
-					if (cache_apply_peek(key, keylen, &meta, true) &&
-						op_removes(op, meta.owner, meta.flags, meta.tags, meta.ntags))
-						return SEEN_MISSING;
-				}
-				return below;
+			if (p->latest > after && cache_glob_match(p->s, p->len, userkey, userlen))
+				return true;
 		}
 	}
-	return SEEN_SHARED;
+	for (int t = 0; t < ntags; t++)
+	{
+		int			len = strlen(tags);
+
+		for (int r = 0; r < xs->ntag_roles; r++)
+		{
+			NameSlot   *slot = namemap_lookup(xs->tags, name_ref(tags, len, xs->tag_roles[r]));
+
+			if (slot != NULL && slot->latest > after &&
+				cache_role_may_modify(xs->tag_roles[r], owner))
+				return true;
+		}
+		tags += len + 1;
+	}
+	return false;
 }
 
-/*
- * The entry under a key in this session's view (its pending writes, then
- * the store), whoever may read it: the basis of write privilege checks.
- * Returns false when no pending operation decides (read the store);
- * otherwise *hit_found says whether there is an entry, filled into *hit
- * (value copied when want_value).
- */
-static bool
-pending_lookup(const char *key, int keylen, CacheHit *hit, bool want_value,
-			   bool *hit_found)
+static void
+fill_hit(const CacheItem *item, CacheHit *hit, bool want_value)
 {
-	PendingOp  *op = NULL;
-	Seen		seen;
-
-	if (pending == NIL)
-		return false;
-	seen = seen_before(key, keylen, list_length(pending), &op);
-	if (seen == SEEN_SHARED)
-		return false;
-	*hit_found = false;
-	if (seen == SEEN_MISSING)
-		return true;
-	if (op->item.expires_at != 0 && op->item.expires_at <= GetCurrentTimestamp())
-		return true;
-	/* A pending query result goes stale like a stored one. */
-	if ((op->item.flags & CACHE_FLAG_QUERY) &&
-		!cache_deps_current(MyDatabaseId, &op->item.query))
-		return true;
-	hit->type = op->item.type;
-	hit->valuelen = op->item.valuelen;
-	hit->owner = op->item.owner;
-	hit->flags = op->item.flags;
-	hit->expires_at = op->item.expires_at;
-	hit->tags = (char *) op->item.tags;
-	hit->fingerprint = op->item.query.fingerprint;
-	hit->ndeps = op->item.query.ndeps;
-	hit->deps = (CacheDep *) op->item.query.deps;
-	hit->ntags = op->item.ntags;
+	hit->type = item->type;
+	hit->valuelen = item->valuelen;
+	hit->owner = item->owner;
+	hit->flags = item->flags;
+	hit->expires_at = item->expires_at;
+	hit->tags = (char *) item->tags;
+	hit->fingerprint = item->query.fingerprint;
+	hit->ndeps = item->query.ndeps;
+	hit->deps = (CacheDep *) item->query.deps;
+	hit->ntags = item->ntags;
 	hit->value = NULL;
 	if (want_value)
 	{
-		hit->value = palloc(op->item.valuelen + VARHDRSZ);
-		memcpy(hit->value + VARHDRSZ, op->item.value, op->item.valuelen);
+		hit->value = palloc(item->valuelen + VARHDRSZ);
+		memcpy(hit->value + VARHDRSZ, item->value, item->valuelen);
 	}
-	*hit_found = true;
+}
+
+/* A pending entry that expired or went stale (a query result) is missing. */
+static bool
+item_live(const CacheItem *item)
+{
+	if (item->expires_at != 0 && item->expires_at <= GetCurrentTimestamp())
+		return false;
+	if ((item->flags & CACHE_FLAG_QUERY) && !cache_deps_current(MyDatabaseId, &item->query))
+		return false;
 	return true;
 }
 
-/* The entry in this session's view, whoever may read it. */
+/*
+ * The entry under a key in this session's view for role: its pending
+ * operations, then what role sees in the store.  Returns false when no
+ * pending operation decides (read the store); otherwise *found says
+ * whether there is an entry, filled into *hit (value copied when
+ * want_value).  Whether role may read a pending entry is the caller's
+ * check.
+ */
 static bool
-own_view_peek(const char *key, int keylen, CacheHit *meta)
+pending_lookup(const char *key, int keylen, Oid role, CacheHit *hit, bool want_value,
+			   bool *found)
 {
-	bool		found;
+	NameSlot   *slot;
+	int64		after = -1;
+	CacheHit	meta;
 
-	if (pending_lookup(key, keylen, meta, false, &found))
-		return found;
-	return cache_apply_peek(key, keylen, meta, false);
+	if (xs == NULL || xs->nops == 0)
+		return false;
+	slot = namemap_lookup(xs->keys, name_ref(key, keylen, InvalidOid));
+	if (slot != NULL)
+	{
+		PendingOp  *op = &xs->ops[slot->latest];
+
+		*found = false;
+		if (op->kind == CACHE_PENDING_DELETE)
+			return true;
+		after = slot->latest;
+		if (removed_after(after, key, keylen, op->item->owner, op->item->flags,
+						  op->item->tags, op->item->ntags) ||
+			!item_live(op->item))
+			return true;
+		fill_hit(op->item, hit, want_value);
+		*found = true;
+		return true;
+	}
+	if (xs->last_global < 0)
+		return false;
+	/* Only removing operations may decide: on the entry role sees now. */
+	if (!cache_apply_visible(key, keylen, role, &meta, false, true))
+		return false;
+	if (!removed_after(-1, key, keylen, meta.owner, meta.flags, meta.tags, meta.ntags))
+		return false;
+	*found = false;
+	return true;
 }
 
 /*
@@ -255,16 +517,153 @@ cache_xact_lookup(const char *key, int keylen, Oid role, CacheHit *hit, bool wan
 {
 	bool		found;
 
-	if (!pending_lookup(key, keylen, hit, want_value, &found))
-		return cache_apply_lookup(key, keylen, role, hit, want_value);
+	if (!pending_lookup(key, keylen, role, hit, want_value, &found))
+		return cache_apply_visible(key, keylen, role, hit, want_value, false);
 	return found && cache_role_may_read(role, hit->owner, hit->flags);
+}
+
+/*
+ * How many committed entries carrying a tag role may modify: counted once
+ * per statement, so a statement calling it for many rows scans once.
+ */
+static int64
+count_tag(const char *tag, int len, Oid role)
+{
+	TagCountMemo *m = &xs->tag_memo[name_hash(name_ref(tag, len, role)) % TAG_MEMO_SIZE];
+	TimestampTz stmt = GetCurrentStatementStartTimestamp();
+	CommandId	cid = GetCurrentCommandId(false);
+
+	if (m->tag != NULL && m->len == len && m->role == role && m->stmt == stmt &&
+		m->cid == cid && memcmp(m->tag, tag, len) == 0)
+		return m->count;
+	m->count = cache_apply_count_invalidate_tag(tag, len, role);
+	/* The name of the operation just logged: it lives as long as the memo. */
+	m->tag = xs->ops[xs->nops - 1].name;
+	m->len = len;
+	m->role = role;
+	m->stmt = stmt;
+	m->cid = cid;
+	return m->count;
+}
+
+/*
+ * ---- never early ----
+ *
+ * A transaction that wrote data registers what it invalidates (markers,
+ * see cache_store.c) before deleting anything, so a session that read the
+ * old rows and sets a value before the commit is visible removes it again.
+ * A transaction without an xid changed no rows: it needs no markers.
+ */
+
+/* Whether the setter's snapshot (arg; NULL: none) did not see xid commit. */
+static bool
+unseen_by(TransactionId xid, void *arg)
+{
+	Snapshot	snap = (Snapshot) arg;
+
+	if (TransactionIdIsCurrentTransactionId(xid))
+		return false;
+	if (TransactionIdIsInProgress(xid))
+		return true;
+	return snap != NULL && XidInMVCCSnapshot(xid, snap);
+}
+
+static inline CacheMark
+mark_of(CachePendingKind kind, const char *name, int namelen)
+{
+	CacheMark	m = {0};
+
+	switch (kind)
+	{
+		case CACHE_PENDING_SET:
+		case CACHE_PENDING_DELETE:
+			{
+				int			userlen;
+				const char *userkey = cache_user_key(name, namelen, &userlen);
+
+				m.kind = CACHE_MARK_KEY;
+				m.hash = cache_mark_hash(userkey, userlen);
+			}
+			break;
+		case CACHE_PENDING_TAG:
+			m.kind = CACHE_MARK_TAG;
+			m.hash = cache_mark_hash(name, namelen);
+			break;
+		case CACHE_PENDING_INVALIDATE:
+			m.kind = CACHE_MARK_PATTERN;
+			m.text = name;
+			m.len = namelen;
+			break;
+		case CACHE_PENDING_FLUSH:
+			m.kind = CACHE_MARK_FLUSH;
+			break;
+		case CACHE_PENDING_FLUSH_SECURE:
+			m.kind = CACHE_MARK_FLUSH_SECURE;
+			break;
+	}
+	return m;
+}
+
+/* An invalidation applied now, by a transaction that may have written rows. */
+static void
+mark_now(CachePendingKind kind, const char *name, int namelen)
+{
+	TransactionId xid = GetTopTransactionIdIfAny();
+	CacheMark	m;
+
+	if (!TransactionIdIsValid(xid))
+		return;
+	m = mark_of(kind, name, namelen);
+	cache_store_mark(&m, 1, xid);
+}
+
+/* The markers of every pending operation that removes or replaces entries. */
+static void
+mark_pending(void)
+{
+	TransactionId xid = GetTopTransactionIdIfAny();
+	CacheMark  *marks;
+	int			n = 0;
+	int			max = 64;
+
+	if (!TransactionIdIsValid(xid))
+		return;
+	marks = palloc(sizeof(CacheMark) * max);
+	if (xs->last_flush >= 0)
+		marks[n++] = mark_of(CACHE_PENDING_FLUSH, NULL, 0);
+	if (xs->last_flush_secure >= 0)
+		marks[n++] = mark_of(CACHE_PENDING_FLUSH_SECURE, NULL, 0);
+	for (int64 i = 0; i < xs->nops; i++)
+	{
+		PendingOp  *op = &xs->ops[i];
+		namemap_hash *map = map_for(op->kind);
+		NameSlot   *slot;
+
+		if (map == NULL)
+			continue;
+		slot = namemap_lookup(map, name_ref(op->name, op->namelen,
+											op->kind == CACHE_PENDING_TAG ? op->role : InvalidOid));
+		/* Once per key, tag or pattern. */
+		if (op->kind == CACHE_PENDING_INVALIDATE ?
+			xs->pattern_list[slot->latest].latest != i : slot->latest != i)
+			continue;
+		if (n == max)
+		{
+			max *= 2;
+			marks = repalloc_huge(marks, sizeof(CacheMark) * max);
+		}
+		marks[n++] = mark_of(op->kind, op->name, op->namelen);
+	}
+	cache_store_mark(marks, n, xid);
+	pfree(marks);
 }
 
 /*
  * A write by role: applied now outside a transaction block, else kept
  * until commit.  name is the key (SET, DELETE), the pattern or the tag;
  * item the entry of a SET.  Returns what the SQL function reports: for
- * DELETE whether the entry existed (in this session's view), for
+ * SET whether it was stored (a leased set may lose), for DELETE whether the
+ * entry existed (in this session's view), for
  * invalidations how many entries they remove (deferred: how many committed
  * entries match now).
  */
@@ -281,45 +680,66 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 		case CACHE_PENDING_SET:
 			Assert(item != NULL && item->owner == role);
 			if (!deferred)
-			{
-				cache_apply_set(item);
-				return 1;
-			}
-			/* Fail now rather than at commit when the key is already taken. */
-			if (own_view_peek(item->key, item->keylen, &meta))
+				return cache_apply_set(item, unseen_by,
+									   ActiveSnapshotSet() ? GetActiveSnapshot() : NULL) ? 1 : 0;
+			/* A leased set that lost already is not kept; at commit it is checked again. */
+			if (!cache_apply_lease_valid(item))
+				return 0;
+
+			/*
+			 * Fail now rather than at commit when the key is already taken:
+			 * by an entry role sees, or by a pending write of this very
+			 * session (under another role), which teaches it nothing.
+			 */
+			if (pending_lookup(item->key, item->keylen, role, &meta, false, &existed) ?
+				existed : cache_apply_visible(item->key, item->keylen, role, &meta, false, false))
 				cache_check_may_modify(role, item->key, item->keylen, meta.owner, meta.flags);
 			add_set(item);
 			return 1;
 		case CACHE_PENDING_DELETE:
 			if (!deferred)
-				return cache_apply_delete(name, namelen, role) ? 1 : 0;
-			existed = own_view_peek(name, namelen, &meta);
-			if (existed)
 			{
-				/* An entry the caller cannot even read is, to it, not there. */
-				if (!cache_role_may_read(role, meta.owner, meta.flags))
-					return 0;
-				cache_check_may_modify(role, name, namelen, meta.owner, meta.flags);
+				mark_now(kind, name, namelen);
+				return cache_apply_delete(name, namelen, role) ? 1 : 0;
 			}
+			if (pending_lookup(name, namelen, role, &meta, false, &existed))
+			{
+				/* This session's pending entry of a role it may not read stays. */
+				if (existed && !cache_role_may_read(role, meta.owner, meta.flags))
+					return 0;
+			}
+			else
+				existed = cache_apply_visible(name, namelen, role, &meta, false, false);
+			if (existed)
+				cache_check_may_modify(role, name, namelen, meta.owner, meta.flags);
 			new_op(kind, name, namelen, role);
 			return existed ? 1 : 0;
 		case CACHE_PENDING_INVALIDATE:
 			if (!deferred)
+			{
+				mark_now(kind, name, namelen);
 				return cache_apply_invalidate(name, namelen, role);
+			}
 			new_op(kind, name, namelen, role);
 			return cache_apply_count_invalidate(name, namelen, role);
 		case CACHE_PENDING_TAG:
 			if (!deferred)
+			{
+				mark_now(kind, name, namelen);
 				return cache_apply_invalidate_tag(name, namelen, role);
+			}
 			new_op(kind, name, namelen, role);
-			return cache_apply_count_invalidate_tag(name, namelen, role);
+			return count_tag(name, namelen, role);
 		case CACHE_PENDING_FLUSH:
 		case CACHE_PENDING_FLUSH_SECURE:
 			{
 				bool		secure_only = kind == CACHE_PENDING_FLUSH_SECURE;
 
 				if (!deferred)
+				{
+					mark_now(kind, NULL, 0);
 					return cache_apply_flush(secure_only, role);
+				}
 				new_op(kind, NULL, 0, role);
 				return cache_apply_count_flush(secure_only, role);
 			}
@@ -327,40 +747,47 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 	return 0;
 }
 
-/* Replay the pending operations, in order, against the store. */
+/*
+ * Apply the pending operations: each distinct removing operation once (they
+ * commute), then the last operation of each key, in call order.  A key
+ * whose last SET a later removing operation matched ends up missing.
+ */
 static void
 apply_pending(void)
 {
-	ListCell   *lc;
-
-	foreach(lc, pending)
+	mark_pending();
+	if (xs->last_flush >= 0)
+		cache_apply_flush(false, xs->ops[xs->last_flush].role);
+	else if (xs->last_flush_secure >= 0)
+		cache_apply_flush(true, xs->ops[xs->last_flush_secure].role);
+	for (int i = 0; i < xs->npatterns; i++)
+		cache_apply_invalidate(xs->pattern_list[i].s, xs->pattern_list[i].len,
+							   xs->ops[xs->pattern_list[i].latest].role);
+	for (int64 i = 0; i < xs->nops; i++)
 	{
-		PendingOp  *op = lfirst(lc);
+		PendingOp  *op = &xs->ops[i];
 
-		switch (op->kind)
+		if (op->kind == CACHE_PENDING_TAG &&
+			namemap_lookup(xs->tags, name_ref(op->name, op->namelen, op->role))->latest == i)
+			cache_apply_invalidate_tag(op->name, op->namelen, op->role);
+	}
+	for (int64 i = 0; i < xs->nops; i++)
+	{
+		PendingOp  *op = &xs->ops[i];
+		const CacheItem *it = op->item;
+
+		if (is_global(op->kind) ||
+			namemap_lookup(xs->keys, name_ref(op->name, op->namelen, InvalidOid))->latest != i)
+			continue;
+		if (op->kind == CACHE_PENDING_SET &&
+			!removed_after(i, it->key, it->keylen, it->owner, it->flags, it->tags, it->ntags))
 		{
-			case CACHE_PENDING_SET:
-				/* A stale query result must not replace a fresh one. */
-				if (!(op->item.flags & CACHE_FLAG_QUERY) ||
-					cache_deps_current(MyDatabaseId, &op->item.query))
-					cache_apply_set(&op->item);
-				break;
-			case CACHE_PENDING_DELETE:
-				cache_apply_delete(op->name, op->namelen, op->role);
-				break;
-			case CACHE_PENDING_INVALIDATE:
-				cache_apply_invalidate(op->name, op->namelen, op->role);
-				break;
-			case CACHE_PENDING_TAG:
-				cache_apply_invalidate_tag(op->name, op->namelen, op->role);
-				break;
-			case CACHE_PENDING_FLUSH:
-				cache_apply_flush(false, op->role);
-				break;
-			case CACHE_PENDING_FLUSH_SECURE:
-				cache_apply_flush(true, op->role);
-				break;
+			/* A stale query result must not replace a fresh one. */
+			if (!(it->flags & CACHE_FLAG_QUERY) || cache_deps_current(MyDatabaseId, &it->query))
+				(void) cache_apply_set(it, unseen_by, NULL);
 		}
+		else
+			cache_apply_delete(op->name, op->namelen, op->role);
 	}
 }
 
@@ -370,12 +797,12 @@ cache_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			if (pending != NIL)
+			if (xs != NULL && xs->nops > 0)
 				apply_pending();
-			pending = NIL;
+			xs = NULL;
 			break;
 		case XACT_EVENT_PRE_PREPARE:
-			if (pending != NIL)
+			if (xs != NULL && xs->nops > 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that has pending pg_harden cache writes"),
@@ -386,7 +813,7 @@ cache_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			pending = NIL;
+			xs = NULL;
 			break;
 		default:
 			break;
@@ -394,35 +821,17 @@ cache_xact_callback(XactEvent event, void *arg)
 }
 
 /*
- * A savepoint rolled back drops its operations; one released hands them to
- * its parent.
+ * A savepoint rolled back drops its operations: they are at the end of the
+ * log, and their subtransaction ids are at least its own (ids grow, and
+ * every subtransaction started since it is its descendant).  A released
+ * one's operations simply stay.
  */
 static void
 cache_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)
 {
-	ListCell   *lc;
-
-	if (pending == NIL)
+	if (xs == NULL || event != SUBXACT_EVENT_ABORT_SUB)
 		return;
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		foreach(lc, pending)
-		{
-			PendingOp  *op = lfirst(lc);
-
-			if (op->subid == mySubid)
-				pending = foreach_delete_current(pending, lc);
-		}
-	}
-	else if (event == SUBXACT_EVENT_COMMIT_SUB)
-	{
-		foreach(lc, pending)
-		{
-			PendingOp  *op = lfirst(lc);
-
-			if (op->subid == mySubid)
-				op->subid = parentSubid;
-		}
-	}
+	while (xs->nops > 0 && xs->ops[xs->nops - 1].subid >= mySubid)
+		drop_last_op();
 }

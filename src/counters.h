@@ -19,6 +19,9 @@ HARDEN_COUNTER(CACHE_EXPIRATIONS, "cache_expirations_total", "Cache entries remo
 HARDEN_COUNTER(CACHE_INVALIDATIONS, "cache_invalidations_total", "Cache entries removed by invalidation (pattern, tag, flush or a write to a watched table)")
 HARDEN_COUNTER(CACHE_QUERIES, "cache_queries_total", "Queries run by cache_query() on a miss")
 HARDEN_COUNTER(CACHE_COALESCED, "cache_coalesced_total", "cache_query() misses served by waiting for another session's computation")
+HARDEN_COUNTER(CACHE_GEN_EVICTIONS, "cache_generation_evictions_total", "Write generations evicted from a full bucket of the generation table (their results become misses)")
+HARDEN_COUNTER(CACHE_GEN_EXHAUSTED, "cache_generation_exhausted_total", "cache_query() results not cached because no generation slot could be had")
+HARDEN_COUNTER(CACHE_QUERY_UNTRACKED, "cache_query_untracked_total", "cache_query() results cached with a dependency whose writes are not seen (TTL capped by harden.cache_untracked_ttl)")
 
 /* state machines */
 HARDEN_COUNTER(FSM_TRANSITIONS, "fsm_transitions_total", "State-machine transitions accepted by the trigger (including ones whose transaction later rolled back)")

@@ -38,6 +38,7 @@ static const HardenModule harden_modules[] = {
 	{"cache", cache_define_gucs, cache_shmem_size, cache_shmem_startup},
 	{"cache sql", cache_sql_define_gucs, NULL, NULL},
 	{"cache watch", cache_watch_define_gucs, cache_watch_shmem_size, cache_watch_shmem_startup},
+	{"cache track", cache_track_define_gucs, NULL, NULL},
 	{"cache query", cache_query_define_gucs, cache_flight_shmem_size, cache_flight_shmem_startup},
 	{"fsm", fsm_define_gucs, fsm_shmem_size, fsm_shmem_startup},
 	{"stock", stock_define_gucs, NULL, NULL},
@@ -121,6 +122,7 @@ _PG_init(void)
 #endif
 	worker_register_launcher();
 	worker_utility_hook_install();
+	cache_track_hooks_install();
 }
 
 /*

@@ -4,8 +4,9 @@
 # suites (test/pgtap), dump and restore (test/dump), a Prometheus scrape
 # through prometheus-postgres-exporter (test/metrics), the SQL examples of
 # the docs (test/docs), the background
-# worker's (test/worker), crash recovery (test/crash) and, after a restart
-# without preloading, test/nopreload.  Exits non-zero if anything failed.
+# worker's (test/worker), crash recovery (test/crash), revocation and tenant
+# isolation of query results (test/track) and, after a restart without
+# preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
 PASSED=0
@@ -95,7 +96,7 @@ pgh_build_and_stage
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
 	"harden.worker_retry_base = '200ms'" "harden.worker_retry_max = '2s'"
 	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap, pgh_dump_src'"
-	"max_worker_processes = 16"
+	"max_worker_processes = 16" "max_prepared_transactions = 4"
 	"shared_preload_libraries = 'pg_harden, pg_stat_statements'")
 pgh_cluster_start "${PGH_CONF[@]}"
 run_regress
@@ -133,6 +134,11 @@ run_breaker_restart
 # Backends killed with SIGKILL mid-write; the postmaster's crash restart.
 source "$PGH_ROOT/test/crash/crash.sh"
 run_crash
+
+# Cached query results against revocation and a second tenant's churn, on
+# a restart with a small table of generations.
+source "$PGH_ROOT/test/track/track.sh"
+run_track
 
 # make sanitize: the sanitizer runtime is in the server's backends.
 if [ -n "${SANITIZE:-}" ]; then

@@ -31,7 +31,8 @@ INSERT INTO bi_documented VALUES ('ok'),
   ('PH212'), ('PH213'), ('PH214'), ('PH215'),
   ('PH308'), ('PH309'), ('PH401'), ('PH501'), ('PH502'), ('PH503'), ('PH504'), ('54000'),
   ('40001'), ('0A000'), ('42809'), ('42P01'), ('42701'), ('39P01'), ('42501'),
-  ('22004'), ('22023'), ('2202E'), ('22003'), ('42804'), ('55P03');
+  ('22004'), ('22023'), ('2202E'), ('22003'), ('42804'), ('55P03'),
+  ('42703');
 
 -- Codes that are not pg_harden's own but that the README documents as
 -- passing through for one function: cache_query and query_check surface the
@@ -132,11 +133,12 @@ CREATE FUNCTION pg_temp.bi_sample(fn text, arg text, typ text, types text[]) RET
 LANGUAGE plpgsql AS $$
 BEGIN
   RETURN CASE
-    WHEN fn = 'cache_set' AND arg = 'value' THEN
+    WHEN fn IN ('cache_set', 'cache_set_leased') AND arg = 'value' THEN
       CASE typ WHEN 'jsonb' THEN '''{"a": 1}''::jsonb' WHEN 'text' THEN '''v''::text'
                ELSE '''\x00ff''::bytea' END
     WHEN fn LIKE 'cache_%' AND arg = 'key' THEN '''bi:k'''
     WHEN arg = 'tags' THEN '''{t1}''::text[]'
+    WHEN arg = 'lease' THEN '1::bigint'
     WHEN arg = 'tag' THEN '''t1'''
     WHEN arg = 'pattern' THEN '''bi:*'''
     WHEN arg = 'sql' THEN '''SELECT id, v FROM bi_watch WHERE id = 1'''
@@ -169,6 +171,7 @@ BEGIN
     WHEN arg = 'qty_column' THEN '''q''::name'
     WHEN arg = 'key_column' THEN '''id''::name'
     WHEN fn LIKE 'stock_%' AND arg = 'key' THEN '1'
+    WHEN fn = 'cache_delete' AND arg = 'keys' THEN '''{bi:k,bi:k2}''::text[]'
     WHEN arg = 'keys' THEN 'ARRAY[1, 2]'
     WHEN arg = 'qty' THEN '1::bigint'
     WHEN arg = 'qtys' THEN 'ARRAY[1, 1]::bigint[]'
@@ -301,10 +304,10 @@ BEGIN
       ('extra column', '''{"id": 1, "x": 2}''::jsonb'), ('unknown row', '''{"id": 99999}''::jsonb'),
       ('hostile column', '''{"id\"; DROP TABLE bi_watch; --": 1}''::jsonb');
   END IF;
-  IF typ = 'jsonb' AND fn = 'cache_set' THEN
+  IF typ = 'jsonb' AND fn IN ('cache_set', 'cache_set_leased') THEN
     RETURN QUERY VALUES ('oversized value', 'jsonb_build_array(repeat(''x'', 2000000))');
   END IF;
-  IF typ = 'bytea' AND fn = 'cache_set' THEN
+  IF typ = 'bytea' AND fn IN ('cache_set', 'cache_set_leased') THEN
     RETURN QUERY VALUES ('oversized value', 'convert_to(repeat(''x'', 2000000), ''UTF8'')'),
       ('empty value', '''''::bytea');
   END IF;
@@ -383,7 +386,7 @@ BEGIN
         call_args := args;
         call_args[i] := b.val;
         -- Keys and quantities must agree in length.
-        IF f.argnames[i] = 'keys' AND b.label IN ('empty', '2-D') THEN
+        IF f.argnames[i] = 'keys' AND i < n AND b.label IN ('empty', '2-D') THEN
           call_args[i + 1] := CASE b.label WHEN 'empty' THEN '''{}''::bigint[]'
                                            ELSE '''{{1,1},{1,1}}''::bigint[]' END;
         END IF;

@@ -4,7 +4,9 @@
 -- the privileges of that role (has_privs_of_role: INHERIT membership, or
 -- superuser) unless it was written with public => true; replacing or
 -- deleting a live entry needs those privileges even then (42501).  A role
--- that may not read an entry sees it as missing.  Secure entries never show
+-- that may not read an entry learns nothing about it: the key behaves as a
+-- free one, and the role's own writes to it go to its shadow of the key,
+-- which only it reads (no existence oracle).  Secure entries never show
 -- their tags, their TTL is capped by harden.cache_secure_max_ttl, and
 -- cache_flush_secure() removes only them.
 --
@@ -17,7 +19,7 @@
 -- key starts with 'tap:roles:' and they are invalidated at the start and at
 -- the end; the roles (and their grants) and the policy row are dropped at
 -- the start, in case an earlier run stopped half-way, and at the end.
-SELECT plan(146);
+SELECT plan(157);
 
 DO $$ BEGIN PERFORM harden.cache_invalidate('tap:roles:*'); END $$;
 DELETE FROM harden.cache_policies WHERE prefix LIKE 'tap:roles:%';
@@ -106,9 +108,11 @@ SELECT is(harden.cache_delete('tap:roles:own'), false, 'unrelated role: cache_de
 SELECT is((SELECT count(*) FROM harden.cache_entries WHERE key = 'tap:roles:own'), 0::bigint,
           'unrelated role: the entry is not in cache_entries');
 SELECT is(pg_temp.visible_keys(), '{tap:roles:pub}', 'unrelated role lists only the public entry');
-SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:own', '"mine"'::jsonb) $$, '42501',
-                 'permission denied for cache key "tap:roles:own"',
-                 'unrelated role cannot overwrite the entry');
+SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:own', '"mine"'::jsonb) $$,
+                'unrelated role: cache_set of the key succeeds as on a free key (no existence oracle)');
+SELECT is(harden.cache_get('tap:roles:own'), '"mine"'::jsonb, 'unrelated role reads its own value under the key');
+SELECT is(harden.cache_delete('tap:roles:own'), true, 'unrelated role deletes its own value');
+SELECT is(harden.cache_get('tap:roles:own'), NULL, 'and the key is missing to it again');
 RESET ROLE;
 SELECT is(harden.cache_get('tap:roles:own'), '{"v": 1}'::jsonb,
           'the entry survived the unrelated role''s delete and set unchanged');
@@ -136,9 +140,10 @@ SELECT is(harden.cache_exists('tap:roles:own'), false, 'NOINHERIT member: cache_
 SELECT is(harden.cache_ttl('tap:roles:own'), NULL, 'NOINHERIT member: cache_ttl is NULL');
 SELECT is(harden.cache_delete('tap:roles:own'), false, 'NOINHERIT member: cache_delete returns false');
 SELECT is(pg_temp.visible_keys(), '{tap:roles:pub}', 'NOINHERIT member lists only the public entry');
-SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:own', '"mine"'::jsonb) $$, '42501',
-                 'permission denied for cache key "tap:roles:own"',
-                 'NOINHERIT member cannot overwrite the entry');
+SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:own', '"mine"'::jsonb) $$,
+                'NOINHERIT member: cache_set of the key succeeds as on a free key');
+SELECT is(harden.cache_get('tap:roles:own'), '"mine"'::jsonb, 'NOINHERIT member reads its own value');
+SELECT is(harden.cache_delete('tap:roles:own'), true, 'NOINHERIT member deletes its own value');
 RESET ROLE;
 SELECT is(harden.cache_get('tap:roles:own'), '{"v": 1}'::jsonb,
           'the entry survived the NOINHERIT member''s delete and set unchanged');
@@ -201,9 +206,10 @@ SELECT is(harden.cache_exists('tap:roles:del'), false, 'the deleted entry is gon
 SET ROLE pgh_tr_owner;
 SELECT is(harden.cache_get_text('tap:roles:mem'), NULL,
           'the owner lacks the member''s privileges: the member''s entry is missing to it');
-SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:mem', 'by owner again'::text) $$, '42501',
-                 'permission denied for cache key "tap:roles:mem"',
-                 'and the owner cannot replace it');
+SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:mem', 'by owner again'::text) $$,
+                'the owner''s cache_set of the key goes to its own shadow');
+SELECT is(harden.cache_get_text('tap:roles:mem'), 'by owner again', 'the owner reads its own value');
+SELECT is(harden.cache_delete('tap:roles:mem'), true, 'and deletes it');
 SET ROLE pgh_tr_member;
 SELECT is(harden.cache_get_text('tap:roles:mem'), 'by member', 'the member''s value is unchanged');
 SELECT is(harden.cache_delete('tap:roles:mem'), true, 'member deletes its own entry');
@@ -320,11 +326,10 @@ SELECT is(harden.cache_get_text('tap:roles:sec:day'), 'secret-day-Zq7', 'member 
 SET ROLE pgh_tr_other;
 SELECT is(harden.cache_get_text('tap:roles:sec:day'), NULL, 'unrelated role: a secure entry is missing');
 SELECT is(pg_temp.visible_keys(), '{}', 'unrelated role lists none of the owner''s secure entries');
-SELECT matches(pg_temp.error_of($$ SELECT harden.cache_set('tap:roles:sec:day', 'x'::text) $$),
-               '^42501: permission denied for cache key "tap:roles:sec:day"',
-               'unrelated role cannot overwrite a secure entry');
-SELECT doesnt_match(pg_temp.error_of($$ SELECT harden.cache_set('tap:roles:sec:day', 'x'::text) $$),
-                    'secret|Zq7', 'that error does not contain the value');
+SELECT is(pg_temp.error_of($$ SELECT harden.cache_set('tap:roles:sec:day', 'x'::text) $$),
+          'no error', 'unrelated role: cache_set of a secure entry''s key succeeds as on a free key');
+SELECT is(harden.cache_get_text('tap:roles:sec:day'), 'x', 'unrelated role reads its own value, not the secret');
+SELECT is(harden.cache_delete('tap:roles:sec:day'), true, 'unrelated role deletes its own value');
 RESET ROLE;
 SELECT is(harden.cache_get_text('tap:roles:sec:day'), 'secret-day-Zq7', 'superuser reads a secure entry');
 SELECT is((SELECT tags FROM harden.cache_entries WHERE key = 'tap:roles:sec:day'), NULL,
@@ -404,21 +409,20 @@ SELECT results_eq(
 
 BEGIN;
 SET ROLE pgh_tr_other;
-SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:tx:own', 'hijacked'::text) $$, '42501',
-                 'permission denied for cache key "tap:roles:tx:own"',
-                 'in a block, an unrelated role''s cache_set of another role''s committed entry raises 42501 at call time');
+SELECT is(harden.cache_delete('tap:roles:tx:own'), false,
+          'in a block, cache_delete of a committed entry the role cannot read returns false');
+SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:tx:own', 'shadowed'::text) $$,
+                'in a block, an unrelated role''s cache_set of another role''s committed entry succeeds');
+SELECT is(harden.cache_get_text('tap:roles:tx:own'), 'shadowed', 'and it reads its pending value');
 SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:tx:pub', 'hijacked'::text, public => true) $$, '42501',
                  'permission denied for cache key "tap:roles:tx:pub"',
                  'in a block, an unrelated role cannot overwrite a committed public entry either');
 SELECT throws_ok($$ SELECT harden.cache_delete('tap:roles:tx:pub') $$, '42501',
                  'permission denied for cache key "tap:roles:tx:pub"',
                  'in a block, an unrelated role''s cache_delete of a committed public entry raises 42501');
-SELECT is(harden.cache_delete('tap:roles:tx:own'), false,
-          'in a block, cache_delete of a committed entry the role cannot read returns false');
 SET ROLE pgh_tr_noinh;
-SELECT throws_ok($$ SELECT harden.cache_set('tap:roles:tx:own', 'hijacked'::text) $$, '42501',
-                 'permission denied for cache key "tap:roles:tx:own"',
-                 'in a block, a NOINHERIT member''s cache_set of the committed entry raises 42501');
+SELECT is(harden.cache_get_text('tap:roles:tx:own'), NULL,
+          'in a block, the NOINHERIT member reads neither the committed entry nor the other role''s pending one');
 SET ROLE pgh_tr_member;
 SELECT lives_ok($$ SELECT harden.cache_set('tap:roles:tx:mem', 'by member'::text) $$,
                 'in a block, the member may replace the owner''s committed entry');
@@ -426,16 +430,20 @@ SELECT is(harden.cache_get_text('tap:roles:tx:mem'), 'by member', 'the member se
 SELECT is((SELECT owner::text FROM harden.cache_entries WHERE key = 'tap:roles:tx:mem'), 'pgh_tr_owner',
           'cache_entries still shows the committed entry of the owner');
 RESET ROLE;
-SELECT is(harden.cache_get_text('tap:roles:tx:own'), 'committed',
-          'in the block, the refused writes left the entry as it was');
 COMMIT;
 SELECT results_eq(
   $$ SELECT key, owner::text, harden.cache_get_text(key) FROM harden.cache_entries
-      WHERE key LIKE 'tap:roles:tx:%' ORDER BY key $$,
+      WHERE key LIKE 'tap:roles:tx:%' ORDER BY key, owner::text $$,
   $$ VALUES ('tap:roles:tx:mem', 'pgh_tr_member', 'by member'),
+            ('tap:roles:tx:own', 'pgh_tr_other', 'committed'),
             ('tap:roles:tx:own', 'pgh_tr_owner', 'committed'),
             ('tap:roles:tx:pub', 'pgh_tr_owner', 'committed public') $$,
-  'after COMMIT: only the member''s replacement was published');
+  'after COMMIT: the member''s replacement was published, and the unrelated role''s value as its own');
+SET ROLE pgh_tr_other;
+SELECT is(harden.cache_get_text('tap:roles:tx:own'), 'shadowed', 'the unrelated role reads its committed value');
+SELECT is(harden.cache_delete('tap:roles:tx:own'), true, 'and deletes it');
+RESET ROLE;
+SELECT is(harden.cache_get_text('tap:roles:tx:own'), 'committed', 'the owner''s entry is unchanged');
 
 -- pgTAP numbers its tests with a sequence, so the results reported inside
 -- this block survive its ROLLBACK.

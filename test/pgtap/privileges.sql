@@ -127,8 +127,9 @@ SELECT is(harden.cache_exists('pr:other'), false, 'cache_exists() does not revea
 SELECT is(harden.cache_get_text('pr:other:secure'), NULL, 'another role''s secure value reads as missing');
 SELECT is(harden.cache_ttl('pr:other:secure'), NULL, 'nor its TTL');
 SELECT is((SELECT count(*)::int FROM harden.cache_entries WHERE key LIKE 'pr:%'), 0, 'cache_entries shows none of them');
-SELECT is(pg_temp.pr_state('SELECT harden.cache_set(''pr:other'', ''mine''::text)'), '42501', 'replacing another role''s entry is refused');
-SELECT is(harden.cache_delete('pr:other'), false, 'deleting another role''s entry deletes nothing (to the caller it is missing)');
+SELECT is(pg_temp.pr_state('SELECT harden.cache_set(''pr:other'', ''mine''::text)'), 'ok',
+          'setting the key of another role''s entry succeeds as on a free key: the caller writes its own value (no existence oracle)');
+SELECT is(harden.cache_delete('pr:other'), true, 'deleting it deletes only the caller''s own value');
 SELECT is(harden.cache_invalidate_tag('pr_tag'), 0::bigint, 'cache_invalidate_tag() leaves another role''s entries');
 SELECT is(pg_temp.pr_state('SELECT harden.cache_query(''pr:other:q'', ''SELECT v FROM public.pr_secret'')'), '42501',
           'cache_query() does not serve another role''s result: the query runs with the caller''s privileges');
