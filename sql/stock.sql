@@ -402,7 +402,11 @@ CREATE TRIGGER skid_fail BEFORE UPDATE ON skid FOR EACH ROW EXECUTE FUNCTION pg_
 SELECT pg_sleep(0.01);
 SELECT harden.stock_run_due() AS expired;
 SELECT status, attempts, last_error FROM harden.stock_holds WHERE id = :rs;
+SELECT next_try > clock_timestamp() AS in_backoff FROM harden.stock_holds WHERE id = :rs;
 DROP TRIGGER skid_fail ON skid;
+-- In its backoff the hold waits; once the delay has passed it goes back.
+SELECT harden.stock_run_due() AS expired_in_backoff;
+UPDATE harden.stock_holds SET next_try = clock_timestamp() WHERE id = :rs;
 SELECT harden.stock_run_due() AS expired_later;
 SELECT 'pallet' AS t, id, q FROM pallet UNION ALL SELECT 'skid', id, q FROM skid ORDER BY 1, 2;
 DROP TABLE pallet, skid;

@@ -918,6 +918,7 @@ breaker_move_row(const char *name, BreakerState from, BreakerState to, Timestamp
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(breaker_state_names[to]);
 	values[2] = TimestampTzGetDatum(since);
+	memset(&actor, 0, sizeof(actor));
 	actor.machine = BREAKER_MACHINE;
 	actor.from = breaker_state_names[from];
 	actor.to = breaker_state_names[to];

@@ -29,6 +29,10 @@ HARDEN_COUNTER(FSM_REJECTIONS, "fsm_rejections_total", "State-machine transition
 HARDEN_COUNTER(FSM_TIMERS_APPLIED, "fsm_timers_applied_total", "Timed transitions applied by fsm_run_due()")
 HARDEN_COUNTER(FSM_TIMERS_DROPPED, "fsm_timers_dropped_total", "Timed transitions dropped because the row had left the state (or was gone)")
 HARDEN_COUNTER(FSM_TIMERS_FAILED, "fsm_timers_failed_total", "Timed transitions that raised an error and were postponed")
+HARDEN_COUNTER(FSM_TIMERS_RECOVERED, "fsm_timers_recovered_total", "Timed transitions applied or dropped after failed attempts")
+HARDEN_COUNTER(FSM_FORCED, "fsm_forced_total", "Rows moved by fsm_force() past the transition rules")
+HARDEN_COUNTER(FSM_TIMERS_RETRIED, "fsm_timers_retried_total", "Timers run at once by fsm_timer_retry()")
+HARDEN_COUNTER(FSM_TIMERS_CANCELLED, "fsm_timers_cancelled_total", "Timers deleted by fsm_timer_cancel()")
 
 /* stock */
 HARDEN_COUNTER(STOCK_TAKES, "stock_takes_total", "Stock lines deducted by stock_take, stock_take_many and stock_reserve")
@@ -39,6 +43,9 @@ HARDEN_COUNTER(STOCK_RESERVATIONS, "stock_reservations_total", "Reservations mad
 HARDEN_COUNTER(STOCK_COMMITS, "stock_commits_total", "Reservations made final by stock_commit")
 HARDEN_COUNTER(STOCK_RELEASES, "stock_releases_total", "Reservations given back by stock_release and stock_release_ref")
 HARDEN_COUNTER(STOCK_EXPIRATIONS, "stock_expirations_total", "Expired reservations given back by stock_run_due")
+HARDEN_COUNTER(STOCK_EXPIRATIONS_FAILED, "stock_expirations_failed_total", "Expired reservations whose give-back raised an error and was postponed")
+HARDEN_COUNTER(STOCK_EXPIRATIONS_RECOVERED, "stock_expirations_recovered_total", "Expired reservations given back after failed attempts")
+HARDEN_COUNTER(STOCK_FORCED_RELEASES, "stock_forced_releases_total", "Reservations released by someone other than the role that made them (audited)")
 
 /* background worker */
 HARDEN_COUNTER(WORKER_RUNS, "worker_runs_total", "Runs of the background worker (each runs fsm_run_due and stock_run_due once)")

@@ -1187,8 +1187,14 @@ fsm_altered_table(Relation rel, const char *detail)
  * exclusion check (whose recheck an insert outside the executor cannot
  * queue).  Checked once per relcache invalidation of the table.
  */
+/*
+ * The table may also have the layout of the previous version (min_natts
+ * columns, a prefix of the current one): the library is installed and the
+ * server restarted before ALTER EXTENSION UPDATE, and writers must not fail
+ * in between.
+ */
 static void
-fsm_verify_table(Relation rel, const Oid *types, int natts)
+fsm_verify_table(Relation rel, const Oid *types, int natts, int min_natts)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	List	   *indexes;
@@ -1196,8 +1202,9 @@ fsm_verify_table(Relation rel, const Oid *types, int natts)
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION)
 		fsm_altered_table(rel, "It is not a plain table.");
-	if (desc->natts != natts)
+	if (desc->natts != natts && desc->natts != min_natts)
 		fsm_altered_table(rel, psprintf("It has %d columns; pg_harden writes %d.", desc->natts, natts));
+	natts = desc->natts;
 	for (int i = 0; i < natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -1306,7 +1313,8 @@ fsm_target_check(FsmTarget *t, Relation rel, TupleTableSlot *slot, bool *nulls, 
  * audit trail.
  */
 static void
-fsm_insert_row(Oid relid, const Oid *types, FsmTarget *t, Datum *values, bool *nulls, int natts)
+fsm_insert_row(Oid relid, const Oid *types, FsmTarget *t, Datum *values, bool *nulls, int natts,
+			   int min_natts)
 {
 	Relation	rel = table_open(relid, RowExclusiveLock);
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -1322,12 +1330,14 @@ fsm_insert_row(Oid relid, const Oid *types, FsmTarget *t, Datum *values, bool *n
 		t->busy = false;
 	if (!t->verified && !t->busy)
 	{
-		fsm_verify_table(rel, types, natts);
+		fsm_verify_table(rel, types, natts, min_natts);
 		fsm_target_compile(t, rel);
 		t->verified = true;
 	}
 	else if (!t->verified)
-		fsm_verify_table(rel, types, natts);
+		fsm_verify_table(rel, types, natts, min_natts);
+	/* Verified: natts or min_natts, the columns written. */
+	natts = desc->natts;
 	slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
 	ExecClearTuple(slot);
 	memcpy(slot->tts_values, values, sizeof(Datum) * natts);
@@ -1378,21 +1388,25 @@ text_or_null(const char *s, bool *isnull)
 	return s ? CStringGetTextDatum(s) : (Datum) 0;
 }
 
-#define FSM_LOG_NATTS 12
-#define FSM_DUE_NATTS 11
+/* Columns in 0.4.0, and in 0.3.0 (before forced and next_try). */
+#define FSM_LOG_NATTS 13
+#define FSM_LOG_NATTS_0_3 12
+#define FSM_DUE_NATTS 12
+#define FSM_DUE_NATTS_0_3 11
 
 static const Oid fsm_log_types[FSM_LOG_NATTS] = {
 	INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTOID, XID8OID, TEXTOID
+	TEXTOID, TEXTOID, XID8OID, TEXTOID, BOOLOID
 };
 static const Oid fsm_due_types[FSM_DUE_NATTS] = {
 	INT8OID, TIMESTAMPTZOID, TEXTOID, REGCLASSOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID,
-	TIMESTAMPTZOID, INT4OID, TEXTOID
+	TIMESTAMPTZOID, INT4OID, TEXTOID, TIMESTAMPTZOID
 };
 
 static void
 fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
-		  const char *to, const char *event, const char *actor, const char *reason)
+		  const char *to, const char *event, const char *actor, const char *reason,
+		  const char *role, bool forced)
 {
 	Datum		v[FSM_LOG_NATTS];
 	bool		n[FSM_LOG_NATTS];
@@ -1407,11 +1421,12 @@ fsm_audit(FsmMachine *m, const char *table, Datum key, const char *from,
 	v[6] = CStringGetTextDatum(to);
 	v[7] = text_or_null(event, &n[7]);
 	v[8] = CStringGetTextDatum(actor);
-	v[9] = CStringGetTextDatum(fsm_current_role_name());
+	v[9] = CStringGetTextDatum(role ? role : fsm_current_role_name());
 	v[10] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	v[11] = text_or_null(reason, &n[11]);
+	v[12] = BoolGetDatum(forced);
 	fsm_insert_row(cached_relid(&fsm_log_relid, "fsm_log"), fsm_log_types, &fsm_log_target,
-				   v, n, FSM_LOG_NATTS);
+				   v, n, FSM_LOG_NATTS, FSM_LOG_NATTS_0_3);
 }
 
 /* A row entered a state with a timed exit: store its deadline. */
@@ -1437,11 +1452,30 @@ fsm_due_insert(FsmMachine *m, Oid relid, const char *table, Datum key, int state
 	v[8] = TimestampTzGetDatum(now);
 	v[9] = Int32GetDatum(0);
 	n[10] = true;
+	n[11] = true;
 	fsm_insert_row(cached_relid(&fsm_due_relid, "fsm_due"), fsm_due_types, &fsm_due_target,
-				   v, n, FSM_DUE_NATTS);
+				   v, n, FSM_DUE_NATTS, FSM_DUE_NATTS_0_3);
 }
 
 /* ---- the trigger ---- */
+
+/*
+ * Is this the move fsm_force is making?  Only the one UPDATE it issues, of
+ * its machine, from the state it read to the state it names: any other
+ * change in the same statement (a trigger's own UPDATE) is checked as usual.
+ */
+static bool
+fsm_forced_move(const FsmMachine *m, const char *from, const char *to)
+{
+	FsmActor   *a = fsm_current_actor;
+
+	if (a == NULL || !a->forced || to == NULL || strcmp(a->machine, m->name) != 0 ||
+		strcmp(a->to, to) != 0)
+		return false;
+	if (a->from == NULL || from == NULL)
+		return a->from == from;
+	return strcmp(a->from, from) == 0;
+}
 
 typedef struct FsmCheck
 {
@@ -1622,6 +1656,7 @@ fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum)
 	int			to = -1;
 	FsmActor   *actor;
 	const char *event = NULL;
+	bool		forced = false;
 
 	desc = RelationGetDescr(c.rel);
 	audit = !(trig->tgnargs >= 2 && strcmp(trig->tgargs[1], "noaudit") == 0);
@@ -1660,22 +1695,29 @@ fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum)
 		}
 		else if (newnull)
 			return PointerGetDatum(newtup);
-		if (from < 0)
+		forced = fsm_forced_move(c.m, from_name, to >= 0 ? c.m->states[to].name : NULL);
+		if (from < 0 && !forced)
 			fsm_reject(&c, ERRCODE_HARDEN_FSM_UNKNOWN_STATE, -1, from_name,
 					   newnull ? NULL : pnstrdup(to_name, to_len), false);
 		if (to < 0)
-			fsm_reject(&c, ERRCODE_HARDEN_FSM_UNKNOWN_STATE, from, c.m->states[from].name,
+			fsm_reject(&c, ERRCODE_HARDEN_FSM_UNKNOWN_STATE, from,
+					   from >= 0 ? c.m->states[from].name : from_name,
 					   newnull ? NULL : pnstrdup(to_name, to_len), true);
-		if (fsm_transition_find(c.m, from, to) == NULL)
+		if (!forced && fsm_transition_find(c.m, from, to) == NULL)
 			fsm_reject(&c, ERRCODE_HARDEN_FSM_INVALID_TRANSITION, from, c.m->states[from].name,
 					   c.m->states[to].name, false);
 	}
 
 	fsm_count(c.m, false);
 	actor = fsm_current_actor;
-	if (actor && strcmp(actor->machine, c.m->name) == 0 &&
-		strcmp(actor->to, c.m->states[to].name) == 0 &&
-		from >= 0 && strcmp(actor->from, c.m->states[from].name) == 0)
+	if (forced)
+	{
+		audit = true;			/* a forced move is always on the record */
+		fsm_current_actor->audited = true;
+	}
+	else if (actor && !actor->forced && strcmp(actor->machine, c.m->name) == 0 &&
+			 strcmp(actor->to, c.m->states[to].name) == 0 &&
+			 from >= 0 && strcmp(actor->from, c.m->states[from].name) == 0)
 		event = actor->event;
 	else
 		actor = NULL;
@@ -1699,9 +1741,10 @@ fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum)
 		 * audit of a timer's move.
 		 */
 		if (audit)
-			fsm_audit(c.m, table, key, from >= 0 ? c.m->states[from].name : NULL,
+			fsm_audit(c.m, table, key, from >= 0 ? c.m->states[from].name : from_name,
 					  c.m->states[to].name, event, actor ? actor->actor : "sql",
-					  actor ? actor->reason : (fsm_reason && fsm_reason[0] ? fsm_reason : NULL));
+					  actor ? actor->reason : (fsm_reason && fsm_reason[0] ? fsm_reason : NULL),
+					  actor ? actor->role : NULL, forced);
 		if (c.m->states[to].timed >= 0)
 			fsm_due_insert(c.m, RelationGetRelid(c.rel), table, key, to);
 	}

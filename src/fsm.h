@@ -86,8 +86,11 @@ typedef struct FsmActor
 	const char *from;
 	const char *to;
 	const char *event;
-	const char *actor;			/* "event" or "timer" */
+	const char *actor;			/* "event", "timer" or "force" */
 	const char *reason;			/* harden.reason when the move began, or NULL */
+	const char *role;			/* recorded as the mover; NULL: the current user */
+	bool		forced;			/* fsm_force: past the transition rules */
+	bool		audited;		/* set by the trigger once it recorded a forced move */
 } FsmActor;
 
 extern FsmActor *fsm_current_actor;

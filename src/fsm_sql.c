@@ -43,6 +43,7 @@
 
 #include "pg_harden.h"
 #include "fsm.h"
+#include "worker.h"
 
 /* One machine attached to a table, as its trigger records it. */
 typedef struct FsmAttachment
@@ -423,9 +424,14 @@ update_row(Relation rel, FsmAttachment *a, FsmRow *row, const char *state, FsmAc
 	Oid			infunc;
 	Oid			ioparam;
 	FsmActor   *prev = fsm_current_actor;
-	const char *reason = GetConfigOption("harden.reason", true, false);
 
-	actor->reason = (reason && reason[0]) ? pstrdup(reason) : NULL;
+	/* A forced move records the reason given to fsm_force. */
+	if (!actor->forced)
+	{
+		const char *reason = GetConfigOption("harden.reason", true, false);
+
+		actor->reason = (reason && reason[0]) ? pstrdup(reason) : NULL;
+	}
 	getTypeInputInfo(a->typid, &infunc, &ioparam);
 	values[0] = OidInputFunctionCall(infunc, (char *) state, ioparam, a->typmod);
 	values[1] = PointerGetDatum(&row->ctid);
@@ -537,6 +543,7 @@ harden_fsm_fire(PG_FUNCTION_ARGS)
 	}
 	if (target == NULL)
 		event_not_available(m, rel, key, from, event);
+	memset(&actor, 0, sizeof(actor));
 	actor.machine = pstrdup(m->name);
 	actor.from = pstrdup(m->states[from].name);
 	actor.to = target;
@@ -627,6 +634,101 @@ harden_fsm_next(PG_FUNCTION_ARGS)
 			elems[n++] = CStringGetTextDatum(m->states[m->states[s].trans[i].to].name);
 	}
 	PG_RETURN_ARRAYTYPE_P(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* ---- fsm_force: past the rules, on the record ---- */
+
+PG_FUNCTION_INFO_V1(harden_fsm_force);
+
+/*
+ * fsm_force(table, key, to_state, reason, machine) -> true if the row moved,
+ * false if it was in that state already.  For the table's owner and members
+ * of harden_operator.  The row is read and moved as the table's owner,
+ * security-restricted, as for a timer: an operator needs no privilege on
+ * the table, and the owner's triggers never run with the operator's.  Any
+ * state of the machine may be the target, from any state (even one the
+ * machine does not have); the trigger records the move in harden.fsm_log
+ * with forced, the caller's role and the reason, even where the machine
+ * is attached without audit.
+ */
+Datum
+harden_fsm_force(PG_FUNCTION_ARGS)
+{
+	Oid			relid = arg_table(fcinfo, 0);
+	char	   *to_state = arg_text(fcinfo, 2);
+	char	   *machine = arg_text(fcinfo, 4);
+	char	   *reason;
+	Relation	rel;
+	FsmAttachment *a;
+	Datum		key;
+	FsmRow		row;
+	FsmMachine *m;
+	int			to;
+	FsmActor	actor;
+	HardenRoleScope scope;
+	bool		moved = false;
+	char	   *caller = GetUserNameFromId(GetUserId(), false);
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
+				 errmsg("row key must not be NULL")));
+	if (to_state == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
+				 errmsg("state must not be NULL")));
+	reason = harden_arg_reason(fcinfo, 3);
+	rel = table_open(relid, AccessShareLock);
+	harden_check_override(relid, "force a state on", fsm_table_name(rel));
+	a = choose_attachment(rel, machine, machine_has_state, "state", to_state);
+	key = normalize_key(rel, PG_GETARG_JSONB_P(1));
+	m = fsm_machine_get(a->machine, false);
+	if (fsm_state_lookup(m, to_state, strlen(to_state)) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
+				 errmsg("\"%s\" is not a state of machine \"%s\"", fsm_truncate(to_state), m->name),
+				 errdetail("Its states are listed in harden.fsm_states.")));
+
+	spi_connect();
+	harden_role_enter(&scope, rel->rd_rel->relowner, true);
+	row = read_row(rel, a, key, true, CurrentMemoryContext);
+	if (!row.found)
+		row_not_found(rel, key);
+	/* Looked up after the SQL above, which may have changed definitions. */
+	m = fsm_machine_get(a->machine, false);
+	to = fsm_state_lookup(m, to_state, strlen(to_state));
+	if (to < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
+				 errmsg("\"%s\" is not a state of machine \"%s\"", fsm_truncate(to_state), m->name)));
+	if (row.state == NULL || strcmp(row.state, m->states[to].name) != 0)
+	{
+		memset(&actor, 0, sizeof(actor));
+		actor.machine = pstrdup(m->name);
+		actor.from = row.state;
+		actor.to = pstrdup(m->states[to].name);
+		actor.actor = "force";
+		actor.reason = reason;
+		actor.role = caller;
+		actor.forced = true;
+		update_row(rel, a, &row, actor.to, &actor);
+		/* A disabled trigger would let the move through unrecorded. */
+		if (!actor.audited)
+			ereport(ERROR,
+					(errcode(ERRCODE_HARDEN_FSM_INVALID_ATTACHMENT),
+					 errmsg("cannot force a state on %s: the trigger of state machine \"%s\" did not run",
+							fsm_table_name(rel), actor.machine),
+					 errdetail("A forced move is made only when it is recorded in harden.fsm_log."),
+					 errhint("Enable the trigger: ALTER TABLE ... ENABLE TRIGGER \"%s%s\".",
+							 FSM_TRIGGER_PREFIX, actor.machine)));
+		moved = true;
+	}
+	harden_role_leave(&scope);
+	SPI_finish();
+	table_close(rel, NoLock);
+	if (moved)
+		harden_count(HC_FSM_FORCED, 1);
+	PG_RETURN_BOOL(moved);
 }
 
 /* ---- diagrams ---- */
@@ -1328,6 +1430,9 @@ typedef struct DueRow
 	char	   *from;
 	char	   *to;
 	bool		superseded;
+	int			attempts;		/* failed so far */
+	char	   *last_error;		/* NULL: none */
+	bool		due;			/* its deadline has passed */
 } DueRow;
 
 typedef enum DueOutcome
@@ -1336,6 +1441,12 @@ typedef enum DueOutcome
 	DUE_DROPPED,
 	DUE_FAILED
 } DueOutcome;
+
+static const char *
+due_outcome_name(DueOutcome o)
+{
+	return o == DUE_APPLIED ? "applied" : o == DUE_DROPPED ? "dropped" : "failed";
+}
 
 /* Apply one due timer, or tell why it no longer applies. */
 static DueOutcome
@@ -1396,6 +1507,7 @@ due_apply(DueRow *d)
 		table_close(rel, AccessShareLock);
 		return DUE_DROPPED;
 	}
+	memset(&actor, 0, sizeof(actor));
 	actor.machine = d->machine;
 	actor.from = d->from;
 	actor.to = d->to;
@@ -1407,25 +1519,50 @@ due_apply(DueRow *d)
 	return DUE_APPLIED;
 }
 
+/*
+ * Statements on harden.fsm_due run as the extension's owner, like those on
+ * harden.stock_holds: an operator who retries a timer needs no privilege on
+ * pg_harden's tables.
+ */
 static void
-due_finish(int64 id, const char *error)
+due_exec(const char *sql, int nargs, Oid *types, Datum *values, int expect)
 {
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		values[2];
+	HardenRoleScope scope;
 
-	values[0] = Int64GetDatum(id);
+	harden_role_enter(&scope, harden_owner(), false);
+	spi_exec(sql, nargs, types, values, NULL, false, expect);
+	harden_role_leave(&scope);
+}
+
+/*
+ * A timer done with (applied or dropped) is deleted; a failed one stays,
+ * with its error, and is tried again after a delay that doubles with each
+ * failure (worker_retry_delay_ms).
+ */
+static void
+due_finish(DueRow *d, const char *error)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, INTERVALOID};
+	Datum		values[3];
+	Interval   *delay;
+	int64		ms;
+
+	values[0] = Int64GetDatum(d->id);
 	if (error == NULL)
-		spi_exec("DELETE FROM harden.fsm_due WHERE id OPERATOR(pg_catalog.=) $1", 1, types, values, NULL, false, SPI_OK_DELETE);
-	else
 	{
-		/* Retry later, backing off a minute per failed attempt (at most an hour). */
-		values[1] = CStringGetTextDatum(error);
-		spi_exec("UPDATE harden.fsm_due SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2, "
-				 "due_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) "
-				 "(least(attempts OPERATOR(pg_catalog.+) 1, 60) OPERATOR(pg_catalog.*) CAST('1 minute' AS pg_catalog.interval)) "
-				 "WHERE id OPERATOR(pg_catalog.=) $1",
-				 2, types, values, NULL, false, SPI_OK_UPDATE);
+		due_exec("DELETE FROM harden.fsm_due WHERE id OPERATOR(pg_catalog.=) $1", 1, types, values,
+				 SPI_OK_DELETE);
+		return;
 	}
+	ms = worker_retry_delay_ms(d->attempts + 1);
+	delay = palloc0(sizeof(Interval));
+	delay->time = ms * 1000;
+	values[1] = CStringGetTextDatum(error);
+	values[2] = IntervalPGetDatum(delay);
+	due_exec("UPDATE harden.fsm_due SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2, "
+			 "next_try = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $3 "
+			 "WHERE id OPERATOR(pg_catalog.=) $1",
+			 3, types, values, SPI_OK_UPDATE);
 }
 
 static int64
@@ -1442,26 +1579,22 @@ prune_log(void)
 	return (int64) SPI_processed;
 }
 
+/*
+ * The columns due_from_result reads.  A timer superseded by a newer one for
+ * the same row and machine is stale: the row left the state and came back.
+ */
+#define DUE_COLUMNS \
+	"SELECT d.id, d.machine, d.table_name, d.row_key, d.from_state, d.to_state, " \
+	"EXISTS (SELECT 1 FROM harden.fsm_due n WHERE n.relid OPERATOR(pg_catalog.=) d.relid " \
+	"AND n.row_key OPERATOR(pg_catalog.=) d.row_key AND n.machine OPERATOR(pg_catalog.=) d.machine " \
+	"AND n.id OPERATOR(pg_catalog.>) d.id), CAST(d.relid AS pg_catalog.oid), d.attempts, d.last_error, " \
+	"d.due_at OPERATOR(pg_catalog.<=) pg_catalog.now() FROM harden.fsm_due d "
+
 static DueRow *
-fetch_due(int limit, int *n)
+due_from_result(int *n)
 {
-	Oid			argtype = INT4OID;
-	Datum		arg = Int32GetDatum(limit);
 	DueRow	   *rows;
 
-	/*
-	 * SKIP LOCKED: concurrent runners share the work.  A timer superseded
-	 * by a newer one for the same row and machine is stale: the row left
-	 * the state and came back.
-	 */
-	spi_exec("SELECT d.id, d.machine, d.table_name, d.row_key, d.from_state, d.to_state, "
-			 "EXISTS (SELECT 1 FROM harden.fsm_due n WHERE n.relid OPERATOR(pg_catalog.=) d.relid "
-			 "AND n.row_key OPERATOR(pg_catalog.=) d.row_key AND n.machine OPERATOR(pg_catalog.=) d.machine "
-			 "AND n.id OPERATOR(pg_catalog.>) d.id), CAST(d.relid AS pg_catalog.oid) "
-			 "FROM harden.fsm_due d WHERE d.due_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
-			 "ORDER BY d.due_at, d.id LIMIT $1 "
-			 "FOR UPDATE OF d SKIP LOCKED",
-			 1, &argtype, &arg, NULL, false, SPI_OK_SELECT);
 	*n = (int) SPI_processed;
 	rows = palloc(sizeof(DueRow) * Max(*n, 1));
 	for (int i = 0; i < *n; i++)
@@ -1478,8 +1611,60 @@ fetch_due(int limit, int *n)
 		rows[i].to = SPI_getvalue(tup, desc, 6);
 		rows[i].superseded = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
 		rows[i].relid = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
+		rows[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+		rows[i].last_error = SPI_getvalue(tup, desc, 10);
+		rows[i].due = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
 	}
 	return rows;
+}
+
+static DueRow *
+fetch_due(int limit, int *n)
+{
+	Oid			argtype = INT4OID;
+	Datum		arg = Int32GetDatum(limit);
+
+	/*
+	 * SKIP LOCKED: concurrent runners share the work.  A failing timer waits
+	 * for its next_try; the expression is the one fsm_due_next_try indexes.
+	 */
+	due_exec(DUE_COLUMNS
+			 "WHERE COALESCE(d.next_try, d.due_at) OPERATOR(pg_catalog.<=) pg_catalog.now() "
+			 "ORDER BY COALESCE(d.next_try, d.due_at), d.id LIMIT $1 "
+			 "FOR UPDATE OF d SKIP LOCKED",
+			 1, &argtype, &arg, SPI_OK_SELECT);
+	return due_from_result(n);
+}
+
+/* Lock one timer by id for the admin functions; PH214 if there is none. */
+static DueRow
+lock_timer(int64 id)
+{
+	Oid			argtype = INT8OID;
+	Datum		arg = Int64GetDatum(id);
+	int			n;
+
+	due_exec(DUE_COLUMNS "WHERE d.id OPERATOR(pg_catalog.=) $1 FOR UPDATE OF d",
+			 1, &argtype, &arg, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_TIMER),
+				 errmsg("timer " INT64_FORMAT " does not exist", id),
+				 errdetail("It was applied, dropped or cancelled, or never existed."),
+				 errhint("harden.fsm_timers lists the pending timers.")));
+	return *due_from_result(&n);
+}
+
+/* How many timers wait for a retry: worker_status and metrics show it. */
+static void
+count_backoff(void)
+{
+	bool		isnull;
+
+	due_exec("SELECT pg_catalog.count(*) FROM harden.fsm_due WHERE attempts OPERATOR(pg_catalog.>) 0",
+			 0, NULL, NULL, SPI_OK_SELECT);
+	worker_note_backoff(WORKER_ITEM_TIMER,
+						DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
 }
 
 typedef struct DueCall
@@ -1497,6 +1682,37 @@ due_apply_cb(void *arg)
 }
 
 /*
+ * A failure is logged when its error differs from the one recorded for the
+ * timer (the first time, or a new error), not on every retry; the end of a
+ * series of failures is logged too.
+ */
+static void
+report_due(DueRow *d, DueOutcome outcome, ErrorData *edata, const char *error)
+{
+	if (error != NULL)
+	{
+		worker_note_item_error(error);
+		if (d->last_error == NULL || strcmp(d->last_error, error) != 0)
+			ereport(WARNING,
+					(errcode(edata->sqlerrcode),
+					 errmsg("timed transition " INT64_FORMAT " of state machine \"%s\" on %s failed: %s",
+							d->id, d->machine, d->table, error),
+					 errdetail("Attempt %d; it is tried again after a delay that grows with each failure (harden.fsm_timers.next_try). The same error again is not logged.",
+							   d->attempts + 1),
+					 errhint("harden.fsm_timers shows it; harden.fsm_timer_retry() and harden.fsm_timer_cancel() act on it.")));
+	}
+	else if (d->attempts > 0)
+	{
+		harden_count(HC_FSM_TIMERS_RECOVERED, 1);
+		ereport(LOG,
+				(errmsg("timed transition " INT64_FORMAT " of state machine \"%s\" on %s %s after %d failed attempt%s",
+						d->id, d->machine, d->table,
+						outcome == DUE_APPLIED ? "applied" : "dropped (it no longer applies)",
+						d->attempts, d->attempts == 1 ? "" : "s")));
+	}
+}
+
+/*
  * Apply one timer in a subtransaction, so one failure does not stop the
  * rest; a failed timer stays, with its error, for a later attempt.
  */
@@ -1506,13 +1722,27 @@ run_one_due(DueRow *d)
 	DueCall		c = {d, DUE_DROPPED};
 	ErrorData  *edata;
 	char	   *error = NULL;
-
 	if (!harden_try_in_subxact(due_apply_cb, &c, &edata))
 	{
 		error = edata->message ? pstrdup(edata->message) : "error";
 		c.outcome = DUE_FAILED;
 	}
-	due_finish(d->id, error);
+	due_finish(d, error);
+	report_due(d, c.outcome, edata, error);
+	if (edata)
+		FreeErrorData(edata);
+	switch (c.outcome)
+	{
+		case DUE_APPLIED:
+			harden_count(HC_FSM_TIMERS_APPLIED, 1);
+			break;
+		case DUE_DROPPED:
+			harden_count(HC_FSM_TIMERS_DROPPED, 1);
+			break;
+		case DUE_FAILED:
+			harden_count(HC_FSM_TIMERS_FAILED, 1);
+			break;
+	}
 	return c.outcome;
 }
 
@@ -1525,9 +1755,7 @@ harden_fsm_run_due(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Datum		values[4];
 	bool		nulls[4] = {false, false, false, false};
-	int64		applied = 0;
-	int64		dropped = 0;
-	int64		failed = 0;
+	int64		counts[3] = {0, 0, 0};
 	int			n;
 	DueRow	   *rows;
 	int			nest;
@@ -1540,6 +1768,7 @@ harden_fsm_run_due(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_rows must not be negative")));
+	harden_require_column("fsm_due", "next_try");
 
 	/*
 	 * The caller is an administrator or the worker, and the rows' tables
@@ -1550,30 +1779,110 @@ harden_fsm_run_due(PG_FUNCTION_ARGS)
 	spi_connect();
 	rows = fetch_due(limit, &n);
 	for (int i = 0; i < n; i++)
-	{
-		switch (run_one_due(&rows[i]))
-		{
-			case DUE_APPLIED:
-				applied++;
-				harden_count(HC_FSM_TIMERS_APPLIED, 1);
-				break;
-			case DUE_DROPPED:
-				dropped++;
-				harden_count(HC_FSM_TIMERS_DROPPED, 1);
-				break;
-			case DUE_FAILED:
-				failed++;
-				harden_count(HC_FSM_TIMERS_FAILED, 1);
-				break;
-		}
-	}
-	values[0] = Int64GetDatum(applied);
-	values[1] = Int64GetDatum(dropped);
-	values[2] = Int64GetDatum(failed);
+		counts[run_one_due(&rows[i])]++;
+	count_backoff();
+	values[0] = Int64GetDatum(counts[DUE_APPLIED]);
+	values[1] = Int64GetDatum(counts[DUE_DROPPED]);
+	values[2] = Int64GetDatum(counts[DUE_FAILED]);
 	values[3] = Int64GetDatum(prune_log());
 	SPI_finish();
 	harden_guc_restore(nest);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* ---- timer admin: retry now, cancel; audited in harden.admin_log ---- */
+
+static int64
+arg_timer_id(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("timer id must not be NULL"),
+				 errhint("harden.fsm_timers lists the pending timers.")));
+	return PG_GETARG_INT64(0);
+}
+
+/* What harden.admin_log records of a timer. */
+static char *
+due_item_json(DueRow *d)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"timer\": " INT64_FORMAT ", \"machine\": ", d->id);
+	escape_json(&buf, d->machine);
+	appendStringInfo(&buf, ", \"row_key\": %s, \"from_state\": ", fsm_jsonb_text(d->key));
+	escape_json(&buf, d->from);
+	appendStringInfoString(&buf, ", \"to_state\": ");
+	escape_json(&buf, d->to);
+	appendStringInfo(&buf, ", \"attempts\": %d}", d->attempts);
+	return buf.data;
+}
+
+PG_FUNCTION_INFO_V1(harden_fsm_timer_retry);
+
+/*
+ * fsm_timer_retry(id, reason) -> 'applied', 'dropped' or 'failed': a due
+ * timer now, whatever its backoff, exactly as fsm_run_due would apply it.
+ * A timer whose deadline has not come is refused: moving the row early is
+ * fsm_force's business.
+ */
+Datum
+harden_fsm_timer_retry(PG_FUNCTION_ARGS)
+{
+	int64		id = arg_timer_id(fcinfo);
+	char	   *reason = harden_arg_reason(fcinfo, 1);
+	DueRow		d;
+	DueOutcome	outcome;
+	const char *name;
+	int			nest;
+
+	harden_require_column("fsm_due", "next_try");
+	nest = harden_guc_pin();
+	spi_connect();
+	d = lock_timer(id);
+	harden_check_override(d.relid, "retry", psprintf("timer " INT64_FORMAT, id));
+	if (!d.due)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_TIMER_NOT_DUE),
+				 errmsg("timer " INT64_FORMAT " is not due yet", id),
+				 errdetail("Its deadline is in harden.fsm_timers.due_at."),
+				 errhint("To move the row before its deadline, use harden.fsm_force().")));
+	outcome = run_one_due(&d);
+	name = due_outcome_name(outcome);
+	harden_admin_log("timer_retry", d.table, due_item_json(&d), name, reason);
+	harden_count(HC_FSM_TIMERS_RETRIED, 1);
+	SPI_finish();
+	harden_guc_restore(nest);
+	PG_RETURN_TEXT_P(cstring_to_text(name));
+}
+
+PG_FUNCTION_INFO_V1(harden_fsm_timer_cancel);
+
+/* fsm_timer_cancel(id, reason): the timer goes, its row stays where it is. */
+Datum
+harden_fsm_timer_cancel(PG_FUNCTION_ARGS)
+{
+	int64		id = arg_timer_id(fcinfo);
+	char	   *reason = harden_arg_reason(fcinfo, 1);
+	DueRow		d;
+	Oid			argtype = INT8OID;
+	Datum		arg = Int64GetDatum(id);
+	int			nest;
+
+	harden_require_column("fsm_due", "next_try");
+	nest = harden_guc_pin();
+	spi_connect();
+	d = lock_timer(id);
+	harden_check_override(d.relid, "cancel", psprintf("timer " INT64_FORMAT, id));
+	due_exec("DELETE FROM harden.fsm_due WHERE id OPERATOR(pg_catalog.=) $1", 1, &argtype, &arg,
+			 SPI_OK_DELETE);
+	harden_admin_log("timer_cancel", d.table, due_item_json(&d), "cancelled", reason);
+	harden_count(HC_FSM_TIMERS_CANCELLED, 1);
+	SPI_finish();
+	harden_guc_restore(nest);
+	PG_RETURN_VOID();
 }
 
 PG_FUNCTION_INFO_V1(harden_fsm_log_prune);

@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 #include "port/atomics.h"
+#include "fmgr.h"
 #include "utils/elog.h"
 
 #define PG_HARDEN_VERSION "0.4.0"
@@ -39,6 +40,8 @@
 #define ERRCODE_HARDEN_FSM_AMBIGUOUS		MAKE_SQLSTATE('P','H','2','1','1')
 #define ERRCODE_HARDEN_FSM_ALTERED_TABLE	MAKE_SQLSTATE('P','H','2','1','2')
 #define ERRCODE_HARDEN_FSM_TRANSITION_SKIPPED	MAKE_SQLSTATE('P','H','2','1','3')
+#define ERRCODE_HARDEN_FSM_UNKNOWN_TIMER	MAKE_SQLSTATE('P','H','2','1','4')
+#define ERRCODE_HARDEN_FSM_TIMER_NOT_DUE	MAKE_SQLSTATE('P','H','2','1','5')
 
 /* stock: PH3xx */
 #define ERRCODE_HARDEN_STOCK_INSUFFICIENT	MAKE_SQLSTATE('P','H','3','0','1')
@@ -118,6 +121,21 @@ extern Oid	harden_rel_owner(Oid relid);
  * returns false
  */
 extern bool harden_try_in_subxact(void (*fn) (void *), void *arg, ErrorData **error);
+
+/*
+ * admin.c: overrides (fsm_force, timer retry and cancel, releasing another
+ * role's hold) are for the table's owner and members of harden_operator,
+ * and are audited
+ */
+#define HARDEN_OPERATOR_ROLE "harden_operator"
+
+extern Oid	harden_operator_oid(void);
+extern bool harden_may_override(Oid relowner);
+extern void harden_check_override(Oid relid, const char *what, const char *object);
+extern char *harden_arg_reason(FunctionCallInfo fcinfo, int argno);
+extern void harden_admin_log(const char *action, const char *table, const char *item_json,
+							 const char *outcome, const char *reason);
+extern void harden_require_column(const char *relname, const char *column);
 
 /*
  * log_values.c: harden.log_values, what messages and logs may show of the

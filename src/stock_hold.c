@@ -24,11 +24,14 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "pg_harden.h"
 #include "stock.h"
+#include "worker.h"
 
 typedef enum HoldPlan
 {
@@ -39,6 +42,7 @@ typedef enum HoldPlan
 	HOLD_DUE,
 	HOLD_PURGE,
 	HOLD_FAILED,
+	HOLD_BACKOFF,
 	NUM_HOLD_PLANS
 } HoldPlan;
 
@@ -54,7 +58,7 @@ static const struct
 		6, {OIDOID, TEXTOID, TEXTARRAYOID, INT8ARRAYOID, INTERVALOID, OIDOID}
 	},
 	[HOLD_LOCK] = {
-		"SELECT id, CAST(relid AS pg_catalog.oid), keys, qtys, status, CAST(owner AS pg_catalog.oid)"
+		"SELECT id, CAST(relid AS pg_catalog.oid), keys, qtys, status, CAST(owner AS pg_catalog.oid), attempts, last_error"
 		" FROM harden.stock_holds WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 		1, {INT8OID}
 	},
@@ -64,7 +68,7 @@ static const struct
 		2, {INT8ARRAYOID, TEXTOID}
 	},
 	[HOLD_BY_REF] = {
-		"SELECT id, CAST(relid AS pg_catalog.oid), keys, qtys, status, CAST(owner AS pg_catalog.oid)"
+		"SELECT id, CAST(relid AS pg_catalog.oid), keys, qtys, status, CAST(owner AS pg_catalog.oid), attempts, last_error"
 		" FROM harden.stock_holds h"
 		" WHERE ref OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'held'"
 		" AND (pg_catalog.pg_has_role($2, CAST(owner AS pg_catalog.oid), 'USAGE')"
@@ -74,9 +78,10 @@ static const struct
 		2, {TEXTOID, OIDOID}
 	},
 	[HOLD_DUE] = {
-		"SELECT id, CAST(relid AS pg_catalog.oid), keys, qtys, status, CAST(owner AS pg_catalog.oid)"
+		"SELECT id, CAST(relid AS pg_catalog.oid), keys, qtys, status, CAST(owner AS pg_catalog.oid), attempts, last_error"
 		" FROM harden.stock_holds WHERE status OPERATOR(pg_catalog.=) 'held'"
 		" AND expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()"
+		" AND (next_try IS NULL OR next_try OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())"
 		" ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
 		1, {INT4OID}
 	},
@@ -87,9 +92,15 @@ static const struct
 		1, {INTERVALOID}
 	},
 	[HOLD_FAILED] = {
-		"UPDATE harden.stock_holds SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2"
+		"UPDATE harden.stock_holds SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2,"
+		" next_try = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $3"
 		" WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'held'",
-		2, {INT8ARRAYOID, TEXTOID}
+		3, {INT8ARRAYOID, TEXTOID, INTERVALOID}
+	},
+	[HOLD_BACKOFF] = {
+		"SELECT pg_catalog.count(*) FROM harden.stock_holds"
+		" WHERE status OPERATOR(pg_catalog.=) 'held' AND attempts OPERATOR(pg_catalog.>) 0",
+		0, {InvalidOid}
 	},
 };
 
@@ -104,6 +115,8 @@ typedef struct Hold
 	ArrayType  *qtys;
 	char	   *status;
 	Oid			owner;			/* the role that reserved */
+	int			attempts;		/* failed expiries so far */
+	char	   *last_error;		/* NULL: none */
 } Hold;
 
 /* Run one hold statement as the extension's owner. */
@@ -146,6 +159,8 @@ holds_from_result(int *nholds)
 		holds[i].qtys = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 4, &isnull));
 		holds[i].status = SPI_getvalue(tup, desc, 5);
 		holds[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
+		holds[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		holds[i].last_error = SPI_getvalue(tup, desc, 8);
 	}
 	*nholds = (int) SPI_processed;
 	return holds;
@@ -221,30 +236,70 @@ give_back_table_cb(void *arg)
 	give_back_table(c->holds, c->first, c->last, c->status, true);
 }
 
+/* Expired holds given back after failed attempts: the failure is over. */
+static void
+report_recovered(Hold *holds, int first, int last)
+{
+	for (int i = first; i <= last; i++)
+		if (holds[i].attempts > 0)
+		{
+			harden_count(HC_STOCK_EXPIRATIONS_RECOVERED, 1);
+			ereport(LOG,
+					(errmsg("expired stock hold " INT64_FORMAT " on table %s given back after %d failed attempt%s",
+							holds[i].id, stock_table_name(holds[i].relid), holds[i].attempts,
+							holds[i].attempts == 1 ? "" : "s")));
+		}
+}
+
+/*
+ * On failure the holds are tried again after a delay that doubles with each
+ * failure (worker_retry_delay_ms).  The error is logged when it is new for
+ * one of the holds, not on every retry: a table whose give-back keeps
+ * failing logs once, and once more when it works again.
+ */
 static bool
 give_back_table_guarded(Hold *holds, int first, int last, const char *status)
 {
 	GiveBackCall c = {holds, first, last, status};
 	ErrorData  *edata;
 	Datum	   *ids;
-	Datum		values[2];
+	Datum		values[3];
+	int			attempts = 0;
+	bool		news = false;
+	Interval   *delay = palloc0(sizeof(Interval));
+	int64		ms;
 
 	if (harden_try_in_subxact(give_back_table_cb, &c, &edata))
+	{
+		report_recovered(holds, first, last);
 		return true;
+	}
 	ids = palloc(sizeof(Datum) * (last - first + 1));
 	for (int i = first; i <= last; i++)
+	{
 		ids[i - first] = Int64GetDatum(holds[i].id);
+		attempts = Max(attempts, holds[i].attempts);
+		if (holds[i].last_error == NULL || strcmp(holds[i].last_error, edata->message) != 0)
+			news = true;
+	}
+	ms = worker_retry_delay_ms(attempts + 1);
+	delay->time = ms * 1000;
 	values[0] = PointerGetDatum(construct_array(ids, last - first + 1, INT8OID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = CStringGetTextDatum(edata->message);
+	values[2] = IntervalPGetDatum(delay);
 	hold_exec(HOLD_FAILED, values, NULL, 0);
-	ereport(WARNING,
-			(errcode(edata->sqlerrcode),
-			 errmsg("could not give back %d expired stock hold%s on table %s: %s",
-					last - first + 1, last > first ? "s" : "",
-					stock_table_name(holds[first].relid), edata->message),
-			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-			 errhint("They stay held and are tried again on the next run.")));
+	harden_count(HC_STOCK_EXPIRATIONS_FAILED, last - first + 1);
+	worker_note_item_error(edata->message);
+	if (news)
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("could not give back %d expired stock hold%s on table %s: %s",
+						last - first + 1, last > first ? "s" : "",
+						stock_table_name(holds[first].relid), edata->message),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+				 errhint("They stay held and are tried again after a delay that grows with each failure "
+						 "(harden.stock_reservations.next_try); the same error again is not logged.")));
 	FreeErrorData(edata);
 	return false;
 }
@@ -333,6 +388,53 @@ check_hold_privilege(const Hold *h, bool release)
 				 errmsg("permission denied for stock reservation " INT64_FORMAT, h->id),
 				 errdetail("Releasing it needs UPDATE on table %s.",
 						   stock_table_name(h->relid))));
+}
+
+/* A table as harden.admin_log names it: schema-qualified, as fsm_log does. */
+static char *
+audit_table_name(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+}
+
+/* What harden.admin_log records of a hold. */
+static char *
+hold_item_json(const Hold *h)
+{
+	StringInfoData buf;
+	const char *owner = GetUserNameFromId(h->owner, true);
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"reservation\": " INT64_FORMAT ", \"status\": ", h->id);
+	escape_json(&buf, h->status);
+	appendStringInfo(&buf, ", \"keys\": %s, \"qtys\": %s, \"owner\": ",
+					 text_to_cstring(DatumGetTextPP(DirectFunctionCall1(array_to_json, PointerGetDatum(h->keys)))),
+					 text_to_cstring(DatumGetTextPP(DirectFunctionCall1(array_to_json, PointerGetDatum(h->qtys)))));
+	if (owner)
+		escape_json(&buf, owner);
+	else
+		appendStringInfoString(&buf, "null");
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/*
+ * A hold released by its table's owner rather than by the role that made
+ * it is an override: recorded in harden.admin_log with harden.reason.
+ */
+static void
+audit_foreign_release(const Hold *h)
+{
+	const char *reason;
+	Oid			user = GetUserId();
+
+	/* Not by privilege: a superuser releasing another role's hold is audited. */
+	if (user == h->owner || is_member_of_role_nosuper(user, h->owner))
+		return;
+	reason = GetConfigOption("harden.reason", true, false);
+	harden_admin_log("hold_release", audit_table_name(h->relid), hold_item_json(h), "released",
+					 reason && reason[0] ? reason : NULL);
+	harden_count(HC_STOCK_FORCED_RELEASES, 1);
 }
 
 static int64
@@ -486,8 +588,46 @@ harden_stock_release(PG_FUNCTION_ARGS)
 	{
 		give_back(&h, 1, "released", false);
 		harden_count(HC_STOCK_RELEASES, 1);
+		audit_foreign_release(&h);
 		done = true;
 	}
+	SPI_finish();
+	PG_RETURN_BOOL(done);
+}
+
+PG_FUNCTION_INFO_V1(harden_stock_force_release);
+
+/*
+ * stock_force_release(id, reason) -> true if its stock went back now, false
+ * if it was not held.  For the table's owner and members of harden_operator,
+ * who need no privilege on the table: the stock goes back as the table's
+ * owner, security-restricted, as for an expiry.  Every call is recorded in
+ * harden.admin_log, with its outcome.
+ */
+Datum
+harden_stock_force_release(PG_FUNCTION_ARGS)
+{
+	int64		id = arg_id(fcinfo);
+	char	   *reason = harden_arg_reason(fcinfo, 1);
+	Hold		h;
+	bool		done = false;
+	char	   *outcome;
+
+	SPI_connect();
+	h = lock_hold(id);
+	harden_check_override(h.relid, "force-release",
+						  psprintf("stock reservation " INT64_FORMAT, id));
+	if (strcmp(h.status, "held") == 0)
+	{
+		give_back_table(&h, 0, 0, "released", true);
+		harden_count(HC_STOCK_RELEASES, 1);
+		harden_count(HC_STOCK_FORCED_RELEASES, 1);
+		done = true;
+		outcome = "released";
+	}
+	else
+		outcome = psprintf("not held (%s)", h.status);
+	harden_admin_log("hold_release", audit_table_name(h.relid), hold_item_json(&h), outcome, reason);
 	SPI_finish();
 	PG_RETURN_BOOL(done);
 }
@@ -518,6 +658,8 @@ harden_stock_release_ref(PG_FUNCTION_ARGS)
 		check_hold_privilege(&holds[i], true);
 	give_back(holds, n, "released", false);
 	harden_count(HC_STOCK_RELEASES, n);
+	for (int i = 0; i < n; i++)
+		audit_foreign_release(&holds[i]);
 	SPI_finish();
 	PG_RETURN_INT32(n);
 }
@@ -546,6 +688,7 @@ harden_stock_run_due(PG_FUNCTION_ARGS)
 				 errmsg("max_holds must be positive"),
 				 errdetail("The value given is %d.", max_holds)));
 	values[0] = Int32GetDatum(max_holds);
+	harden_require_column("stock_holds", "next_try");
 	/* As in fsm_run_due: the caller's settings neither apply nor change. */
 	nest = harden_guc_pin();
 	SPI_connect();
@@ -560,6 +703,13 @@ harden_stock_run_due(PG_FUNCTION_ARGS)
 		keep->time = (int64) stock_hold_retention_s * USECS_PER_SEC;
 		values[0] = IntervalPGetDatum(keep);
 		hold_exec(HOLD_PURGE, values, NULL, 0);
+	}
+	hold_exec(HOLD_BACKOFF, NULL, NULL, 0);
+	{
+		bool		isnull;
+
+		worker_note_backoff(WORKER_ITEM_HOLD,
+							DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
 	}
 	SPI_finish();
 	harden_guc_restore(nest);

@@ -48,7 +48,18 @@ typedef struct WorkerSlot
 	uint64		holds_released;
 	uint64		errors;
 	char		last_error[WORKER_ERROR_LEN];
+	/* single items (a timer, a table's expired holds) that failed */
+	uint64		item_errors;
+	TimestampTz last_item_error_at;
+	char		last_item_error[WORKER_ERROR_LEN];
+	int64		in_backoff[2];	/* WorkerItemKind: failing items still pending */
 } WorkerSlot;
+
+typedef enum WorkerItemKind
+{
+	WORKER_ITEM_TIMER,
+	WORKER_ITEM_HOLD
+} WorkerItemKind;
 
 typedef struct WorkerShared
 {
@@ -68,6 +79,8 @@ extern bool worker_enabled;
 extern int	worker_interval_ms;
 extern int	worker_batch_size;
 extern char *worker_skip_databases;
+extern int	worker_retry_base_ms;
+extern int	worker_retry_max_ms;
 
 /* worker_shared.c */
 extern void worker_define_gucs(bool preloading);
@@ -79,6 +92,9 @@ extern void worker_wake_launcher(bool rescan);
 extern void worker_request_probe(Oid dboid);
 extern void worker_release_database(Oid dboid);
 extern const char *worker_state_name(WorkerState s);
+extern int64 worker_retry_delay_ms(int attempts);
+extern void worker_note_item_error(const char *message);
+extern void worker_note_backoff(WorkerItemKind kind, int64 n);
 
 /* worker.c */
 extern void worker_register_launcher(void);

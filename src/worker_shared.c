@@ -14,6 +14,7 @@
 #include <signal.h>
 
 #include "catalog/pg_authid.h"
+#include "common/pg_prng.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -37,6 +38,8 @@ bool		worker_enabled = true;
 int			worker_interval_ms = 1000;
 int			worker_batch_size = 1000;
 char	   *worker_skip_databases = NULL;
+int			worker_retry_base_ms = 10 * 1000;
+int			worker_retry_max_ms = 3600 * 1000;
 
 WorkerShared *worker_shared = NULL;
 
@@ -87,7 +90,78 @@ worker_define_gucs(bool preloading)
 							   "",
 							   PGC_SIGHUP, GUC_LIST_INPUT,
 							   check_skip_databases, NULL, NULL);
+	DefineCustomIntVariable("harden.worker_retry_base",
+							"First delay before a failed timer or hold expiry is tried again.",
+							"Each further failure doubles it, up to harden.worker_retry_max; each delay is drawn between half and all of that (jitter).",
+							&worker_retry_base_ms,
+							10 * 1000, 10, 24 * 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("harden.worker_retry_max",
+							"Longest delay before a failed timer or hold expiry is tried again.",
+							NULL,
+							&worker_retry_max_ms,
+							3600 * 1000, 10, 24 * 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	metrics_register_gauges(worker_write_metrics);
+}
+
+/*
+ * Delay before attempt attempts + 1 of an item that failed attempts times:
+ * base * 2^(attempts - 1), at most the cap, drawn uniformly from its upper
+ * half so that items that failed together do not retry together.
+ */
+int64
+worker_retry_delay_ms(int attempts)
+{
+	double		d = worker_retry_base_ms;
+
+	for (int i = 1; i < attempts && d < worker_retry_max_ms; i++)
+		d *= 2;
+	d = Min(d, (double) worker_retry_max_ms);
+	return (int64) (d / 2 + pg_prng_double(&pg_global_prng_state) * d / 2);
+}
+
+/* This database's slot, with the lock held exclusively; NULL if none. */
+static WorkerSlot *
+lock_my_slot(void)
+{
+	WorkerSlot *slot;
+
+	if (!harden_shmem_ready || worker_shared == NULL || !OidIsValid(MyDatabaseId))
+		return NULL;
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	slot = worker_slot_find(MyDatabaseId);
+	if (slot == NULL)
+		LWLockRelease(worker_shared->lock);
+	return slot;
+}
+
+/* An item failed in this database, whoever ran it (the worker or a call). */
+void
+worker_note_item_error(const char *message)
+{
+	WorkerSlot *slot = lock_my_slot();
+
+	if (slot == NULL)
+		return;
+	slot->item_errors++;
+	slot->last_item_error_at = GetCurrentTimestamp();
+	strlcpy(slot->last_item_error, message, WORKER_ERROR_LEN);
+	LWLockRelease(worker_shared->lock);
+}
+
+/* How many items of a kind wait for a retry, as the last run counted them. */
+void
+worker_note_backoff(WorkerItemKind kind, int64 n)
+{
+	WorkerSlot *slot = lock_my_slot();
+
+	if (slot == NULL)
+		return;
+	slot->in_backoff[kind] = n;
+	LWLockRelease(worker_shared->lock);
 }
 
 Size
@@ -305,6 +379,42 @@ harden_worker_status(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+PG_FUNCTION_INFO_V1(harden_worker_items);
+
+/*
+ * The failures of single items per database, for the columns worker_status
+ * appends (a function of its own, so the view could be replaced in place).
+ * Error texts as in harden_worker_status.
+ */
+Datum
+harden_worker_items(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		see_all;
+	WorkerSlot *slots;
+	int			n;
+
+	harden_require_shmem("harden.worker_status");
+	InitMaterializedSRF(fcinfo, 0);
+	see_all = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
+	slots = snapshot_slots(&n);
+	for (int i = 0; i < n; i++)
+	{
+		WorkerSlot *s = &slots[i];
+		Datum		values[5];
+		bool		nulls[5] = {0};
+
+		values[0] = NameGetDatum(&s->dbname);
+		values[1] = Int64GetDatum((int64) s->item_errors);
+		values[2] = CStringGetTextDatum(s->last_item_error);
+		nulls[2] = (s->last_item_error[0] == '\0' || !(see_all || s->dboid == MyDatabaseId));
+		values[3] = timestamp_or_null(s->last_item_error_at, &nulls[3]);
+		values[4] = Int64GetDatum(s->in_backoff[WORKER_ITEM_TIMER] + s->in_backoff[WORKER_ITEM_HOLD]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
 static double
 unix_seconds(TimestampTz t)
 {
@@ -338,6 +448,22 @@ worker_write_metrics(MetricWriter *w)
 	for (int i = 0; i < n; i++)
 		if (slots[i].last_run != 0)
 			metric_sample(w, unix_seconds(slots[i].last_run), 1,
+						  "database", NameStr(slots[i].dbname));
+	metric_family(w, "worker_items_in_backoff", "gauge",
+				  "Timers and expired holds that failed and wait for a retry, as the last run counted them.");
+	for (int i = 0; i < n; i++)
+		if (slots[i].state != WS_NOT_INSTALLED && slots[i].state != WS_NEW)
+		{
+			metric_sample(w, (double) slots[i].in_backoff[WORKER_ITEM_TIMER], 2,
+						  "database", NameStr(slots[i].dbname), "item", "timer");
+			metric_sample(w, (double) slots[i].in_backoff[WORKER_ITEM_HOLD], 2,
+						  "database", NameStr(slots[i].dbname), "item", "hold");
+		}
+	metric_family(w, "worker_item_errors_total", "counter",
+				  "Timers and expired holds that failed (each is retried with backoff).");
+	for (int i = 0; i < n; i++)
+		if (slots[i].state != WS_NOT_INSTALLED && slots[i].state != WS_NEW)
+			metric_sample(w, (double) slots[i].item_errors, 1,
 						  "database", NameStr(slots[i].dbname));
 	metric_family(w, "worker_cache_swept_total", "counter",
 				  "Expired cache entries freed by the background worker's sweeps (all databases).");

@@ -95,6 +95,7 @@ pgh_build_and_stage
 # pg_stat_statements is preloaded for harden.slow_queries and
 # harden.suggested_indexes (without it, see test/nopreload).
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
+	"harden.worker_retry_base = '200ms'" "harden.worker_retry_max = '2s'"
 	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap, pgh_dump_src, pgh_bouncer, pgh_bouncer_s'"
 	"max_worker_processes = 16" "max_prepared_transactions = 4"
 	"shared_preload_libraries = 'pg_harden, pg_stat_statements'")
@@ -130,8 +131,10 @@ run_doc_examples
 # The background worker: pgTAP in a database it serves, then checks across
 # a restart and across databases.
 source "$PGH_ROOT/test/worker/restart.sh"
+source "$PGH_ROOT/test/worker/backoff.sh"
 run_pgtap worker "$PGH_ROOT/test/worker"
 run_worker_restart
+run_worker_backoff
 source "$PGH_ROOT/test/breaker/restart.sh"
 run_breaker_restart
 

@@ -85,8 +85,11 @@ dx_sqlstates_documented() {
 }
 
 run_doc_examples() {
-	local log="$PGH_TMP/out/docs.log" page rc=0 n
+	local log="$PGH_TMP/out/docs.log" page rc=0 n conf="$PGH_TMP/data/postgresql.auto.conf"
 	pgh_log "the docs' SQL examples"
+	# An example may ALTER SYSTEM (query-analysis.md turns snapshots on):
+	# the suites after this one get the cluster's settings back.
+	pgh_as_server cp "$conf" "$conf.before-docs"
 	(
 		for page in "$PGH_ROOT/README.md" "$PGH_ROOT"/docs/*.md; do
 			grep -q '^```sql' "$page" || continue
@@ -110,6 +113,8 @@ run_doc_examples() {
 			sed 's/^/# /' "$PGH_TMP/out/docs-page.out"
 		fi
 	) >"$log" 2>&1 || rc=$?
+	pgh_as_server cp "$conf.before-docs" "$conf"
+	pgh_psql -d postgres -c "SELECT pg_reload_conf()" >/dev/null
 	cat "$log"
 	n=$(grep -c '^ok ' "$log" || true)
 	record "docs examples" $rc "$n" "$(grep -c '^not ok ' "$log" || true)"

@@ -13,6 +13,10 @@ VALUES (1, 'Cup', 100), (3, 'Pot', 100), (4, 'Tea', 100), (7, 'Lid', 2), (42, 'M
 CREATE FUNCTION load_product(int) RETURNS jsonb LANGUAGE sql STABLE
     AS $$SELECT to_jsonb(p) FROM product p WHERE id = $1$$;
 
+CREATE TABLE products (id int PRIMARY KEY, name text NOT NULL, price numeric NOT NULL,
+                       category_id int NOT NULL);
+INSERT INTO products SELECT i, 'item ' || i, i, i % 10 FROM generate_series(1, 100) i;
+
 CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL DEFAULT 'pending');
 INSERT INTO orders VALUES (1, 'shipped'), (2, 'processing');
 CREATE TABLE order_line (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders,

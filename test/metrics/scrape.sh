@@ -69,7 +69,7 @@ sc_conventions() {
 	bad=$(grep -E '^# TYPE harden_[a-z_]+ counter$' "$page" | grep -Ev '_total counter$' || true)
 	[ -z "$bad" ] || { echo "counters not ending in _total:"; echo "$bad"; return 1; }
 	bad=$(grep -E '^harden_' "$page" | grep -oE '[{,][a-z_]+=' | tr -d '{,=' | sort -u \
-		| grep -Evx 'database|machine|check|severity|version|server' || true)
+		| grep -Evx 'database|machine|check|severity|version|item|server' || true)
 	[ -z "$bad" ] || { echo "undocumented labels:"; echo "$bad"; return 1; }
 	grep -q '^harden_worker_up{database="pgh_scrape",' "$page" || { echo "no harden_worker_up for pgh_scrape"; return 1; }
 }

@@ -6,7 +6,7 @@
 -- and leave the administrator's settings as they were.
 SET client_min_messages = warning;
 \ir ../attack/hostile.sql
-SELECT plan(28);
+SELECT plan(37);
 
 SELECT pg_temp.hostile_setup('atk_tap');
 SET work_mem = '4MB';
@@ -105,5 +105,53 @@ SELECT throws_ok($$ SELECT harden.fsm_attach('atk_tap.ticket', 'status', 'circui
 SELECT throws_ok($$ SELECT count(*) FROM atk_tap.ticket $$, 'P0001', 'the policy ran as atk_tap_admin',
   'the policy runs for the administrator''s own queries (the tripwire works)');
 RESET ROLE;
+
+-- ---- overrides by an operator ----
+-- A member of harden_operator, with no privilege on the owner's tables (not
+-- even USAGE on its schema), forces a row, retries a timer and releases a
+-- hold: the owner's trigger runs as the owner, restricted, nothing of the
+-- owner's runs as the operator, and the operator's settings stay.
+CREATE ROLE atk_tap_op IN ROLE harden_operator;
+INSERT INTO atk_tap.cart VALUES (3), (4);
+UPDATE atk_tap.cart SET status = 'submitted' WHERE id IN (3, 4);
+UPDATE harden.fsm_due SET due_at = pg_catalog.now() - interval '1 second'
+ WHERE relid = 'atk_tap.cart'::regclass AND row_key = '{"id": 4}';
+SELECT id AS atk_timer FROM harden.fsm_due WHERE relid = 'atk_tap.cart'::regclass AND row_key = '{"id": 4}' \gset
+SELECT harden.stock_reserve('atk_tap.product', ARRAY[1], ARRAY[2], '1 hour', 'atk-op') AS atk_hold \gset
+SELECT 'atk_tap.cart'::regclass::oid AS atk_cart \gset
+DELETE FROM atk_tap.traps;
+DELETE FROM atk_tap.calls;
+SET ROLE atk_tap_op;
+SET work_mem = '6MB';
+CREATE TEMP TABLE op_gucs AS
+  SELECT name, setting FROM pg_catalog.pg_settings
+   WHERE name IN ('search_path', 'work_mem', 'application_name', 'harden.reason', 'role', 'statement_timeout');
+SELECT ok(harden.fsm_force(:atk_cart, '3', 'abandoned', 'operator abandons cart 3'),
+  'an operator forces a row of the hostile owner''s table');
+SELECT is(harden.fsm_timer_retry(:atk_timer, 'operator retries cart 4'), 'applied',
+  'an operator retries a timer of the hostile owner''s table');
+SELECT ok(harden.stock_force_release(:atk_hold, 'operator releases the hold'),
+  'an operator force-releases a hold on the hostile owner''s table');
+SELECT set_eq($$ SELECT name, setting FROM pg_catalog.pg_settings WHERE name IN (SELECT name FROM op_gucs) $$,
+  $$ SELECT name, setting FROM op_gucs $$,
+  'overrides: the operator''s search_path and other settings are unchanged');
+RESET ROLE;
+SELECT results_eq($$ SELECT tbl, usr, restricted, count(*) FROM atk_tap.traps GROUP BY 1, 2, 3 ORDER BY 1 $$,
+  $$ VALUES ('cart'::text, 'atk_tap'::text, true, 2::bigint), ('product', 'atk_tap', true, 1) $$,
+  'overrides: the owner''s trigger ran each time as the owner, security-restricted');
+SELECT is((SELECT pg_catalog.string_agg(fn || ' as ' || usr, ', ') FROM atk_tap.calls), NULL,
+  'overrides: none of the owner''s functions or operators ran');
+SELECT is((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = 'atk_tap'), false,
+  'overrides: the owner did not become superuser');
+SELECT results_eq($$ SELECT to_state, actor, role, reason FROM harden.fsm_log
+                      WHERE table_name = 'atk_tap.cart' AND row_key IN ('{"id": 3}', '{"id": 4}')
+                        AND to_state = 'abandoned' ORDER BY row_key->>'id' $$,
+  $$ VALUES ('abandoned'::text, 'force'::text, 'atk_tap_op'::text, 'operator abandons cart 3'::text),
+            ('abandoned', 'timer', 'atk_tap', NULL) $$,
+  'the audit rows: the forced move as the operator with its reason, the timer as usual; no reason planted');
+SELECT results_eq($$ SELECT action, role, reason FROM harden.admin_log WHERE table_name LIKE 'atk_tap.%' ORDER BY id $$,
+  $$ VALUES ('timer_retry'::text, 'atk_tap_op'::text, 'operator retries cart 4'::text),
+            ('hold_release', 'atk_tap_op', 'operator releases the hold') $$,
+  'the admin log has the retry and the release with the reasons given');
 
 SELECT * FROM finish();

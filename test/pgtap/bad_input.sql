@@ -28,7 +28,7 @@ INSERT INTO bi_documented VALUES ('ok'),
   ('PH201'), ('PH202'), ('PH203'), ('PH204'), ('PH205'), ('PH206'), ('PH207'),
   ('PH208'), ('PH209'), ('PH210'), ('PH211'),
   ('PH301'), ('PH302'), ('PH303'), ('PH304'), ('PH305'), ('PH306'), ('PH307'),
-  ('PH212'), ('PH213'),
+  ('PH212'), ('PH213'), ('PH214'), ('PH215'),
   ('PH308'), ('PH309'), ('PH401'), ('PH501'), ('PH502'), ('PH503'), ('PH504'), ('54000'),
   ('40001'), ('0A000'), ('42809'), ('42P01'), ('42701'), ('39P01'), ('42501'),
   ('22004'), ('22023'), ('2202E'), ('22003'), ('42804'), ('55P03'),
@@ -45,7 +45,7 @@ INSERT INTO bi_passthrough VALUES
   ('cache_query', '42P08'), ('cache_query', '54001'),
   ('stock_take', '22P02'), ('stock_take_many', '22P02'), ('stock_put', '22P02'),
   ('stock_reserve', '22P02'),
-  ('fsm_fire', '22P02'), ('fsm_can', '22P02'),
+  ('fsm_fire', '22P02'), ('fsm_can', '22P02'), ('fsm_force', '22P02'),
   ('query_check', '42601'), ('query_check', '42703'), ('query_check', '42883'),
   ('query_check', '42P01'), ('query_check', '42P02'), ('query_check', '42P18'),
   ('query_check', '42P08'), ('query_check', '22P02'), ('query_check', '54001');
@@ -73,6 +73,12 @@ SELECT harden.fsm_define('bi_m', 'a -> b on go; b -> c after 1 hour', 'a');
 SELECT harden.breaker_define('bi-brk');
 CREATE VIEW bi_view AS SELECT 1 AS id;
 CREATE SEQUENCE bi_seq;
+-- A due timer to retry or cancel.
+CREATE TABLE bi_cart (id int PRIMARY KEY, status text NOT NULL DEFAULT 'pending');
+SELECT harden.fsm_attach('bi_cart', 'status', 'cart');
+INSERT INTO bi_cart VALUES (1);
+UPDATE bi_cart SET status = 'submitted';
+UPDATE harden.fsm_due SET due_at = now() - interval '1 minute' WHERE relid = 'bi_cart'::regclass;
 -- A hold to commit or release.
 CREATE TEMP TABLE bi_hold AS
   SELECT harden.stock_reserve('bi_stock', ARRAY[1], ARRAY[1::bigint], '1 hour', 'bi-ref') AS id;
@@ -152,6 +158,9 @@ BEGIN
     WHEN arg = 'audit' THEN 'true'
     WHEN fn = 'fsm_fire' AND arg = 'key' THEN '''{"id": 1}''::jsonb'
     WHEN fn = 'fsm_can' AND arg = 'key' THEN '''{"id": 1}''::jsonb'
+    WHEN fn = 'fsm_force' AND arg = 'key' THEN '''{"id": 1}''::jsonb'
+    WHEN arg = 'reason' THEN '''bad input matrix'''
+    WHEN fn LIKE 'fsm_timer_%' AND arg = 'id' THEN '(SELECT id FROM harden.fsm_due WHERE relid = ''bi_cart''::regclass)'
     WHEN arg = 'event' THEN '''pay'''
     WHEN arg = 'to_state' THEN '''processing'''
     WHEN arg = 'state' THEN '''pending'''
