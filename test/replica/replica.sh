@@ -6,6 +6,12 @@
 #   - it replays the primary's writes; its own cache (cache_set, cache_get,
 #     cache_query, deletes, invalidations, flushes) works in its shared
 #     memory, publishes at commit, and is not the primary's;
+#   - with harden.cache_wal on, the primary's commits invalidate the
+#     standby's query results at replay (watched, tracked and per-value
+#     dependencies), and a slow computation racing a replayed write is
+#     returned but not stored; a standby without pg_harden preloaded gives
+#     PH001 for the cache, then stops at pg_harden's first WAL record with
+#     PostgreSQL's message naming shared_preload_libraries;
 #   - every function that writes tables refuses with 25006, naming itself,
 #     with a hint; reads (fsm_can, fsm_next, views) work;
 #   - stopped and restarted, it catches up;
@@ -71,6 +77,9 @@ INSERT INTO pw VALUES (1);
 CREATE TABLE tr (v int);
 CREATE TABLE race (v int);
 INSERT INTO race VALUES (1);
+CREATE TABLE pv (id int PRIMARY KEY, cat int NOT NULL, price int NOT NULL);
+INSERT INTO pv SELECT g, g % 2, 10 FROM generate_series(1, 10) g;
+SELECT harden.cache_watch('pv', by => 'cat');
 SELECT harden.cache_watch('pw');
 CREATE TABLE ticket (id int PRIMARY KEY, status text NOT NULL DEFAULT 'new');
 SELECT harden.fsm_attach('ticket', 'status', 'rp_m');
@@ -150,6 +159,15 @@ rp_standby_wal() {
 	pgh_standby_wait_replay >/dev/null
 	rp_check "wal: ... invalidated by the replayed INSERT" rp_equal \
 		"$(rp_s -c "SELECT harden.cache_query('rp:tr', 'SELECT count(*) AS n FROM tr', '1 hour')")" '[{"n": 2}]'
+	local q0="SELECT harden.cache_query('rp:pv:0', 'SELECT sum(price) AS s FROM pv WHERE cat = 0', '1 hour')"
+	local q1="SELECT harden.cache_query('rp:pv:1', 'SELECT sum(price) AS s FROM pv WHERE cat = 1', '1 hour')"
+	rp_check "wal: per-value dependencies: two categories cached on the standby" rp_equal \
+		"$(rp_s -c "$q0" -c "$q1" | tr '\n' ' ')" '[{"s": 50}] [{"s": 50}] '
+	rp_p -c "UPDATE pv SET price = 20 WHERE id = 1" >/dev/null
+	pgh_standby_wait_replay >/dev/null
+	rp_check "wal: a replayed write of category 1 invalidates its result and leaves category 0's (a hit)" rp_equal \
+		"$(rp_s -c "$q1" -c "$q0" -c "SELECT hits FROM harden.cache_entries WHERE key = 'rp:pv:0'" | tr '\n' ' ')" \
+		'[{"s": 60}] [{"s": 50}] 1 '
 	# A slow computation on the standby; the primary writes its table
 	# meanwhile; the standby replays the write before the computation ends.
 	local slow="SELECT harden.cache_query('rp:slow', 'SELECT v FROM race, LATERAL (SELECT pg_sleep(2)) s', '1 hour')"
