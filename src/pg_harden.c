@@ -21,6 +21,7 @@
 #include "stock.h"
 #include "worker.h"
 #include "analyze.h"
+#include "cache_resp.h"
 
 PG_MODULE_MAGIC;
 
@@ -42,6 +43,7 @@ static const HardenModule harden_modules[] = {
 	{"stock", stock_define_gucs, NULL, NULL},
 	{"worker", worker_define_gucs, worker_shmem_size, worker_shmem_startup},
 	{"analyze", analyze_define_gucs, analyze_shmem_size, analyze_shmem_startup},
+	{"resp", resp_define_gucs, resp_shmem_size, resp_shmem_startup},
 };
 
 #define NUM_MODULES lengthof(harden_modules)
@@ -117,6 +119,7 @@ _PG_init(void)
 	harden_shmem_request();
 #endif
 	worker_register_launcher();
+	resp_register_workers();
 	worker_utility_hook_install();
 }
 

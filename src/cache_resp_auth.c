@@ -1,0 +1,200 @@
+/*
+ * cache_resp_auth.c
+ *	  AUTH for the Redis-protocol endpoint, and the role checks its commands
+ *	  make.
+ *
+ * AUTH verifies the password against the role's own secret in pg_authid
+ * (SCRAM-SHA-256 or md5, with PostgreSQL's verifiers) and honours
+ * rolcanlogin and rolvaliduntil.  Role membership answers are cached per
+ * worker; the cache is dropped when pg_authid or pg_auth_members change
+ * (syscache invalidation, processed when the worker starts a transaction,
+ * at least every 100 ms while clients are connected), and then every
+ * authenticated connection's role is checked again before its next command.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_authid.h"
+#include "libpq/crypt.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "pg_harden.h"
+#include "cache_resp.h"
+
+#define ROLE_CACHE_SIZE 512
+/* Longer secrets are refused before any work is spent on them. */
+#define RESP_MAX_PASSWORD 1024
+
+typedef struct RoleCacheEntry
+{
+	Oid			role;
+	Oid			owner;
+	uint64		gen;
+	bool		may;
+} RoleCacheEntry;
+
+uint64		resp_auth_gen = 1;
+static uint64 role_cache_gen = 1;
+static RoleCacheEntry role_cache[ROLE_CACHE_SIZE];
+static Oid	default_role = InvalidOid;
+static uint64 default_role_gen = 0;
+static char *default_role_name = NULL;
+
+static void
+authid_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	resp_auth_gen++;
+	role_cache_gen++;
+}
+
+static void
+members_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	role_cache_gen++;
+}
+
+void
+resp_auth_init(void)
+{
+	CacheRegisterSyscacheCallback(AUTHOID, authid_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, members_changed, (Datum) 0);
+}
+
+/*
+ * Does role have the privileges of owner (so it may read and replace the
+ * owner's entries)?
+ */
+bool
+resp_role_may(Oid role, Oid owner)
+{
+	uint32		h;
+	RoleCacheEntry *e;
+
+	if (role == owner)
+		return true;
+	h = (uint32) (role * 2654435761u) ^ (uint32) (owner * 40503u);
+	e = &role_cache[h % ROLE_CACHE_SIZE];
+	if (e->gen == role_cache_gen && e->role == role && e->owner == owner)
+		return e->may;
+	resp_xact_ensure();
+	e->may = has_privs_of_role(role, owner);
+	e->role = role;
+	e->owner = owner;
+	e->gen = role_cache_gen;
+	return e->may;
+}
+
+/* NUL-terminated copy, or NULL if the argument contains a NUL byte. */
+static char *
+arg_cstring(const char *s, size_t n)
+{
+	if (memchr(s, '\0', n) != NULL)
+		return NULL;
+	return pnstrdup(s, n);
+}
+
+/*
+ * Check a user name and password.  On success sets *role and
+ * *valid_until (0 when the password does not expire).  On failure *why is
+ * the reason for the server log; the client only learns that it failed.
+ */
+bool
+resp_auth_check(const char *user, size_t userlen, const char *pass, size_t passlen,
+				Oid *role, TimestampTz *valid_until, const char **why)
+{
+	char	   *u,
+			   *p,
+			   *shadow;
+	HeapTuple	tup;
+	Form_pg_authid form;
+	bool		isnull;
+	Datum		d;
+	const char *logdetail = NULL;
+
+	*why = "invalid user name or password";
+	if (userlen == 0 || userlen >= NAMEDATALEN || passlen == 0 ||
+		passlen > RESP_MAX_PASSWORD)
+		return false;
+	u = arg_cstring(user, userlen);
+	p = arg_cstring(pass, passlen);
+	if (u == NULL || p == NULL)
+		return false;
+
+	resp_xact_ensure();
+	tup = SearchSysCache1(AUTHNAME, CStringGetDatum(u));
+	if (!HeapTupleIsValid(tup))
+	{
+		*why = "role does not exist";
+		return false;
+	}
+	form = (Form_pg_authid) GETSTRUCT(tup);
+	*role = form->oid;
+	if (!form->rolcanlogin)
+	{
+		ReleaseSysCache(tup);
+		*why = "role is not permitted to log in";
+		return false;
+	}
+	d = SysCacheGetAttr(AUTHNAME, tup, Anum_pg_authid_rolvaliduntil, &isnull);
+	*valid_until = isnull ? 0 : DatumGetTimestampTz(d);
+	ReleaseSysCache(tup);
+
+	/* NULL when there is no password or it has expired */
+	shadow = get_role_password(u, &logdetail);
+	if (shadow == NULL)
+	{
+		*why = logdetail ? logdetail : "role has no valid password";
+		return false;
+	}
+	if (plain_crypt_verify(u, shadow, p, &logdetail) != STATUS_OK)
+	{
+		*why = logdetail ? logdetail : "password does not match";
+		return false;
+	}
+	return true;
+}
+
+/* Can an authenticated role still log in (it may have changed since)? */
+bool
+resp_role_still_valid(Oid role)
+{
+	HeapTuple	tup;
+	bool		ok,
+				isnull;
+	Datum		d;
+
+	resp_xact_ensure();
+	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(role));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	ok = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
+	d = SysCacheGetAttr(AUTHOID, tup, Anum_pg_authid_rolvaliduntil, &isnull);
+	if (!isnull && DatumGetTimestampTz(d) < GetCurrentTimestamp())
+		ok = false;
+	ReleaseSysCache(tup);
+	return ok;
+}
+
+/* The role of unauthenticated clients, or InvalidOid. */
+Oid
+resp_default_role_oid(void)
+{
+	if (resp_default_role == NULL || resp_default_role[0] == '\0')
+		return InvalidOid;
+	if (default_role_gen == resp_auth_gen && default_role_name != NULL &&
+		strcmp(default_role_name, resp_default_role) == 0)
+		return default_role;
+	resp_xact_ensure();
+	default_role = get_role_oid(resp_default_role, true);
+	if (default_role_name != NULL)
+		pfree(default_role_name);
+	default_role_name = MemoryContextStrdup(TopMemoryContext, resp_default_role);
+	default_role_gen = resp_auth_gen;
+	return default_role;
+}
