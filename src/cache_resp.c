@@ -824,6 +824,11 @@ tick(void)
 	{
 		if (c->dead || resp_batch_now - c->last_active < limit_us)
 			continue;
+		/* a client whose command waited for a busy worker is not idle */
+		if (c->out.len == 0)
+			client_event(c, WL_SOCKET_READABLE);
+		if (c->dead || resp_batch_now - c->last_active < limit_us)
+			continue;
 		if (c->out.len > 0)
 			harden_count(HC_RESP_OUTPUT_OVERFLOWS, 1);
 		else

@@ -15,6 +15,8 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_authid.h"
+#include "common/hmac.h"
+#include "common/sha2.h"
 #include "libpq/crypt.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
@@ -38,6 +40,20 @@ typedef struct RoleCacheEntry
 	uint64		gen;
 	bool		may;
 } RoleCacheEntry;
+
+#define AUTH_CACHE_SIZE 64
+
+typedef struct AuthCacheEntry
+{
+	uint8		mac[PG_SHA256_DIGEST_LENGTH];
+	Oid			role;
+	TimestampTz valid_until;
+	uint64		gen;
+} AuthCacheEntry;
+
+static AuthCacheEntry auth_cache[AUTH_CACHE_SIZE];
+static uint8 auth_key[32];
+static bool auth_key_ok = false;
 
 uint64		resp_auth_gen = 1;
 static uint64 role_cache_gen = 1;
@@ -64,6 +80,31 @@ resp_auth_init(void)
 {
 	CacheRegisterSyscacheCallback(AUTHOID, authid_changed, (Datum) 0);
 	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, members_changed, (Datum) 0);
+	auth_key_ok = pg_strong_random(auth_key, sizeof(auth_key));
+}
+
+/* HMAC of user NUL password; false if it could not be computed. */
+static bool
+auth_mac(const char *user, size_t ul, const char *pass, size_t pl, uint8 *mac)
+{
+	pg_hmac_ctx *ctx;
+	bool		ok;
+
+	if (!auth_key_ok || (ctx = pg_hmac_create(PG_SHA256)) == NULL)
+		return false;
+	ok = pg_hmac_init(ctx, auth_key, sizeof(auth_key)) == 0 &&
+		pg_hmac_update(ctx, (const uint8 *) user, ul) == 0 &&
+		pg_hmac_update(ctx, (const uint8 *) "", 1) == 0 &&
+		pg_hmac_update(ctx, (const uint8 *) pass, pl) == 0 &&
+		pg_hmac_final(ctx, mac, PG_SHA256_DIGEST_LENGTH) == 0;
+	pg_hmac_free(ctx);
+	return ok;
+}
+
+static AuthCacheEntry *
+auth_cache_slot(const uint8 *mac)
+{
+	return &auth_cache[mac[0] % AUTH_CACHE_SIZE];
 }
 
 /*
@@ -117,16 +158,30 @@ resp_auth_check(const char *user, size_t userlen, const char *pass, size_t passl
 	Datum		d;
 	const char *logdetail = NULL;
 
+	uint8		mac[PG_SHA256_DIGEST_LENGTH] = {0};
+	bool		have_mac;
+	AuthCacheEntry *ce;
+
 	*why = "invalid user name or password";
 	if (userlen == 0 || userlen >= NAMEDATALEN || passlen == 0 ||
 		passlen > RESP_MAX_PASSWORD)
 		return false;
+	/* the HMAC's OpenSSL context belongs to a resource owner */
+	resp_xact_ensure();
+	have_mac = auth_mac(user, userlen, pass, passlen, mac);
+	ce = auth_cache_slot(mac);
+	if (have_mac && ce->gen == resp_auth_gen && memcmp(ce->mac, mac, sizeof(mac)) == 0 &&
+		(ce->valid_until == 0 || ce->valid_until > GetCurrentTimestamp()))
+	{
+		*role = ce->role;
+		*valid_until = ce->valid_until;
+		return true;
+	}
 	u = arg_cstring(user, userlen);
 	p = arg_cstring(pass, passlen);
 	if (u == NULL || p == NULL)
 		return false;
 
-	resp_xact_ensure();
 	tup = SearchSysCache1(AUTHNAME, CStringGetDatum(u));
 	if (!HeapTupleIsValid(tup))
 	{
@@ -156,6 +211,13 @@ resp_auth_check(const char *user, size_t userlen, const char *pass, size_t passl
 	{
 		*why = logdetail ? logdetail : "password does not match";
 		return false;
+	}
+	if (have_mac)
+	{
+		memcpy(ce->mac, mac, sizeof(mac));
+		ce->role = *role;
+		ce->valid_until = *valid_until;
+		ce->gen = resp_auth_gen;
 	}
 	return true;
 }

@@ -159,10 +159,10 @@ resp_parse(RespParser *p, const char *buf, size_t len, size_t *consumed)
 		if (buf[0] != '*')
 			return parse_inline(p, buf, len, consumed);
 		r = parse_header(buf, 0, len, &n, &hl);
-		if (r < 0 || n > RESP_MAX_ARGS)
-			return fail(p, "Protocol error: invalid multibulk length");
 		if (r == 0)
 			return RESP_PARSE_INCOMPLETE;
+		if (r < 0 || n > RESP_MAX_ARGS)
+			return fail(p, "Protocol error: invalid multibulk length");
 		p->pos = hl;
 		p->argc = 0;
 		if (n <= 0)
@@ -183,10 +183,10 @@ resp_parse(RespParser *p, const char *buf, size_t len, size_t *consumed)
 		if (buf[p->pos] != '$')
 			return fail(p, "Protocol error: expected '$'");
 		r = parse_header(buf, p->pos, len, &n, &hl);
-		if (r < 0 || n < 0 || (unsigned long long) n > p->max_request)
-			return fail(p, "Protocol error: invalid bulk length");
 		if (r == 0)
 			return RESP_PARSE_INCOMPLETE;
+		if (r < 0 || n < 0 || (unsigned long long) n > p->max_request)
+			return fail(p, "Protocol error: invalid bulk length");
 		/* the whole frame, as far as it is known, must fit the limit */
 		if (p->pos + hl + (size_t) n + 2 > p->max_request)
 			return fail(p, "Protocol error: request too large");

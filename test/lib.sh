@@ -11,7 +11,8 @@ set -euo pipefail
 PGH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_CONFIG=${PG_CONFIG:-pg_config}
 PGH_PACKAGES=(make gcc postgresql-15 postgresql-contrib postgresql-server-dev-15
-	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl)
+	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
+	redis-tools python3-redis netcat-openbsd)
 PGH_USER=${PGH_USER:-postgres}
 PGH_TMP=""
 PGH_PORT=""

@@ -2,7 +2,7 @@
 # The whole pg_harden suite on a throwaway cluster: pg_regress (sql/,
 # expected/), isolation specs (test/specs), the upgrade-path test, pgTAP
 # suites (test/pgtap), the background worker's (test/worker), crash recovery
-# (test/crash) and, after a restart without preloading, test/nopreload.  Exits non-zero if anything failed.
+# (test/crash), the Redis-protocol endpoint (test/resp) and, after a restart without preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
 PASSED=0
@@ -85,16 +85,22 @@ run_upgrade() {
 
 pgh_ensure_packages
 pgh_build_and_stage
+source "$PGH_ROOT/test/resp/resp.sh"
+resp_conf
 # The worker runs fast here, and stays out of the databases whose tests call
 # the *_run_due() functions themselves and check what they did.
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
 	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap'"
-	"max_worker_processes = 16")
+	"max_worker_processes = 16" "${RESP_CONF[@]}")
 pgh_cluster_start "${PGH_CONF[@]}"
+resp_setup
 run_regress
 run_isolation
 run_upgrade
 run_pgtap pgtap "$PGH_ROOT/test/pgtap"
+
+# The Redis-protocol endpoint with redis-py, redis-cli, redis-benchmark.
+run_resp
 
 # The background worker: pgTAP in a database it serves, then checks across
 # a restart and across databases.
