@@ -129,15 +129,6 @@ check_listen(char **newval, void **extra, GucSource source)
 void
 resp_define_gucs(bool preloading)
 {
-	DefineCustomStringVariable("harden.resp_listen",
-							   "Where the Redis-protocol endpoint listens: unix socket paths and host:port pairs, comma-separated ('' = off).",
-							   "Needs preloading. Bind to loopback or a unix socket unless every client authenticates over a trusted network.",
-							   &resp_listen, "", PGC_POSTMASTER, 0,
-							   check_listen, NULL, NULL);
-	DefineCustomIntVariable("harden.resp_workers",
-							"Event-loop processes serving the Redis-protocol endpoint.",
-							NULL, &resp_workers, 1, 1, RESP_MAX_WORKERS,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("harden.resp_max_clients",
 							"Most clients connected to the Redis-protocol endpoint at once.",
 							"Further connections get an error and are closed.",
@@ -156,14 +147,26 @@ resp_define_gucs(bool preloading)
 							"Most unsent reply bytes a Redis-protocol connection may have before it is closed.",
 							NULL, &resp_max_output_kb, 32 * 1024, 64, INT_MAX / 1024,
 							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
-	DefineCustomStringVariable("harden.resp_database",
-							   "Database whose cache the Redis-protocol endpoint serves.",
-							   NULL, &resp_database, "postgres", PGC_POSTMASTER, 0,
-							   NULL, NULL, NULL);
 	DefineCustomStringVariable("harden.resp_default_role",
 							   "Role of Redis-protocol clients that have not authenticated ('' = AUTH required).",
 							   "Use only with loopback or unix-socket endpoints.",
 							   &resp_default_role, "", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	/* Postmaster settings can only be defined while preloading. */
+	if (!preloading)
+		return;
+	DefineCustomStringVariable("harden.resp_listen",
+							   "Where the Redis-protocol endpoint listens: unix socket paths and host:port pairs, comma-separated ('' = off).",
+							   "Bind to loopback or a unix socket unless every client authenticates over a trusted network.",
+							   &resp_listen, "", PGC_POSTMASTER, 0,
+							   check_listen, NULL, NULL);
+	DefineCustomIntVariable("harden.resp_workers",
+							"Event-loop processes serving the Redis-protocol endpoint.",
+							NULL, &resp_workers, 1, 1, RESP_MAX_WORKERS,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("harden.resp_database",
+							   "Database whose cache the Redis-protocol endpoint serves.",
+							   NULL, &resp_database, "postgres", PGC_POSTMASTER, 0,
 							   NULL, NULL, NULL);
 }
 

@@ -22,6 +22,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -442,16 +443,38 @@ cmd_pttl(RespClient *c, long argc, const char **argv, const size_t *argl)
 
 /* ---- writes ---- */
 
+/*
+ * True while cache.c's copy of harden.cache_policies is known to be loaded.
+ * That copy is dropped only by a relcache invalidation, which this process
+ * handles only inside a transaction; the callback below then clears this
+ * flag too, so a SET outside a transaction never makes cache.c reload the
+ * policies (with SPI) where it cannot.
+ */
+static bool policies_loaded = false;
+static bool policies_callback = false;
+
+static void
+policies_maybe_changed(Datum arg, Oid relid)
+{
+	policies_loaded = false;
+}
+
 /* Expiry of a new entry under key: TTL (µs, <0: none) and the policies. */
 static void
 item_expiry(CacheItem *item, int64 ttl_us)
 {
 	Interval	iv = {0};
 
-	/* cache_policies are read with SPI on their first use after a change */
-	resp_xact_ensure();
+	if (!policies_callback)
+	{
+		CacheRegisterRelcacheCallback(policies_maybe_changed, (Datum) 0);
+		policies_callback = true;
+	}
+	if (!policies_loaded)
+		resp_xact_ensure();
 	iv.time = ttl_us;
 	cache_query_item_expiry(item, item->key, item->keylen, ttl_us >= 0 ? &iv : NULL);
+	policies_loaded = true;
 }
 
 /* Parse EX/PX/EXAT/PXAT: a TTL in µs, or -1 for none; false on bad input. */
