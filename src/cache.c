@@ -1,11 +1,12 @@
 /*
  * cache.c
- *	  SQL-callable cache functions: validation, TTL policies, role checks,
- *	  and the cache_stats / cache_entries views.
+ *	  SQL-callable cache functions: validation, TTL policies, and the
+ *	  cache_stats / cache_entries views.
  *
- * The store (cache_store.c) knows nothing about roles: every privilege
- * decision is made here, outside its locks, and the store is told which
- * owner the decision was about so a concurrent change is noticed.
+ * Every write goes down through the transaction layer (cache_xact.c),
+ * which applies it now or at commit through the apply layer
+ * (cache_apply.c), where the privilege decisions are made for the role
+ * passed down: here always the current user.
  */
 #include "postgres.h"
 
@@ -383,68 +384,12 @@ cache_query_item_expiry(CacheItem *item, const char *userkey, int userlen,
 /* ---- roles ---- */
 
 static inline bool
-role_may_read(Oid role, Oid owner, uint8 flags)
-{
-	return owner == role || (flags & CACHE_FLAG_PUBLIC) || has_privs_of_role(role, owner);
-}
-
-static inline bool
 may_read(Oid owner, uint8 flags)
 {
-	return role_may_read(GetUserId(), owner, flags);
-}
-
-bool
-cache_role_may_modify(Oid role, Oid owner)
-{
-	return owner == role || has_privs_of_role(role, owner);
-}
-
-/*
- * The writer's name is shown only to a caller that may read the entry (a
- * public one): others learn that the key is taken, nothing more.
- */
-static void
-check_may_modify(Oid role, const char *key, int keylen, Oid owner, uint8 flags)
-{
-	char	   *rolname;
-
-	if (cache_role_may_modify(role, owner))
-		return;
-	rolname = (flags & CACHE_FLAG_PUBLIC) ? GetUserNameFromId(owner, true) : NULL;
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("permission denied for cache key \"%.*s\"", keylen, key),
-			 rolname ? errdetail("The entry was written by role \"%s\".", rolname) :
-			 errdetail("The key holds an entry of another role."),
-			 errhint("Only roles with the privileges of the writing role may replace or delete it; use another key.")));
-}
-
-/* A concurrent writer kept changing the entry's owner under us. */
-static void
-report_contention(const char *key, int keylen)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-			 errmsg("cache key \"%.*s\" is being changed concurrently", keylen, key),
-			 errhint("Retry the operation.")));
+	return cache_role_may_read(GetUserId(), owner, flags);
 }
 
 /* ---- set / get / delete ---- */
-
-/*
- * The entry under a key in this session's view (its pending writes, then
- * the store), whoever may read it: the basis of write privilege checks.
- */
-static bool
-own_view_peek(const char *key, int keylen, CacheHit *meta)
-{
-	bool		found;
-
-	if (cache_xact_lookup(key, keylen, meta, false, &found))
-		return found;
-	return cache_store_peek(key, keylen, meta);
-}
 
 static void
 cache_set_common(FunctionCallInfo fcinfo, CacheValueType type)
@@ -488,41 +433,7 @@ cache_set_common(FunctionCallInfo fcinfo, CacheValueType type)
 		item.flags |= CACHE_FLAG_SECURE;
 	item.expires_at = entry_expiry(ttl, policy, secure);
 	item.owner = GetUserId();
-
-	if (cache_xact_deferred())
-	{
-		CacheHit	meta;
-
-		/* Fail now rather than at commit when the key is already taken. */
-		if (own_view_peek(item.key, item.keylen, &meta))
-			check_may_modify(item.owner, item.key, item.keylen, meta.owner, meta.flags);
-		cache_xact_add_set(&item);
-	}
-	else
-		cache_apply_set(&item);
-}
-
-/* Store an entry now, as item->owner. */
-void
-cache_apply_set(const CacheItem *item)
-{
-	for (int attempt = 0; attempt < 8; attempt++)
-	{
-		CacheHit	meta;
-		Oid			expected = InvalidOid;
-
-		if (cache_store_peek(item->key, item->keylen, &meta))
-		{
-			check_may_modify(item->owner, item->key, item->keylen, meta.owner, meta.flags);
-			expected = meta.owner;
-		}
-		if (cache_store_put(item, expected))
-		{
-			harden_count(HC_CACHE_SETS, 1);
-			return;
-		}
-	}
-	report_contention(item->key, item->keylen);
+	cache_xact_write(CACHE_PENDING_SET, item.key, item.keylen, item.owner, &item);
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_set_jsonb);
@@ -580,19 +491,11 @@ getter_for(CacheValueType type)
 	return "?";
 }
 
-/*
- * This session's view of a key: its own pending writes first, then the
- * store; entries the caller may not read are missing.
- */
-bool
-cache_visible_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
+/* This session's view of a key for the current user. */
+static bool
+visible_lookup(const char *key, int keylen, CacheHit *hit, bool want_value)
 {
-	bool		found;
-
-	if (!cache_xact_lookup(key, keylen, hit, want_value, &found))
-		found = want_value ? cache_store_get(key, keylen, hit) :
-			cache_store_peek(key, keylen, hit);
-	return found && may_read(hit->owner, hit->flags);
+	return cache_xact_lookup(key, keylen, GetUserId(), hit, want_value);
 }
 
 /*
@@ -609,7 +512,7 @@ cache_get_common(FunctionCallInfo fcinfo, CacheValueType want)
 
 	harden_require_shmem("harden.cache_get()");
 	key = arg_key(fcinfo, 0, &keylen, false);
-	if (!cache_visible_lookup(key, keylen, &hit, true))
+	if (!visible_lookup(key, keylen, &hit, true))
 	{
 		harden_count(HC_CACHE_MISSES, 1);
 		return NULL;
@@ -659,7 +562,7 @@ peek_visible(FunctionCallInfo fcinfo, const char *fn, CacheHit *meta)
 
 	harden_require_shmem(fn);
 	key = arg_key(fcinfo, 0, &keylen, false);
-	return cache_visible_lookup(key, keylen, meta, false);
+	return visible_lookup(key, keylen, meta, false);
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_exists);
@@ -690,41 +593,14 @@ harden_cache_ttl(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(harden_cache_delete);
 
-/* The plain entry under a key, in this session's view. */
-static bool
-delete_plain(const char *key, int keylen)
-{
-	CacheHit	meta;
-	bool		existed = false;
-
-	if (!cache_xact_deferred())
-		return cache_apply_delete(key, keylen, GetUserId());
-	if (own_view_peek(key, keylen, &meta))
-	{
-		/* An entry the caller cannot even read is, to it, not there. */
-		if (!may_read(meta.owner, meta.flags))
-			return false;
-		check_may_modify(GetUserId(), key, keylen, meta.owner, meta.flags);
-		existed = true;
-	}
-	cache_xact_add(CACHE_PENDING_DELETE, key, keylen, GetUserId());
-	return existed;
-}
-
-/* The caller's own cache_query() result under a key. */
+/* The caller's cache_query() result under a key. */
 static bool
 delete_query_result(const char *key, int keylen)
 {
 	int			qlen;
 	char	   *qkey = cache_query_key(key, keylen, GetUserId(), &qlen);
-	CacheHit	meta;
-	bool		existed;
 
-	if (!cache_xact_deferred())
-		return cache_store_delete(qkey, qlen, GetUserId(), CACHE_REMOVED_DELETE);
-	existed = own_view_peek(qkey, qlen, &meta);
-	cache_xact_add(CACHE_PENDING_DELETE, qkey, qlen, GetUserId());
-	return existed;
+	return cache_xact_write(CACHE_PENDING_DELETE, qkey, qlen, GetUserId(), NULL) > 0;
 }
 
 /*
@@ -740,111 +616,11 @@ harden_cache_delete(PG_FUNCTION_ARGS)
 
 	harden_require_shmem("harden.cache_delete()");
 	key = arg_key(fcinfo, 0, &keylen, false);
-	plain = delete_plain(key, keylen);
+	plain = cache_xact_write(CACHE_PENDING_DELETE, key, keylen, GetUserId(), NULL) > 0;
 	PG_RETURN_BOOL(delete_query_result(key, keylen) || plain);
 }
 
-/* Delete one entry now, as role; true if it existed. */
-bool
-cache_apply_delete(const char *key, int keylen, Oid role)
-{
-	for (int attempt = 0; attempt < 8; attempt++)
-	{
-		CacheHit	meta;
-
-		if (!cache_store_peek(key, keylen, &meta))
-			return false;
-		/* An entry the caller cannot even read is, to it, not there. */
-		if (!role_may_read(role, meta.owner, meta.flags))
-			return false;
-		check_may_modify(role, key, keylen, meta.owner, meta.flags);
-		if (cache_store_delete(key, keylen, meta.owner, CACHE_REMOVED_DELETE))
-			return true;
-	}
-	report_contention(key, keylen);
-	return false;
-}
-
 /* ---- invalidation ---- */
-
-/* Glob match: '*' any run of bytes, '?' one byte; iterative backtracking. */
-bool
-cache_glob_match(const char *p, int plen, const char *s, int slen)
-{
-	int			pi = 0,
-				si = 0,
-				star = -1,
-				mark = 0;
-
-	while (si < slen)
-	{
-		if (pi < plen && (p[pi] == '?' || p[pi] == s[si]))
-		{
-			pi++;
-			si++;
-		}
-		else if (pi < plen && p[pi] == '*')
-		{
-			star = pi++;
-			mark = si;
-		}
-		else if (star >= 0)
-		{
-			pi = star + 1;
-			si = ++mark;
-		}
-		else
-			return false;
-	}
-	while (pi < plen && p[pi] == '*')
-		pi++;
-	return pi == plen;
-}
-
-/*
- * Inside a transaction block an invalidation is applied at commit; it
- * returns how many committed entries match when it is called.
- */
-typedef struct CountArg
-{
-	cache_scan_fn match;
-	void	   *arg;
-	int64		n;
-} CountArg;
-
-static CacheScanAction
-count_one(const CacheEntryInfo *e, void *arg)
-{
-	CountArg   *ca = arg;
-
-	if (ca->match(e, ca->arg) == CACHE_SCAN_DELETE)
-		ca->n++;
-	return CACHE_SCAN_KEEP;
-}
-
-static int64
-count_matches(cache_scan_fn match, void *arg)
-{
-	CountArg	ca = {match, arg, 0};
-
-	cache_store_scan(count_one, &ca, false, CACHE_REMOVED_INVALIDATE);
-	return ca.n;
-}
-
-typedef struct PatternArg
-{
-	const char *pattern;
-	int			len;
-} PatternArg;
-
-static CacheScanAction
-match_pattern(const CacheEntryInfo *e, void *arg)
-{
-	PatternArg *pa = arg;
-
-	return cache_glob_match(pa->pattern, pa->len, e->key, e->keylen) ?
-		CACHE_SCAN_DELETE : CACHE_SCAN_KEEP;
-}
 
 PG_FUNCTION_INFO_V1(harden_cache_invalidate);
 
@@ -852,60 +628,12 @@ PG_FUNCTION_INFO_V1(harden_cache_invalidate);
 Datum
 harden_cache_invalidate(PG_FUNCTION_ARGS)
 {
-	PatternArg	pa;
+	const char *pattern;
+	int			len;
 
 	harden_require_shmem("harden.cache_invalidate()");
-	pa.pattern = arg_key(fcinfo, 0, &pa.len, true);
-	if (!cache_xact_deferred())
-		PG_RETURN_INT64(cache_apply_invalidate(pa.pattern, pa.len));
-	cache_xact_add(CACHE_PENDING_INVALIDATE, pa.pattern, pa.len, GetUserId());
-	PG_RETURN_INT64(count_matches(match_pattern, &pa));
-}
-
-int64
-cache_apply_invalidate(const char *pattern, int len)
-{
-	PatternArg	pa = {pattern, len};
-
-	return (int64) cache_store_scan(match_pattern, &pa, true, CACHE_REMOVED_INVALIDATE);
-}
-
-/* Whether ntags NUL-separated tags include tag. */
-bool
-cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen)
-{
-	for (int i = 0; i < ntags; i++)
-	{
-		int			len = strlen(tags);
-
-		if (len == taglen && memcmp(tags, tag, len) == 0)
-			return true;
-		tags += len + 1;
-	}
-	return false;
-}
-
-typedef struct TagArg
-{
-	const char *tag;
-	int			len;
-	List	   *found;			/* CacheEntryInfo copies: key and owner */
-} TagArg;
-
-static CacheScanAction
-collect_tagged(const CacheEntryInfo *e, void *arg)
-{
-	TagArg	   *ta = arg;
-	CacheEntryInfo *copy;
-
-	if (!cache_tags_contain(e->tags, e->ntags, ta->tag, ta->len))
-		return CACHE_SCAN_KEEP;
-	copy = palloc(sizeof(CacheEntryInfo));
-	*copy = *e;
-	copy->key = pnstrdup(e->key, e->keylen);
-	copy->tags = NULL;
-	ta->found = lappend(ta->found, copy);
-	return CACHE_SCAN_KEEP;
+	pattern = arg_key(fcinfo, 0, &len, true);
+	PG_RETURN_INT64(cache_xact_write(CACHE_PENDING_INVALIDATE, pattern, len, GetUserId(), NULL));
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_invalidate_tag);
@@ -917,10 +645,7 @@ PG_FUNCTION_INFO_V1(harden_cache_invalidate_tag);
 Datum
 harden_cache_invalidate_tag(PG_FUNCTION_ARGS)
 {
-	TagArg		ta = {0};
 	text	   *t;
-	ListCell   *lc;
-	int64		deleted = 0;
 
 	harden_require_shmem("harden.cache_invalidate_tag()");
 	if (PG_ARGISNULL(0))
@@ -928,90 +653,27 @@ harden_cache_invalidate_tag(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_HARDEN_CACHE_INVALID_TAG),
 				 errmsg("cache tag must not be NULL")));
 	t = PG_GETARG_TEXT_PP(0);
-	ta.tag = VARDATA_ANY(t);
-	ta.len = VARSIZE_ANY_EXHDR(t);
-	check_name("tag", ERRCODE_HARDEN_CACHE_INVALID_TAG, ta.tag, ta.len, false);
-	if (!cache_xact_deferred())
-		PG_RETURN_INT64(cache_apply_invalidate_tag(ta.tag, ta.len, GetUserId()));
-
-	cache_xact_add(CACHE_PENDING_TAG, ta.tag, ta.len, GetUserId());
-	cache_store_scan(collect_tagged, &ta, false, CACHE_REMOVED_INVALIDATE);
-	foreach(lc, ta.found)
-	{
-		CacheEntryInfo *e = lfirst(lc);
-
-		if (cache_role_may_modify(GetUserId(), e->owner))
-			deleted++;
-	}
-	PG_RETURN_INT64(deleted);
-}
-
-/* Delete the tagged entries role may modify, now. */
-int64
-cache_apply_invalidate_tag(const char *tag, int len, Oid role)
-{
-	TagArg		ta = {tag, len, NIL};
-	ListCell   *lc;
-	int64		deleted = 0;
-
-	/* Collect under the store's locks, check privileges outside them. */
-	cache_store_scan(collect_tagged, &ta, false, CACHE_REMOVED_INVALIDATE);
-	foreach(lc, ta.found)
-	{
-		CacheEntryInfo *e = lfirst(lc);
-
-		if (cache_role_may_modify(role, e->owner) &&
-			cache_store_delete(e->key, e->keylen, e->owner, CACHE_REMOVED_INVALIDATE))
-			deleted++;
-	}
-	return deleted;
-}
-
-static CacheScanAction
-match_all(const CacheEntryInfo *e, void *arg)
-{
-	return CACHE_SCAN_DELETE;
-}
-
-static CacheScanAction
-match_secure(const CacheEntryInfo *e, void *arg)
-{
-	return (e->flags & CACHE_FLAG_SECURE) ? CACHE_SCAN_DELETE : CACHE_SCAN_KEEP;
+	check_name("tag", ERRCODE_HARDEN_CACHE_INVALID_TAG, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), false);
+	PG_RETURN_INT64(cache_xact_write(CACHE_PENDING_TAG, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
+									 GetUserId(), NULL));
 }
 
 PG_FUNCTION_INFO_V1(harden_cache_flush);
 PG_FUNCTION_INFO_V1(harden_cache_flush_secure);
 PG_FUNCTION_INFO_V1(harden_cache_sweep);
 
-int64
-cache_apply_flush(bool secure_only)
-{
-	return (int64) cache_store_scan(secure_only ? match_secure : match_all, NULL, true,
-									CACHE_REMOVED_INVALIDATE);
-}
-
-static Datum
-flush_common(bool secure_only)
-{
-	if (!cache_xact_deferred())
-		PG_RETURN_INT64(cache_apply_flush(secure_only));
-	cache_xact_add(secure_only ? CACHE_PENDING_FLUSH_SECURE : CACHE_PENDING_FLUSH,
-				   NULL, 0, GetUserId());
-	PG_RETURN_INT64(count_matches(secure_only ? match_secure : match_all, NULL));
-}
-
 Datum
 harden_cache_flush(PG_FUNCTION_ARGS)
 {
 	harden_require_shmem("harden.cache_flush()");
-	return flush_common(false);
+	PG_RETURN_INT64(cache_xact_write(CACHE_PENDING_FLUSH, NULL, 0, GetUserId(), NULL));
 }
 
 Datum
 harden_cache_flush_secure(PG_FUNCTION_ARGS)
 {
 	harden_require_shmem("harden.cache_flush_secure()");
-	return flush_common(true);
+	PG_RETURN_INT64(cache_xact_write(CACHE_PENDING_FLUSH_SECURE, NULL, 0, GetUserId(), NULL));
 }
 
 /* Free expired entries of every database now; returns how many. */

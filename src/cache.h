@@ -1,7 +1,15 @@
 /*
  * cache.h
- *	  Interface between the cache's SQL layer (cache.c) and its shared-memory
- *	  store (cache_store.c).
+ *	  The cache's layers and what they share.  Each layer calls only the
+ *	  ones below it:
+ *
+ *	  SQL-callable	cache.c, cache_query.c
+ *	  transaction	cache_xact.c	pending writes, publish at commit
+ *	  apply			cache_apply.c	role checks, glob/tag matching, one operation
+ *	  store			cache_store.c	DSA + dshash, eviction, expiry
+ *	  generations	cache_watch.c	per-relation write generations
+ *
+ *	  Key formats and flags live here.
  */
 #ifndef PG_HARDEN_CACHE_H
 #define PG_HARDEN_CACHE_H
@@ -31,6 +39,39 @@ typedef enum CacheValueType
 #define CACHE_QUERY_MARK	'\x01'
 #define CACHE_QUERY_PREFIX_LEN	9
 #define CACHE_MAX_STORED_KEY_LEN	(CACHE_MAX_KEY_LEN + CACHE_QUERY_PREFIX_LEN)
+
+/* Whether a stored key carries a per-role prefix (mark byte + role oid). */
+static inline bool
+cache_key_is_prefixed(const char *key, int keylen)
+{
+	return keylen > CACHE_QUERY_PREFIX_LEN && key[0] == CACHE_QUERY_MARK;
+}
+
+/* The stored key of a role's cache_query() result under a user key (palloc'd). */
+static inline char *
+cache_query_key(const char *key, int keylen, Oid role, int *len)
+{
+	char	   *k = palloc(CACHE_QUERY_PREFIX_LEN + keylen + 1);
+
+	snprintf(k, CACHE_QUERY_PREFIX_LEN + 1, "%c%08x", CACHE_QUERY_MARK, role);
+	memcpy(k + CACHE_QUERY_PREFIX_LEN, key, keylen);
+	k[CACHE_QUERY_PREFIX_LEN + keylen] = '\0';
+	*len = CACHE_QUERY_PREFIX_LEN + keylen;
+	return k;
+}
+
+/* The key a user gave, without the per-role prefix of a stored key. */
+static inline const char *
+cache_user_key(const char *key, int keylen, int *userlen)
+{
+	if (cache_key_is_prefixed(key, keylen))
+	{
+		*userlen = keylen - CACHE_QUERY_PREFIX_LEN;
+		return key + CACHE_QUERY_PREFIX_LEN;
+	}
+	*userlen = keylen;
+	return key;
+}
 
 /* A relation a cached result was computed from, and its generation then. */
 typedef struct CacheDep
@@ -89,8 +130,10 @@ typedef struct CacheHit
 typedef struct CacheEntryInfo
 {
 	Oid			dboid;
-	char	   *key;
+	char	   *key;			/* the user's key, without a per-role prefix */
 	int			keylen;
+	const char *stored_key;		/* the key as stored */
+	int			stored_keylen;
 	CacheValueType type;
 	Size		bytes;			/* key + tags + value */
 	TimestampTz expires_at;
@@ -139,8 +182,6 @@ typedef enum CachePendingKind
 
 /* cache_query.c */
 extern void cache_query_define_gucs(bool preloading);
-extern const char *cache_user_key(const char *key, int keylen, int *userlen);
-extern char *cache_query_key(const char *key, int keylen, Oid role, int *len);
 
 /* cache_watch.c: per-relation write generations */
 extern void cache_watch_define_gucs(bool preloading);
@@ -183,28 +224,41 @@ extern CacheFlight cache_flight_begin(const char *key, int keylen, uint64 finger
 extern CacheFlightOutcome cache_flight_wait(const CacheFlightTicket *t, TimestampTz deadline);
 extern void cache_flight_end(const CacheFlightTicket *t, CacheFlightOutcome outcome);
 
-/* cache.c */
+/* cache.c (SQL-callable functions; cache_query.c uses these helpers) */
 extern void cache_sql_define_gucs(bool preloading);
-extern bool cache_role_may_modify(Oid role, Oid owner);
 extern const char *cache_arg_key(FunctionCallInfo fcinfo, int argno, int *len);
 extern bool cache_value_fits(Size valuelen);
 extern void cache_query_item_expiry(CacheItem *item, const char *userkey, int userlen,
 									const Interval *ttl);
-extern bool cache_visible_lookup(const char *key, int keylen, CacheHit *hit, bool want_value);
-extern bool cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen);
+
+/* cache_xact.c: the transaction layer (pending writes, publish at commit) */
+extern bool cache_xact_deferred(void);
+extern bool cache_xact_lookup(const char *key, int keylen, Oid role, CacheHit *hit,
+							  bool want_value);
+extern int64 cache_xact_write(CachePendingKind kind, const char *name, int namelen,
+							  Oid role, const CacheItem *item);
+
+/*
+ * cache_apply.c: the apply layer.  Each function acts now, for the role it
+ * is given (never the session's current user).
+ */
+extern bool cache_role_may_read(Oid role, Oid owner, uint8 flags);
+extern bool cache_role_may_modify(Oid role, Oid owner);
+extern void cache_check_may_modify(Oid role, const char *key, int keylen, Oid owner,
+								   uint8 flags);
 extern bool cache_glob_match(const char *p, int plen, const char *s, int slen);
+extern bool cache_tags_contain(const char *tags, int ntags, const char *tag, int taglen);
+extern bool cache_apply_peek(const char *key, int keylen, CacheHit *meta, bool with_tags);
+extern bool cache_apply_lookup(const char *key, int keylen, Oid role, CacheHit *hit,
+							   bool want_value);
 extern void cache_apply_set(const CacheItem *item);
 extern bool cache_apply_delete(const char *key, int keylen, Oid role);
-extern int64 cache_apply_invalidate(const char *pattern, int len);
+extern int64 cache_apply_invalidate(const char *pattern, int len, Oid role);
+extern int64 cache_apply_count_invalidate(const char *pattern, int len, Oid role);
 extern int64 cache_apply_invalidate_tag(const char *tag, int len, Oid role);
-extern int64 cache_apply_flush(bool secure_only);
-
-/* cache_xact.c */
-extern bool cache_xact_deferred(void);
-extern void cache_xact_add(CachePendingKind kind, const char *name, int namelen, Oid role);
-extern void cache_xact_add_set(const CacheItem *item);
-extern bool cache_xact_lookup(const char *key, int keylen, CacheHit *hit,
-							  bool want_value, bool *hit_found);
+extern int64 cache_apply_count_invalidate_tag(const char *tag, int len, Oid role);
+extern int64 cache_apply_flush(bool secure_only, Oid role);
+extern int64 cache_apply_count_flush(bool secure_only, Oid role);
 
 /* cache_store.c */
 extern int	harden_cache_memory_kb;

@@ -69,33 +69,6 @@ cache_query_define_gucs(bool preloading)
 							NULL, NULL, NULL);
 }
 
-/* ---- keys ---- */
-
-char *
-cache_query_key(const char *key, int keylen, Oid role, int *len)
-{
-	char	   *k = palloc(CACHE_QUERY_PREFIX_LEN + keylen + 1);
-
-	snprintf(k, CACHE_QUERY_PREFIX_LEN + 1, "%c%08x", CACHE_QUERY_MARK, role);
-	memcpy(k + CACHE_QUERY_PREFIX_LEN, key, keylen);
-	k[CACHE_QUERY_PREFIX_LEN + keylen] = '\0';
-	*len = CACHE_QUERY_PREFIX_LEN + keylen;
-	return k;
-}
-
-/* The key a user gave, without the per-role prefix of a query result. */
-const char *
-cache_user_key(const char *key, int keylen, int *userlen)
-{
-	if (keylen > CACHE_QUERY_PREFIX_LEN && key[0] == CACHE_QUERY_MARK)
-	{
-		*userlen = keylen - CACHE_QUERY_PREFIX_LEN;
-		return key + CACHE_QUERY_PREFIX_LEN;
-	}
-	*userlen = keylen;
-	return key;
-}
-
 /* ---- the query and its parameters ---- */
 
 typedef struct QueryCall
@@ -437,10 +410,7 @@ publish(const QueryCall *q, Jsonb *result, CacheDep *deps, int ndeps, uint64 epo
 	if (!cache_deps_current(MyDatabaseId, &item.query))
 		return false;
 	cache_query_item_expiry(&item, q->userkey, q->userlen, q->ttl);
-	if (cache_xact_deferred())
-		cache_xact_add_set(&item);
-	else
-		cache_apply_set(&item);
+	cache_xact_write(CACHE_PENDING_SET, item.key, item.keylen, item.owner, &item);
 	return true;
 }
 
@@ -518,7 +488,7 @@ lookup(const QueryCall *q)
 {
 	CacheHit	hit;
 
-	if (!cache_visible_lookup(q->key, q->keylen, &hit, true) ||
+	if (!cache_xact_lookup(q->key, q->keylen, q->role, &hit, true) ||
 		hit.type != CACHE_JSONB || !(hit.flags & CACHE_FLAG_QUERY) ||
 		hit.fingerprint != q->fingerprint || shadowed_by_temp(&hit))
 		return NULL;

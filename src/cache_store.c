@@ -411,6 +411,8 @@ entry_info(CacheEntry *e, CacheEntryInfo *info)
 
 	info->dboid = e->key.dboid;
 	info->key = (char *) cache_user_key(blob, e->key.keylen, &info->keylen);
+	info->stored_key = blob;
+	info->stored_keylen = e->key.keylen;
 	info->type = (CacheValueType) e->type;
 	info->bytes = e->value_off + e->valuelen;
 	info->expires_at = e->expires_at;

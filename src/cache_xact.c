@@ -75,15 +75,8 @@ new_op(CachePendingKind kind, const char *name, int namelen, Oid role)
 	return op;
 }
 
-void
-cache_xact_add(CachePendingKind kind, const char *name, int namelen, Oid role)
-{
-	Assert(kind != CACHE_PENDING_SET);
-	new_op(kind, name, namelen, role);
-}
-
-void
-cache_xact_add_set(const CacheItem *item)
+static void
+add_set(const CacheItem *item)
 {
 	PendingOp  *op = new_op(CACHE_PENDING_SET, item->key, item->keylen, item->owner);
 	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
@@ -184,7 +177,7 @@ seen_before(const char *key, int keylen, int upto, PendingOp **found)
 				{
 					CacheHit	meta;
 
-					if (cache_store_peek_tags(key, keylen, &meta) &&
+					if (cache_apply_peek(key, keylen, &meta, true) &&
 						op_removes(op, meta.owner, meta.flags, meta.tags, meta.ntags))
 						return SEEN_MISSING;
 				}
@@ -195,14 +188,15 @@ seen_before(const char *key, int keylen, int upto, PendingOp **found)
 }
 
 /*
- * This session's view of a key when it has pending writes.  Returns false
- * when no pending operation decides (read the store); otherwise *hit_found
- * says whether there is an entry, filled into *hit (value copied when
- * want_value).
+ * The entry under a key in this session's view (its pending writes, then
+ * the store), whoever may read it: the basis of write privilege checks.
+ * Returns false when no pending operation decides (read the store);
+ * otherwise *hit_found says whether there is an entry, filled into *hit
+ * (value copied when want_value).
  */
-bool
-cache_xact_lookup(const char *key, int keylen, CacheHit *hit, bool want_value,
-				  bool *hit_found)
+static bool
+pending_lookup(const char *key, int keylen, CacheHit *hit, bool want_value,
+			   bool *hit_found)
 {
 	PendingOp  *op = NULL;
 	Seen		seen;
@@ -241,6 +235,98 @@ cache_xact_lookup(const char *key, int keylen, CacheHit *hit, bool want_value,
 	return true;
 }
 
+/* The entry in this session's view, whoever may read it. */
+static bool
+own_view_peek(const char *key, int keylen, CacheHit *meta)
+{
+	bool		found;
+
+	if (pending_lookup(key, keylen, meta, false, &found))
+		return found;
+	return cache_apply_peek(key, keylen, meta, false);
+}
+
+/*
+ * This session's view of a key for role: its own pending writes first,
+ * then the store; entries role may not read are missing.
+ */
+bool
+cache_xact_lookup(const char *key, int keylen, Oid role, CacheHit *hit, bool want_value)
+{
+	bool		found;
+
+	if (!pending_lookup(key, keylen, hit, want_value, &found))
+		return cache_apply_lookup(key, keylen, role, hit, want_value);
+	return found && cache_role_may_read(role, hit->owner, hit->flags);
+}
+
+/*
+ * A write by role: applied now outside a transaction block, else kept
+ * until commit.  name is the key (SET, DELETE), the pattern or the tag;
+ * item the entry of a SET.  Returns what the SQL function reports: for
+ * DELETE whether the entry existed (in this session's view), for
+ * invalidations how many entries they remove (deferred: how many committed
+ * entries match now).
+ */
+int64
+cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
+				 const CacheItem *item)
+{
+	bool		deferred = cache_xact_deferred();
+	CacheHit	meta;
+	bool		existed;
+
+	switch (kind)
+	{
+		case CACHE_PENDING_SET:
+			Assert(item != NULL && item->owner == role);
+			if (!deferred)
+			{
+				cache_apply_set(item);
+				return 1;
+			}
+			/* Fail now rather than at commit when the key is already taken. */
+			if (own_view_peek(item->key, item->keylen, &meta))
+				cache_check_may_modify(role, item->key, item->keylen, meta.owner, meta.flags);
+			add_set(item);
+			return 1;
+		case CACHE_PENDING_DELETE:
+			if (!deferred)
+				return cache_apply_delete(name, namelen, role) ? 1 : 0;
+			existed = own_view_peek(name, namelen, &meta);
+			if (existed)
+			{
+				/* An entry the caller cannot even read is, to it, not there. */
+				if (!cache_role_may_read(role, meta.owner, meta.flags))
+					return 0;
+				cache_check_may_modify(role, name, namelen, meta.owner, meta.flags);
+			}
+			new_op(kind, name, namelen, role);
+			return existed ? 1 : 0;
+		case CACHE_PENDING_INVALIDATE:
+			if (!deferred)
+				return cache_apply_invalidate(name, namelen, role);
+			new_op(kind, name, namelen, role);
+			return cache_apply_count_invalidate(name, namelen, role);
+		case CACHE_PENDING_TAG:
+			if (!deferred)
+				return cache_apply_invalidate_tag(name, namelen, role);
+			new_op(kind, name, namelen, role);
+			return cache_apply_count_invalidate_tag(name, namelen, role);
+		case CACHE_PENDING_FLUSH:
+		case CACHE_PENDING_FLUSH_SECURE:
+			{
+				bool		secure_only = kind == CACHE_PENDING_FLUSH_SECURE;
+
+				if (!deferred)
+					return cache_apply_flush(secure_only, role);
+				new_op(kind, NULL, 0, role);
+				return cache_apply_count_flush(secure_only, role);
+			}
+	}
+	return 0;
+}
+
 /* Replay the pending operations, in order, against the store. */
 static void
 apply_pending(void)
@@ -263,16 +349,16 @@ apply_pending(void)
 				cache_apply_delete(op->name, op->namelen, op->role);
 				break;
 			case CACHE_PENDING_INVALIDATE:
-				cache_apply_invalidate(op->name, op->namelen);
+				cache_apply_invalidate(op->name, op->namelen, op->role);
 				break;
 			case CACHE_PENDING_TAG:
 				cache_apply_invalidate_tag(op->name, op->namelen, op->role);
 				break;
 			case CACHE_PENDING_FLUSH:
-				cache_apply_flush(false);
+				cache_apply_flush(false, op->role);
 				break;
 			case CACHE_PENDING_FLUSH_SECURE:
-				cache_apply_flush(true);
+				cache_apply_flush(true, op->role);
 				break;
 		}
 	}
