@@ -11,11 +11,12 @@
  *
  * Each worker runs one WaitEventSet over its clients' non-blocking sockets.
  * One wakeup is a batch: every ready client is read, its complete commands
- * are executed (pipelining), and the replies are written.  Commands need
- * catalog access only for role checks that are not cached, AUTH, and TTL
- * policies; a transaction is started for the batch only then (and at least
- * every RESP_REFRESH_MS, so that invalidations of roles and policies are
- * seen), and committed before the worker waits again.  No LWLock is held
+ * are executed (pipelining), and the replies are written.  Commands that
+ * touch entries check roles, which reads the catalogs: the first of them in
+ * a batch starts a transaction (no snapshot, nothing written) that the
+ * batch shares, committed before the worker waits again.  One is also
+ * started at least every RESP_REFRESH_MS while clients are connected, so
+ * that role changes are seen on idle connections too.  No LWLock is held
  * across I/O: the store's locks are taken and released inside one command.
  */
 #include "postgres.h"
@@ -45,7 +46,6 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
@@ -427,7 +427,6 @@ resp_xact_ensure(void)
 		return;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
 	in_xact = true;
 	last_xact = resp_batch_now;
 	MemoryContextSwitchTo(cxt);
@@ -438,7 +437,6 @@ xact_finish(void)
 {
 	if (!in_xact)
 		return;
-	PopActiveSnapshot();
 	CommitTransactionCommand();
 	in_xact = false;
 	MemoryContextSwitchTo(loop_cxt);

@@ -152,7 +152,6 @@ extern bool resp_auth_check(const char *user, size_t userlen, const char *pass,
 							const char **why);
 extern bool resp_role_still_valid(Oid role);
 extern Oid	resp_default_role_oid(void);
-extern bool resp_role_may(Oid role, Oid owner);
 
 /* cache_resp_cmd.c */
 extern void resp_execute(RespClient *c, long argc, const char **argv, const size_t *argl);

@@ -5,11 +5,12 @@
  *
  * AUTH verifies the password against the role's own secret in pg_authid
  * (SCRAM-SHA-256 or md5, with PostgreSQL's verifiers) and honours
- * rolcanlogin and rolvaliduntil.  Role membership answers are cached per
- * worker; the cache is dropped when pg_authid or pg_auth_members change
- * (syscache invalidation, processed when the worker starts a transaction,
- * at least every 100 ms while clients are connected), and then every
- * authenticated connection's role is checked again before its next command.
+ * rolcanlogin and rolvaliduntil.  When pg_authid changes (a syscache
+ * invalidation, processed when the worker starts a transaction, which it
+ * does at least every 100 ms while clients are connected) every
+ * authenticated connection's role is checked again before its next
+ * command.  Membership is checked by the apply layer on every command, so
+ * a GRANT or REVOKE applies as soon as its invalidation is processed.
  */
 #include "postgres.h"
 
@@ -29,17 +30,8 @@
 #include "pg_harden.h"
 #include "cache_resp.h"
 
-#define ROLE_CACHE_SIZE 512
 /* Longer secrets are refused before any work is spent on them. */
 #define RESP_MAX_PASSWORD 1024
-
-typedef struct RoleCacheEntry
-{
-	Oid			role;
-	Oid			owner;
-	uint64		gen;
-	bool		may;
-} RoleCacheEntry;
 
 #define AUTH_CACHE_SIZE 64
 
@@ -56,8 +48,6 @@ static uint8 auth_key[32];
 static bool auth_key_ok = false;
 
 uint64		resp_auth_gen = 1;
-static uint64 role_cache_gen = 1;
-static RoleCacheEntry role_cache[ROLE_CACHE_SIZE];
 static Oid	default_role = InvalidOid;
 static uint64 default_role_gen = 0;
 static char *default_role_name = NULL;
@@ -66,20 +56,12 @@ static void
 authid_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
 	resp_auth_gen++;
-	role_cache_gen++;
-}
-
-static void
-members_changed(Datum arg, int cacheid, uint32 hashvalue)
-{
-	role_cache_gen++;
 }
 
 void
 resp_auth_init(void)
 {
 	CacheRegisterSyscacheCallback(AUTHOID, authid_changed, (Datum) 0);
-	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, members_changed, (Datum) 0);
 	auth_key_ok = pg_strong_random(auth_key, sizeof(auth_key));
 }
 
@@ -105,30 +87,6 @@ static AuthCacheEntry *
 auth_cache_slot(const uint8 *mac)
 {
 	return &auth_cache[mac[0] % AUTH_CACHE_SIZE];
-}
-
-/*
- * Does role have the privileges of owner (so it may read and replace the
- * owner's entries)?
- */
-bool
-resp_role_may(Oid role, Oid owner)
-{
-	uint32		h;
-	RoleCacheEntry *e;
-
-	if (role == owner)
-		return true;
-	h = (uint32) (role * 2654435761u) ^ (uint32) (owner * 40503u);
-	e = &role_cache[h % ROLE_CACHE_SIZE];
-	if (e->gen == role_cache_gen && e->role == role && e->owner == owner)
-		return e->may;
-	resp_xact_ensure();
-	e->may = has_privs_of_role(role, owner);
-	e->role = role;
-	e->owner = owner;
-	e->gen = role_cache_gen;
-	return e->may;
 }
 
 /* NUL-terminated copy, or NULL if the argument contains a NUL byte. */

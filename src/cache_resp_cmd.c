@@ -11,8 +11,13 @@
  * generations are current.  Writes go straight to the store: there is no
  * transaction to publish at.
  *
- * Role checks go through resp_role_may() (cached, see cache_resp_auth.c);
- * store callbacks run under partition locks and only copy what they see.
+ * Reads, writes and deletes go through the apply layer with the
+ * connection's role; its role checks read the catalogs, so a command that
+ * touches entries runs inside the batch's transaction (resp_xact_ensure()).
+ * Conditional writes (NX, XX, GET, KEEPTTL) and EXPIRE need a decision and
+ * a store call under one expected owner, so they peek through the apply
+ * layer and put with that owner.  Store scan callbacks run under partition
+ * locks and only copy what they see.
  */
 #include "postgres.h"
 
@@ -25,6 +30,7 @@
 #include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "pg_harden.h"
@@ -41,6 +47,7 @@ typedef struct RespCommand
 	const char *name;
 	int			arity;			/* > 0: exactly; < 0: at least -arity */
 	bool		noauth;			/* allowed before AUTH */
+	bool		keyspace;		/* touches entries: needs the batch's transaction */
 	bool		write;
 	int			firstkey;		/* for COMMAND INFO */
 	int			lastkey;
@@ -75,26 +82,19 @@ check_key(const char *k, size_t len)
 							i + 1, (unsigned char) k[i])));
 }
 
+/* The SQL rule, and a secure entry only for its writer (not members). */
 static bool
 may_read(Oid role, Oid owner, uint8 flags)
 {
 	if (flags & CACHE_FLAG_SECURE)
 		return owner == role;
-	return owner == role || (flags & CACHE_FLAG_PUBLIC) || resp_role_may(role, owner);
-}
-
-static void
-deny(const char *key, size_t keylen)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("permission denied for cache key \"%.*s\": it holds an entry of another role",
-					(int) keylen, key)));
+	return cache_role_may_read(role, owner, flags);
 }
 
 /*
  * The entry a role sees under a key: the plain entry if it may read it,
- * else its own fresh cache_query() result under the key.
+ * else its own fresh cache_query() result under the key (the store returns
+ * a query result only while its generations are current).
  */
 static bool
 visible_lookup(Oid role, const char *key, size_t keylen, CacheHit *hit, bool want_value)
@@ -102,13 +102,11 @@ visible_lookup(Oid role, const char *key, size_t keylen, CacheHit *hit, bool wan
 	char	   *qkey;
 	int			qlen;
 
-	if (want_value ? cache_store_get(key, (int) keylen, hit) :
-		cache_store_peek(key, (int) keylen, hit))
-		return may_read(role, hit->owner, hit->flags);
+	if (cache_apply_lookup(key, (int) keylen, role, hit, want_value) &&
+		may_read(role, hit->owner, hit->flags))
+		return true;
 	qkey = cache_query_key(key, (int) keylen, role, &qlen);
-	if (want_value ? cache_store_get(qkey, qlen, hit) : cache_store_peek(qkey, qlen, hit))
-		return hit->owner == role;
-	return false;
+	return cache_apply_lookup(qkey, qlen, role, hit, want_value) && hit->owner == role;
 }
 
 /* A value as the bytes a Redis client gets: jsonb as its text. */
@@ -470,10 +468,16 @@ item_expiry(CacheItem *item, int64 ttl_us)
 		CacheRegisterRelcacheCallback(policies_maybe_changed, (Datum) 0);
 		policies_callback = true;
 	}
-	if (!policies_loaded)
-		resp_xact_ensure();
 	iv.time = ttl_us;
-	cache_query_item_expiry(item, item->key, item->keylen, ttl_us >= 0 ? &iv : NULL);
+	if (!policies_loaded)
+	{
+		/* the policies are read with SPI, which wants a snapshot */
+		PushActiveSnapshot(GetTransactionSnapshot());
+		cache_query_item_expiry(item, item->key, item->keylen, ttl_us >= 0 ? &iv : NULL);
+		PopActiveSnapshot();
+	}
+	else
+		cache_query_item_expiry(item, item->key, item->keylen, ttl_us >= 0 ? &iv : NULL);
 	policies_loaded = true;
 }
 
@@ -548,18 +552,22 @@ set_entry(RespClient *c, const char *key, size_t keylen, const char *val, size_t
 	item.owner = c->role;
 	item_expiry(&item, o->ttl_us);
 	*had_old = false;
+	if (!o->nx && !o->xx && !o->get && !o->keepttl)
+	{
+		cache_apply_set(&item);
+		return true;
+	}
 
 	for (int attempt = 0; attempt < 8; attempt++)
 	{
 		CacheHit	meta;
-		bool		found = cache_store_peek(key, (int) keylen, &meta);
+		bool		found = cache_apply_peek(key, (int) keylen, &meta, false);
 
 		if (found)
 		{
-			if (!may_read(c->role, meta.owner, meta.flags) ||
-				!resp_role_may(c->role, meta.owner))
-				deny(key, keylen);
-			if (o->get && cache_store_get(key, (int) keylen, old))
+			cache_check_may_modify(c->role, key, (int) keylen, meta.owner, meta.flags);
+			if (o->get && cache_apply_lookup(key, (int) keylen, c->role, old, true) &&
+				may_read(c->role, old->owner, old->flags))
 				*had_old = true;
 			if (o->nx)
 				return false;
@@ -671,28 +679,14 @@ cmd_setnx(RespClient *c, long argc, const char **argv, const size_t *argl)
 static bool
 delete_key(RespClient *c, const char *key, size_t keylen)
 {
-	bool		plain = false;
+	bool		plain;
 	char	   *qkey;
 	int			qlen;
 
 	check_key(key, keylen);
-	for (int attempt = 0; attempt < 8; attempt++)
-	{
-		CacheHit	meta;
-
-		if (!cache_store_peek(key, (int) keylen, &meta) ||
-			!may_read(c->role, meta.owner, meta.flags))
-			break;
-		if (!resp_role_may(c->role, meta.owner))
-			deny(key, keylen);
-		if (cache_store_delete(key, (int) keylen, meta.owner, CACHE_REMOVED_DELETE))
-		{
-			plain = true;
-			break;
-		}
-	}
+	plain = cache_apply_delete(key, (int) keylen, c->role);
 	qkey = cache_query_key(key, (int) keylen, c->role, &qlen);
-	return cache_store_delete(qkey, qlen, c->role, CACHE_REMOVED_DELETE) || plain;
+	return cache_apply_delete(qkey, qlen, c->role) || plain;
 }
 
 static void
@@ -722,12 +716,11 @@ reexpire(RespClient *c, const char *key, size_t keylen, TimestampTz expires_at,
 					tags;
 		CacheItem	item = {0};
 
-		if (!cache_store_get(key, (int) keylen, &hit) ||
+		if (!cache_apply_lookup(key, (int) keylen, c->role, &hit, true) ||
 			!may_read(c->role, hit.owner, hit.flags) ||
 			(hit.flags & CACHE_FLAG_QUERY))
 			return false;
-		if (!resp_role_may(c->role, hit.owner))
-			deny(key, keylen);
+		cache_check_may_modify(c->role, key, (int) keylen, hit.owner, hit.flags);
 		/* NX: only without expiry; XX: only with; GT/LT compare (none = infinite) */
 		if ((cond == 'N' && hit.expires_at != 0) || (cond == 'X' && hit.expires_at == 0) ||
 			(cond == 'G' && (hit.expires_at == 0 || expires_at <= hit.expires_at)) ||
@@ -746,7 +739,7 @@ reexpire(RespClient *c, const char *key, size_t keylen, TimestampTz expires_at,
 		item.expires_at = expires_at;
 		if (hit.ntags > 0)
 		{
-			if (!cache_store_peek_tags(key, (int) keylen, &tags) || tags.owner != hit.owner)
+			if (!cache_apply_peek(key, (int) keylen, &tags, true) || tags.owner != hit.owner)
 				continue;
 			item.tags = tags.tags;
 			item.ntags = tags.ntags;
@@ -837,7 +830,7 @@ cmd_persist(RespClient *c, long argc, const char **argv, const size_t *argl)
 	CacheHit	hit;
 
 	check_key(argv[1], argl[1]);
-	if (!cache_store_peek(argv[1], (int) argl[1], &hit) || hit.expires_at == 0)
+	if (!visible_lookup(c->role, argv[1], argl[1], &hit, false) || hit.expires_at == 0)
 	{
 		resp_add_int(OUT, 0);
 		return;
@@ -1148,33 +1141,33 @@ cmd_config(RespClient *c, long argc, const char **argv, const size_t *argl)
 static void cmd_command(RespClient *c, long argc, const char **argv, const size_t *argl);
 
 static const RespCommand commands[] = {
-	{"get", 2, false, false, 1, 1, cmd_get},
-	{"set", -3, false, true, 1, 1, cmd_set},
-	{"ping", -1, false, false, 0, 0, cmd_ping},
-	{"auth", -2, true, false, 0, 0, cmd_auth},
-	{"hello", -1, true, false, 0, 0, cmd_hello},
-	{"echo", 2, false, false, 0, 0, cmd_echo},
-	{"quit", -1, true, false, 0, 0, cmd_quit},
-	{"select", 2, false, false, 0, 0, cmd_select},
-	{"mget", -2, false, false, 1, -1, cmd_mget},
-	{"setex", 4, false, true, 1, 1, cmd_setex_s},
-	{"psetex", 4, false, true, 1, 1, cmd_psetex},
-	{"setnx", 3, false, true, 1, 1, cmd_setnx},
-	{"del", -2, false, true, 1, -1, cmd_del},
-	{"unlink", -2, false, true, 1, -1, cmd_del},
-	{"exists", -2, false, false, 1, -1, cmd_exists},
-	{"type", 2, false, false, 1, 1, cmd_type},
-	{"ttl", 2, false, false, 1, 1, cmd_ttl},
-	{"pttl", 2, false, false, 1, 1, cmd_pttl},
-	{"expire", -3, false, true, 1, 1, cmd_expire},
-	{"pexpire", -3, false, true, 1, 1, cmd_pexpire},
-	{"persist", 2, false, true, 1, 1, cmd_persist},
-	{"scan", -2, false, false, 0, 0, cmd_scan},
-	{"dbsize", 1, false, false, 0, 0, cmd_dbsize},
-	{"info", -1, false, false, 0, 0, cmd_info},
-	{"client", -2, false, false, 0, 0, cmd_client},
-	{"command", -1, false, false, 0, 0, cmd_command},
-	{"config", -2, false, false, 0, 0, cmd_config},
+	{"get", 2, false, true, false, 1, 1, cmd_get},
+	{"set", -3, false, true, true, 1, 1, cmd_set},
+	{"ping", -1, false, false, false, 0, 0, cmd_ping},
+	{"auth", -2, true, false, false, 0, 0, cmd_auth},
+	{"hello", -1, true, false, false, 0, 0, cmd_hello},
+	{"echo", 2, false, false, false, 0, 0, cmd_echo},
+	{"quit", -1, true, false, false, 0, 0, cmd_quit},
+	{"select", 2, false, false, false, 0, 0, cmd_select},
+	{"mget", -2, false, true, false, 1, -1, cmd_mget},
+	{"setex", 4, false, true, true, 1, 1, cmd_setex_s},
+	{"psetex", 4, false, true, true, 1, 1, cmd_psetex},
+	{"setnx", 3, false, true, true, 1, 1, cmd_setnx},
+	{"del", -2, false, true, true, 1, -1, cmd_del},
+	{"unlink", -2, false, true, true, 1, -1, cmd_del},
+	{"exists", -2, false, true, false, 1, -1, cmd_exists},
+	{"type", 2, false, true, false, 1, 1, cmd_type},
+	{"ttl", 2, false, true, false, 1, 1, cmd_ttl},
+	{"pttl", 2, false, true, false, 1, 1, cmd_pttl},
+	{"expire", -3, false, true, true, 1, 1, cmd_expire},
+	{"pexpire", -3, false, true, true, 1, 1, cmd_pexpire},
+	{"persist", 2, false, true, true, 1, 1, cmd_persist},
+	{"scan", -2, false, true, false, 0, 0, cmd_scan},
+	{"dbsize", 1, false, true, false, 0, 0, cmd_dbsize},
+	{"info", -1, false, true, false, 0, 0, cmd_info},
+	{"client", -2, false, false, false, 0, 0, cmd_client},
+	{"command", -1, false, false, false, 0, 0, cmd_command},
+	{"config", -2, false, false, false, 0, 0, cmd_config},
 };
 
 static void
@@ -1275,5 +1268,7 @@ resp_execute(RespClient *c, long argc, const char **argv, const size_t *argl)
 		resp_add_error(OUT, "NOAUTH Authentication required.");
 		return;
 	}
+	if (cmd->keyspace)
+		resp_xact_ensure();
 	cmd->fn(c, argc, argv, argl);
 }
