@@ -432,6 +432,12 @@ resp_xact_ensure(void)
 	MemoryContextSwitchTo(cxt);
 }
 
+bool
+resp_in_xact(void)
+{
+	return in_xact;
+}
+
 static void
 xact_finish(void)
 {

@@ -138,6 +138,7 @@ extern Size resp_shmem_size(void);
 extern void resp_shmem_startup(void);
 extern void resp_register_workers(void);
 extern void resp_xact_ensure(void);
+extern bool resp_in_xact(void);
 extern int	resp_connected_clients(void);
 extern TimestampTz resp_start_time(void);
 extern RespClient *resp_client_list(void);

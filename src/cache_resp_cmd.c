@@ -12,8 +12,13 @@
  * transaction to publish at.
  *
  * Reads, writes and deletes go through the apply layer with the
- * connection's role; its role checks read the catalogs, so a command that
- * touches entries runs inside the batch's transaction (resp_xact_ensure()).
+ * connection's role; its role checks read the catalogs, so they run inside
+ * the batch's transaction (resp_xact_ensure()).  The hot path needs no
+ * catalog and no transaction: a miss, an entry of the connection's own
+ * role, or a public one is decided from the store's answer alone, and a
+ * write or delete of such an entry is one store call under that expected
+ * owner; anything else (another role's entry, a concurrent change of
+ * owner) goes to the apply layer in the transaction.
  * Conditional writes (NX, XX, GET, KEEPTTL) and EXPIRE need a decision and
  * a store call under one expected owner, so they peek through the apply
  * layer and put with that owner.  Store scan callbacks run under partition
@@ -47,7 +52,7 @@ typedef struct RespCommand
 	const char *name;
 	int			arity;			/* > 0: exactly; < 0: at least -arity */
 	bool		noauth;			/* allowed before AUTH */
-	bool		keyspace;		/* touches entries: needs the batch's transaction */
+	bool		keyspace;		/* needs the batch's transaction from the start */
 	bool		write;
 	int			firstkey;		/* for COMMAND INFO */
 	int			lastkey;
@@ -102,6 +107,24 @@ visible_lookup(Oid role, const char *key, size_t keylen, CacheHit *hit, bool wan
 	char	   *qkey;
 	int			qlen;
 
+	if (!resp_in_xact())
+	{
+		bool		found = want_value ? cache_store_get(key, (int) keylen, hit) :
+			cache_store_peek(key, (int) keylen, hit);
+
+		if (found && (hit->owner == role ||
+					  ((hit->flags & CACHE_FLAG_PUBLIC) && !(hit->flags & CACHE_FLAG_SECURE))))
+			return true;
+		if (!found)
+		{
+			qkey = cache_query_key(key, (int) keylen, role, &qlen);
+			found = want_value ? cache_store_get(qkey, qlen, hit) :
+				cache_store_peek(qkey, qlen, hit);
+			return found && hit->owner == role;
+		}
+		/* another role's entry: the apply layer decides */
+		resp_xact_ensure();
+	}
 	if (cache_apply_lookup(key, (int) keylen, role, hit, want_value) &&
 		may_read(role, hit->owner, hit->flags))
 		return true;
@@ -472,6 +495,7 @@ item_expiry(CacheItem *item, int64 ttl_us)
 	if (!policies_loaded)
 	{
 		/* the policies are read with SPI, which wants a snapshot */
+		resp_xact_ensure();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		cache_query_item_expiry(item, item->key, item->keylen, ttl_us >= 0 ? &iv : NULL);
 		PopActiveSnapshot();
@@ -554,9 +578,25 @@ set_entry(RespClient *c, const char *key, size_t keylen, const char *val, size_t
 	*had_old = false;
 	if (!o->nx && !o->xx && !o->get && !o->keepttl)
 	{
+		CacheHit	meta;
+
+		/* free or the role's own: one store call, no catalog */
+		if (!resp_in_xact())
+		{
+			bool		found = cache_store_peek(key, (int) keylen, &meta);
+
+			if ((!found || meta.owner == c->role) &&
+				cache_store_put(&item, found ? c->role : InvalidOid))
+			{
+				harden_count(HC_CACHE_SETS, 1);
+				return true;
+			}
+			resp_xact_ensure();
+		}
 		cache_apply_set(&item);
 		return true;
 	}
+	resp_xact_ensure();
 
 	for (int attempt = 0; attempt < 8; attempt++)
 	{
@@ -684,8 +724,22 @@ delete_key(RespClient *c, const char *key, size_t keylen)
 	int			qlen;
 
 	check_key(key, keylen);
-	plain = cache_apply_delete(key, (int) keylen, c->role);
 	qkey = cache_query_key(key, (int) keylen, c->role, &qlen);
+	if (!resp_in_xact())
+	{
+		CacheHit	meta;
+		bool		found = cache_store_peek(key, (int) keylen, &meta);
+
+		/* the role's own cache_query() result: its owner is the role */
+		if (!found || meta.owner == c->role)
+		{
+			plain = found && cache_store_delete(key, (int) keylen, c->role, CACHE_REMOVED_DELETE);
+			if (!found || plain)
+				return cache_store_delete(qkey, qlen, c->role, CACHE_REMOVED_DELETE) || plain;
+		}
+		resp_xact_ensure();
+	}
+	plain = cache_apply_delete(key, (int) keylen, c->role);
 	return cache_apply_delete(qkey, qlen, c->role) || plain;
 }
 
@@ -1141,24 +1195,24 @@ cmd_config(RespClient *c, long argc, const char **argv, const size_t *argl)
 static void cmd_command(RespClient *c, long argc, const char **argv, const size_t *argl);
 
 static const RespCommand commands[] = {
-	{"get", 2, false, true, false, 1, 1, cmd_get},
-	{"set", -3, false, true, true, 1, 1, cmd_set},
+	{"get", 2, false, false, false, 1, 1, cmd_get},
+	{"set", -3, false, false, true, 1, 1, cmd_set},
 	{"ping", -1, false, false, false, 0, 0, cmd_ping},
 	{"auth", -2, true, false, false, 0, 0, cmd_auth},
 	{"hello", -1, true, false, false, 0, 0, cmd_hello},
 	{"echo", 2, false, false, false, 0, 0, cmd_echo},
 	{"quit", -1, true, false, false, 0, 0, cmd_quit},
 	{"select", 2, false, false, false, 0, 0, cmd_select},
-	{"mget", -2, false, true, false, 1, -1, cmd_mget},
-	{"setex", 4, false, true, true, 1, 1, cmd_setex_s},
-	{"psetex", 4, false, true, true, 1, 1, cmd_psetex},
-	{"setnx", 3, false, true, true, 1, 1, cmd_setnx},
-	{"del", -2, false, true, true, 1, -1, cmd_del},
-	{"unlink", -2, false, true, true, 1, -1, cmd_del},
-	{"exists", -2, false, true, false, 1, -1, cmd_exists},
-	{"type", 2, false, true, false, 1, 1, cmd_type},
-	{"ttl", 2, false, true, false, 1, 1, cmd_ttl},
-	{"pttl", 2, false, true, false, 1, 1, cmd_pttl},
+	{"mget", -2, false, false, false, 1, -1, cmd_mget},
+	{"setex", 4, false, false, true, 1, 1, cmd_setex_s},
+	{"psetex", 4, false, false, true, 1, 1, cmd_psetex},
+	{"setnx", 3, false, false, true, 1, 1, cmd_setnx},
+	{"del", -2, false, false, true, 1, -1, cmd_del},
+	{"unlink", -2, false, false, true, 1, -1, cmd_del},
+	{"exists", -2, false, false, false, 1, -1, cmd_exists},
+	{"type", 2, false, false, false, 1, 1, cmd_type},
+	{"ttl", 2, false, false, false, 1, 1, cmd_ttl},
+	{"pttl", 2, false, false, false, 1, 1, cmd_pttl},
 	{"expire", -3, false, true, true, 1, 1, cmd_expire},
 	{"pexpire", -3, false, true, true, 1, 1, cmd_pexpire},
 	{"persist", 2, false, true, true, 1, 1, cmd_persist},
