@@ -572,7 +572,7 @@ client_add(int fd, bool tcp)
 	c->id = pg_atomic_fetch_add_u64(&resp_shared->next_client_id, 1);
 	c->proto = 2;
 	c->connected_at = c->last_active = resp_batch_now;
-	c->incap = Max((size_t) resp_max_request_size, RESP_MAX_INLINE) + RESP_READ_CHUNK;
+	c->inmax = Max((size_t) resp_max_request_size, RESP_MAX_INLINE) + RESP_READ_CHUNK;
 	c->in = NULL;
 	grow_cxt = cxt;
 	resp_parser_init(&c->parser, resp_max_request_size, resp_grow);
@@ -647,6 +647,13 @@ client_flush(RespClient *c)
 	{
 		resp_buf_consume(&c->out, sent);
 		c->last_active = resp_batch_now;
+	}
+	/* likewise a large reply's */
+	if (c->out.len == 0 && c->out.cap > RESP_OUTPUT_SOFT)
+	{
+		pfree(c->out.data);
+		c->out.data = NULL;
+		c->out.cap = 0;
 	}
 	if (c->out.len == 0 && c->closing)
 	{
@@ -749,6 +756,13 @@ client_process_input(RespClient *c)
 		memmove(c->in, c->in + start, c->inlen - start);
 		c->inlen -= start;
 	}
+	/* a large request is over: give its buffer back */
+	if (c->inlen == 0 && c->incap > RESP_READ_CHUNK)
+	{
+		pfree(c->in);
+		c->in = NULL;
+		c->incap = 0;
+	}
 }
 
 static void
@@ -770,16 +784,25 @@ client_read(RespClient *c)
 {
 	ssize_t		n;
 
+	/* the buffer grows with the request being read, up to the limit */
 	if (c->in == NULL)
-		c->in = MemoryContextAllocExtended(c->cxt, c->incap, MCXT_ALLOC_HUGE);
-	if (c->inlen >= c->incap)
 	{
-		/* cannot happen: the parser rejects frames larger than the buffer */
-		harden_count(HC_RESP_PROTOCOL_ERRORS, 1);
-		client_close(c);
-		return;
+		c->incap = RESP_READ_CHUNK;
+		c->in = MemoryContextAlloc(c->cxt, c->incap);
 	}
-	n = recv(c->sock, c->in + c->inlen, Min(c->incap - c->inlen, (size_t) 256 * 1024), 0);
+	else if (c->inlen == c->incap)
+	{
+		if (c->incap >= c->inmax)
+		{
+			/* cannot happen: the parser rejects frames larger than this */
+			harden_count(HC_RESP_PROTOCOL_ERRORS, 1);
+			client_close(c);
+			return;
+		}
+		c->incap = Min(c->incap * 2, c->inmax);
+		c->in = repalloc_huge(c->in, c->incap);
+	}
+	n = recv(c->sock, c->in + c->inlen, c->incap - c->inlen, 0);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
 	{
 		client_close(c);

@@ -112,6 +112,7 @@ typedef struct RespClient
 	char	   *in;
 	size_t		inlen;
 	size_t		incap;
+	size_t		inmax;			/* largest input buffer: a request plus a read */
 	RespParser	parser;
 	RespBuf		out;
 	TimestampTz connected_at;

@@ -72,6 +72,15 @@ resp_fuzz() {
 	fi
 }
 
+resp_log_checks() {
+	resp_check "server log: the endpoint listens on the unix socket" \
+		grep -q "Redis-protocol endpoint listening on unix socket \"$PGH_RESP_SOCK\"" "$PGH_TMP/server.log"
+	resp_check "server log: the endpoint listens on loopback, without the non-loopback warning" \
+		bash -c "grep -q 'Redis-protocol endpoint listening on 127.0.0.1 port $PGH_RESP_PORT' '$PGH_TMP/server.log' && ! grep -q 'non-loopback' '$PGH_TMP/server.log'"
+	resp_check "server log: failed AUTH is logged without the password" \
+		bash -c "grep -q 'pg_harden resp: authentication failed' '$PGH_TMP/server.log' && ! grep -q 'alice-pw\|x-pw' '$PGH_TMP/server.log'"
+}
+
 run_resp() {
 	pgh_log "Redis-protocol endpoint"
 	local log="$PGH_TMP/out/resp.log" rc=0
@@ -80,6 +89,7 @@ run_resp() {
 		PGH_RESP_SOCK="$PGH_RESP_SOCK" PGH_RESP_PORT="$PGH_RESP_PORT" \
 			/usr/bin/python3 "$PGH_ROOT/test/resp/test_resp.py" || echo "not ok - test_resp.py exited with $?"
 		resp_tools_checks
+		resp_log_checks
 	} 2>&1 | tee "$log" || rc=$?
 	record "resp" $rc "$(grep -c '^ok ' "$log" || true)" "$(grep -c '^not ok ' "$log" || true)"
 }
