@@ -126,9 +126,20 @@ check_listen(char **newval, void **extra, GucSource source)
 	return ok;
 }
 
+static void
+resp_write_metrics(MetricWriter *w)
+{
+	if (!harden_shmem_ready || resp_shared == NULL)
+		return;
+	metric_family(w, "resp_connected_clients", "gauge",
+				  "Clients connected to the Redis-protocol endpoint (all workers).");
+	metric_sample(w, resp_connected_clients(), 0);
+}
+
 void
 resp_define_gucs(bool preloading)
 {
+	metrics_register_gauges(resp_write_metrics);
 	DefineCustomIntVariable("harden.resp_max_clients",
 							"Most clients connected to the Redis-protocol endpoint at once.",
 							"Further connections get an error and are closed.",

@@ -39,6 +39,10 @@ SQL
 		test "$(resp_cli --user pgh_resp_cli --pass cli-pw ping)" = PONG
 	resp_check "redis-cli: SET and GET over TCP" \
 		test "$(redis-cli -p "$PGH_RESP_PORT" --no-auth-warning --user pgh_resp_cli --pass cli-pw set cli:k v1)/$(redis-cli -p "$PGH_RESP_PORT" --no-auth-warning --user pgh_resp_cli --pass cli-pw get cli:k)" = "OK/v1"
+	resp_check "redis-cli -3 (RESP3): GET of a missing key" \
+		test "$(resp_cli -3 --user pgh_resp_cli --pass cli-pw get cli:none)" = ""
+	resp_check "redis-cli -3 (RESP3): HELLO map" \
+		bash -c "redis-cli -s '$PGH_RESP_SOCK' --no-auth-warning -3 hello 3 auth pgh_resp_cli cli-pw | grep -q 'proto'"
 	resp_check "redis-cli: without AUTH is NOAUTH" \
 		bash -c "redis-cli -s '$PGH_RESP_SOCK' get cli:k 2>&1 | grep -q NOAUTH"
 	resp_check "redis-cli: inline command through nc" \

@@ -714,6 +714,8 @@ def t_connections():
         good += d == want
     check("1,000 concurrent connections served", good == 1000, good)
     check("INFO counts 1,000 connected clients", a.info("clients")["connected_clients"] >= 1001)
+    check("metrics() counts 1,000 connected clients",
+          float(sql("SELECT split_part(l, ' ', 2) FROM regexp_split_to_table(harden.metrics(), E'\\n') l WHERE l LIKE 'pg_harden_resp_connected_clients %'") or 0) >= 1001)
     for s in conns:
         s.close()
     # 10,000 connections: beyond harden.resp_max_clients they get an error and are closed
