@@ -955,12 +955,13 @@ harden_resp_main(Datum arg)
 			else if (ev->user_data != NULL)
 				client_event((RespClient *) ev->user_data, ev->events);
 		}
-		xact_finish();
 		if (TimestampDifferenceExceeds(last_tick, resp_batch_now, RESP_TICK_MS))
 		{
 			tick();
 			last_tick = resp_batch_now;
 		}
+		/* never wait inside a transaction: it would hold the catalog xmin */
+		xact_finish();
 		reap_clients();
 	}
 }
