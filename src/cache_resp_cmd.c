@@ -96,40 +96,58 @@ may_read(Oid role, Oid owner, uint8 flags)
 	return cache_role_may_read(role, owner, flags);
 }
 
+static inline bool
+store_read(const char *key, int keylen, CacheHit *hit, bool want_value)
+{
+	return want_value ? cache_store_get(key, keylen, hit) : cache_store_peek(key, keylen, hit);
+}
+
 /*
- * The entry a role sees under a key: the plain entry if it may read it,
- * else its own fresh cache_query() result under the key (the store returns
- * a query result only while its generations are current).
+ * The plain entry a role sees under a key, as the apply layer decides it:
+ * the stored one if the role may read it, else the role's shadow of the key
+ * (docs/cache.md: a key holding an entry a role may not read is, to that
+ * role, a free key).  *wkey and *wlen say which stored key holds it; an
+ * entry of another role needs a transaction (catalog access).
+ */
+static bool
+plain_lookup(Oid role, const char *key, int keylen, CacheHit *hit, bool want_value,
+			 const char **wkey, int *wlen)
+{
+	*wkey = key;
+	*wlen = keylen;
+	if (store_read(key, keylen, hit, want_value))
+	{
+		if (hit->owner != role && !(hit->flags & CACHE_FLAG_PUBLIC))
+			resp_xact_ensure();
+		if (cache_role_may_read(role, hit->owner, hit->flags))
+			return true;
+	}
+	if (!cache_store_has_shadows())
+		return false;
+	*wkey = cache_shadow_key(key, keylen, role, wlen);
+	return store_read(*wkey, *wlen, hit, want_value);
+}
+
+/*
+ * The entry a role sees under a key: the plain entry if it may read it
+ * (secure ones only its writer's), else its own fresh cache_query() result
+ * under the key (the store returns a query result only while its
+ * generations are current).  The common cases (a miss, the role's own
+ * entry, a public one) need no catalog access and no transaction.
  */
 static bool
 visible_lookup(Oid role, const char *key, size_t keylen, CacheHit *hit, bool want_value)
 {
+	const char *wkey;
+	int			wlen;
 	char	   *qkey;
 	int			qlen;
 
-	if (!resp_in_xact())
-	{
-		bool		found = want_value ? cache_store_get(key, (int) keylen, hit) :
-			cache_store_peek(key, (int) keylen, hit);
-
-		if (found && (hit->owner == role ||
-					  ((hit->flags & CACHE_FLAG_PUBLIC) && !(hit->flags & CACHE_FLAG_SECURE))))
-			return true;
-		if (!found)
-		{
-			qkey = cache_query_key(key, (int) keylen, role, &qlen);
-			found = want_value ? cache_store_get(qkey, qlen, hit) :
-				cache_store_peek(qkey, qlen, hit);
-			return found && hit->owner == role;
-		}
-		/* another role's entry: the apply layer decides */
-		resp_xact_ensure();
-	}
-	if (cache_apply_lookup(key, (int) keylen, role, hit, want_value) &&
+	if (plain_lookup(role, key, (int) keylen, hit, want_value, &wkey, &wlen) &&
 		may_read(role, hit->owner, hit->flags))
 		return true;
 	qkey = cache_query_key(key, (int) keylen, role, &qlen);
-	return cache_apply_lookup(qkey, qlen, role, hit, want_value) && hit->owner == role;
+	return store_read(qkey, qlen, hit, want_value) && hit->owner == role;
 }
 
 /* A value as the bytes a Redis client gets: jsonb as its text. */
@@ -580,8 +598,8 @@ set_entry(RespClient *c, const char *key, size_t keylen, const char *val, size_t
 	{
 		CacheHit	meta;
 
-		/* free or the role's own: one store call, no catalog */
-		if (!resp_in_xact())
+		/* free or the role's own, and no shadows: one store call, no catalog */
+		if (!resp_in_xact() && !cache_store_has_shadows())
 		{
 			bool		found = cache_store_peek(key, (int) keylen, &meta);
 
@@ -591,9 +609,10 @@ set_entry(RespClient *c, const char *key, size_t keylen, const char *val, size_t
 				harden_count(HC_CACHE_SETS, 1);
 				return true;
 			}
-			resp_xact_ensure();
 		}
-		cache_apply_set(&item);
+		resp_xact_ensure();
+		/* Over RESP a write takes effect at once: no snapshot to check it against. */
+		(void) cache_apply_set(&item, NULL, NULL);
 		return true;
 	}
 	resp_xact_ensure();
@@ -601,13 +620,17 @@ set_entry(RespClient *c, const char *key, size_t keylen, const char *val, size_t
 	for (int attempt = 0; attempt < 8; attempt++)
 	{
 		CacheHit	meta;
-		bool		found = cache_apply_peek(key, (int) keylen, &meta, false);
+		const char *wkey;
+		int			wlen;
+		bool		found = plain_lookup(c->role, key, (int) keylen, &meta, false, &wkey, &wlen);
 
+		item.key = wkey;
+		item.keylen = wlen;
 		if (found)
 		{
 			cache_check_may_modify(c->role, key, (int) keylen, meta.owner, meta.flags);
-			if (o->get && cache_apply_lookup(key, (int) keylen, c->role, old, true) &&
-				may_read(c->role, old->owner, old->flags))
+			if (o->get && may_read(c->role, meta.owner, meta.flags) &&
+				cache_store_get(wkey, wlen, old) && old->owner == meta.owner)
 				*had_old = true;
 			if (o->nx)
 				return false;
@@ -618,6 +641,14 @@ set_entry(RespClient *c, const char *key, size_t keylen, const char *val, size_t
 			return false;
 		if (cache_store_put(&item, found ? meta.owner : InvalidOid))
 		{
+			/* A write to the key itself supersedes the role's shadow of it. */
+			if (wkey == key && cache_store_has_shadows())
+			{
+				int			slen;
+				char	   *skey = cache_shadow_key(key, (int) keylen, c->role, &slen);
+
+				(void) cache_store_delete(skey, slen, c->role, CACHE_REMOVED_DELETE);
+			}
 			harden_count(HC_CACHE_SETS, 1);
 			return true;
 		}
@@ -725,7 +756,7 @@ delete_key(RespClient *c, const char *key, size_t keylen)
 
 	check_key(key, keylen);
 	qkey = cache_query_key(key, (int) keylen, c->role, &qlen);
-	if (!resp_in_xact())
+	if (!resp_in_xact() && !cache_store_has_shadows())
 	{
 		CacheHit	meta;
 		bool		found = cache_store_peek(key, (int) keylen, &meta);
@@ -769,8 +800,10 @@ reexpire(RespClient *c, const char *key, size_t keylen, TimestampTz expires_at,
 		CacheHit	hit,
 					tags;
 		CacheItem	item = {0};
+		const char *wkey;
+		int			wlen;
 
-		if (!cache_apply_lookup(key, (int) keylen, c->role, &hit, true) ||
+		if (!plain_lookup(c->role, key, (int) keylen, &hit, true, &wkey, &wlen) ||
 			!may_read(c->role, hit.owner, hit.flags) ||
 			(hit.flags & CACHE_FLAG_QUERY))
 			return false;
@@ -783,8 +816,8 @@ reexpire(RespClient *c, const char *key, size_t keylen, TimestampTz expires_at,
 		if ((hit.flags & CACHE_FLAG_SECURE) &&
 			(expires_at == 0 || expires_at > hit.expires_at))
 			return false;
-		item.key = key;
-		item.keylen = (int) keylen;
+		item.key = wkey;
+		item.keylen = wlen;
 		item.type = hit.type;
 		item.value = hit.value + VARHDRSZ;
 		item.valuelen = hit.valuelen;
@@ -793,7 +826,7 @@ reexpire(RespClient *c, const char *key, size_t keylen, TimestampTz expires_at,
 		item.expires_at = expires_at;
 		if (hit.ntags > 0)
 		{
-			if (!cache_apply_peek(key, (int) keylen, &tags, true) || tags.owner != hit.owner)
+			if (!cache_store_peek_tags(wkey, wlen, &tags) || tags.owner != hit.owner)
 				continue;
 			item.tags = tags.tags;
 			item.ntags = tags.ntags;
