@@ -494,13 +494,14 @@ harden_index_same_expr(PG_FUNCTION_ARGS)
 }
 
 /*
- * The schema pg_trgm is installed in, or NULL when it is not: advice names
- * its operator classes qualified, whatever the search_path.
+ * The schema an extension is installed in, or NULL when it is not: advice
+ * names the objects of pg_trgm and hypopg qualified, whatever the
+ * search_path.
  */
 char *
-analyze_trgm_schema(void)
+analyze_extension_schema(const char *extname)
 {
-	Oid			extoid = get_extension_oid("pg_trgm", true);
+	Oid			extoid = get_extension_oid(extname, true);
 	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
