@@ -120,6 +120,12 @@ extern Oid	harden_rel_owner(Oid relid);
 extern bool harden_try_in_subxact(void (*fn) (void *), void *arg, ErrorData **error);
 
 /*
+ * subxact.c: in a PG_CATCH block, the error copied into cxt and cleared; a
+ * cancel or an operator intervention is thrown on instead
+ */
+extern ErrorData *harden_catch_error(MemoryContext cxt);
+
+/*
  * log_values.c: harden.log_values, what messages and logs may show of the
  * caller's data, and redaction scopes for statements run for a caller.
  */
