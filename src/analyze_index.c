@@ -140,37 +140,50 @@ typedef struct LikeArgs
 } LikeArgs;
 
 /*
- * Can this index serve col LIKE/ILIKE pattern?  Any index whose operator
- * family has the operator itself (pg_trgm's) serves every pattern.  A
- * btree leading with the column serves left-anchored LIKE through the
- * planner's prefix rewrite when its opclass compares bytes: the pattern
- * opclasses, or the default one under the C collation.
+ * Can key column i of this index serve col LIKE/ILIKE pattern?  Any index
+ * whose operator family has the operator itself (pg_trgm's) serves every
+ * pattern.  A non-partial btree leading with the column serves
+ * left-anchored LIKE through the planner's prefix rewrite when its opclass
+ * compares bytes: the pattern opclasses, or the default one under the C
+ * collation.
  */
+static LikeSupport
+key_like_support(Form_pg_index idx, HeapTuple tup, int i, Oid opno)
+{
+	Oid			family = index_opfamily(tup, i);
+
+	if (OidIsValid(family) && op_in_opfamily(opno, family))
+		return LIKE_SUPPORT_ANY;
+	if (i == 0 && index_am(idx->indexrelid) == BTREE_AM_OID &&
+		heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
+		(family == TEXT_PATTERN_BTREE_FAM_OID ||
+		 family == BPCHAR_PATTERN_BTREE_FAM_OID ||
+		 ((family == TEXT_BTREE_FAM_OID || family == BPCHAR_BTREE_FAM_OID) &&
+		  lc_collate_is_c(index_collation(tup, i)))))
+		return LIKE_SUPPORT_PREFIX;
+	return LIKE_SUPPORT_NONE;
+}
+
+/* The best support of the key columns that are the column. */
 static bool
 visit_like(Form_pg_index idx, HeapTuple tup, void *arg)
 {
 	LikeArgs   *a = arg;
-	Oid			am = index_am(idx->indexrelid);
-	bool		partial = !heap_attisnull(tup, Anum_pg_index_indpred, NULL);
 
 	for (int i = 0; i < idx->indnkeyatts; i++)
 	{
-		Oid			family;
+		LikeSupport s;
 
 		if (idx->indkey.values[i] != a->attno)
 			continue;
-		family = index_opfamily(tup, i);
-		if (OidIsValid(family) && op_in_opfamily(a->opno, family))
+		s = key_like_support(idx, tup, i, a->opno);
+		if (s == LIKE_SUPPORT_ANY)
 		{
-			a->best = LIKE_SUPPORT_ANY;
+			a->best = s;
 			return true;
 		}
-		if (i == 0 && am == BTREE_AM_OID && !partial &&
-			(family == TEXT_PATTERN_BTREE_FAM_OID ||
-			 family == BPCHAR_PATTERN_BTREE_FAM_OID ||
-			 ((family == TEXT_BTREE_FAM_OID || family == BPCHAR_BTREE_FAM_OID) &&
-			  lc_collate_is_c(index_collation(tup, i)))))
-			a->best = LIKE_SUPPORT_PREFIX;
+		if (s == LIKE_SUPPORT_PREFIX)
+			a->best = s;
 	}
 	return false;
 }
@@ -198,20 +211,16 @@ visit_expr_like(Form_pg_index idx, HeapTuple tup, void *arg)
 	ExprLikeArgs *a = arg;
 	List	   *exprs;
 	ListCell   *next;
-	Oid			am;
-	bool		partial;
 
 	if (heap_attisnull(tup, Anum_pg_index_indexprs, NULL))
 		return false;
 	/* as the planner sees them (RelationGetIndexExpressions) */
 	exprs = (List *) eval_const_expressions(NULL, (Node *) index_tree(tup, Anum_pg_index_indexprs));
 	next = list_head(exprs);
-	am = index_am(idx->indexrelid);
-	partial = !heap_attisnull(tup, Anum_pg_index_indpred, NULL);
 	for (int i = 0; i < idx->indnkeyatts && next != NULL; i++)
 	{
 		Node	   *e;
-		Oid			family;
+		LikeSupport s;
 
 		if (idx->indkey.values[i] != 0)
 			continue;
@@ -219,16 +228,14 @@ visit_expr_like(Form_pg_index idx, HeapTuple tup, void *arg)
 		next = lnext(exprs, next);
 		if (!equal(e, a->expr))
 			continue;
-		family = index_opfamily(tup, i);
-		if (OidIsValid(family) && op_in_opfamily(a->opno, family))
+		s = key_like_support(idx, tup, i, a->opno);
+		if (s == LIKE_SUPPORT_ANY)
 		{
-			a->best = LIKE_SUPPORT_ANY;
+			a->best = s;
 			return true;
 		}
-		if (i == 0 && am == BTREE_AM_OID && !partial &&
-			(family == TEXT_PATTERN_BTREE_FAM_OID ||
-			 (family == TEXT_BTREE_FAM_OID && lc_collate_is_c(index_collation(tup, i)))))
-			a->best = LIKE_SUPPORT_PREFIX;
+		if (s == LIKE_SUPPORT_PREFIX)
+			a->best = s;
 	}
 	return false;
 }
