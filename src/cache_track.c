@@ -271,6 +271,18 @@ note_relation(Relation rel)
 	note_rel(RelationGetRelid(rel), values_seen(rel));
 }
 
+/* The same by OID, for a relation that may be gone (then nothing). */
+static void
+note_relid(Oid relid)
+{
+	Relation	rel = RelationIdGetRelation(relid);
+
+	if (rel == NULL)
+		return;
+	note_relation(rel);
+	RelationClose(rel);
+}
+
 static inline bool
 plan_writes(QueryDesc *qd)
 {
@@ -289,15 +301,7 @@ track_executor_start(QueryDesc *qd, int eflags)
 	if (!harden_shmem_ready || (eflags & EXEC_FLAG_EXPLAIN_ONLY) || !plan_writes(qd))
 		return;
 	foreach(lc, qd->plannedstmt->resultRelations)
-	{
-		RangeTblEntry *rte = rt_fetch(lfirst_int(lc), qd->plannedstmt->rtable);
-		Relation	rel = RelationIdGetRelation(rte->relid);
-
-		if (rel == NULL)
-			continue;
-		note_relation(rel);
-		RelationClose(rel);
-	}
+		note_relid(rt_fetch(lfirst_int(lc), qd->plannedstmt->rtable)->relid);
 }
 
 /* Rows routed to partitions: the partitions are written too. */
@@ -329,16 +333,9 @@ note_copy_from(CopyStmt *stmt)
 	if (!OidIsValid(relid))
 		return;
 	rels = has_subclass(relid) ? find_all_inheritors(relid, NoLock, NULL) : list_make1_oid(relid);
+	/* COPY fires row triggers, so by-column values are noted. */
 	foreach(lc, rels)
-	{
-		Relation	rel = RelationIdGetRelation(lfirst_oid(lc));
-
-		if (rel == NULL)
-			continue;
-		/* COPY fires row triggers, so by-column values are noted. */
-		note_relation(rel);
-		RelationClose(rel);
-	}
+		note_relid(lfirst_oid(lc));
 }
 
 static void
