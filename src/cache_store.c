@@ -1402,6 +1402,26 @@ cache_store_mark(const CacheMark *marks, int nmarks, TransactionId xid)
 	LWLockRelease(&cache_shared->marker_lock);
 }
 
+/*
+ * What marker_matches() compares an item by: the hash of its key as the
+ * markers record it (returned, with that key), and of each of its tags.
+ */
+static uint64
+item_hashes(const CacheItem *item, uint64 *taghashes, const char **userkey, int *userlen)
+{
+	const char *t = item->tags;
+
+	*userkey = cache_user_key(item->key, item->keylen, userlen);
+	for (int i = 0; i < item->ntags; i++)
+	{
+		int			len = strlen(t);
+
+		taghashes[i] = cache_mark_hash(t, len);
+		t += len + 1;
+	}
+	return cache_mark_hash(*userkey, *userlen);
+}
+
 static bool
 marker_matches(const MarkerSlot *m, const CacheItem *item, uint64 keyhash,
 			   const uint64 *taghashes, const char *userkey, int userlen)
@@ -1441,7 +1461,6 @@ cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 	int			nfound = 0;
 	int			userlen;
 	const char *userkey;
-	const char *t = item->tags;
 
 	cache_attach();
 	if (pg_atomic_read_u32(&cache_shared->markers_used) == 0)
@@ -1460,15 +1479,7 @@ cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 		if (pg_atomic_read_u32(&cache_shared->markers_used) == 0)
 			return false;
 	}
-	userkey = cache_user_key(item->key, item->keylen, &userlen);
-	keyhash = cache_mark_hash(userkey, userlen);
-	for (int i = 0; i < item->ntags; i++)
-	{
-		int			len = strlen(t);
-
-		taghashes[i] = cache_mark_hash(t, len);
-		t += len + 1;
-	}
+	keyhash = item_hashes(item, taghashes, &userkey, &userlen);
 
 	LWLockAcquire(&cache_shared->marker_lock, LW_SHARED);
 	for (int i = 0; i < CACHE_MARKERS; i++)
@@ -1549,7 +1560,6 @@ cache_store_invalidated_since(uint64 since, const CacheItem *item)
 	uint64		taghashes[CACHE_MAX_TAGS];
 	int			userlen;
 	const char *userkey;
-	const char *t = item->tags;
 	uint64		cur;
 	bool		hit = false;
 
@@ -1559,15 +1569,7 @@ cache_store_invalidated_since(uint64 since, const CacheItem *item)
 		return false;
 	if (cur - since >= CACHE_INVAL_LOG)
 		return true;
-	userkey = cache_user_key(item->key, item->keylen, &userlen);
-	keyhash = cache_mark_hash(userkey, userlen);
-	for (int i = 0; i < item->ntags; i++)
-	{
-		int			len = strlen(t);
-
-		taghashes[i] = cache_mark_hash(t, len);
-		t += len + 1;
-	}
+	keyhash = item_hashes(item, taghashes, &userkey, &userlen);
 	LWLockAcquire(&cache_shared->inval_lock, LW_SHARED);
 	cur = pg_atomic_read_u64(&cache_shared->inval_seq);
 	if (cur - since >= CACHE_INVAL_LOG)
