@@ -234,9 +234,9 @@ trigger_fires(const Trigger *t)
 
 static bool is_our_trigger(const Trigger *t, const char *name, const char *fn, bool row);
 
-/* The by-column row trigger of an open relation, or NULL. */
+/* A trigger of cache_watch()'s on an open relation, or NULL. */
 static const Trigger *
-by_trigger(Relation rel)
+our_trigger(Relation rel, const char *name, const char *fn, bool row)
 {
 	if (rel->trigdesc == NULL)
 		return NULL;
@@ -244,10 +244,17 @@ by_trigger(Relation rel)
 	{
 		const Trigger *t = &rel->trigdesc->triggers[i];
 
-		if (is_our_trigger(t, WATCH_BY_TRIGGER_NAME, "cache_watch_by_trigger", true))
+		if (is_our_trigger(t, name, fn, row))
 			return t;
 	}
 	return NULL;
+}
+
+/* The by-column row trigger of an open relation, or NULL. */
+static const Trigger *
+by_trigger(Relation rel)
+{
+	return our_trigger(rel, WATCH_BY_TRIGGER_NAME, "cache_watch_by_trigger", true);
 }
 
 /*
@@ -563,13 +570,11 @@ static bool
 has_trigger(Oid relid, const char *name, const char *fn, bool row)
 {
 	Relation	rel = RelationIdGetRelation(relid);
-	bool		found = false;
+	bool		found;
 
 	if (rel == NULL)
 		return false;
-	if (rel->trigdesc != NULL)
-		for (int i = 0; i < rel->trigdesc->numtriggers && !found; i++)
-			found = is_our_trigger(&rel->trigdesc->triggers[i], name, fn, row);
+	found = our_trigger(rel, name, fn, row) != NULL;
 	RelationClose(rel);
 	return found;
 }
@@ -582,18 +587,14 @@ bool
 cache_track_watched(Oid relid)
 {
 	Relation	rel = RelationIdGetRelation(relid);
-	bool		found = false;
+	const Trigger *t;
+	bool		found;
 
 	if (rel == NULL)
 		return false;
-	if (rel->trigdesc != NULL)
-		for (int i = 0; i < rel->trigdesc->numtriggers && !found; i++)
-		{
-			const Trigger *t = &rel->trigdesc->triggers[i];
-
-			found = is_our_trigger(t, WATCH_TRIGGER_NAME, "cache_watch_trigger", false) &&
-				(t->tgenabled == TRIGGER_FIRES_ON_ORIGIN || t->tgenabled == TRIGGER_FIRES_ALWAYS);
-		}
+	t = our_trigger(rel, WATCH_TRIGGER_NAME, "cache_watch_trigger", false);
+	found = t != NULL &&
+		(t->tgenabled == TRIGGER_FIRES_ON_ORIGIN || t->tgenabled == TRIGGER_FIRES_ALWAYS);
 	RelationClose(rel);
 	return found;
 }
