@@ -1351,6 +1351,21 @@ markers_retire(void)
 	pg_atomic_write_u32(&cache_shared->markers_used, used);
 }
 
+/* A marker slot or an invalidation-log entry for this database's mark. */
+static void
+marker_fill(MarkerSlot *m, const CacheMark *mk)
+{
+	m->dboid = MyDatabaseId;
+	m->kind = (uint8) mk->kind;
+	m->hash = mk->hash;
+	m->len = 0;
+	if (mk->kind == CACHE_MARK_PATTERN)
+	{
+		m->len = (uint16) Min(mk->len, CACHE_MAX_KEY_LEN);
+		memcpy(m->text, mk->text, m->len);
+	}
+}
+
 void
 cache_store_mark(const CacheMark *marks, int nmarks, TransactionId xid)
 {
@@ -1387,15 +1402,7 @@ cache_store_mark(const CacheMark *marks, int nmarks, TransactionId xid)
 			break;
 		}
 		m = &cache_shared->markers[next];
-		m->dboid = MyDatabaseId;
-		m->kind = (uint8) mk->kind;
-		m->hash = mk->hash;
-		m->len = 0;
-		if (mk->kind == CACHE_MARK_PATTERN)
-		{
-			m->len = (uint16) Min(mk->len, CACHE_MAX_KEY_LEN);
-			memcpy(m->text, mk->text, m->len);
-		}
+		marker_fill(m, mk);
 		m->xid = xid;
 		pg_atomic_fetch_add_u32(&cache_shared->markers_used, 1);
 	}
@@ -1538,15 +1545,7 @@ cache_store_inval_log(const CacheMark *mk)
 	LWLockAcquire(&cache_shared->inval_lock, LW_EXCLUSIVE);
 	seq = pg_atomic_read_u64(&cache_shared->inval_seq) + 1;
 	m = &cache_shared->inval_log[seq % CACHE_INVAL_LOG];
-	m->dboid = MyDatabaseId;
-	m->kind = (uint8) mk->kind;
-	m->hash = mk->hash;
-	m->len = 0;
-	if (mk->kind == CACHE_MARK_PATTERN)
-	{
-		m->len = (uint16) Min(mk->len, CACHE_MAX_KEY_LEN);
-		memcpy(m->text, mk->text, m->len);
-	}
+	marker_fill(m, mk);
 	cache_shared->inval_seqs[seq % CACHE_INVAL_LOG] = seq;
 	pg_atomic_write_u64(&cache_shared->inval_seq, seq);
 	LWLockRelease(&cache_shared->inval_lock);
