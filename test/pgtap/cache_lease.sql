@@ -8,16 +8,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS dblink;
 DO $$ BEGIN PERFORM harden.cache_invalidate('tap:ls:*'); END $$;
 
-CREATE FUNCTION pg_temp.connect(name text) RETURNS int LANGUAGE plpgsql AS $$
-BEGIN
-  IF name = ANY (coalesce(dblink_get_connections(), '{}')) THEN
-    PERFORM dblink_disconnect(name);
-  END IF;
-  PERFORM dblink_connect(name, format('dbname=%s host=%s port=%s user=%s',
-    current_database(), current_setting('unix_socket_directories'),
-    current_setting('port'), current_user));
-  RETURN (SELECT pid FROM dblink(name, 'SELECT pg_backend_pid()') AS t(pid int));
-END $$;
+\ir lib/connect.sql
 CREATE FUNCTION pg_temp.waits(p int) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
   FOR i IN 1 .. 1000 LOOP

@@ -161,16 +161,7 @@ $$;
 CREATE FUNCTION pg_temp.coalesced() RETURNS bigint LANGUAGE sql AS $$
   SELECT coalesced FROM harden.cache_stats
 $$;
-CREATE FUNCTION pg_temp.connect(name text) RETURNS int LANGUAGE plpgsql AS $$
-BEGIN
-  IF name = ANY (coalesce(dblink_get_connections(), '{}')) THEN
-    PERFORM dblink_disconnect(name);
-  END IF;
-  PERFORM dblink_connect(name, format('dbname=%s host=%s port=%s user=%s',
-    current_database(), current_setting('unix_socket_directories'),
-    current_setting('port'), current_user));
-  RETURN (SELECT pid FROM dblink(name, 'SELECT pg_backend_pid()') AS t(pid int));
-END $$;
+\ir lib/connect.sql
 -- Wait (at most 20 s) until a backend waits on wait_event_type wtype.
 CREATE FUNCTION pg_temp.waits_on(p int, wtype text) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN

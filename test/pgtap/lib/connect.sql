@@ -1,0 +1,13 @@
+-- Included by pgTAP files that drive other sessions (\ir lib/connect.sql;
+-- they create dblink first).  connect(name): a dblink connection of that
+-- name to this database as this user, made afresh; returns its backend's pid.
+CREATE FUNCTION pg_temp.connect(name text) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+  IF name = ANY (coalesce(dblink_get_connections(), '{}')) THEN
+    PERFORM dblink_disconnect(name);
+  END IF;
+  PERFORM dblink_connect(name, format('dbname=%s host=%s port=%s user=%s',
+    current_database(), current_setting('unix_socket_directories'),
+    current_setting('port'), current_user));
+  RETURN (SELECT pid FROM dblink(name, 'SELECT pg_backend_pid()') AS t(pid int));
+END $$;
