@@ -36,7 +36,7 @@ extern void analyze_hypo_findings(const char *sql, double cost, List *findings);
 extern List *analyze_plan(PlannedStmt *stmt, List *findings);
 
 /* analyze_index.c */
-typedef enum LikeSupport
+typedef enum LikeSupport		/* weakest first */
 {
 	LIKE_SUPPORT_NONE,
 	LIKE_SUPPORT_PREFIX,		/* a btree usable for left-anchored patterns */

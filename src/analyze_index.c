@@ -164,6 +164,15 @@ key_like_support(Form_pg_index idx, HeapTuple tup, int i, Oid opno)
 	return LIKE_SUPPORT_NONE;
 }
 
+/* Keeps the better of two; true when nothing can be better (stop looking). */
+static bool
+better_like(LikeSupport *best, LikeSupport s)
+{
+	if (s > *best)
+		*best = s;
+	return *best == LIKE_SUPPORT_ANY;
+}
+
 /* The best support of the key columns that are the column. */
 static bool
 visit_like(Form_pg_index idx, HeapTuple tup, void *arg)
@@ -172,18 +181,10 @@ visit_like(Form_pg_index idx, HeapTuple tup, void *arg)
 
 	for (int i = 0; i < idx->indnkeyatts; i++)
 	{
-		LikeSupport s;
-
 		if (idx->indkey.values[i] != a->attno)
 			continue;
-		s = key_like_support(idx, tup, i, a->opno);
-		if (s == LIKE_SUPPORT_ANY)
-		{
-			a->best = s;
+		if (better_like(&a->best, key_like_support(idx, tup, i, a->opno)))
 			return true;
-		}
-		if (s == LIKE_SUPPORT_PREFIX)
-			a->best = s;
 	}
 	return false;
 }
@@ -220,7 +221,6 @@ visit_expr_like(Form_pg_index idx, HeapTuple tup, void *arg)
 	for (int i = 0; i < idx->indnkeyatts && next != NULL; i++)
 	{
 		Node	   *e;
-		LikeSupport s;
 
 		if (idx->indkey.values[i] != 0)
 			continue;
@@ -228,14 +228,8 @@ visit_expr_like(Form_pg_index idx, HeapTuple tup, void *arg)
 		next = lnext(exprs, next);
 		if (!equal(e, a->expr))
 			continue;
-		s = key_like_support(idx, tup, i, a->opno);
-		if (s == LIKE_SUPPORT_ANY)
-		{
-			a->best = s;
+		if (better_like(&a->best, key_like_support(idx, tup, i, a->opno)))
 			return true;
-		}
-		if (s == LIKE_SUPPORT_PREFIX)
-			a->best = s;
 	}
 	return false;
 }
