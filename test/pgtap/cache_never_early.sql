@@ -13,7 +13,7 @@ SELECT plan(23);
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS dblink;
 
-\ir lib/connect.sql
+\ir lib/sessions.sql
 -- Whether backend p waits for synchronous replication within secs seconds.
 CREATE FUNCTION pg_temp.in_syncrep(p int, secs float8) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
