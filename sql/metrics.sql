@@ -27,7 +27,7 @@ SELECT count(*) >= 3 AS has_families,
 SELECT line
   FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
  WHERE line LIKE 'harden_metrics_scrapes_total%'
-   AND line NOT LIKE '%database="' || current_database() || '"%';
+   AND line NOT LIKE '%database="%';
 
 SELECT line FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
  WHERE line ~ '^harden_(info|preloaded)';

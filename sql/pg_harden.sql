@@ -7,46 +7,16 @@
 \echo Use "CREATE EXTENSION pg_harden" to load this file. \quit
 
 -- ---------------------------------------------------------------------------
--- Core: version and metrics
+-- Version
 -- ---------------------------------------------------------------------------
-
 CREATE FUNCTION harden.version() RETURNS text
     AS 'MODULE_PATHNAME', 'harden_version'
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION harden.version() IS 'pg_harden library version';
 
-CREATE FUNCTION harden.metrics() RETURNS text
-    AS 'MODULE_PATHNAME', 'harden_metrics'
-    LANGUAGE C VOLATILE PARALLEL SAFE;
-COMMENT ON FUNCTION harden.metrics() IS 'every pg_harden counter and gauge in Prometheus text exposition format';
-
-CREATE FUNCTION harden.metrics_json() RETURNS jsonb
-    AS 'MODULE_PATHNAME', 'harden_metrics_json'
-    LANGUAGE C VOLATILE PARALLEL SAFE;
-COMMENT ON FUNCTION harden.metrics_json() IS 'every pg_harden counter and gauge as jsonb';
-
-CREATE FUNCTION harden.metrics_reset() RETURNS void
-    AS 'MODULE_PATHNAME', 'harden_metrics_reset'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.metrics_reset() IS 'zero the current database''s pg_harden counters';
-REVOKE ALL ON FUNCTION harden.metrics_reset() FROM PUBLIC;
-
--- One row per series, for SQL exporters (prometheus/pg_harden.yaml).
-CREATE VIEW harden.metric_rows AS
-SELECT f.key AS name,
-       f.value ->> 'type' AS type,
-       s.value -> 'labels' AS labels,
-       (s.value ->> 'value')::double precision AS value,
-       f.value ->> 'help' AS help
-  FROM pg_catalog.jsonb_each(harden.metrics_json() -> 'metrics') f,
-       pg_catalog.jsonb_array_elements(f.value -> 'samples') s;
-COMMENT ON VIEW harden.metric_rows IS 'every series of harden.metrics(), one row each: family name, type, labels, value, help';
-GRANT SELECT ON harden.metric_rows TO PUBLIC;
-
 -- ---------------------------------------------------------------------------
--- TTL policies: key prefix -> default TTL, max TTL, secure
+-- Cache: TTL policies (key prefix -> default TTL, max TTL, secure)
 -- ---------------------------------------------------------------------------
-
 CREATE TABLE harden.cache_policies (
     prefix      text PRIMARY KEY
                 CHECK (prefix ~ '^[A-Za-z0-9:_.-]{0,250}$'),
@@ -58,7 +28,6 @@ CREATE TABLE harden.cache_policies (
 COMMENT ON TABLE harden.cache_policies IS 'cache TTL policies: the longest matching key prefix applies on cache_set';
 SELECT pg_catalog.pg_extension_config_dump('harden.cache_policies', '');
 GRANT SELECT ON harden.cache_policies TO PUBLIC;
-
 CREATE FUNCTION harden.cache_policies_changed() RETURNS trigger
     AS 'MODULE_PATHNAME', 'harden_cache_policies_changed'
     LANGUAGE C;
@@ -67,9 +36,9 @@ CREATE TRIGGER cache_policies_changed
     FOR EACH STATEMENT EXECUTE FUNCTION harden.cache_policies_changed();
 
 -- ---------------------------------------------------------------------------
--- Set / get / delete
+-- Cache: set, get, leases, delete.  A lease: a miss hands out a token, and a
+-- set with it stores only if nothing invalidated the key or its tags since.
 -- ---------------------------------------------------------------------------
-
 CREATE FUNCTION harden.cache_set(key text, value jsonb, ttl interval DEFAULT NULL,
                                  tags text[] DEFAULT '{}', secure boolean DEFAULT false,
                                  public boolean DEFAULT false) RETURNS void
@@ -88,7 +57,6 @@ CREATE FUNCTION harden.cache_set(key text, value bytea, ttl interval DEFAULT NUL
 COMMENT ON FUNCTION harden.cache_set(text, jsonb, interval, text[], boolean, boolean) IS 'store a jsonb value in the cache';
 COMMENT ON FUNCTION harden.cache_set(text, text, interval, text[], boolean, boolean) IS 'store a text value in the cache';
 COMMENT ON FUNCTION harden.cache_set(text, bytea, interval, text[], boolean, boolean) IS 'store a bytea value in the cache';
-
 CREATE FUNCTION harden.cache_get(key text) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'harden_cache_get'
     LANGUAGE C VOLATILE PARALLEL RESTRICTED;
@@ -101,49 +69,79 @@ CREATE FUNCTION harden.cache_get_bytea(key text) RETURNS bytea
 COMMENT ON FUNCTION harden.cache_get(text) IS 'the jsonb value cached under a key, or NULL';
 COMMENT ON FUNCTION harden.cache_get_text(text) IS 'the text value cached under a key, or NULL';
 COMMENT ON FUNCTION harden.cache_get_bytea(text) IS 'the bytea value cached under a key, or NULL';
-
 CREATE FUNCTION harden.cache_exists(key text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_cache_exists'
     LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION harden.cache_exists(text) IS 'whether a live entry the caller may read exists under a key';
-
 CREATE FUNCTION harden.cache_ttl(key text) RETURNS interval
     AS 'MODULE_PATHNAME', 'harden_cache_ttl'
     LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION harden.cache_ttl(text) IS 'time left before an entry expires; NULL if missing or without expiry';
-
+CREATE FUNCTION harden.cache_lease(key text, OUT value jsonb, OUT lease bigint) RETURNS record
+    AS 'MODULE_PATHNAME', 'harden_cache_lease'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION harden.cache_lease_text(key text, OUT value text, OUT lease bigint) RETURNS record
+    AS 'MODULE_PATHNAME', 'harden_cache_lease_text'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION harden.cache_lease_bytea(key text, OUT value bytea, OUT lease bigint) RETURNS record
+    AS 'MODULE_PATHNAME', 'harden_cache_lease_bytea'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_lease(text) IS 'the jsonb value cached under a key, or on a miss a lease token for cache_set_leased';
+COMMENT ON FUNCTION harden.cache_lease_text(text) IS 'the text value cached under a key, or on a miss a lease token for cache_set_leased';
+COMMENT ON FUNCTION harden.cache_lease_bytea(text) IS 'the bytea value cached under a key, or on a miss a lease token for cache_set_leased';
+CREATE FUNCTION harden.cache_set_leased(key text, value jsonb, lease bigint, ttl interval DEFAULT NULL,
+                                        tags text[] DEFAULT '{}', secure boolean DEFAULT false,
+                                        public boolean DEFAULT false) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_cache_set_leased_jsonb'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION harden.cache_set_leased(key text, value text, lease bigint, ttl interval DEFAULT NULL,
+                                        tags text[] DEFAULT '{}', secure boolean DEFAULT false,
+                                        public boolean DEFAULT false) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_cache_set_leased_text'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION harden.cache_set_leased(key text, value bytea, lease bigint, ttl interval DEFAULT NULL,
+                                        tags text[] DEFAULT '{}', secure boolean DEFAULT false,
+                                        public boolean DEFAULT false) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_cache_set_leased_bytea'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_set_leased(text, jsonb, bigint, interval, text[], boolean, boolean) IS 'store a jsonb value with a lease: false if the lease expired or the key or its tags were invalidated since';
+COMMENT ON FUNCTION harden.cache_set_leased(text, text, bigint, interval, text[], boolean, boolean) IS 'store a text value with a lease: false if the lease expired or the key or its tags were invalidated since';
+COMMENT ON FUNCTION harden.cache_set_leased(text, bytea, bigint, interval, text[], boolean, boolean) IS 'store a bytea value with a lease: false if the lease expired or the key or its tags were invalidated since';
 CREATE FUNCTION harden.cache_delete(key text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_cache_delete'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_delete(text) IS 'delete one cache entry; true if it existed';
+CREATE FUNCTION harden.cache_delete(keys text[]) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'harden_cache_delete_many'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_delete(text[]) IS 'delete the entries under several keys; returns how many existed';
 
 -- ---------------------------------------------------------------------------
--- Invalidation
+-- Cache: invalidation
 -- ---------------------------------------------------------------------------
-
 CREATE FUNCTION harden.cache_invalidate_tag(tag text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'harden_cache_invalidate_tag'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_invalidate_tag(text) IS 'delete the entries carrying a tag that the caller may modify';
-
+CREATE FUNCTION harden.cache_invalidate_tag(tags text[]) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'harden_cache_invalidate_tags'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_invalidate_tag(text[]) IS 'delete the entries carrying any of several tags, among those the caller may modify';
 CREATE FUNCTION harden.cache_invalidate(pattern text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'harden_cache_invalidate'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_invalidate(text) IS 'delete every entry of this database whose key matches a glob (* and ?)';
 REVOKE ALL ON FUNCTION harden.cache_invalidate(text) FROM PUBLIC;
-
 CREATE FUNCTION harden.cache_flush() RETURNS bigint
     AS 'MODULE_PATHNAME', 'harden_cache_flush'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_flush() IS 'delete every cache entry of this database';
 REVOKE ALL ON FUNCTION harden.cache_flush() FROM PUBLIC;
-
 CREATE FUNCTION harden.cache_flush_secure() RETURNS bigint
     AS 'MODULE_PATHNAME', 'harden_cache_flush_secure'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_flush_secure() IS 'delete every secure cache entry of this database';
 REVOKE ALL ON FUNCTION harden.cache_flush_secure() FROM PUBLIC;
-
 CREATE FUNCTION harden.cache_sweep() RETURNS bigint
     AS 'MODULE_PATHNAME', 'harden_cache_sweep'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -151,9 +149,8 @@ COMMENT ON FUNCTION harden.cache_sweep() IS 'free expired cache entries of every
 REVOKE ALL ON FUNCTION harden.cache_sweep() FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Views
+-- Cache: statistics and entries
 -- ---------------------------------------------------------------------------
-
 CREATE FUNCTION harden.cache_stats_row(
     OUT hits bigint, OUT misses bigint, OUT hit_ratio double precision,
     OUT sets bigint, OUT evictions bigint, OUT expirations bigint,
@@ -164,13 +161,11 @@ CREATE FUNCTION harden.cache_stats_row(
 CREATE VIEW harden.cache_stats AS SELECT * FROM harden.cache_stats_row();
 COMMENT ON VIEW harden.cache_stats IS 'cache counters of this database; entries and bytes of the whole cache';
 GRANT SELECT ON harden.cache_stats TO PUBLIC;
-
 CREATE FUNCTION harden.cache_stats_reset() RETURNS void
     AS 'MODULE_PATHNAME', 'harden_cache_stats_reset'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_stats_reset() IS 'zero this database''s cache counters';
 REVOKE ALL ON FUNCTION harden.cache_stats_reset() FROM PUBLIC;
-
 CREATE FUNCTION harden.cache_entries_rows(
     OUT key text, OUT type text, OUT bytes bigint, OUT expires_at timestamptz,
     OUT ttl interval, OUT hits bigint, OUT tags text[], OUT owner regrole,
@@ -183,11 +178,10 @@ CREATE VIEW harden.cache_entries AS SELECT * FROM harden.cache_entries_rows();
 COMMENT ON VIEW harden.cache_entries IS 'cache entries of this database the caller may read (never values; no tags of secure entries); deps is set for cache_query() results';
 GRANT SELECT ON harden.cache_entries TO PUBLIC;
 
-
 -- ---------------------------------------------------------------------------
--- Query results
+-- Query results and tracking: cached per role; writes invalidate without a
+-- watch; cache_watch() adds triggers and per-value dependencies
 -- ---------------------------------------------------------------------------
-
 CREATE FUNCTION harden.cache_query(key text, sql text, ttl interval DEFAULT NULL)
     RETURNS jsonb
     AS 'MODULE_PATHNAME', 'harden_cache_query'
@@ -199,31 +193,39 @@ CREATE FUNCTION harden.cache_query(key text, sql text, ttl interval, VARIADIC pa
 COMMENT ON FUNCTION harden.cache_query(text, text, interval) IS 'the rows of a read-only query as a jsonb array, cached per role until a watched table it reads changes or its TTL ends';
 COMMENT ON FUNCTION harden.cache_query(text, text, interval, "any") IS 'the same, with parameters bound to $1..$n';
 
--- ---------------------------------------------------------------------------
--- Watched tables
--- ---------------------------------------------------------------------------
-
+-- Chosen by the parser when every parameter is untyped (a literal, or a
+-- client's parameter of unknown type): the query decides their types.
+CREATE FUNCTION harden.cache_query(key text, sql text, ttl interval, VARIADIC params text[])
+    RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'harden_cache_query_untyped'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_query(text, text, interval, text[]) IS 'the same, with untyped parameters: each gets the type the query gives it';
 CREATE FUNCTION harden.cache_watch_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'harden_cache_watch_trigger'
     LANGUAGE C;
 COMMENT ON FUNCTION harden.cache_watch_trigger() IS 'statement trigger installed by cache_watch(): moves the table''s generation at commit';
-
 CREATE FUNCTION harden.cache_watch("table" regclass) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_cache_watch'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.cache_watch(regclass) IS 'invalidate cached query results reading this table (and its partitions) when a write to it commits';
-
+COMMENT ON FUNCTION harden.cache_watch(regclass) IS 'also invalidate on writes the server''s hooks do not see (logical replication apply, with the trigger ENABLE ALWAYS)';
 CREATE FUNCTION harden.cache_unwatch("table" regclass) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_cache_unwatch'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.cache_unwatch(regclass) IS 'stop watching a table: results reading it are then bounded by their TTL only';
-
+COMMENT ON FUNCTION harden.cache_unwatch(regclass) IS 'remove cache_watch()''s triggers; writes through this server still invalidate';
+COMMENT ON FUNCTION harden.cache_query(text, text, interval) IS 'the rows of a read-only query as a jsonb array, cached per role until a committed write to a relation it reads (or a change to its privileges) or the end of its TTL';
+CREATE FUNCTION harden.cache_watch_by_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'harden_cache_watch_by_trigger'
+    LANGUAGE C;
+COMMENT ON FUNCTION harden.cache_watch_by_trigger() IS 'row trigger installed by cache_watch(table, by): moves the generations of the old and new value of the column at commit';
+CREATE FUNCTION harden.cache_watch("table" regclass, "by" name) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_cache_watch'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_watch(regclass, name) IS 'per-value dependencies: a cache_query() result whose WHERE pins the column to a value is invalidated only by writes of that value';
 
 -- ---------------------------------------------------------------------------
--- Definitions.  Shipped machines are recreated by CREATE EXTENSION, so the
--- dump keeps only the user's own.
+-- State machines: definitions.  Shipped machines are recreated by CREATE
+-- EXTENSION, so the dump keeps only the user's own.
 -- ---------------------------------------------------------------------------
-
 CREATE TABLE harden.fsm_machines (
     machine    text PRIMARY KEY
                CHECK (machine ~ '^[A-Za-z_][A-Za-z0-9_]{0,47}$'),
@@ -232,7 +234,6 @@ CREATE TABLE harden.fsm_machines (
     defined_at timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE harden.fsm_machines IS 'state machines: the rules as written to harden.fsm_define()';
-
 CREATE TABLE harden.fsm_states (
     machine  text NOT NULL REFERENCES harden.fsm_machines ON DELETE CASCADE,
     state    text NOT NULL CHECK (octet_length(state) BETWEEN 1 AND 63),
@@ -242,7 +243,6 @@ CREATE TABLE harden.fsm_states (
     PRIMARY KEY (machine, state)
 );
 COMMENT ON TABLE harden.fsm_states IS 'states of each machine; initial states start rows, terminal states have no exit';
-
 CREATE TABLE harden.fsm_transitions (
     machine    text NOT NULL,
     from_state text NOT NULL,
@@ -259,7 +259,6 @@ CREATE TABLE harden.fsm_transitions (
 CREATE UNIQUE INDEX fsm_transitions_one_timed_exit
     ON harden.fsm_transitions (machine, from_state) WHERE after IS NOT NULL;
 COMMENT ON TABLE harden.fsm_transitions IS 'allowed transitions; event names fsm_fire() events, after makes the transition timed';
-
 SELECT pg_catalog.pg_extension_config_dump('harden.fsm_machines', 'WHERE NOT shipped');
 SELECT pg_catalog.pg_extension_config_dump('harden.fsm_states',
     'WHERE machine NOT IN (SELECT machine FROM harden.fsm_machines WHERE shipped)');
@@ -282,9 +281,9 @@ CREATE TRIGGER fsm_definitions_changed
     FOR EACH STATEMENT EXECUTE FUNCTION harden.fsm_definitions_changed();
 
 -- ---------------------------------------------------------------------------
--- Audit trail and timers: written by the trigger directly (no SQL per row).
+-- State machines: audit trail and timers, written by the trigger directly (no
+-- SQL per row)
 -- ---------------------------------------------------------------------------
-
 CREATE SEQUENCE harden.fsm_log_id_seq;
 CREATE TABLE harden.fsm_log (
     id         bigint PRIMARY KEY DEFAULT nextval('harden.fsm_log_id_seq'),
@@ -307,7 +306,6 @@ COMMENT ON TABLE harden.fsm_log IS 'every state-machine transition (from_state N
 COMMENT ON COLUMN harden.fsm_log.forced IS 'moved by harden.fsm_force(), past the transition rules';
 SELECT pg_catalog.pg_extension_config_dump('harden.fsm_log', '');
 SELECT pg_catalog.pg_extension_config_dump('harden.fsm_log_id_seq', '');
-
 CREATE SEQUENCE harden.fsm_due_id_seq;
 CREATE TABLE harden.fsm_due (
     id         bigint PRIMARY KEY DEFAULT nextval('harden.fsm_due_id_seq'),
@@ -335,29 +333,26 @@ SELECT pg_catalog.pg_extension_config_dump('harden.fsm_due',
 SELECT pg_catalog.pg_extension_config_dump('harden.fsm_due_id_seq', '');
 
 -- ---------------------------------------------------------------------------
--- Define, attach, enforce
+-- State machines: define, attach, enforce
 -- ---------------------------------------------------------------------------
-
 CREATE FUNCTION harden.fsm_define(machine text, rules text, initial text DEFAULT NULL) RETURNS void
     AS 'MODULE_PATHNAME', 'harden_fsm_define'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.fsm_define(text, text, text) IS 'define or redefine a state machine from rules such as ''a -> b on go; b -> c after 1h''';
 REVOKE ALL ON FUNCTION harden.fsm_define(text, text, text) FROM PUBLIC;
-
 CREATE FUNCTION harden.fsm_drop(machine text) RETURNS void
     AS 'MODULE_PATHNAME', 'harden_fsm_drop'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.fsm_drop(text) IS 'drop a state machine that is attached nowhere';
 REVOKE ALL ON FUNCTION harden.fsm_drop(text) FROM PUBLIC;
-
 CREATE FUNCTION harden.fsm_enforce() RETURNS trigger
     AS 'MODULE_PATHNAME', 'harden_fsm_enforce'
     LANGUAGE C;
 COMMENT ON FUNCTION harden.fsm_enforce() IS 'the trigger fsm_attach() installs: validates, audits, schedules timers';
+
 -- Only fsm_attach creates the trigger (as the extension's owner), and the
 -- trigger runs only where harden.fsm_attached records it.
 REVOKE ALL ON FUNCTION harden.fsm_enforce() FROM PUBLIC;
-
 CREATE TABLE harden.fsm_attached (
     relid       regclass NOT NULL,
     machine     text NOT NULL,
@@ -366,6 +361,7 @@ CREATE TABLE harden.fsm_attached (
     PRIMARY KEY (relid, machine)
 );
 COMMENT ON TABLE harden.fsm_attached IS 'attachments made by harden.fsm_attach(); the trigger refuses to run on any other table';
+
 -- Not the extension's own attachment of harden.breaker_states (CREATE
 -- EXTENSION makes it), nor that table's timers: a restore would duplicate them.
 SELECT pg_catalog.pg_extension_config_dump('harden.fsm_attached',
@@ -374,20 +370,17 @@ GRANT SELECT ON harden.fsm_attached TO PUBLIC;
 CREATE TRIGGER fsm_definitions_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON harden.fsm_attached
     FOR EACH STATEMENT EXECUTE FUNCTION harden.fsm_definitions_changed();
-
 CREATE FUNCTION harden.fsm_attach(table_name regclass, column_name name, machine text,
                                   audit boolean DEFAULT true) RETURNS void
     AS 'MODULE_PATHNAME', 'harden_fsm_attach'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.fsm_attach(regclass, name, text, boolean) IS 'enforce a state machine on a text, varchar or enum column';
 REVOKE ALL ON FUNCTION harden.fsm_attach(regclass, name, text, boolean) FROM PUBLIC;
-
 CREATE FUNCTION harden.fsm_detach(table_name regclass, machine text DEFAULT NULL) RETURNS integer
     AS 'MODULE_PATHNAME', 'harden_fsm_detach'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.fsm_detach(regclass, text) IS 'stop enforcing one (or every) state machine on a table; returns how many were detached';
 REVOKE ALL ON FUNCTION harden.fsm_detach(regclass, text) FROM PUBLIC;
-
 CREATE VIEW harden.fsm_attachments AS
 SELECT t.tgrelid::regclass AS table_name,
        a.attname AS column_name,
@@ -405,47 +398,57 @@ SELECT t.tgrelid::regclass AS table_name,
 COMMENT ON VIEW harden.fsm_attachments IS 'which machine is enforced on which column, since when and by whom';
 GRANT SELECT ON harden.fsm_attachments TO PUBLIC;
 
--- ---------------------------------------------------------------------------
--- Events and questions
--- ---------------------------------------------------------------------------
+-- A dropped table takes its attachments and timers with it (its audit rows
+-- stay: they name the table as text); else their regclass would dangle, and
+-- a dump would restore the bare OID, naming whatever table gets it later.
+CREATE FUNCTION harden.fsm_tables_dropped() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM harden.fsm_attached a
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND a.relid = d.objid;
+    DELETE FROM harden.fsm_due t
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND t.relid = d.objid;
+END $$;
+REVOKE ALL ON FUNCTION harden.fsm_tables_dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER harden_fsm_tables_dropped ON sql_drop
+    EXECUTE FUNCTION harden.fsm_tables_dropped();
 
+-- ---------------------------------------------------------------------------
+-- State machines: events and questions
+-- ---------------------------------------------------------------------------
 CREATE FUNCTION harden.fsm_fire(table_name regclass, key jsonb, event text, machine text DEFAULT NULL) RETURNS text
     AS 'MODULE_PATHNAME', 'harden_fsm_fire'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.fsm_fire(regclass, jsonb, text, text) IS 'move the row with this primary key along the transition its event names; returns the new state';
-
 CREATE FUNCTION harden.fsm_can(table_name regclass, key jsonb, to_state text, machine text DEFAULT NULL) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_fsm_can'
     LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION harden.fsm_can(regclass, jsonb, text, text) IS 'whether the row with this primary key may move to a state now';
-
 CREATE FUNCTION harden.fsm_next(machine text, state text) RETURNS text[]
     AS 'MODULE_PATHNAME', 'harden_fsm_next'
     LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION harden.fsm_next(text, text) IS 'the states reachable from a state in one step (state NULL: the initial states)';
-
 CREATE FUNCTION harden.fsm_diagram(machine text, format text DEFAULT 'mermaid') RETURNS text
     AS 'MODULE_PATHNAME', 'harden_fsm_diagram'
     LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION harden.fsm_diagram(text, text) IS 'a machine as a Mermaid state diagram or a Graphviz dot graph';
 
 -- ---------------------------------------------------------------------------
--- Timers, retention, counters
+-- State machines: timers, retention, counters
 -- ---------------------------------------------------------------------------
-
 CREATE FUNCTION harden.fsm_run_due(max_rows integer DEFAULT 1000,
     OUT applied bigint, OUT dropped bigint, OUT failed bigint, OUT pruned bigint)
     AS 'MODULE_PATHNAME', 'harden_fsm_run_due'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.fsm_run_due(integer) IS 'apply due timed transitions, drop stale timers, prune harden.fsm_log';
 REVOKE ALL ON FUNCTION harden.fsm_run_due(integer) FROM PUBLIC;
-
 CREATE FUNCTION harden.fsm_log_prune() RETURNS bigint
     AS 'MODULE_PATHNAME', 'harden_fsm_log_prune'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.fsm_log_prune() IS 'delete harden.fsm_log rows older than harden.fsm_log_retention';
 REVOKE ALL ON FUNCTION harden.fsm_log_prune() FROM PUBLIC;
-
 CREATE FUNCTION harden.fsm_stats_rows(OUT machine text, OUT transitions bigint, OUT rejections bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'harden_fsm_stats'
@@ -455,9 +458,8 @@ COMMENT ON VIEW harden.fsm_stats IS 'per-machine transition and rejection counts
 GRANT SELECT ON harden.fsm_stats TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Shipped machines
+-- State machines: shipped machines
 -- ---------------------------------------------------------------------------
-
 SELECT harden.fsm_define('order',
     'pending -> processing on pay; processing -> shipped on ship; shipped -> delivered on deliver; '
     'pending, processing -> cancelled on cancel');
@@ -472,12 +474,10 @@ SELECT harden.fsm_define('circuit_breaker',
 UPDATE harden.fsm_machines SET shipped = true
  WHERE machine IN ('order', 'cart', 'payment', 'circuit_breaker');
 
-
 -- ---------------------------------------------------------------------------
--- Attached tables and holds.  Written only by the functions below (as the
--- extension's owner); readable by everyone, kept by pg_dump.
+-- Stock: attached tables and holds.  Written only by the functions below (as
+-- the extension's owner); readable by everyone, kept by pg_dump.
 -- ---------------------------------------------------------------------------
-
 CREATE TABLE harden.stock_tables (
     relid       regclass PRIMARY KEY,
     qty_column  name NOT NULL,
@@ -489,7 +489,6 @@ CREATE TABLE harden.stock_tables (
 COMMENT ON TABLE harden.stock_tables IS 'tables attached with stock_attach; guard is the CHECK constraint stock_attach added (NULL: the table had one)';
 SELECT pg_catalog.pg_extension_config_dump('harden.stock_tables', '');
 GRANT SELECT ON harden.stock_tables TO PUBLIC;
-
 CREATE TABLE harden.stock_holds (
     id          bigserial PRIMARY KEY,
     relid       regclass NOT NULL,
@@ -514,6 +513,7 @@ CREATE INDEX stock_holds_ref ON harden.stock_holds (ref) WHERE status = 'held';
 CREATE INDEX stock_holds_closed ON harden.stock_holds (closed_at) WHERE status <> 'held';
 CREATE INDEX stock_holds_failing ON harden.stock_holds (id) WHERE status = 'held' AND attempts > 0;
 COMMENT ON COLUMN harden.stock_holds.next_try IS 'when a hold whose expiry failed is tried again (exponential backoff with jitter); NULL: it has not failed';
+
 -- Held stock is missing from the stock tables: a dump must keep the holds.
 SELECT pg_catalog.pg_extension_config_dump('harden.stock_holds', '');
 SELECT pg_catalog.pg_extension_config_dump('harden.stock_holds_id_seq', '');
@@ -533,34 +533,15 @@ REVOKE ALL ON FUNCTION harden.stock_tables_dropped() FROM PUBLIC;
 CREATE EVENT TRIGGER harden_stock_tables_dropped ON sql_drop
     EXECUTE FUNCTION harden.stock_tables_dropped();
 
--- A dropped table takes its attachments and timers with it (its audit rows
--- stay: they name the table as text); else their regclass would dangle, and
--- a dump would restore the bare OID, naming whatever table gets it later.
-CREATE FUNCTION harden.fsm_tables_dropped() RETURNS event_trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    DELETE FROM harden.fsm_attached a
-     USING pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND a.relid = d.objid;
-    DELETE FROM harden.fsm_due t
-     USING pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND t.relid = d.objid;
-END $$;
-REVOKE ALL ON FUNCTION harden.fsm_tables_dropped() FROM PUBLIC;
-CREATE EVENT TRIGGER harden_fsm_tables_dropped ON sql_drop
-    EXECUTE FUNCTION harden.fsm_tables_dropped();
-
 -- ---------------------------------------------------------------------------
--- Attach / detach (admin: also needs ownership of the table)
+-- Stock: attach / detach (admin: also needs ownership of the table)
 -- ---------------------------------------------------------------------------
-
 CREATE FUNCTION harden.stock_attach(tbl regclass, qty_column name, key_column name DEFAULT NULL)
     RETURNS void
     AS 'MODULE_PATHNAME', 'harden_stock_attach'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.stock_attach(regclass, name, name) IS 'attach a stock table: quantity column, unique key column (default: the primary key); adds CHECK (qty >= 0) if absent';
 REVOKE ALL ON FUNCTION harden.stock_attach(regclass, name, name) FROM PUBLIC;
-
 CREATE FUNCTION harden.stock_detach(tbl regclass) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_stock_detach'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -568,52 +549,44 @@ COMMENT ON FUNCTION harden.stock_detach(regclass) IS 'detach a stock table and d
 REVOKE ALL ON FUNCTION harden.stock_detach(regclass) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Take / put (the caller's privileges: SELECT and UPDATE on the table)
+-- Stock: take / put (the caller's privileges: SELECT and UPDATE on the table)
 -- ---------------------------------------------------------------------------
-
 CREATE FUNCTION harden.stock_take(tbl regclass, key anyelement, qty bigint, wait text DEFAULT 'block')
     RETURNS bigint
     AS 'MODULE_PATHNAME', 'harden_stock_take'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.stock_take(regclass, anyelement, bigint, text) IS 'deduct qty from one row; returns what remains (NULL when wait => skip found it locked)';
-
 CREATE FUNCTION harden.stock_take_many(tbl regclass, keys anyarray, qtys bigint[], wait text DEFAULT 'block')
     RETURNS bigint[]
     AS 'MODULE_PATHNAME', 'harden_stock_take_many'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.stock_take_many(regclass, anyarray, bigint[], text) IS 'deduct every line or none, locking rows in key order; returns what remains per line';
-
 CREATE FUNCTION harden.stock_put(tbl regclass, key anyelement, qty bigint) RETURNS bigint
     AS 'MODULE_PATHNAME', 'harden_stock_put'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.stock_put(regclass, anyelement, bigint) IS 'add qty to one row; returns the new quantity';
 
 -- ---------------------------------------------------------------------------
--- Reservations
+-- Stock: reservations
 -- ---------------------------------------------------------------------------
-
 CREATE FUNCTION harden.stock_reserve(tbl regclass, keys anyarray, qtys bigint[], ttl interval,
                                      ref text DEFAULT NULL, wait text DEFAULT 'block')
     RETURNS bigint
     AS 'MODULE_PATHNAME', 'harden_stock_reserve'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.stock_reserve(regclass, anyarray, bigint[], interval, text, text) IS 'deduct every line now and hold it for ttl; returns the reservation id';
-
 CREATE FUNCTION harden.stock_commit(id bigint) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_stock_commit'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.stock_commit(bigint) IS 'make a reservation final; false if it already was';
-
 CREATE FUNCTION harden.stock_release(id bigint) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_stock_release'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.stock_release(bigint) IS 'give a held reservation''s stock back; false if it was not held';
-
 CREATE FUNCTION harden.stock_release_ref(ref text) RETURNS integer
     AS 'MODULE_PATHNAME', 'harden_stock_release_ref'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.stock_release_ref(text) IS 'give back every held reservation with this ref; returns how many';
-
 CREATE FUNCTION harden.stock_run_due(max_holds integer DEFAULT 1000) RETURNS integer
     AS 'MODULE_PATHNAME', 'harden_stock_run_due'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -634,9 +607,76 @@ COMMENT ON VIEW harden.stock_reservations IS 'reservations on the stock tables t
 GRANT SELECT ON harden.stock_reservations TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Background worker: status of the per-database workers
+-- Overrides: forced states, timer admin, force-released holds (audited)
 -- ---------------------------------------------------------------------------
 
+-- Members of harden_operator may force states, retry and cancel timers and
+-- force-release holds on every table, as its owner may on its own.  A role
+-- belongs to the cluster, not to the extension: created if missing, left in
+-- place by DROP EXTENSION.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'harden_operator') THEN
+        CREATE ROLE harden_operator NOLOGIN;
+    END IF;
+END $$;
+-- Operators call pg_harden's functions and read its audit trail.
+GRANT USAGE ON SCHEMA harden TO harden_operator;
+
+-- Administrative actions that are not transitions: retrying and cancelling
+-- timers, releasing holds for someone else.
+CREATE TABLE harden.admin_log (
+    id         bigserial PRIMARY KEY,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    action     text NOT NULL CHECK (action IN ('timer_retry', 'timer_cancel', 'hold_release')),
+    table_name text NOT NULL,
+    item       jsonb NOT NULL,
+    outcome    text NOT NULL,
+    role       text NOT NULL,
+    reason     text,
+    txid       xid8 NOT NULL
+);
+CREATE INDEX admin_log_at ON harden.admin_log USING brin (at);
+COMMENT ON TABLE harden.admin_log IS 'audit of timer retries and cancellations and of holds released by someone other than the role that made them';
+SELECT pg_catalog.pg_extension_config_dump('harden.admin_log', '');
+SELECT pg_catalog.pg_extension_config_dump('harden.admin_log_id_seq', '');
+GRANT SELECT ON harden.admin_log, harden.fsm_log TO harden_operator;
+
+CREATE FUNCTION harden.fsm_force(table_name regclass, key jsonb, to_state text, reason text,
+                                 machine text DEFAULT NULL) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_fsm_force'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.fsm_force(regclass, jsonb, text, text, text) IS 'move a row to any state of its machine, past the rules, audited as forced (table owner or harden_operator); false if it was already there';
+
+-- Timers of the tables the caller may read (all of them for harden_operator).
+CREATE VIEW harden.fsm_timers WITH (security_barrier) AS
+SELECT d.id, d.machine, d.relid AS table_name, d.row_key, d.from_state AS state, d.to_state,
+       d.due_at, d.attempts, d.next_try, d.last_error, d.created_at
+  FROM harden.fsm_due d
+ WHERE has_table_privilege(d.relid, 'SELECT')
+    OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                WHERE r.rolname = 'harden_operator' AND pg_has_role(r.oid, 'USAGE'));
+COMMENT ON VIEW harden.fsm_timers IS 'timed transitions waiting for their deadline, with failed attempts, backoff and last error';
+GRANT SELECT ON harden.fsm_timers TO PUBLIC;
+
+CREATE FUNCTION harden.fsm_timer_retry(id bigint, reason text) RETURNS text
+    AS 'MODULE_PATHNAME', 'harden_fsm_timer_retry'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.fsm_timer_retry(bigint, text) IS 'apply a due timer now, past its backoff; returns applied, dropped or failed (table owner or harden_operator; audited in harden.admin_log)';
+
+CREATE FUNCTION harden.fsm_timer_cancel(id bigint, reason text) RETURNS void
+    AS 'MODULE_PATHNAME', 'harden_fsm_timer_cancel'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.fsm_timer_cancel(bigint, text) IS 'delete a timer, leaving its row in its state (table owner or harden_operator; audited in harden.admin_log)';
+
+CREATE FUNCTION harden.stock_force_release(id bigint, reason text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_stock_force_release'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.stock_force_release(bigint, text) IS 'give a held reservation''s stock back as the table''s owner (table owner or harden_operator; audited in harden.admin_log); false if it was not held';
+
+-- ---------------------------------------------------------------------------
+-- Background worker: status of the per-database workers
+-- ---------------------------------------------------------------------------
 CREATE FUNCTION harden.worker_status_rows(
         OUT database name, OUT pid integer, OUT state text,
         OUT started_at timestamptz, OUT last_run timestamptz,
@@ -662,13 +702,12 @@ SELECT s.database, s.pid, s.state, s.started_at, s.last_run, s.runs, s.transitio
 COMMENT ON VIEW harden.worker_status IS 'the background worker of every database the launcher knows; other databases'' errors only for pg_read_all_stats';
 GRANT SELECT ON harden.worker_status TO PUBLIC;
 
--- ===========================================================================
--- Query analysis: index, size, bloat, vacuum and activity views,
--- query_check() and health_report().  The views read the catalogs and the
--- statistics views only; they cover the relations of user schemas that no
--- extension owns.
--- ===========================================================================
-
+-- ---------------------------------------------------------------------------
+-- Query analysis.  The views read the catalogs and the statistics views only;
+-- they cover the relations of user schemas that no extension owns.  Names and
+-- sizes come without relation locks (src/analyze_size.c): the views must
+-- answer while DDL waits for a table.
+-- ---------------------------------------------------------------------------
 CREATE VIEW harden._relations AS
 SELECT c.oid AS relid, n.nspname, c.relname, c.relkind, c.relispartition,
        c.reltuples, c.relpages, c.reloptions, c.reltoastrelid
@@ -682,714 +721,25 @@ SELECT c.oid AS relid, n.nspname, c.relname, c.relkind, c.relispartition,
                       AND d.objid = c.oid AND d.deptype = 'e');
 COMMENT ON VIEW harden._relations IS 'tables, partitioned tables and materialized views the analysis views look at';
 
--- A relation's name, quoted and schema-qualified whatever the search_path.
+-- Names and sizes without relation locks (src/analyze_size.c): the views
+-- must answer while DDL waits for a table.
 CREATE FUNCTION harden._qualified(rel pg_catalog.oid) RETURNS text
-    LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
-      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.oid = rel;
-END;
-
+    AS 'MODULE_PATHNAME', 'harden_qualified'
+    LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION harden._index_same_expr(a pg_catalog.oid, b pg_catalog.oid) RETURNS boolean
     AS 'MODULE_PATHNAME', 'harden_index_same_expr'
     LANGUAGE C STABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION harden._index_same_expr(pg_catalog.oid, pg_catalog.oid) IS 'true when index a''s expressions are the leading expressions of index b and their predicates are equal, compared as trees';
-
--- ---------------------------------------------------------------------------
--- Indexes
--- ---------------------------------------------------------------------------
-
-CREATE VIEW harden.unused_indexes AS
-WITH leaf AS (
-    SELECT CASE WHEN ic.relispartition THEN pg_catalog.pg_partition_root(s.indexrelid)
-                ELSE s.indexrelid END AS indexrelid,
-           s.indexrelid AS leaf, s.idx_scan
-      FROM pg_catalog.pg_stat_all_indexes s
-      JOIN pg_catalog.pg_class ic ON ic.oid = s.indexrelid
-), per_index AS (
-    SELECT indexrelid, pg_catalog.sum(idx_scan)::bigint AS idx_scan, pg_catalog.array_agg(leaf) AS leaves
-      FROM leaf GROUP BY indexrelid
-), db AS (
-    SELECT d.stats_reset FROM pg_catalog.pg_stat_database d
-     WHERE d.datname = pg_catalog.current_database()
-), unused AS (
-    -- never one that enforces something (unique, primary key, exclusion,
-    -- any constraint), the replica identity, or an invalid one
-    SELECT p.indexrelid, p.idx_scan, p.leaves, i.indrelid, i.indexprs, c.relkind
-      FROM per_index p
-      JOIN pg_catalog.pg_index i ON i.indexrelid = p.indexrelid
-      JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-      JOIN harden._relations r ON r.relid = i.indrelid
-     WHERE p.idx_scan = 0
-       AND NOT (i.indisunique OR i.indisprimary OR i.indisexclusion OR i.indisreplident)
-       AND i.indisvalid
-       -- (a hashed subplan: pg_constraint has no index on conindid)
-       AND i.indexrelid NOT IN (SELECT k.conindid FROM pg_catalog.pg_constraint k WHERE k.conindid <> 0)
-)
-SELECT u.indrelid::pg_catalog.regclass AS "table", u.indexrelid::pg_catalog.regclass AS index,
-       b.bytes AS index_bytes, pg_catalog.pg_size_pretty(b.bytes) AS index_size,
-       u.idx_scan, db.stats_reset, pg_catalog.pg_is_in_recovery() AS standby,
-       CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'low'
-            WHEN db.stats_reset > pg_catalog.now() - interval '7 days' THEN 'low'
-            WHEN db.stats_reset IS NULL THEN 'medium'
-            ELSE 'high' END AS confidence,
-       CASE WHEN u.indexprs IS NOT NULL
-            THEN 'expression index: the planner may use the statistics ANALYZE keeps on its expressions' END AS note,
-       pg_catalog.format('DROP INDEX %s%s;', CASE WHEN u.relkind = 'i' THEN 'CONCURRENTLY ' ELSE '' END,
-                         harden._qualified(u.indexrelid)) AS drop_sql
-  FROM unused u
- CROSS JOIN db
- CROSS JOIN LATERAL (SELECT pg_catalog.sum(pg_catalog.pg_relation_size(l))::bigint AS bytes
-                       FROM pg_catalog.unnest(u.leaves) AS l) b;
-COMMENT ON VIEW harden.unused_indexes IS 'indexes never scanned since statistics were reset (partitioned indexes summed over their partitions); never unique, primary key, constraint, replica-identity or invalid ones';
-
-CREATE VIEW harden.duplicate_indexes AS
-WITH idx AS (
-    SELECT i.indexrelid, i.indrelid, c.relam, i.indnkeyatts, i.indexprs, i.indpred,
-           (i.indkey)[0:i.indnkeyatts - 1] AS keys,
-           (i.indkey)[i.indnkeyatts:i.indnatts - 1] AS include,
-           (i.indclass)[0:i.indnkeyatts - 1] AS opclasses,
-           (i.indcollation)[0:i.indnkeyatts - 1] AS collations,
-           (i.indoption)[0:i.indnkeyatts - 1] AS options,
-           -- never drop one that enforces something or is the replica
-           -- identity; a partition's index goes with its parent's
-           NOT (i.indisunique OR i.indisprimary OR i.indisexclusion OR i.indisreplident
-                OR c.relispartition
-                OR i.indexrelid IN (SELECT k.conindid FROM pg_catalog.pg_constraint k WHERE k.conindid <> 0))
-               AS droppable
-      FROM pg_catalog.pg_index i
-      JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-      JOIN harden._relations r ON r.relid = i.indrelid
-     WHERE i.indisvalid AND i.indisready AND i.indislive
-), pairs AS (
-    SELECT d.indexrelid AS drop_index, k.indexrelid AS keep_index, d.indrelid,
-           d.indnkeyatts = k.indnkeyatts AND d.include <@ k.include AND k.include <@ d.include AS exact
-      FROM idx d
-      JOIN idx k ON k.indrelid = d.indrelid AND k.indexrelid <> d.indexrelid AND k.relam = d.relam
-     WHERE d.droppable
-       AND d.indnkeyatts <= k.indnkeyatts
-       AND (d.indnkeyatts = k.indnkeyatts
-            OR d.relam = (SELECT oid FROM pg_catalog.pg_am WHERE amname = 'btree'))
-       AND k.keys[1:d.indnkeyatts] = d.keys
-       AND k.opclasses[1:d.indnkeyatts] = d.opclasses
-       AND k.collations[1:d.indnkeyatts] = d.collations
-       AND k.options[1:d.indnkeyatts] = d.options
-       AND d.include <@ (k.keys || k.include)
-       AND ((d.indexprs IS NULL AND d.indpred IS NULL AND k.indpred IS NULL)
-            OR harden._index_same_expr(d.indexrelid, k.indexrelid))
-       -- operator-class options (a trigram index's signature length, say)
-       AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute ad
-                         JOIN pg_catalog.pg_attribute ak ON ak.attrelid = k.indexrelid AND ak.attnum = ad.attnum
-                        WHERE ad.attrelid = d.indexrelid AND ad.attnum <= d.indnkeyatts
-                          AND ad.attoptions IS DISTINCT FROM ak.attoptions)
-       -- of two interchangeable indexes, only the newer one is reported
-       AND NOT (k.droppable AND d.indnkeyatts = k.indnkeyatts
-                AND k.include <@ (d.keys || d.include) AND d.indexrelid < k.indexrelid)
-)
-SELECT DISTINCT ON (p.drop_index)
-       p.indrelid::pg_catalog.regclass AS "table", p.drop_index::pg_catalog.regclass AS index,
-       p.keep_index::pg_catalog.regclass AS covered_by,
-       CASE WHEN p.exact THEN 'exact' ELSE 'prefix' END AS kind,
-       CASE WHEN c.relkind = 'I'
-            THEN (SELECT pg_catalog.sum(pg_catalog.pg_relation_size(t.relid))
-                    FROM pg_catalog.pg_partition_tree(p.drop_index) t WHERE t.isleaf)
-            ELSE pg_catalog.pg_relation_size(p.drop_index) END::bigint AS index_bytes,
-       pg_catalog.format('DROP INDEX %s%s;',
-                         CASE WHEN c.relkind = 'i' THEN 'CONCURRENTLY ' ELSE '' END,
-                         harden._qualified(p.drop_index)) AS drop_sql
-  FROM pairs p JOIN pg_catalog.pg_class c ON c.oid = p.drop_index
- ORDER BY p.drop_index, p.exact DESC, p.keep_index;
-COMMENT ON VIEW harden.duplicate_indexes IS 'indexes whose every use another valid index serves: same method, key columns (or a btree prefix of them), operator classes, collations, sort options, expressions and predicate; INCLUDE columns covered';
-
-CREATE VIEW harden.missing_fk_indexes AS
-WITH fk AS (
-    SELECT con.conname, con.conrelid, con.confrelid, con.conkey, r.relispartition,
-           greatest(r.reltuples, 0) AS reltuples
-      FROM pg_catalog.pg_constraint con
-      JOIN harden._relations r ON r.relid = con.conrelid
-      LEFT JOIN pg_catalog.pg_constraint parent ON parent.oid = con.conparentid
-     WHERE con.contype = 'f' AND r.relkind = 'r'
-       -- a partitioned referenced table adds one row per referenced partition
-       AND (parent.oid IS NULL OR parent.conrelid <> con.conrelid)
-       AND NOT EXISTS (
-           SELECT FROM pg_catalog.pg_index i
-             JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-             JOIN pg_catalog.pg_am am ON am.oid = ic.relam
-            WHERE i.indrelid = con.conrelid AND am.amname = 'btree'
-              AND i.indisvalid AND i.indpred IS NULL
-              AND i.indnkeyatts >= pg_catalog.cardinality(con.conkey)
-              AND (SELECT pg_catalog.array_agg(k ORDER BY k)
-                     FROM pg_catalog.unnest((i.indkey)[0:pg_catalog.cardinality(con.conkey) - 1]) AS k)
-                = (SELECT pg_catalog.array_agg(k ORDER BY k) FROM pg_catalog.unnest(con.conkey) AS k))
-), named AS (
-    SELECT CASE WHEN fk.relispartition THEN pg_catalog.pg_partition_root(fk.conrelid)
-                ELSE fk.conrelid END AS root,
-           coalesce(pg_catalog.pg_partition_root(fk.confrelid), fk.confrelid) AS referenced,
-           fk.conname, fk.relispartition, fk.reltuples,
-           ARRAY(SELECT a.attname FROM pg_catalog.unnest(fk.conkey) WITH ORDINALITY AS u(attnum, ord)
-                   JOIN pg_catalog.pg_attribute a ON a.attrelid = fk.conrelid AND a.attnum = u.attnum
-                  ORDER BY u.ord) AS columns
-      FROM fk
-)
-SELECT root::pg_catalog.regclass AS "table", conname AS constraint_name, columns,
-       referenced::pg_catalog.regclass AS referenced,
-       CASE WHEN pg_catalog.bool_or(relispartition) THEN pg_catalog.count(*) END::integer AS partitions,
-       pg_catalog.sum(reltuples)::bigint AS rows,
-       pg_catalog.format('CREATE INDEX ON %s (%s);', harden._qualified(root),
-                         (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c), ', ') FROM pg_catalog.unnest(columns) AS c))
-           AS create_sql
-  FROM named
- GROUP BY root, referenced, conname, columns;
-COMMENT ON VIEW harden.missing_fk_indexes IS 'foreign keys no index serves: no valid, non-partial btree whose leading key columns are the key''s columns in any order; partitions are checked one by one and reported under their root with the number lacking one';
-
-CREATE VIEW harden.invalid_indexes AS
-SELECT i.indrelid::pg_catalog.regclass AS "table", i.indexrelid::pg_catalog.regclass AS index,
-       pg_catalog.pg_relation_size(i.indexrelid) AS index_bytes,
-       EXISTS (SELECT FROM pg_catalog.pg_stat_progress_create_index p
-                WHERE p.index_relid = i.indexrelid) AS building,
-       pg_catalog.format('REINDEX INDEX %s%s;', CASE WHEN c.relkind = 'i' THEN 'CONCURRENTLY ' ELSE '' END,
-                         harden._qualified(i.indexrelid)) AS fix_sql
-  FROM pg_catalog.pg_index i
-  JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-  JOIN harden._relations r ON r.relid = i.indrelid
- WHERE NOT i.indisvalid;
-COMMENT ON VIEW harden.invalid_indexes IS 'indexes left invalid by a failed CREATE INDEX CONCURRENTLY (building: one is running now), or partitioned indexes missing on a partition';
-
--- ---------------------------------------------------------------------------
--- Sizes and bloat
--- ---------------------------------------------------------------------------
-
-CREATE VIEW harden.table_sizes AS
-WITH sized AS (
-    SELECT r.relid, r.relkind,
-           CASE WHEN r.relkind = 'p'
-                THEN (SELECT pg_catalog.sum(greatest(c.reltuples, 0))
-                        FROM pg_catalog.pg_partition_tree(r.relid) t
-                        JOIN pg_catalog.pg_class c ON c.oid = t.relid WHERE t.isleaf)
-                ELSE greatest(r.reltuples, 0) END AS rows,
-           CASE WHEN r.relkind = 'p'
-                THEN (SELECT pg_catalog.sum(pg_catalog.pg_total_relation_size(t.relid))
-                        FROM pg_catalog.pg_partition_tree(r.relid) t WHERE t.isleaf)
-                ELSE pg_catalog.pg_total_relation_size(r.relid) END AS total,
-           CASE WHEN r.relkind = 'p'
-                THEN (SELECT pg_catalog.sum(pg_catalog.pg_indexes_size(t.relid))
-                        FROM pg_catalog.pg_partition_tree(r.relid) t WHERE t.isleaf)
-                ELSE pg_catalog.pg_indexes_size(r.relid) END AS indexes,
-           CASE WHEN r.relkind = 'p'
-                THEN (SELECT pg_catalog.sum(pg_catalog.pg_total_relation_size(c.reltoastrelid))
-                        FROM pg_catalog.pg_partition_tree(r.relid) t
-                        JOIN pg_catalog.pg_class c ON c.oid = t.relid WHERE t.isleaf AND c.reltoastrelid <> 0)
-                WHEN r.reltoastrelid <> 0 THEN pg_catalog.pg_total_relation_size(r.reltoastrelid)
-                END AS toast
-      FROM harden._relations r
-)
-SELECT relid::pg_catalog.regclass AS "table",
-       CASE relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' ELSE 'materialized view' END AS kind,
-       rows::bigint AS rows,
-       coalesce(total, 0)::bigint AS total_bytes,
-       (coalesce(total, 0) - coalesce(indexes, 0) - coalesce(toast, 0))::bigint AS table_bytes,
-       coalesce(indexes, 0)::bigint AS index_bytes,
-       coalesce(toast, 0)::bigint AS toast_bytes,
-       pg_catalog.pg_size_pretty(coalesce(total, 0)::bigint) AS total_size
-  FROM sized;
-COMMENT ON VIEW harden.table_sizes IS 'size of each table with its indexes and TOAST; a partitioned table sums its partitions';
-
-CREATE VIEW harden.index_sizes AS
-SELECT i.indrelid::pg_catalog.regclass AS "table", i.indexrelid::pg_catalog.regclass AS index,
-       b.bytes, pg_catalog.pg_size_pretty(b.bytes) AS size, s.idx_scan,
-       i.indisunique AS is_unique, i.indisprimary AS is_primary, i.indisvalid AS is_valid
-  FROM pg_catalog.pg_index i
-  JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-  JOIN harden._relations r ON r.relid = i.indrelid
-  LEFT JOIN pg_catalog.pg_stat_all_indexes s ON s.indexrelid = i.indexrelid
- CROSS JOIN LATERAL (
-    SELECT CASE WHEN c.relkind = 'I'
-                THEN (SELECT pg_catalog.sum(pg_catalog.pg_relation_size(t.relid))
-                        FROM pg_catalog.pg_partition_tree(i.indexrelid) t WHERE t.isleaf)
-                ELSE pg_catalog.pg_relation_size(i.indexrelid) END::bigint AS bytes) b;
-COMMENT ON VIEW harden.index_sizes IS 'size and scans of each index; a partitioned index sums its partitions (and has no scan count of its own)';
-
--- Estimated from pg_class and the column widths ANALYZE recorded, without
--- reading the relations: fast on any catalog, approximate by nature.
--- Relations with a column ANALYZE has not seen are left out rather than
--- guessed.
-CREATE VIEW harden.bloat AS
-WITH consts AS (
-    SELECT pg_catalog.current_setting('block_size')::numeric AS bs
-), tables AS (
-    SELECT r.relid, r.relpages, r.reltuples,
-           coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(r.reloptions) o
-                                 WHERE o.option_name = 'fillfactor'), 100) AS fillfactor,
-           w.width, w.ncols,
-           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped) AS natts
-      FROM harden._relations r
-      JOIN (SELECT s.starelid, pg_catalog.sum(s.stawidth * (1 - s.stanullfrac)) AS width,
-                   pg_catalog.count(*) AS ncols
-              FROM pg_catalog.pg_statistic s WHERE NOT s.stainherit
-             GROUP BY s.starelid) w ON w.starelid = r.relid
-     WHERE r.relkind IN ('r', 'm') AND r.relpages > 0 AND r.reltuples >= 0
-), table_est AS (
-    SELECT t.relid, NULL::pg_catalog.oid AS indexrelid, t.relpages,
-           -- tuple header (with null bitmap), data, line pointer
-           pg_catalog.ceil(t.reltuples * (8 * pg_catalog.ceil((23 + pg_catalog.ceil(t.natts / 8.0)) / 8) + t.width + 4)
-                           / ((c.bs - 24) * t.fillfactor / 100))::numeric AS expected_pages
-      FROM tables t, consts c
-     WHERE t.ncols >= t.natts
-), indexes AS (
-    SELECT i.indexrelid, i.indrelid, ic.relpages, ic.reltuples,
-           coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(ic.reloptions) o
-                                 WHERE o.option_name = 'fillfactor'), 90) AS fillfactor,
-           w.width, w.analysed
-      FROM pg_catalog.pg_index i
-      JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-      JOIN pg_catalog.pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
-      JOIN harden._relations r ON r.relid = i.indrelid AND r.relkind IN ('r', 'm')
-     CROSS JOIN LATERAL (
-        SELECT pg_catalog.sum(s.stawidth * (1 - s.stanullfrac)) AS width,
-               pg_catalog.count(s.stawidth) = pg_catalog.count(*) AS analysed
-          FROM pg_catalog.unnest(i.indkey) AS k(attnum)
-          LEFT JOIN pg_catalog.pg_statistic s
-                 ON s.starelid = i.indrelid AND s.staattnum = k.attnum AND NOT s.stainherit) w
-     WHERE ic.relpages > 1 AND ic.reltuples >= 0 AND i.indexprs IS NULL AND i.indisvalid
-), index_est AS (
-    -- index tuple header, data, line pointer; plus the metapage and ~1% upper levels
-    SELECT x.indrelid AS relid, x.indexrelid, x.relpages,
-           1 + pg_catalog.ceil(1.01 * x.reltuples * (8 * pg_catalog.ceil((8 + x.width) / 8) + 4)
-                               / ((c.bs - 24 - 16) * x.fillfactor / 100))::numeric AS expected_pages
-      FROM indexes x, consts c
-     WHERE x.analysed
-), est AS (
-    SELECT * FROM table_est UNION ALL SELECT * FROM index_est
-)
-SELECT CASE WHEN e.indexrelid IS NULL THEN 'table' ELSE 'index' END AS kind,
-       e.relid::pg_catalog.regclass AS "table", e.indexrelid::pg_catalog.regclass AS index,
-       (e.relpages * c.bs)::bigint AS bytes,
-       (least(e.expected_pages, e.relpages) * c.bs)::bigint AS expected_bytes,
-       (greatest(e.relpages - e.expected_pages, 0) * c.bs)::bigint AS bloat_bytes,
-       pg_catalog.round(greatest(e.relpages - e.expected_pages, 0) / e.relpages, 3) AS bloat_ratio
-  FROM est e, consts c;
-COMMENT ON VIEW harden.bloat IS 'estimated wasted space of tables and btree indexes (from pg_class and ANALYZE''s column widths, without reading them); needs ANALYZE';
-
--- ---------------------------------------------------------------------------
--- Scans and cache
--- ---------------------------------------------------------------------------
-
-CREATE VIEW harden.seq_scan_tables AS
-SELECT s.relid::pg_catalog.regclass AS "table", greatest(r.reltuples, 0)::bigint AS rows,
-       s.seq_scan, s.seq_tup_read, (s.seq_tup_read / s.seq_scan)::bigint AS rows_per_scan,
-       s.idx_scan,
-       pg_catalog.round(s.seq_scan::numeric / (s.seq_scan + coalesce(s.idx_scan, 0)), 3) AS seq_scan_share
-  FROM pg_catalog.pg_stat_all_tables s
-  JOIN harden._relations r ON r.relid = s.relid
- WHERE s.seq_scan > 0;
-COMMENT ON VIEW harden.seq_scan_tables IS 'tables read by sequential scans, with how many rows each scan read on average';
-
-CREATE VIEW harden.cache_hit_ratio AS
-SELECT 'table' AS kind, pg_catalog.sum(heap_blks_hit)::bigint AS hits, pg_catalog.sum(heap_blks_read)::bigint AS reads,
-       pg_catalog.round(pg_catalog.sum(heap_blks_hit) / nullif(pg_catalog.sum(heap_blks_hit + heap_blks_read), 0), 4) AS ratio
-  FROM pg_catalog.pg_statio_user_tables
-UNION ALL
-SELECT 'index', pg_catalog.sum(idx_blks_hit)::bigint, pg_catalog.sum(idx_blks_read)::bigint,
-       pg_catalog.round(pg_catalog.sum(idx_blks_hit) / nullif(pg_catalog.sum(idx_blks_hit + idx_blks_read), 0), 4)
-  FROM pg_catalog.pg_statio_user_indexes;
-COMMENT ON VIEW harden.cache_hit_ratio IS 'share of table and index block reads served from shared buffers in this database';
-
--- ---------------------------------------------------------------------------
--- Queries and locks
--- ---------------------------------------------------------------------------
-
--- pg_stat_statements is optional: without it (or when it is installed but
--- not preloaded, or of a version without these columns) there are no rows.
-CREATE FUNCTION harden.slow_queries_rows(
-    OUT queryid bigint, OUT query text, OUT calls bigint, OUT total_ms double precision,
-    OUT mean_ms double precision, OUT rows bigint, OUT share double precision)
-    RETURNS SETOF record
-    LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
-    SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    nsp name;
-BEGIN
-    SELECT n.nspname INTO nsp
-      FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-     WHERE e.extname = 'pg_stat_statements';
-    IF nsp IS NULL THEN
-        RETURN;
-    END IF;
-    RETURN QUERY EXECUTE format(
-        'SELECT s.queryid, s.query, s.calls, s.total_exec_time, s.mean_exec_time, s.rows,
-                s.total_exec_time / nullif(sum(s.total_exec_time) OVER (), 0)
-           FROM %I.pg_stat_statements s
-          WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-          ORDER BY s.total_exec_time DESC LIMIT 100', nsp);
-EXCEPTION WHEN OTHERS THEN
-    RETURN;
-END $$;
-COMMENT ON FUNCTION harden.slow_queries_rows() IS 'rows of harden.slow_queries';
-
-CREATE VIEW harden.slow_queries AS SELECT * FROM harden.slow_queries_rows();
-COMMENT ON VIEW harden.slow_queries IS 'the 100 statements of this database with the most execution time (pg_stat_statements; empty without it)';
-
-CREATE VIEW harden.blocking_locks AS
-WITH RECURSIVE activity AS (
-    SELECT a.pid, a.datname, a.usename, a.state, a.wait_event_type, a.wait_event,
-           a.xact_start, a.query_start, a.query, pg_catalog.pg_blocking_pids(a.pid) AS blocked_by
-      FROM pg_catalog.pg_stat_activity a
-     WHERE a.pid IS NOT NULL
-), waiting AS (
-    SELECT * FROM activity WHERE pg_catalog.cardinality(blocked_by) > 0
-), roots AS (
-    -- blockers that wait for nobody; 0 stands for a prepared transaction
-    SELECT DISTINCT b.pid
-      FROM waiting w, pg_catalog.unnest(w.blocked_by) AS b(pid)
-     WHERE b.pid NOT IN (SELECT pid FROM waiting)
-), tree AS (
-    SELECT r.pid, r.pid AS root_pid, 0 AS depth, ARRAY[r.pid] AS path FROM roots r
-    UNION ALL
-    SELECT w.pid, t.root_pid, t.depth + 1, t.path || w.pid
-      FROM tree t JOIN waiting w ON t.pid = ANY (w.blocked_by)
-     WHERE w.pid <> ALL (t.path)
-)
-SELECT t.root_pid, t.pid, t.depth, t.path,
-       coalesce(a.blocked_by, '{}') AS blocked_by, a.datname, a.usename, a.state,
-       a.wait_event_type, a.wait_event,
-       (SELECT pg_catalog.string_agg(l.mode || ' on ' ||
-                 CASE l.locktype
-                      WHEN 'relation' THEN 'relation ' || l.relation::pg_catalog.regclass::text
-                      WHEN 'extend' THEN 'extension of ' || l.relation::pg_catalog.regclass::text
-                      WHEN 'page' THEN pg_catalog.format('page %s of %s', l.page, l.relation::pg_catalog.regclass)
-                      WHEN 'tuple' THEN pg_catalog.format('row (%s,%s) of %s', l.page, l.tuple, l.relation::pg_catalog.regclass)
-                      WHEN 'transactionid' THEN 'transaction ' || l.transactionid::text
-                      WHEN 'virtualxid' THEN 'virtual transaction ' || l.virtualxid
-                      WHEN 'advisory' THEN pg_catalog.format('advisory lock %s:%s:%s', l.classid, l.objid, l.objsubid)
-                      ELSE pg_catalog.format('%s %s:%s:%s', l.locktype, l.classid, l.objid, l.objsubid)
-                 END, '; ')
-          FROM pg_catalog.pg_locks l WHERE l.pid = t.pid AND NOT l.granted) AS waiting_for,
-       pg_catalog.now() - a.xact_start AS xact_age, pg_catalog.now() - a.query_start AS query_age,
-       CASE WHEN t.pid = 0 THEN '(a prepared transaction)' ELSE a.query END AS query
-  FROM tree t LEFT JOIN activity a ON a.pid = t.pid;
-COMMENT ON VIEW harden.blocking_locks IS 'sessions waiting for a lock, as trees under the session holding it (depth 0), for every lock type';
-
-CREATE VIEW harden.long_running_queries AS
-SELECT a.pid, a.datname, a.usename, a.application_name, a.state,
-       pg_catalog.now() - a.query_start AS duration, pg_catalog.now() - a.xact_start AS xact_age,
-       a.wait_event_type, a.wait_event, a.query
-  FROM pg_catalog.pg_stat_activity a
- WHERE a.backend_type = 'client backend' AND a.pid <> pg_catalog.pg_backend_pid()
-   AND a.state IS DISTINCT FROM 'idle'
-   AND greatest(pg_catalog.now() - a.query_start, pg_catalog.now() - a.xact_start)
-       >= coalesce(pg_catalog.current_setting('harden.health_long_query', true), '5min')::interval;
-COMMENT ON VIEW harden.long_running_queries IS 'statements running, or transactions open, for harden.health_long_query or longer (other sessions)';
-
--- ---------------------------------------------------------------------------
--- Vacuum
--- ---------------------------------------------------------------------------
-
-CREATE VIEW harden.vacuum_health AS
-WITH opts AS (
-    SELECT r.relid, r.reltuples,
-           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_enabled') AS enabled,
-           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_vacuum_threshold') AS vac_threshold,
-           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_vacuum_scale_factor') AS vac_scale,
-           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_analyze_threshold') AS anl_threshold,
-           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_analyze_scale_factor') AS anl_scale,
-           pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_freeze_max_age') AS freeze_max_age
-      FROM harden._relations r
-      LEFT JOIN LATERAL pg_catalog.pg_options_to_table(r.reloptions) o ON true
-     WHERE r.relkind IN ('r', 'm')
-     GROUP BY r.relid, r.reltuples
-), limits AS (
-    SELECT o.relid,
-           coalesce(o.enabled::boolean, true)
-               AND pg_catalog.current_setting('autovacuum')::boolean AS autovacuum_enabled,
-           coalesce(o.vac_threshold, pg_catalog.current_setting('autovacuum_vacuum_threshold'))::numeric
-               + coalesce(o.vac_scale, pg_catalog.current_setting('autovacuum_vacuum_scale_factor'))::numeric
-                 * greatest(o.reltuples, 0) AS vacuum_at,
-           coalesce(o.anl_threshold, pg_catalog.current_setting('autovacuum_analyze_threshold'))::numeric
-               + coalesce(o.anl_scale, pg_catalog.current_setting('autovacuum_analyze_scale_factor'))::numeric
-                 * greatest(o.reltuples, 0) AS analyze_at,
-           coalesce(o.freeze_max_age, pg_catalog.current_setting('autovacuum_freeze_max_age'))::bigint AS freeze_max_age
-      FROM opts o
-)
-SELECT s.relid::pg_catalog.regclass AS "table", s.n_live_tup AS live_tuples, s.n_dead_tup AS dead_tuples,
-       pg_catalog.round(s.n_dead_tup::numeric / nullif(s.n_live_tup + s.n_dead_tup, 0), 3) AS dead_ratio,
-       greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
-       greatest(s.last_analyze, s.last_autoanalyze) AS last_analyze,
-       l.autovacuum_enabled,
-       s.n_dead_tup > l.vacuum_at AS vacuum_due,
-       s.n_mod_since_analyze > l.analyze_at AS analyze_due,
-       pg_catalog.age(c.relfrozenxid) AS xid_age,
-       pg_catalog.mxid_age(c.relminmxid) AS mxid_age,
-       pg_catalog.age(c.relfrozenxid) > l.freeze_max_age AS freeze_due
-  FROM limits l
-  JOIN pg_catalog.pg_stat_all_tables s ON s.relid = l.relid
-  JOIN pg_catalog.pg_class c ON c.oid = l.relid;
-COMMENT ON VIEW harden.vacuum_health IS 'dead tuples, whether autovacuum is due (by the table''s own settings), and transaction ID age of each table';
-
-GRANT SELECT ON harden.unused_indexes, harden.duplicate_indexes, harden.missing_fk_indexes,
-    harden.invalid_indexes, harden.table_sizes, harden.index_sizes, harden.bloat,
-    harden.seq_scan_tables, harden.cache_hit_ratio, harden.slow_queries, harden.blocking_locks,
-    harden.long_running_queries, harden.vacuum_health TO PUBLIC;
-
--- ---------------------------------------------------------------------------
--- query_check() and health_report()
--- ---------------------------------------------------------------------------
-
-CREATE FUNCTION harden.query_check(sql text,
-    OUT severity text, OUT node text, OUT relation regclass, OUT message text, OUT suggestion text)
-    RETURNS SETOF record
-    AS 'MODULE_PATHNAME', 'harden_query_check'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
-COMMENT ON FUNCTION harden.query_check(text) IS 'plan a statement without running it ($1..$n allowed, generic plan) and report seq scans on large tables, LIKE/ILIKE no index serves, sorts and hashes past work_mem, nested loops over large unindexed tables and foreign-key joins without an index, each with suggested SQL';
-
--- The checks behind health_report(), each reading its thresholds.
-CREATE FUNCTION harden._health_rows(
-    OUT "check" text, OUT severity text, OUT object text, OUT detail text, OUT suggestion text)
-    RETURNS SETOF record
-    LANGUAGE sql STABLE PARALLEL RESTRICTED
-BEGIN ATOMIC
-WITH settings AS (
-    SELECT coalesce(pg_catalog.current_setting('harden.analyze_min_rows', true), '10000')::float8 AS min_rows,
-           pg_catalog.pg_size_bytes(coalesce(pg_catalog.current_setting('harden.health_min_size', true), '10MB')) AS min_size,
-           coalesce(pg_catalog.current_setting('harden.health_bloat_ratio', true), '0.5')::numeric AS bloat_ratio,
-           coalesce(pg_catalog.current_setting('harden.health_xid_age', true), '500000000')::bigint AS xid_age,
-           coalesce(pg_catalog.current_setting('harden.health_slow_query', true), '1s')::interval AS slow_query,
-           coalesce(pg_catalog.current_setting('harden.health_cache_hit_ratio', true), '0.95')::numeric AS hit_ratio
-), findings AS (
-    SELECT 'invalid_index' AS "check", 'warning' AS severity, harden._qualified(v.index) AS object,
-           pg_catalog.format('index on %s is invalid: it is maintained on every write but never used', harden._qualified(v."table")) AS detail,
-           v.fix_sql AS suggestion
-      FROM harden.invalid_indexes v WHERE NOT v.building
-    UNION ALL
-    SELECT 'duplicate_index', 'warning', harden._qualified(v.index),
-           pg_catalog.format('%s duplicate of %s (%s)', v.kind, harden._qualified(v.covered_by),
-                             pg_catalog.pg_size_pretty(v.index_bytes)),
-           v.drop_sql
-      FROM harden.duplicate_indexes v
-    UNION ALL
-    SELECT 'unused_index', CASE WHEN v.confidence = 'high' THEN 'warning' ELSE 'info' END,
-           harden._qualified(v.index),
-           pg_catalog.format('never scanned (%s; confidence %s%s)', v.index_size, v.confidence,
-                             CASE WHEN v.note IS NOT NULL THEN '; ' || v.note ELSE '' END),
-           v.drop_sql
-      FROM harden.unused_indexes v, settings s WHERE v.index_bytes >= s.min_size
-    UNION ALL
-    SELECT 'missing_fk_index', CASE WHEN v.rows >= s.min_rows THEN 'warning' ELSE 'info' END,
-           harden._qualified(v."table"),
-           pg_catalog.format('foreign key %I (%s) references %s and has no index%s', v.constraint_name,
-                             pg_catalog.array_to_string(v.columns, ', '), harden._qualified(v.referenced),
-                             CASE WHEN v.partitions IS NOT NULL THEN pg_catalog.format(' on %s partitions', v.partitions) ELSE '' END),
-           v.create_sql
-      FROM harden.missing_fk_indexes v, settings s
-    UNION ALL
-    SELECT 'bloat', 'warning', harden._qualified(coalesce(v.index, v."table")),
-           pg_catalog.format('%s: ~%s of %s wasted (estimate)', v.kind, pg_catalog.pg_size_pretty(v.bloat_bytes),
-                             pg_catalog.pg_size_pretty(v.bytes)),
-           CASE WHEN v.kind = 'index' THEN pg_catalog.format('REINDEX INDEX CONCURRENTLY %s;', harden._qualified(v.index))
-                ELSE pg_catalog.format('VACUUM FULL %s;  -- takes an exclusive lock; pg_repack avoids it', harden._qualified(v."table")) END
-      FROM harden.bloat v, settings s
-     WHERE v.bloat_ratio >= s.bloat_ratio AND v.bloat_bytes >= s.min_size
-    UNION ALL
-    SELECT 'seq_scan', 'warning', harden._qualified(v."table"),
-           pg_catalog.format('%s sequential scans read ~%s rows each (%s index scans)', v.seq_scan, v.rows_per_scan,
-                             coalesce(v.idx_scan, 0)),
-           -- the statements that read it, to pass to query_check()
-           pg_catalog.format('SELECT queryid, query FROM harden.slow_queries WHERE query ~* %L;',
-                             '\m' || c.relname || '\M')
-      FROM harden.seq_scan_tables v
-      JOIN pg_catalog.pg_class c ON c.oid = v."table", settings s
-     WHERE v.rows >= s.min_rows AND v.rows_per_scan >= s.min_rows AND v.seq_scan > coalesce(v.idx_scan, 0)
-    UNION ALL
-    SELECT 'cache_hit_ratio', 'warning', v.kind || ' blocks',
-           pg_catalog.format('%s%% of %s block reads hit shared buffers', pg_catalog.round(v.ratio * 100, 1), v.hits + v.reads),
-           '-- a larger shared_buffers, or fewer blocks read: see harden.slow_queries and harden.seq_scan_tables'
-      FROM harden.cache_hit_ratio v, settings s
-     WHERE v.ratio < s.hit_ratio AND v.hits + v.reads >= 10000
-    UNION ALL
-    SELECT 'vacuum', CASE WHEN v.autovacuum_enabled THEN 'info' ELSE 'warning' END, harden._qualified(v."table"),
-           pg_catalog.format('%s dead tuples (%s%%), autovacuum %s; last vacuum %s', v.dead_tuples,
-                             pg_catalog.round(v.dead_ratio * 100, 1),
-                             CASE WHEN v.autovacuum_enabled THEN 'due' ELSE 'disabled' END,
-                             coalesce(v.last_vacuum::text, 'never')),
-           pg_catalog.format('VACUUM (ANALYZE) %s;', harden._qualified(v."table"))
-      FROM harden.vacuum_health v, settings s
-     WHERE v.vacuum_due AND v.live_tuples + v.dead_tuples >= s.min_rows
-    UNION ALL
-    SELECT 'xid_age', CASE WHEN v.xid_age >= 1500000000 THEN 'critical' ELSE 'warning' END,
-           harden._qualified(v."table"),
-           pg_catalog.format('transaction ID age %s (wraparound at 2147483647)', v.xid_age),
-           pg_catalog.format('VACUUM (FREEZE) %s;', harden._qualified(v."table"))
-      FROM harden.vacuum_health v, settings s WHERE v.xid_age >= s.xid_age
-    UNION ALL
-    SELECT 'long_running_query', 'warning', 'pid ' || v.pid,
-           pg_catalog.format('%s for %s (transaction open %s): %s', v.state,
-                             pg_catalog.date_trunc('second', v.duration), pg_catalog.date_trunc('second', v.xact_age),
-                             pg_catalog.left(v.query, 200)),
-           pg_catalog.format('SELECT pg_cancel_backend(%s);', v.pid)
-      FROM harden.long_running_queries v WHERE v.datname = pg_catalog.current_database()
-    UNION ALL
-    SELECT 'blocking_lock', 'warning', 'pid ' || v.pid,
-           pg_catalog.format('blocks %s sessions: %s', (SELECT pg_catalog.count(DISTINCT w.pid) FROM harden.blocking_locks w
-                                                          WHERE w.root_pid = v.pid AND w.depth > 0),
-                             coalesce(pg_catalog.left(v.query, 200), '')),
-           pg_catalog.format('SELECT pg_terminate_backend(%s);', v.pid)
-      FROM harden.blocking_locks v WHERE v.depth = 0 AND v.pid <> 0
-    UNION ALL
-    SELECT 'slow_query', 'warning', 'query ' || v.queryid,
-           pg_catalog.format('mean %s ms over %s calls (%s%% of the time): %s', pg_catalog.round(v.mean_ms::numeric, 1),
-                             v.calls, pg_catalog.round((v.share * 100)::numeric, 1), pg_catalog.left(v.query, 200)),
-           -- pg_stat_statements shows constants as $n, which query_check() takes
-           CASE WHEN v.query ~* '^\s*(select|insert|update|delete|merge|with)\M'
-                THEN pg_catalog.format('SELECT * FROM harden.query_check(%L);', v.query) END
-      FROM harden.slow_queries v, settings s
-     WHERE v.mean_ms * interval '1 ms' >= s.slow_query
-)
-SELECT f."check", f.severity, f.object, f.detail, f.suggestion
-  FROM findings f
- ORDER BY CASE f.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, f."check", f.object;
-END;
-
-CREATE FUNCTION harden.health_report(
-    OUT "check" text, OUT severity text, OUT object text, OUT detail text, OUT suggestion text)
-    RETURNS SETOF record
-    AS 'MODULE_PATHNAME', 'harden_health_report'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 50;
-COMMENT ON FUNCTION harden.health_report() IS 'every analysis check with its thresholds (harden.analyze_min_rows, harden.health_*): check, severity (critical, warning, info), object, detail and suggested SQL; the counts by check and severity go to metrics()';
-
--- ---------------------------------------------------------------------------
--- breakers and redaction
--- ---------------------------------------------------------------------------
-
--- Definitions, kept by pg_dump.  Written by harden.breaker_define() and
--- harden.breaker_drop() as the extension's owner.
-CREATE SEQUENCE harden.breakers_id_seq;
-CREATE TABLE harden.breakers (
-    name              text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.:-]{1,63}$'),
-    -- Stays when a breaker is redefined: a new id is a new breaker.
-    id                bigint NOT NULL UNIQUE DEFAULT nextval('harden.breakers_id_seq'),
-    failure_threshold integer NOT NULL DEFAULT 5 CHECK (failure_threshold > 0),
-    failure_rate      double precision CHECK (failure_rate > 0 AND failure_rate <= 1),
-    min_calls         integer NOT NULL DEFAULT 10 CHECK (min_calls > 0),
-    failure_window    interval NOT NULL DEFAULT '1 minute' CHECK (failure_window > interval '0'),
-    cooldown          interval NOT NULL DEFAULT '30 seconds' CHECK (cooldown > interval '0'),
-    half_open_probes  integer NOT NULL DEFAULT 1 CHECK (half_open_probes BETWEEN 1 AND 1000000),
-    defined_at        timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE harden.breakers IS 'circuit breakers: trip after failure_threshold failures (or, with failure_rate, that share of at least min_calls calls) within failure_window; stay open for cooldown; close after half_open_probes successful probes';
-ALTER SEQUENCE harden.breakers_id_seq OWNED BY harden.breakers.id;
-SELECT pg_catalog.pg_extension_config_dump('harden.breakers', '');
-SELECT pg_catalog.pg_extension_config_dump('harden.breakers_id_seq', '');
-GRANT SELECT ON harden.breakers TO PUBLIC;
-
--- One row per breaker, moved by the shipped circuit_breaker machine: every
--- state change is checked by its trigger and audited in harden.fsm_log.
--- Not dumped: a restored database starts with closed breakers.
-CREATE TABLE harden.breaker_states (
-    name  text PRIMARY KEY REFERENCES harden.breakers ON DELETE CASCADE,
-    state text NOT NULL DEFAULT 'closed',
-    since timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-COMMENT ON TABLE harden.breaker_states IS 'the recorded state of each breaker (the live state is in shared memory: harden.breaker_status)';
-GRANT SELECT ON harden.breaker_states TO PUBLIC;
-SELECT harden.fsm_attach('harden.breaker_states', 'state', 'circuit_breaker');
--- CREATE EXTENSION makes this attachment and the timers of its rows: a dump
--- must not restore them again (see harden.fsm_attached and harden.fsm_due).
-
--- Direct edits of the definitions reach shared memory at commit.
-CREATE FUNCTION harden.breakers_changed() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'harden_breakers_changed'
-    LANGUAGE C;
-REVOKE ALL ON FUNCTION harden.breakers_changed() FROM PUBLIC;
-CREATE TRIGGER breakers_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON harden.breakers
-    FOR EACH STATEMENT EXECUTE FUNCTION harden.breakers_changed();
--- Sessions forget breakers of an earlier installation (DROP EXTENSION) at commit.
-DELETE FROM harden.breakers;
-
-CREATE FUNCTION harden.breaker_define(name text, failure_threshold integer DEFAULT 5,
-                                      failure_window interval DEFAULT '1 minute',
-                                      cooldown interval DEFAULT '30 seconds',
-                                      half_open_probes integer DEFAULT 1,
-                                      failure_rate double precision DEFAULT NULL,
-                                      min_calls integer DEFAULT 10) RETURNS void
-    AS 'MODULE_PATHNAME', 'harden_breaker_define'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.breaker_define(text, integer, interval, interval, integer, double precision, integer) IS 'define a circuit breaker, or change a defined one''s settings (its state stays)';
-REVOKE ALL ON FUNCTION harden.breaker_define(text, integer, interval, interval, integer, double precision, integer) FROM PUBLIC;
-
-CREATE FUNCTION harden.breaker_drop(name text) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'harden_breaker_drop'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.breaker_drop(text) IS 'drop a circuit breaker; false if there was none of that name';
-REVOKE ALL ON FUNCTION harden.breaker_drop(text) FROM PUBLIC;
-
-CREATE FUNCTION harden.breaker_allow(name text) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'harden_breaker_allow'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.breaker_allow(text) IS 'whether a call may go ahead: true while closed, and for the probe calls of half-open';
-
-CREATE FUNCTION harden.breaker_record(name text, success boolean) RETURNS text
-    AS 'MODULE_PATHNAME', 'harden_breaker_record'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.breaker_record(text, boolean) IS 'record the outcome of a call; returns the breaker''s state afterwards';
-
-CREATE FUNCTION harden.breaker_sync(name text DEFAULT NULL) RETURNS integer
-    AS 'MODULE_PATHNAME', 'harden_breaker_sync'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.breaker_sync(text) IS 'bring harden.breaker_states (and the audit trail) up to the live state of one or every breaker; returns how many rows moved';
-
-CREATE FUNCTION harden.breaker_status_rows(
-    OUT name text, OUT state text, OUT since timestamptz,
-    OUT window_calls bigint, OUT window_failures bigint,
-    OUT allowed bigint, OUT rejected bigint, OUT successes bigint,
-    OUT failures bigint, OUT opens bigint,
-    OUT recorded_state text, OUT synced boolean,
-    OUT failure_threshold integer, OUT failure_rate double precision, OUT min_calls integer,
-    OUT failure_window interval, OUT cooldown interval, OUT half_open_probes integer)
-    RETURNS SETOF record
-    AS 'MODULE_PATHNAME', 'harden_breaker_status'
-    LANGUAGE C VOLATILE PARALLEL RESTRICTED;
-CREATE VIEW harden.breaker_status AS SELECT * FROM harden.breaker_status_rows();
-COMMENT ON VIEW harden.breaker_status IS 'each breaker of this database: live state and counters (since the breaker was loaded into shared memory), the recorded state, and its settings';
-GRANT SELECT ON harden.breaker_status TO PUBLIC;
-
-CREATE FUNCTION harden.redact(value jsonb) RETURNS jsonb
-    AS 'MODULE_PATHNAME', 'harden_redact_jsonb'
-    LANGUAGE C STABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION harden.redact(jsonb) IS 'the document with personal data masked: values of sensitive keys (harden.redact_keys) and e-mails, phone numbers, card numbers and national ids in strings';
-
-CREATE FUNCTION harden.redact(value text) RETURNS text
-    AS 'MODULE_PATHNAME', 'harden_redact_text'
-    LANGUAGE C STABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION harden.redact(text) IS 'the text with e-mails, phone numbers, card numbers and national ids masked';
-
--- ===========================================================================
--- query analysis: verdicts that agree with each other (drop proposals say
--- what an index is still needed for), fixes that work, lock-free sizes,
--- PgHero's checks, hypothetical-index proofs, index suggestions from
--- pg_stat_statements, and history.  Views change in place: columns are only
--- appended.
--- ===========================================================================
-
--- Names and sizes without relation locks (src/analyze_size.c): the views
--- must answer while DDL waits for a table.
-CREATE OR REPLACE FUNCTION harden._qualified(rel pg_catalog.oid) RETURNS text
-    AS 'MODULE_PATHNAME', 'harden_qualified'
-    LANGUAGE C STABLE STRICT PARALLEL SAFE;
-
 CREATE FUNCTION harden._relation_bytes(rel pg_catalog.oid,
     OUT main_bytes bigint, OUT table_bytes bigint, OUT index_bytes bigint,
     OUT toast_bytes bigint, OUT rows double precision)
     AS 'MODULE_PATHNAME', 'harden_relation_bytes'
     LANGUAGE C STABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION harden._relation_bytes(pg_catalog.oid) IS 'sizes of a relation from its files, without locking it: main fork, all forks, its indexes, its TOAST; estimated rows; a partitioned table or index sums its leaves';
-
 CREATE FUNCTION harden._main_bytes(rel pg_catalog.oid) RETURNS bigint
     AS 'MODULE_PATHNAME', 'harden_main_bytes'
     LANGUAGE C STABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION harden._main_bytes(pg_catalog.oid) IS 'pg_relation_size() from the files, without locking the relation; a partitioned table or index sums its leaves';
-
 CREATE FUNCTION harden._fk_indexes(con pg_catalog.oid) RETURNS pg_catalog.oid[]
     AS 'MODULE_PATHNAME', 'harden_fk_indexes'
     LANGUAGE C STABLE STRICT PARALLEL SAFE;
@@ -1403,10 +753,9 @@ CREATE FUNCTION harden._hypo_cost(sql text, index_sql text,
 COMMENT ON FUNCTION harden._hypo_cost(text, text) IS 'the plan cost of a statement without and with the index of a CREATE INDEX statement, created as a hypothetical index with hypopg; unverified says why it could not be tried (hypopg not installed, an index method hypopg does not simulate)';
 
 -- ---------------------------------------------------------------------------
--- Indexes
+-- Query analysis: indexes
 -- ---------------------------------------------------------------------------
-
-CREATE OR REPLACE VIEW harden.unused_indexes AS
+CREATE VIEW harden.unused_indexes AS
 WITH db AS (
     SELECT d.stats_reset FROM pg_catalog.pg_stat_database d
      WHERE d.datname = pg_catalog.current_database()
@@ -1481,8 +830,7 @@ SELECT u.indrelid::pg_catalog.regclass AS "table", u.indexrelid::pg_catalog.regc
   FROM needs u
  CROSS JOIN db;
 COMMENT ON VIEW harden.unused_indexes IS 'indexes never scanned since statistics were reset (partitioned indexes summed over their partitions); never unique, primary key, constraint, replica-identity or invalid ones; needed_for: what dropping it breaks (the only index serving a foreign key: verdict keep, no drop_sql; one of several unused ones serving it, or clustering: verdict review)';
-
-CREATE OR REPLACE VIEW harden.duplicate_indexes AS
+CREATE VIEW harden.duplicate_indexes AS
 WITH idx AS (
     SELECT i.indexrelid, i.indrelid, c.relam, i.indnkeyatts, i.indexprs, i.indpred,
            i.indisunique, i.indnullsnotdistinct, i.indisclustered,
@@ -1560,8 +908,7 @@ SELECT DISTINCT ON (p.drop_index)
   JOIN pg_catalog.pg_class c ON c.oid = p.drop_index
  ORDER BY p.drop_index, p.exact DESC, p.keep_index;
 COMMENT ON VIEW harden.duplicate_indexes IS 'indexes whose every use another valid index serves: same method, key columns (or a btree prefix of them), operator classes, collations, sort options (or all reversed, for a btree), expressions and predicate; INCLUDE columns covered; a UNIQUE index only by one enforcing the same keys; needed_for: what to move before dropping it';
-
-CREATE OR REPLACE VIEW harden.missing_fk_indexes AS
+CREATE VIEW harden.missing_fk_indexes AS
 WITH fk AS (
     SELECT con.conname, con.conrelid, con.confrelid, con.conkey, con.confkey, r.relispartition,
            greatest(r.reltuples, 0) AS reltuples
@@ -1610,8 +957,7 @@ SELECT n.root::pg_catalog.regclass AS "table", n.conname AS constraint_name, n.c
   FROM named n
  GROUP BY n.root, n.referenced, n.conname, n.columns, n.index_columns;
 COMMENT ON VIEW harden.missing_fk_indexes IS 'foreign keys no index serves (see harden._fk_indexes: a btree leading with the key''s columns in any order, or a hash index on a one-column key, with the right operator class and collation); partitions are checked one by one and reported under their root with the number lacking one';
-
-CREATE OR REPLACE VIEW harden.invalid_indexes AS
+CREATE VIEW harden.invalid_indexes AS
 WITH invalid AS (
     SELECT i.indexrelid, i.indrelid, i.indisunique, i.indisready, i.indnkeyatts, i.indpred,
            i.indnullsnotdistinct, c.relkind,
@@ -1654,10 +1000,11 @@ SELECT v.indrelid::pg_catalog.regclass AS "table", v.indexrelid::pg_catalog.regc
 COMMENT ON VIEW harden.invalid_indexes IS 'indexes left invalid by a failed CREATE INDEX CONCURRENTLY (building: one is running now), or partitioned indexes missing on a partition; ready: still maintained by writes; a unique one: drop it, remove the rows duplicates_sql finds, then run recreate_sql';
 
 -- ---------------------------------------------------------------------------
--- Sizes: from the files, without waiting for locks
+-- Query analysis: sizes and bloat.  Sizes come from the files, without
+-- waiting for locks; bloat has the block size inline, so that a filter on
+-- bytes reaches the catalogs before the per-index work.
 -- ---------------------------------------------------------------------------
-
-CREATE OR REPLACE VIEW harden.table_sizes AS
+CREATE VIEW harden.table_sizes AS
 SELECT r.relid::pg_catalog.regclass AS "table",
        CASE r.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' ELSE 'materialized view' END AS kind,
        b.rows::bigint AS rows,
@@ -1669,8 +1016,7 @@ SELECT r.relid::pg_catalog.regclass AS "table",
   FROM harden._relations r
  CROSS JOIN LATERAL harden._relation_bytes(r.relid) b;
 COMMENT ON VIEW harden.table_sizes IS 'size of each table with its indexes and TOAST; a partitioned table sums its partitions; read from the files without locking the tables';
-
-CREATE OR REPLACE VIEW harden.index_sizes AS
+CREATE VIEW harden.index_sizes AS
 SELECT i.indrelid::pg_catalog.regclass AS "table", i.indexrelid::pg_catalog.regclass AS index,
        b.bytes, pg_catalog.pg_size_pretty(b.bytes) AS size, s.idx_scan,
        i.indisunique AS is_unique, i.indisprimary AS is_primary, i.indisvalid AS is_valid
@@ -1680,16 +1026,77 @@ SELECT i.indrelid::pg_catalog.regclass AS "table", i.indexrelid::pg_catalog.regc
  CROSS JOIN LATERAL (SELECT harden._main_bytes(i.indexrelid) AS bytes) b;
 COMMENT ON VIEW harden.index_sizes IS 'size and scans of each index; a partitioned index sums its partitions (and has no scan count of its own); read from the files without locking';
 
--- ---------------------------------------------------------------------------
--- Sequential scans, without those of maintenance
--- ---------------------------------------------------------------------------
+-- Estimated from pg_class and the column widths ANALYZE recorded, without
+-- reading the relations: fast on any catalog, approximate by nature.
+-- Relations with a column ANALYZE has not seen are left out rather than
+-- guessed.
+CREATE VIEW harden.bloat AS
+WITH tables AS (
+    SELECT r.relid, r.relpages, r.reltuples,
+           coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(r.reloptions) o
+                                 WHERE o.option_name = 'fillfactor'), 100) AS fillfactor,
+           w.width, w.ncols,
+           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped) AS natts
+      FROM harden._relations r
+      JOIN (SELECT s.starelid, pg_catalog.sum(s.stawidth * (1 - s.stanullfrac)) AS width,
+                   pg_catalog.count(*) AS ncols
+              FROM pg_catalog.pg_statistic s WHERE NOT s.stainherit
+             GROUP BY s.starelid) w ON w.starelid = r.relid
+     WHERE r.relkind IN ('r', 'm') AND r.relpages > 0 AND r.reltuples >= 0
+), table_est AS (
+    SELECT t.relid, NULL::pg_catalog.oid AS indexrelid, t.relpages,
+           -- tuple header (with null bitmap), data, line pointer
+           pg_catalog.ceil(t.reltuples * (8 * pg_catalog.ceil((23 + pg_catalog.ceil(t.natts / 8.0)) / 8) + t.width + 4)
+                           / ((pg_catalog.current_setting('block_size')::numeric - 24) * t.fillfactor / 100))::numeric AS expected_pages
+      FROM tables t
+     WHERE t.ncols >= t.natts
+), indexes AS (
+    SELECT i.indexrelid, i.indrelid, ic.relpages, ic.reltuples,
+           coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(ic.reloptions) o
+                                 WHERE o.option_name = 'fillfactor'), 90) AS fillfactor,
+           w.width, w.analysed
+      FROM pg_catalog.pg_index i
+      JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+      JOIN pg_catalog.pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
+      JOIN harden._relations r ON r.relid = i.indrelid AND r.relkind IN ('r', 'm')
+     CROSS JOIN LATERAL (
+        SELECT pg_catalog.sum(s.stawidth * (1 - s.stanullfrac)) AS width,
+               pg_catalog.count(s.stawidth) = pg_catalog.count(*) AS analysed
+          FROM pg_catalog.unnest(i.indkey) AS k(attnum)
+          LEFT JOIN pg_catalog.pg_statistic s
+                 ON s.starelid = i.indrelid AND s.staattnum = k.attnum AND NOT s.stainherit) w
+     WHERE ic.relpages > 1 AND ic.reltuples >= 0 AND i.indexprs IS NULL AND i.indisvalid
+), index_est AS (
+    -- index tuple header, data, line pointer; plus the metapage and ~1% upper levels
+    SELECT x.indrelid AS relid, x.indexrelid, x.relpages,
+           1 + pg_catalog.ceil(1.01 * x.reltuples * (8 * pg_catalog.ceil((8 + x.width) / 8) + 4)
+                               / ((pg_catalog.current_setting('block_size')::numeric - 24 - 16) * x.fillfactor / 100))::numeric AS expected_pages
+      FROM indexes x
+     WHERE x.analysed
+), est AS (
+    SELECT * FROM table_est UNION ALL SELECT * FROM index_est
+)
+SELECT CASE WHEN e.indexrelid IS NULL THEN 'table' ELSE 'index' END AS kind,
+       e.relid::pg_catalog.regclass AS "table", e.indexrelid::pg_catalog.regclass AS index,
+       (e.relpages * pg_catalog.current_setting('block_size')::numeric)::bigint AS bytes,
+       (least(e.expected_pages, e.relpages) * pg_catalog.current_setting('block_size')::numeric)::bigint AS expected_bytes,
+       (greatest(e.relpages - e.expected_pages, 0) * pg_catalog.current_setting('block_size')::numeric)::bigint AS bloat_bytes,
+       pg_catalog.round(greatest(e.relpages - e.expected_pages, 0) / e.relpages, 3) AS bloat_ratio
+  FROM est e;
+COMMENT ON VIEW harden.bloat IS 'estimated wasted space of tables and btree indexes (from pg_class and ANALYZE''s column widths, without reading them); needs ANALYZE';
 
+-- ---------------------------------------------------------------------------
+-- Query analysis: scans and cache hits.  Sequential scans leave out those of
+-- maintenance; cache hits come from the statistics functions of each relation
+-- (the pg_statio views also sum every table's index and TOAST blocks).
+-- ---------------------------------------------------------------------------
 -- CREATE INDEX and the validation of a foreign key each read the table
 -- once, and count as sequential scans: a table nobody queries looks
 -- seq-scanned after its indexes are built.  maintenance_scans is an upper
 -- bound on those (one per index and per validated foreign key from or to
 -- the table); the query_ columns are what is left.
-CREATE OR REPLACE VIEW harden.seq_scan_tables AS
+CREATE VIEW harden.seq_scan_tables AS
 WITH fks AS (
     SELECT t.relid, pg_catalog.count(*) AS n
       FROM pg_catalog.pg_constraint k,
@@ -1726,12 +1133,111 @@ SELECT s.relid::pg_catalog.regclass AS "table", s.reltuples::bigint AS rows,
         / nullif(s.seq_scan - s.maintenance, 0))::bigint AS query_rows_per_scan
   FROM scans s;
 COMMENT ON VIEW harden.seq_scan_tables IS 'tables read by sequential scans, with how many rows each scan read on average; maintenance_scans: at most that many were CREATE INDEX or foreign-key validation, query_seq_scans and query_rows_per_scan the rest';
+CREATE VIEW harden.cache_hit_ratio AS
+WITH rel AS (
+    SELECT c.relkind, pg_catalog.pg_stat_get_blocks_hit(c.oid) AS hits,
+           pg_catalog.pg_stat_get_blocks_fetched(c.oid) - pg_catalog.pg_stat_get_blocks_hit(c.oid) AS reads
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 't', 'm', 'i')
+       AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
+       AND n.nspname !~ '^pg_toast'
+)
+SELECT 'table' AS kind, pg_catalog.sum(hits)::bigint AS hits, pg_catalog.sum(reads)::bigint AS reads,
+       pg_catalog.round(pg_catalog.sum(hits) / nullif(pg_catalog.sum(hits + reads), 0), 4) AS ratio
+  FROM rel WHERE relkind <> 'i'
+UNION ALL
+SELECT 'index', pg_catalog.sum(hits)::bigint, pg_catalog.sum(reads)::bigint,
+       pg_catalog.round(pg_catalog.sum(hits) / nullif(pg_catalog.sum(hits + reads), 0), 4)
+  FROM rel WHERE relkind = 'i';
+COMMENT ON VIEW harden.cache_hit_ratio IS 'share of table and index block reads served from shared buffers in this database';
 
 -- ---------------------------------------------------------------------------
--- Vacuum: from the statistics functions of each table
+-- Query analysis: queries and locks
 -- ---------------------------------------------------------------------------
+-- pg_stat_statements is optional: without it (or when it is installed but
+-- not preloaded, or of a version without these columns) there are no rows.
+CREATE FUNCTION harden.slow_queries_rows(
+    OUT queryid bigint, OUT query text, OUT calls bigint, OUT total_ms double precision,
+    OUT mean_ms double precision, OUT rows bigint, OUT share double precision)
+    RETURNS SETOF record
+    LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    nsp name;
+BEGIN
+    SELECT n.nspname INTO nsp
+      FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'pg_stat_statements';
+    IF nsp IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT s.queryid, s.query, s.calls, s.total_exec_time, s.mean_exec_time, s.rows,
+                s.total_exec_time / nullif(sum(s.total_exec_time) OVER (), 0)
+           FROM %I.pg_stat_statements s
+          WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+          ORDER BY s.total_exec_time DESC LIMIT 100', nsp);
+EXCEPTION WHEN OTHERS THEN
+    RETURN;
+END $$;
+COMMENT ON FUNCTION harden.slow_queries_rows() IS 'rows of harden.slow_queries';
+CREATE VIEW harden.slow_queries AS SELECT * FROM harden.slow_queries_rows();
+COMMENT ON VIEW harden.slow_queries IS 'the 100 statements of this database with the most execution time (pg_stat_statements; empty without it)';
+CREATE VIEW harden.blocking_locks AS
+WITH RECURSIVE activity AS (
+    SELECT a.pid, a.datname, a.usename, a.state, a.wait_event_type, a.wait_event,
+           a.xact_start, a.query_start, a.query, pg_catalog.pg_blocking_pids(a.pid) AS blocked_by
+      FROM pg_catalog.pg_stat_activity a
+     WHERE a.pid IS NOT NULL
+), waiting AS (
+    SELECT * FROM activity WHERE pg_catalog.cardinality(blocked_by) > 0
+), roots AS (
+    -- blockers that wait for nobody; 0 stands for a prepared transaction
+    SELECT DISTINCT b.pid
+      FROM waiting w, pg_catalog.unnest(w.blocked_by) AS b(pid)
+     WHERE b.pid NOT IN (SELECT pid FROM waiting)
+), tree AS (
+    SELECT r.pid, r.pid AS root_pid, 0 AS depth, ARRAY[r.pid] AS path FROM roots r
+    UNION ALL
+    SELECT w.pid, t.root_pid, t.depth + 1, t.path || w.pid
+      FROM tree t JOIN waiting w ON t.pid = ANY (w.blocked_by)
+     WHERE w.pid <> ALL (t.path)
+)
+SELECT t.root_pid, t.pid, t.depth, t.path,
+       coalesce(a.blocked_by, '{}') AS blocked_by, a.datname, a.usename, a.state,
+       a.wait_event_type, a.wait_event,
+       (SELECT pg_catalog.string_agg(l.mode || ' on ' ||
+                 CASE l.locktype
+                      WHEN 'relation' THEN 'relation ' || l.relation::pg_catalog.regclass::text
+                      WHEN 'extend' THEN 'extension of ' || l.relation::pg_catalog.regclass::text
+                      WHEN 'page' THEN pg_catalog.format('page %s of %s', l.page, l.relation::pg_catalog.regclass)
+                      WHEN 'tuple' THEN pg_catalog.format('row (%s,%s) of %s', l.page, l.tuple, l.relation::pg_catalog.regclass)
+                      WHEN 'transactionid' THEN 'transaction ' || l.transactionid::text
+                      WHEN 'virtualxid' THEN 'virtual transaction ' || l.virtualxid
+                      WHEN 'advisory' THEN pg_catalog.format('advisory lock %s:%s:%s', l.classid, l.objid, l.objsubid)
+                      ELSE pg_catalog.format('%s %s:%s:%s', l.locktype, l.classid, l.objid, l.objsubid)
+                 END, '; ')
+          FROM pg_catalog.pg_locks l WHERE l.pid = t.pid AND NOT l.granted) AS waiting_for,
+       pg_catalog.now() - a.xact_start AS xact_age, pg_catalog.now() - a.query_start AS query_age,
+       CASE WHEN t.pid = 0 THEN '(a prepared transaction)' ELSE a.query END AS query
+  FROM tree t LEFT JOIN activity a ON a.pid = t.pid;
+COMMENT ON VIEW harden.blocking_locks IS 'sessions waiting for a lock, as trees under the session holding it (depth 0), for every lock type';
+CREATE VIEW harden.long_running_queries AS
+SELECT a.pid, a.datname, a.usename, a.application_name, a.state,
+       pg_catalog.now() - a.query_start AS duration, pg_catalog.now() - a.xact_start AS xact_age,
+       a.wait_event_type, a.wait_event, a.query
+  FROM pg_catalog.pg_stat_activity a
+ WHERE a.backend_type = 'client backend' AND a.pid <> pg_catalog.pg_backend_pid()
+   AND a.state IS DISTINCT FROM 'idle'
+   AND greatest(pg_catalog.now() - a.query_start, pg_catalog.now() - a.xact_start)
+       >= coalesce(pg_catalog.current_setting('harden.health_long_query', true), '5min')::interval;
+COMMENT ON VIEW harden.long_running_queries IS 'statements running, or transactions open, for harden.health_long_query or longer (other sessions)';
 
-CREATE OR REPLACE VIEW harden.vacuum_health AS
+-- ---------------------------------------------------------------------------
+-- Query analysis: vacuum, from the statistics functions of each table
+-- ---------------------------------------------------------------------------
+CREATE VIEW harden.vacuum_health AS
 WITH opts AS (
     SELECT r.relid, r.reltuples,
            pg_catalog.max(o.option_value) FILTER (WHERE o.option_name = 'autovacuum_enabled') AS enabled,
@@ -1779,34 +1285,25 @@ SELECT s.relid::pg_catalog.regclass AS "table", s.n_live_tup AS live_tuples, s.n
        pg_catalog.age(c.relfrozenxid) > s.freeze_max_age AS freeze_due
   FROM s
   JOIN pg_catalog.pg_class c ON c.oid = s.relid;
+COMMENT ON VIEW harden.vacuum_health IS 'dead tuples, whether autovacuum is due (by the table''s own settings), and transaction ID age of each table';
+GRANT SELECT ON harden.unused_indexes, harden.duplicate_indexes, harden.missing_fk_indexes,
+    harden.invalid_indexes, harden.table_sizes, harden.index_sizes, harden.bloat,
+    harden.seq_scan_tables, harden.cache_hit_ratio, harden.slow_queries, harden.blocking_locks,
+    harden.long_running_queries, harden.vacuum_health TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Cache hits: from the statistics functions of each relation (the
--- pg_statio views also sum every table's index and TOAST blocks)
+-- Query analysis: query_check()
 -- ---------------------------------------------------------------------------
-
-CREATE OR REPLACE VIEW harden.cache_hit_ratio AS
-WITH rel AS (
-    SELECT c.relkind, pg_catalog.pg_stat_get_blocks_hit(c.oid) AS hits,
-           pg_catalog.pg_stat_get_blocks_fetched(c.oid) - pg_catalog.pg_stat_get_blocks_hit(c.oid) AS reads
-      FROM pg_catalog.pg_class c
-      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.relkind IN ('r', 't', 'm', 'i')
-       AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
-       AND n.nspname !~ '^pg_toast'
-)
-SELECT 'table' AS kind, pg_catalog.sum(hits)::bigint AS hits, pg_catalog.sum(reads)::bigint AS reads,
-       pg_catalog.round(pg_catalog.sum(hits) / nullif(pg_catalog.sum(hits + reads), 0), 4) AS ratio
-  FROM rel WHERE relkind <> 'i'
-UNION ALL
-SELECT 'index', pg_catalog.sum(hits)::bigint, pg_catalog.sum(reads)::bigint,
-       pg_catalog.round(pg_catalog.sum(hits) / nullif(pg_catalog.sum(hits + reads), 0), 4)
-  FROM rel WHERE relkind = 'i';
+CREATE FUNCTION harden.query_check(sql text,
+    OUT severity text, OUT node text, OUT relation regclass, OUT message text, OUT suggestion text)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'harden_query_check'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
+COMMENT ON FUNCTION harden.query_check(text) IS 'plan a statement without running it ($1..$n allowed, generic plan) and report seq scans on large tables, LIKE/ILIKE no index serves, sorts and hashes past work_mem, nested loops over large unindexed tables and foreign-key joins without an index, each with suggested SQL';
 
 -- ---------------------------------------------------------------------------
--- The checks PgHero users look for
+-- Query analysis: the checks PgHero users look for
 -- ---------------------------------------------------------------------------
-
 -- Every sequence with the columns it feeds (OWNED BY, serial, identity or a
 -- DEFAULT nextval()), and how much of the range it may still hand out is
 -- used: the limit is the sequence's own maximum or the column type's,
@@ -1876,7 +1373,6 @@ SELECT l.seqrelid::pg_catalog.regclass AS sequence,
                                    CASE WHEN l.seqincrement > 0 THEN '9223372036854775807' ELSE '-1' END) END AS fix_sql
   FROM bounded l;
 COMMENT ON VIEW harden.sequence_exhaustion IS 'sequences with the columns they feed and the share of their range used: the limit is the sequence''s maximum or the column type''s, whichever is lower (an integer column fed by a bigint sequence)';
-
 CREATE VIEW harden.not_valid_constraints AS
 SELECT k.conrelid::pg_catalog.regclass AS "table", k.conname AS constraint_name,
        CASE k.contype WHEN 'c' THEN 'check' WHEN 'f' THEN 'foreign key' WHEN 'n' THEN 'not null' ELSE k.contype::text END AS kind,
@@ -1887,7 +1383,6 @@ SELECT k.conrelid::pg_catalog.regclass AS "table", k.conname AS constraint_name,
   JOIN harden._relations r ON r.relid = k.conrelid
  WHERE NOT k.convalidated;
 COMMENT ON VIEW harden.not_valid_constraints IS 'constraints added NOT VALID and never validated: rows written before may break them, and the planner cannot rely on them';
-
 CREATE VIEW harden.connections AS
 WITH a AS (
     SELECT coalesce(a.state, a.backend_type) AS state, a.application_name, a.client_addr,
@@ -1917,7 +1412,6 @@ SELECT s.slot_name, s.slot_type, s.plugin, s.database, s.active, s.active_pid, s
        pg_catalog.format('SELECT pg_drop_replication_slot(%L);', s.slot_name) AS drop_sql
   FROM pg_catalog.pg_replication_slots s;
 COMMENT ON VIEW harden.replication_slots IS 'replication slots and the WAL each keeps from being removed; an inactive slot keeps it until the disk is full (unless max_slot_wal_keep_size is set)';
-
 CREATE VIEW harden.replication_lag AS
 SELECT r.pid, r.application_name, r.client_addr, r.state, r.sync_state,
        (pg_catalog.pg_current_wal_lsn() - r.sent_lsn)::bigint AS send_lag_bytes,
@@ -1925,7 +1419,6 @@ SELECT r.pid, r.application_name, r.client_addr, r.state, r.sync_state,
        r.write_lag, r.flush_lag, r.replay_lag
   FROM pg_catalog.pg_stat_replication r;
 COMMENT ON VIEW harden.replication_lag IS 'standbys streaming from this server and how far behind each is, in bytes of WAL and in time';
-
 CREATE VIEW harden.table_cache_hits AS
 WITH t AS (
     SELECT r.relid, pg_catalog.pg_stat_get_blocks_hit(r.relid) AS hits,
@@ -1944,7 +1437,6 @@ SELECT t.relid::pg_catalog.regclass AS "table", t.hits, t.reads,
        pg_catalog.round(t.index_hits::numeric / nullif(t.index_hits + t.index_reads, 0), 4) AS index_ratio
   FROM t;
 COMMENT ON VIEW harden.table_cache_hits IS 'share of each table''s block reads (and of its indexes'') served from shared buffers';
-
 CREATE VIEW harden.index_cache_hits AS
 SELECT s.relid::pg_catalog.regclass AS "table", s.indexrelid::pg_catalog.regclass AS index,
        s.idx_blks_hit AS hits, s.idx_blks_read AS reads,
@@ -1996,7 +1488,6 @@ BEGIN
     END IF;
 END $$;
 COMMENT ON FUNCTION harden._checkpoints() IS 'checkpoints since the statistics were reset, started by checkpoint_timeout (timed) and by WAL volume or a CHECKPOINT (requested)';
-
 CREATE FUNCTION harden._machine(OUT ram_bytes bigint, OUT cpus integer)
     AS 'MODULE_PATHNAME', 'harden_machine'
     LANGUAGE C STABLE PARALLEL SAFE;
@@ -2064,15 +1555,13 @@ SELECT a.setting, a.current, a.recommended, a.reason,
        pg_catalog.format('ALTER SYSTEM SET %I = %L;', a.setting, a.recommended) AS fix_sql
   FROM advice a;
 COMMENT ON VIEW harden.settings_advice IS 'settings far from what this machine (memory, CPUs) and this workload (checkpoint statistics) call for, each with its reasoning and an ALTER SYSTEM';
-
 GRANT SELECT ON harden.sequence_exhaustion, harden.not_valid_constraints, harden.connections,
     harden.replication_slots, harden.replication_lag, harden.table_cache_hits, harden.index_cache_hits,
     harden.unread_tables, harden.settings_advice TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Index suggestions for the slow queries of pg_stat_statements
+-- Query analysis: index suggestions for the slow queries of pg_stat_statements
 -- ---------------------------------------------------------------------------
-
 -- query_check() on each of harden.slow_queries' statements; each index it
 -- proposes, tried with hypopg where installed.  A statement that cannot be
 -- planned (a utility statement, another role's table) is skipped.
@@ -2113,7 +1602,6 @@ BEGIN
     END LOOP;
 END $$;
 COMMENT ON FUNCTION harden.suggested_indexes_rows() IS 'rows of harden.suggested_indexes, one per statement and index';
-
 CREATE VIEW harden.suggested_indexes AS
 SELECT r.index_sql, r."table",
        pg_catalog.array_agg(r.queryid ORDER BY r.total_ms DESC) AS queryids,
@@ -2130,9 +1618,8 @@ COMMENT ON VIEW harden.suggested_indexes IS 'indexes query_check() proposes for 
 GRANT SELECT ON harden.suggested_indexes TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- History: query statistics and relation sizes over time
+-- Query analysis: history (query statistics and relation sizes over time)
 -- ---------------------------------------------------------------------------
-
 CREATE TABLE harden.analyze_snapshots (
     id bigserial PRIMARY KEY,
     taken_at timestamptz NOT NULL DEFAULT pg_catalog.now()
@@ -2177,7 +1664,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION harden.analyze_snapshot() IS 'keep the statements of harden.slow_queries and the size of every table as of now, and delete snapshots older than harden.analyze_snapshot_retention; the background worker runs it every harden.analyze_snapshot_interval';
 REVOKE ALL ON FUNCTION harden.analyze_snapshot() FROM PUBLIC;
-
 CREATE VIEW harden.size_growth AS
 WITH s AS (
     SELECT z.name, z.kind, z.total_bytes, z.rows, a.taken_at,
@@ -2220,71 +1706,10 @@ COMMENT ON VIEW harden.query_slowdown IS 'statements whose calls since the previ
 GRANT SELECT ON harden.size_growth, harden.query_slowdown TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Bloat: the block size inline, so that a filter on bytes reaches the
--- catalogs before the per-index work (health_report() skips small ones)
+-- Query analysis: health_report()
 -- ---------------------------------------------------------------------------
-
-CREATE OR REPLACE VIEW harden.bloat AS
-WITH tables AS (
-    SELECT r.relid, r.relpages, r.reltuples,
-           coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(r.reloptions) o
-                                 WHERE o.option_name = 'fillfactor'), 100) AS fillfactor,
-           w.width, w.ncols,
-           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped) AS natts
-      FROM harden._relations r
-      JOIN (SELECT s.starelid, pg_catalog.sum(s.stawidth * (1 - s.stanullfrac)) AS width,
-                   pg_catalog.count(*) AS ncols
-              FROM pg_catalog.pg_statistic s WHERE NOT s.stainherit
-             GROUP BY s.starelid) w ON w.starelid = r.relid
-     WHERE r.relkind IN ('r', 'm') AND r.relpages > 0 AND r.reltuples >= 0
-), table_est AS (
-    SELECT t.relid, NULL::pg_catalog.oid AS indexrelid, t.relpages,
-           -- tuple header (with null bitmap), data, line pointer
-           pg_catalog.ceil(t.reltuples * (8 * pg_catalog.ceil((23 + pg_catalog.ceil(t.natts / 8.0)) / 8) + t.width + 4)
-                           / ((pg_catalog.current_setting('block_size')::numeric - 24) * t.fillfactor / 100))::numeric AS expected_pages
-      FROM tables t
-     WHERE t.ncols >= t.natts
-), indexes AS (
-    SELECT i.indexrelid, i.indrelid, ic.relpages, ic.reltuples,
-           coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(ic.reloptions) o
-                                 WHERE o.option_name = 'fillfactor'), 90) AS fillfactor,
-           w.width, w.analysed
-      FROM pg_catalog.pg_index i
-      JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-      JOIN pg_catalog.pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
-      JOIN harden._relations r ON r.relid = i.indrelid AND r.relkind IN ('r', 'm')
-     CROSS JOIN LATERAL (
-        SELECT pg_catalog.sum(s.stawidth * (1 - s.stanullfrac)) AS width,
-               pg_catalog.count(s.stawidth) = pg_catalog.count(*) AS analysed
-          FROM pg_catalog.unnest(i.indkey) AS k(attnum)
-          LEFT JOIN pg_catalog.pg_statistic s
-                 ON s.starelid = i.indrelid AND s.staattnum = k.attnum AND NOT s.stainherit) w
-     WHERE ic.relpages > 1 AND ic.reltuples >= 0 AND i.indexprs IS NULL AND i.indisvalid
-), index_est AS (
-    -- index tuple header, data, line pointer; plus the metapage and ~1% upper levels
-    SELECT x.indrelid AS relid, x.indexrelid, x.relpages,
-           1 + pg_catalog.ceil(1.01 * x.reltuples * (8 * pg_catalog.ceil((8 + x.width) / 8) + 4)
-                               / ((pg_catalog.current_setting('block_size')::numeric - 24 - 16) * x.fillfactor / 100))::numeric AS expected_pages
-      FROM indexes x
-     WHERE x.analysed
-), est AS (
-    SELECT * FROM table_est UNION ALL SELECT * FROM index_est
-)
-SELECT CASE WHEN e.indexrelid IS NULL THEN 'table' ELSE 'index' END AS kind,
-       e.relid::pg_catalog.regclass AS "table", e.indexrelid::pg_catalog.regclass AS index,
-       (e.relpages * pg_catalog.current_setting('block_size')::numeric)::bigint AS bytes,
-       (least(e.expected_pages, e.relpages) * pg_catalog.current_setting('block_size')::numeric)::bigint AS expected_bytes,
-       (greatest(e.relpages - e.expected_pages, 0) * pg_catalog.current_setting('block_size')::numeric)::bigint AS bloat_bytes,
-       pg_catalog.round(greatest(e.relpages - e.expected_pages, 0) / e.relpages, 3) AS bloat_ratio
-  FROM est e;
-COMMENT ON VIEW harden.bloat IS 'estimated wasted space of tables and btree indexes (from pg_class and ANALYZE''s column widths, without reading them); needs ANALYZE';
-
--- ---------------------------------------------------------------------------
--- health_report()'s checks
--- ---------------------------------------------------------------------------
-
-CREATE OR REPLACE FUNCTION harden._health_rows(
+-- The checks behind health_report(), each reading its thresholds.
+CREATE FUNCTION harden._health_rows(
     OUT "check" text, OUT severity text, OUT object text, OUT detail text, OUT suggestion text)
     RETURNS SETOF record
     LANGUAGE sql STABLE PARALLEL RESTRICTED
@@ -2494,151 +1919,142 @@ SELECT f."check", f.severity, f.object, f.detail, f.suggestion
   FROM findings f
  ORDER BY CASE f.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, f."check", f.object;
 END;
+CREATE FUNCTION harden.health_report(
+    OUT "check" text, OUT severity text, OUT object text, OUT detail text, OUT suggestion text)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'harden_health_report'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 50;
+COMMENT ON FUNCTION harden.health_report() IS 'every analysis check with its thresholds (harden.analyze_min_rows, harden.health_*): check, severity (critical, warning, info), object, detail and suggested SQL; the counts by check and severity go to metrics()';
 
 -- ---------------------------------------------------------------------------
--- overrides and worker failures
+-- Metrics
 -- ---------------------------------------------------------------------------
+CREATE FUNCTION harden.metrics() RETURNS text
+    AS 'MODULE_PATHNAME', 'harden_metrics'
+    LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION harden.metrics() IS 'every pg_harden counter and gauge in Prometheus text exposition format';
+CREATE FUNCTION harden.metrics_json() RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'harden_metrics_json'
+    LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION harden.metrics_json() IS 'every pg_harden counter and gauge as jsonb';
+CREATE FUNCTION harden.metrics_reset() RETURNS void
+    AS 'MODULE_PATHNAME', 'harden_metrics_reset'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.metrics_reset() IS 'zero the current database''s pg_harden counters';
+REVOKE ALL ON FUNCTION harden.metrics_reset() FROM PUBLIC;
 
--- Members of harden_operator may force states, retry and cancel timers and
--- force-release holds on every table, as its owner may on its own.  A role
--- belongs to the cluster, not to the extension: created if missing, left in
--- place by DROP EXTENSION.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'harden_operator') THEN
-        CREATE ROLE harden_operator NOLOGIN;
-    END IF;
-END $$;
--- Operators call pg_harden's functions and read its audit trail.
-GRANT USAGE ON SCHEMA harden TO harden_operator;
+-- One row per series, for SQL exporters (prometheus/pg_harden.yaml).
+CREATE VIEW harden.metric_rows AS
+SELECT f.key AS name,
+       f.value ->> 'type' AS type,
+       s.value -> 'labels' AS labels,
+       (s.value ->> 'value')::double precision AS value,
+       f.value ->> 'help' AS help
+  FROM pg_catalog.jsonb_each(harden.metrics_json() -> 'metrics') f,
+       pg_catalog.jsonb_array_elements(f.value -> 'samples') s;
+COMMENT ON VIEW harden.metric_rows IS 'every series of harden.metrics(), one row each: family name, type, labels, value, help';
+GRANT SELECT ON harden.metric_rows TO PUBLIC;
 
--- Administrative actions that are not transitions: retrying and cancelling
--- timers, releasing holds for someone else.
-CREATE TABLE harden.admin_log (
-    id         bigserial PRIMARY KEY,
-    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
-    action     text NOT NULL CHECK (action IN ('timer_retry', 'timer_cancel', 'hold_release')),
-    table_name text NOT NULL,
-    item       jsonb NOT NULL,
-    outcome    text NOT NULL,
-    role       text NOT NULL,
-    reason     text,
-    txid       xid8 NOT NULL
+-- ---------------------------------------------------------------------------
+-- Circuit breakers
+-- ---------------------------------------------------------------------------
+-- Definitions, kept by pg_dump.  Written by harden.breaker_define() and
+-- harden.breaker_drop() as the extension's owner.
+CREATE SEQUENCE harden.breakers_id_seq;
+CREATE TABLE harden.breakers (
+    name              text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.:-]{1,63}$'),
+    -- Stays when a breaker is redefined: a new id is a new breaker.
+    id                bigint NOT NULL UNIQUE DEFAULT nextval('harden.breakers_id_seq'),
+    failure_threshold integer NOT NULL DEFAULT 5 CHECK (failure_threshold > 0),
+    failure_rate      double precision CHECK (failure_rate > 0 AND failure_rate <= 1),
+    min_calls         integer NOT NULL DEFAULT 10 CHECK (min_calls > 0),
+    failure_window    interval NOT NULL DEFAULT '1 minute' CHECK (failure_window > interval '0'),
+    cooldown          interval NOT NULL DEFAULT '30 seconds' CHECK (cooldown > interval '0'),
+    half_open_probes  integer NOT NULL DEFAULT 1 CHECK (half_open_probes BETWEEN 1 AND 1000000),
+    defined_at        timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX admin_log_at ON harden.admin_log USING brin (at);
-COMMENT ON TABLE harden.admin_log IS 'audit of timer retries and cancellations and of holds released by someone other than the role that made them';
-SELECT pg_catalog.pg_extension_config_dump('harden.admin_log', '');
-SELECT pg_catalog.pg_extension_config_dump('harden.admin_log_id_seq', '');
-GRANT SELECT ON harden.admin_log, harden.fsm_log TO harden_operator;
+COMMENT ON TABLE harden.breakers IS 'circuit breakers: trip after failure_threshold failures (or, with failure_rate, that share of at least min_calls calls) within failure_window; stay open for cooldown; close after half_open_probes successful probes';
+ALTER SEQUENCE harden.breakers_id_seq OWNED BY harden.breakers.id;
+SELECT pg_catalog.pg_extension_config_dump('harden.breakers', '');
+SELECT pg_catalog.pg_extension_config_dump('harden.breakers_id_seq', '');
+GRANT SELECT ON harden.breakers TO PUBLIC;
 
-CREATE FUNCTION harden.fsm_force(table_name regclass, key jsonb, to_state text, reason text,
-                                 machine text DEFAULT NULL) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'harden_fsm_force'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.fsm_force(regclass, jsonb, text, text, text) IS 'move a row to any state of its machine, past the rules, audited as forced (table owner or harden_operator); false if it was already there';
+-- One row per breaker, moved by the shipped circuit_breaker machine: every
+-- state change is checked by its trigger and audited in harden.fsm_log.
+-- Not dumped: a restored database starts with closed breakers.
+CREATE TABLE harden.breaker_states (
+    name  text PRIMARY KEY REFERENCES harden.breakers ON DELETE CASCADE,
+    state text NOT NULL DEFAULT 'closed',
+    since timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE harden.breaker_states IS 'the recorded state of each breaker (the live state is in shared memory: harden.breaker_status)';
+GRANT SELECT ON harden.breaker_states TO PUBLIC;
+SELECT harden.fsm_attach('harden.breaker_states', 'state', 'circuit_breaker');
 
--- Timers of the tables the caller may read (all of them for harden_operator).
-CREATE VIEW harden.fsm_timers WITH (security_barrier) AS
-SELECT d.id, d.machine, d.relid AS table_name, d.row_key, d.from_state AS state, d.to_state,
-       d.due_at, d.attempts, d.next_try, d.last_error, d.created_at
-  FROM harden.fsm_due d
- WHERE has_table_privilege(d.relid, 'SELECT')
-    OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                WHERE r.rolname = 'harden_operator' AND pg_has_role(r.oid, 'USAGE'));
-COMMENT ON VIEW harden.fsm_timers IS 'timed transitions waiting for their deadline, with failed attempts, backoff and last error';
-GRANT SELECT ON harden.fsm_timers TO PUBLIC;
+-- CREATE EXTENSION makes this attachment and the timers of its rows: a dump
+-- must not restore them again (see harden.fsm_attached and harden.fsm_due).
 
-CREATE FUNCTION harden.fsm_timer_retry(id bigint, reason text) RETURNS text
-    AS 'MODULE_PATHNAME', 'harden_fsm_timer_retry'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.fsm_timer_retry(bigint, text) IS 'apply a due timer now, past its backoff; returns applied, dropped or failed (table owner or harden_operator; audited in harden.admin_log)';
-
-CREATE FUNCTION harden.fsm_timer_cancel(id bigint, reason text) RETURNS void
-    AS 'MODULE_PATHNAME', 'harden_fsm_timer_cancel'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.fsm_timer_cancel(bigint, text) IS 'delete a timer, leaving its row in its state (table owner or harden_operator; audited in harden.admin_log)';
-
-CREATE FUNCTION harden.stock_force_release(id bigint, reason text) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'harden_stock_force_release'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.stock_force_release(bigint, text) IS 'give a held reservation''s stock back as the table''s owner (table owner or harden_operator; audited in harden.admin_log); false if it was not held';
-
--- ---------------------------------------------------------------------------
--- cache: leases (a miss hands out a token; a set with it stores only if
--- nothing invalidated the key or its tags since)
--- ---------------------------------------------------------------------------
-
-CREATE FUNCTION harden.cache_lease(key text, OUT value jsonb, OUT lease bigint) RETURNS record
-    AS 'MODULE_PATHNAME', 'harden_cache_lease'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-CREATE FUNCTION harden.cache_lease_text(key text, OUT value text, OUT lease bigint) RETURNS record
-    AS 'MODULE_PATHNAME', 'harden_cache_lease_text'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-CREATE FUNCTION harden.cache_lease_bytea(key text, OUT value bytea, OUT lease bigint) RETURNS record
-    AS 'MODULE_PATHNAME', 'harden_cache_lease_bytea'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.cache_lease(text) IS 'the jsonb value cached under a key, or on a miss a lease token for cache_set_leased';
-COMMENT ON FUNCTION harden.cache_lease_text(text) IS 'the text value cached under a key, or on a miss a lease token for cache_set_leased';
-COMMENT ON FUNCTION harden.cache_lease_bytea(text) IS 'the bytea value cached under a key, or on a miss a lease token for cache_set_leased';
-
-CREATE FUNCTION harden.cache_set_leased(key text, value jsonb, lease bigint, ttl interval DEFAULT NULL,
-                                        tags text[] DEFAULT '{}', secure boolean DEFAULT false,
-                                        public boolean DEFAULT false) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'harden_cache_set_leased_jsonb'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-CREATE FUNCTION harden.cache_set_leased(key text, value text, lease bigint, ttl interval DEFAULT NULL,
-                                        tags text[] DEFAULT '{}', secure boolean DEFAULT false,
-                                        public boolean DEFAULT false) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'harden_cache_set_leased_text'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-CREATE FUNCTION harden.cache_set_leased(key text, value bytea, lease bigint, ttl interval DEFAULT NULL,
-                                        tags text[] DEFAULT '{}', secure boolean DEFAULT false,
-                                        public boolean DEFAULT false) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'harden_cache_set_leased_bytea'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.cache_set_leased(text, jsonb, bigint, interval, text[], boolean, boolean) IS 'store a jsonb value with a lease: false if the lease expired or the key or its tags were invalidated since';
-COMMENT ON FUNCTION harden.cache_set_leased(text, text, bigint, interval, text[], boolean, boolean) IS 'store a text value with a lease: false if the lease expired or the key or its tags were invalidated since';
-COMMENT ON FUNCTION harden.cache_set_leased(text, bytea, bigint, interval, text[], boolean, boolean) IS 'store a bytea value with a lease: false if the lease expired or the key or its tags were invalidated since';
-
--- ---------------------------------------------------------------------------
--- cache: array forms of cache_delete and cache_invalidate_tag
--- ---------------------------------------------------------------------------
-
-CREATE FUNCTION harden.cache_delete(keys text[]) RETURNS bigint
-    AS 'MODULE_PATHNAME', 'harden_cache_delete_many'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.cache_delete(text[]) IS 'delete the entries under several keys; returns how many existed';
-CREATE FUNCTION harden.cache_invalidate_tag(tags text[]) RETURNS bigint
-    AS 'MODULE_PATHNAME', 'harden_cache_invalidate_tags'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.cache_invalidate_tag(text[]) IS 'delete the entries carrying any of several tags, among those the caller may modify';
-
--- ---------------------------------------------------------------------------
--- cache tracking: writes invalidate without a watch; watching by a column
--- ---------------------------------------------------------------------------
-
-COMMENT ON FUNCTION harden.cache_query(text, text, interval) IS 'the rows of a read-only query as a jsonb array, cached per role until a committed write to a relation it reads (or a change to its privileges) or the end of its TTL';
-COMMENT ON FUNCTION harden.cache_watch(regclass) IS 'also invalidate on writes the server''s hooks do not see (logical replication apply, with the trigger ENABLE ALWAYS)';
-COMMENT ON FUNCTION harden.cache_unwatch(regclass) IS 'remove cache_watch()''s triggers; writes through this server still invalidate';
-
-CREATE FUNCTION harden.cache_watch_by_trigger() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'harden_cache_watch_by_trigger'
+-- Direct edits of the definitions reach shared memory at commit.
+CREATE FUNCTION harden.breakers_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'harden_breakers_changed'
     LANGUAGE C;
-COMMENT ON FUNCTION harden.cache_watch_by_trigger() IS 'row trigger installed by cache_watch(table, by): moves the generations of the old and new value of the column at commit';
+REVOKE ALL ON FUNCTION harden.breakers_changed() FROM PUBLIC;
+CREATE TRIGGER breakers_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON harden.breakers
+    FOR EACH STATEMENT EXECUTE FUNCTION harden.breakers_changed();
 
-CREATE FUNCTION harden.cache_watch("table" regclass, "by" name) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'harden_cache_watch'
+-- Sessions forget breakers of an earlier installation (DROP EXTENSION) at commit.
+DELETE FROM harden.breakers;
+CREATE FUNCTION harden.breaker_define(name text, failure_threshold integer DEFAULT 5,
+                                      failure_window interval DEFAULT '1 minute',
+                                      cooldown interval DEFAULT '30 seconds',
+                                      half_open_probes integer DEFAULT 1,
+                                      failure_rate double precision DEFAULT NULL,
+                                      min_calls integer DEFAULT 10) RETURNS void
+    AS 'MODULE_PATHNAME', 'harden_breaker_define'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.cache_watch(regclass, name) IS 'per-value dependencies: a cache_query() result whose WHERE pins the column to a value is invalidated only by writes of that value';
+COMMENT ON FUNCTION harden.breaker_define(text, integer, interval, interval, integer, double precision, integer) IS 'define a circuit breaker, or change a defined one''s settings (its state stays)';
+REVOKE ALL ON FUNCTION harden.breaker_define(text, integer, interval, interval, integer, double precision, integer) FROM PUBLIC;
+CREATE FUNCTION harden.breaker_drop(name text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_breaker_drop'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.breaker_drop(text) IS 'drop a circuit breaker; false if there was none of that name';
+REVOKE ALL ON FUNCTION harden.breaker_drop(text) FROM PUBLIC;
+CREATE FUNCTION harden.breaker_allow(name text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'harden_breaker_allow'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.breaker_allow(text) IS 'whether a call may go ahead: true while closed, and for the probe calls of half-open';
+CREATE FUNCTION harden.breaker_record(name text, success boolean) RETURNS text
+    AS 'MODULE_PATHNAME', 'harden_breaker_record'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.breaker_record(text, boolean) IS 'record the outcome of a call; returns the breaker''s state afterwards';
+CREATE FUNCTION harden.breaker_sync(name text DEFAULT NULL) RETURNS integer
+    AS 'MODULE_PATHNAME', 'harden_breaker_sync'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.breaker_sync(text) IS 'bring harden.breaker_states (and the audit trail) up to the live state of one or every breaker; returns how many rows moved';
+CREATE FUNCTION harden.breaker_status_rows(
+    OUT name text, OUT state text, OUT since timestamptz,
+    OUT window_calls bigint, OUT window_failures bigint,
+    OUT allowed bigint, OUT rejected bigint, OUT successes bigint,
+    OUT failures bigint, OUT opens bigint,
+    OUT recorded_state text, OUT synced boolean,
+    OUT failure_threshold integer, OUT failure_rate double precision, OUT min_calls integer,
+    OUT failure_window interval, OUT cooldown interval, OUT half_open_probes integer)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'harden_breaker_status'
+    LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+CREATE VIEW harden.breaker_status AS SELECT * FROM harden.breaker_status_rows();
+COMMENT ON VIEW harden.breaker_status IS 'each breaker of this database: live state and counters (since the breaker was loaded into shared memory), the recorded state, and its settings';
+GRANT SELECT ON harden.breaker_status TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- cache tracking: untyped parameters (node-postgres, psycopg)
+-- Redaction
 -- ---------------------------------------------------------------------------
-
--- Chosen by the parser when every parameter is untyped (a literal, or a
--- client's parameter of unknown type): the query decides their types.
-CREATE FUNCTION harden.cache_query(key text, sql text, ttl interval, VARIADIC params text[])
-    RETURNS jsonb
-    AS 'MODULE_PATHNAME', 'harden_cache_query_untyped'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION harden.cache_query(text, text, interval, text[]) IS 'the same, with untyped parameters: each gets the type the query gives it';
+CREATE FUNCTION harden.redact(value jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'harden_redact_jsonb'
+    LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION harden.redact(jsonb) IS 'the document with personal data masked: values of sensitive keys (harden.redact_keys) and e-mails, phone numbers, card numbers and national ids in strings';
+CREATE FUNCTION harden.redact(value text) RETURNS text
+    AS 'MODULE_PATHNAME', 'harden_redact_text'
+    LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION harden.redact(text) IS 'the text with e-mails, phone numbers, card numbers and national ids masked';

@@ -30,14 +30,13 @@ extern double analyze_statement_cost(const char *sql);
 extern Oid *analyze_statement_params(const char *sql, int *nparams);
 
 /* analyze_hypo.c */
-extern char *analyze_hypopg_schema(void);
 extern void analyze_hypo_findings(const char *sql, double cost, List *findings);
 
 /* analyze_walk.c */
 extern List *analyze_plan(PlannedStmt *stmt, List *findings);
 
 /* analyze_index.c */
-typedef enum LikeSupport
+typedef enum LikeSupport		/* weakest first */
 {
 	LIKE_SUPPORT_NONE,
 	LIKE_SUPPORT_PREFIX,		/* a btree usable for left-anchored patterns */
@@ -55,7 +54,7 @@ extern bool analyze_any_index(Oid relid, analyze_index_visitor visit, void *arg)
 extern Oid	analyze_report_relid(Oid relid);
 extern char *analyze_rel_name(Oid relid);
 extern char *analyze_column_list(Oid relid, const AttrNumber *attnos, int n);
-extern char *analyze_trgm_schema(void);
+extern char *analyze_extension_schema(const char *extname);
 
 /* analyze_history.c: called by the background worker between its runs */
 extern int	analyze_snapshot_interval_ms;

@@ -12,12 +12,8 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/table.h"
-#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "commands/prepare.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -25,7 +21,6 @@
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 
 #include "pg_harden.h"
@@ -39,31 +34,6 @@ typedef struct HypoTest
 	Oid			indexrelid;		/* the hypothetical index, once created */
 	double		cost;			/* the statement's cost with it */
 } HypoTest;
-
-/* The schema hypopg is installed in, or NULL. */
-char *
-analyze_hypopg_schema(void)
-{
-	Oid			extoid = get_extension_oid("hypopg", true);
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	Oid			nsp = InvalidOid;
-
-	if (!OidIsValid(extoid))
-		return NULL;
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(extoid));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return OidIsValid(nsp) ? get_namespace_name(nsp) : NULL;
-}
 
 static Datum
 hypo_call(const char *sql, Oid argtype, Datum arg)
@@ -167,7 +137,7 @@ hypo_drop(void *arg)
 static char *
 hypo_test(const char *sql, const char *suggestion, double *after)
 {
-	char	   *schema = analyze_hypopg_schema();
+	char	   *schema = analyze_extension_schema("hypopg");
 	const char *create;
 	HypoTest	t;
 	ErrorData  *error;
@@ -221,7 +191,7 @@ analyze_hypo_findings(const char *sql, double cost, List *findings)
 		if (f->suggestion == NULL || strstr(f->suggestion, "CREATE INDEX ") == NULL)
 			continue;
 		/* the cost without the index, measured as the one with it will be */
-		if (!measured && analyze_hypopg_schema() != NULL)
+		if (!measured && analyze_extension_schema("hypopg") != NULL)
 		{
 			HypoTest	t;
 			ErrorData  *error;
@@ -270,7 +240,7 @@ harden_hypo_cost(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "harden._hypo_cost() must return a record");
-	if (analyze_hypopg_schema() == NULL)
+	if (analyze_extension_schema("hypopg") == NULL)
 		why = "hypopg is not installed";
 	else
 	{

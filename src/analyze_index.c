@@ -140,37 +140,51 @@ typedef struct LikeArgs
 } LikeArgs;
 
 /*
- * Can this index serve col LIKE/ILIKE pattern?  Any index whose operator
- * family has the operator itself (pg_trgm's) serves every pattern.  A
- * btree leading with the column serves left-anchored LIKE through the
- * planner's prefix rewrite when its opclass compares bytes: the pattern
- * opclasses, or the default one under the C collation.
+ * Can key column i of this index serve col LIKE/ILIKE pattern?  Any index
+ * whose operator family has the operator itself (pg_trgm's) serves every
+ * pattern.  A non-partial btree leading with the column serves
+ * left-anchored LIKE through the planner's prefix rewrite when its opclass
+ * compares bytes: the pattern opclasses, or the default one under the C
+ * collation.
  */
+static LikeSupport
+key_like_support(Form_pg_index idx, HeapTuple tup, int i, Oid opno)
+{
+	Oid			family = index_opfamily(tup, i);
+
+	if (OidIsValid(family) && op_in_opfamily(opno, family))
+		return LIKE_SUPPORT_ANY;
+	if (i == 0 && index_am(idx->indexrelid) == BTREE_AM_OID &&
+		heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
+		(family == TEXT_PATTERN_BTREE_FAM_OID ||
+		 family == BPCHAR_PATTERN_BTREE_FAM_OID ||
+		 ((family == TEXT_BTREE_FAM_OID || family == BPCHAR_BTREE_FAM_OID) &&
+		  lc_collate_is_c(index_collation(tup, i)))))
+		return LIKE_SUPPORT_PREFIX;
+	return LIKE_SUPPORT_NONE;
+}
+
+/* Keeps the better of two; true when nothing can be better (stop looking). */
+static bool
+better_like(LikeSupport *best, LikeSupport s)
+{
+	if (s > *best)
+		*best = s;
+	return *best == LIKE_SUPPORT_ANY;
+}
+
+/* The best support of the key columns that are the column. */
 static bool
 visit_like(Form_pg_index idx, HeapTuple tup, void *arg)
 {
 	LikeArgs   *a = arg;
-	Oid			am = index_am(idx->indexrelid);
-	bool		partial = !heap_attisnull(tup, Anum_pg_index_indpred, NULL);
 
 	for (int i = 0; i < idx->indnkeyatts; i++)
 	{
-		Oid			family;
-
 		if (idx->indkey.values[i] != a->attno)
 			continue;
-		family = index_opfamily(tup, i);
-		if (OidIsValid(family) && op_in_opfamily(a->opno, family))
-		{
-			a->best = LIKE_SUPPORT_ANY;
+		if (better_like(&a->best, key_like_support(idx, tup, i, a->opno)))
 			return true;
-		}
-		if (i == 0 && am == BTREE_AM_OID && !partial &&
-			(family == TEXT_PATTERN_BTREE_FAM_OID ||
-			 family == BPCHAR_PATTERN_BTREE_FAM_OID ||
-			 ((family == TEXT_BTREE_FAM_OID || family == BPCHAR_BTREE_FAM_OID) &&
-			  lc_collate_is_c(index_collation(tup, i)))))
-			a->best = LIKE_SUPPORT_PREFIX;
 	}
 	return false;
 }
@@ -198,20 +212,15 @@ visit_expr_like(Form_pg_index idx, HeapTuple tup, void *arg)
 	ExprLikeArgs *a = arg;
 	List	   *exprs;
 	ListCell   *next;
-	Oid			am;
-	bool		partial;
 
 	if (heap_attisnull(tup, Anum_pg_index_indexprs, NULL))
 		return false;
 	/* as the planner sees them (RelationGetIndexExpressions) */
 	exprs = (List *) eval_const_expressions(NULL, (Node *) index_tree(tup, Anum_pg_index_indexprs));
 	next = list_head(exprs);
-	am = index_am(idx->indexrelid);
-	partial = !heap_attisnull(tup, Anum_pg_index_indpred, NULL);
 	for (int i = 0; i < idx->indnkeyatts && next != NULL; i++)
 	{
 		Node	   *e;
-		Oid			family;
 
 		if (idx->indkey.values[i] != 0)
 			continue;
@@ -219,16 +228,8 @@ visit_expr_like(Form_pg_index idx, HeapTuple tup, void *arg)
 		next = lnext(exprs, next);
 		if (!equal(e, a->expr))
 			continue;
-		family = index_opfamily(tup, i);
-		if (OidIsValid(family) && op_in_opfamily(a->opno, family))
-		{
-			a->best = LIKE_SUPPORT_ANY;
+		if (better_like(&a->best, key_like_support(idx, tup, i, a->opno)))
 			return true;
-		}
-		if (i == 0 && am == BTREE_AM_OID && !partial &&
-			(family == TEXT_PATTERN_BTREE_FAM_OID ||
-			 (family == TEXT_BTREE_FAM_OID && lc_collate_is_c(index_collation(tup, i)))))
-			a->best = LIKE_SUPPORT_PREFIX;
 	}
 	return false;
 }
@@ -494,13 +495,14 @@ harden_index_same_expr(PG_FUNCTION_ARGS)
 }
 
 /*
- * The schema pg_trgm is installed in, or NULL when it is not: advice names
- * its operator classes qualified, whatever the search_path.
+ * The schema an extension is installed in, or NULL when it is not: advice
+ * names the objects of pg_trgm and hypopg qualified, whatever the
+ * search_path.
  */
 char *
-analyze_trgm_schema(void)
+analyze_extension_schema(const char *extname)
 {
-	Oid			extoid = get_extension_oid("pg_trgm", true);
+	Oid			extoid = get_extension_oid(extname, true);
 	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;

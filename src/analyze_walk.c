@@ -722,7 +722,7 @@ check_pattern(LikeContext *c, Oid opno, Node *left, Node *right, bool any)
 							 create_index_head(analyze_report_relid(c->relid)), t.index_elem));
 		return;
 	}
-	schema = analyze_trgm_schema();
+	schema = analyze_extension_schema("pg_trgm");
 	add_finding(c->w, severity, "Seq Scan", analyze_report_relid(c->relid),
 				psprintf("%s on %s with %s reads every row: no index on %s supports %s%s%s",
 						 what, on, source_desc(source, &shape, like),

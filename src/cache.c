@@ -802,6 +802,15 @@ delete_query_result(const char *key, int keylen)
 	return cache_xact_write(CACHE_PENDING_DELETE, qkey, qlen, GetUserId(), NULL) > 0;
 }
 
+/* Both writes always: the entry and the caller's query result. */
+static bool
+delete_key(const char *key, int keylen)
+{
+	bool		plain = cache_xact_write(CACHE_PENDING_DELETE, key, keylen, GetUserId(), NULL) > 0;
+
+	return delete_query_result(key, keylen) || plain;
+}
+
 /*
  * Delete the entry under a key and the caller's cache_query() result under
  * it; true if either existed (in this session's view).
@@ -811,12 +820,10 @@ harden_cache_delete(PG_FUNCTION_ARGS)
 {
 	const char *key;
 	int			keylen;
-	bool		plain;
 
 	harden_require_shmem("harden.cache_delete()");
 	key = arg_key(fcinfo, 0, &keylen, false);
-	plain = cache_xact_write(CACHE_PENDING_DELETE, key, keylen, GetUserId(), NULL) > 0;
-	PG_RETURN_BOOL(delete_query_result(key, keylen) || plain);
+	PG_RETURN_BOOL(delete_key(key, keylen));
 }
 
 /*
@@ -873,14 +880,8 @@ harden_cache_delete_many(PG_FUNCTION_ARGS)
 	harden_require_shmem("harden.cache_delete()");
 	keys = arg_names(fcinfo, 0, false, &n);
 	for (int i = 0; i < n; i++)
-	{
-		const char *key = VARDATA_ANY(keys[i]);
-		int			keylen = VARSIZE_ANY_EXHDR(keys[i]);
-		bool		plain = cache_xact_write(CACHE_PENDING_DELETE, key, keylen, GetUserId(), NULL) > 0;
-
-		if (delete_query_result(key, keylen) || plain)
+		if (delete_key(VARDATA_ANY(keys[i]), VARSIZE_ANY_EXHDR(keys[i])))
 			deleted++;
-	}
 	PG_RETURN_INT64(deleted);
 }
 

@@ -1351,6 +1351,21 @@ markers_retire(void)
 	pg_atomic_write_u32(&cache_shared->markers_used, used);
 }
 
+/* A marker slot or an invalidation-log entry for this database's mark. */
+static void
+marker_fill(MarkerSlot *m, const CacheMark *mk)
+{
+	m->dboid = MyDatabaseId;
+	m->kind = (uint8) mk->kind;
+	m->hash = mk->hash;
+	m->len = 0;
+	if (mk->kind == CACHE_MARK_PATTERN)
+	{
+		m->len = (uint16) Min(mk->len, CACHE_MAX_KEY_LEN);
+		memcpy(m->text, mk->text, m->len);
+	}
+}
+
 void
 cache_store_mark(const CacheMark *marks, int nmarks, TransactionId xid)
 {
@@ -1387,19 +1402,31 @@ cache_store_mark(const CacheMark *marks, int nmarks, TransactionId xid)
 			break;
 		}
 		m = &cache_shared->markers[next];
-		m->dboid = MyDatabaseId;
-		m->kind = (uint8) mk->kind;
-		m->hash = mk->hash;
-		m->len = 0;
-		if (mk->kind == CACHE_MARK_PATTERN)
-		{
-			m->len = (uint16) Min(mk->len, CACHE_MAX_KEY_LEN);
-			memcpy(m->text, mk->text, m->len);
-		}
+		marker_fill(m, mk);
 		m->xid = xid;
 		pg_atomic_fetch_add_u32(&cache_shared->markers_used, 1);
 	}
 	LWLockRelease(&cache_shared->marker_lock);
+}
+
+/*
+ * What marker_matches() compares an item by: the hash of its key as the
+ * markers record it (returned, with that key), and of each of its tags.
+ */
+static uint64
+item_hashes(const CacheItem *item, uint64 *taghashes, const char **userkey, int *userlen)
+{
+	const char *t = item->tags;
+
+	*userkey = cache_user_key(item->key, item->keylen, userlen);
+	for (int i = 0; i < item->ntags; i++)
+	{
+		int			len = strlen(t);
+
+		taghashes[i] = cache_mark_hash(t, len);
+		t += len + 1;
+	}
+	return cache_mark_hash(*userkey, *userlen);
 }
 
 static bool
@@ -1441,7 +1468,6 @@ cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 	int			nfound = 0;
 	int			userlen;
 	const char *userkey;
-	const char *t = item->tags;
 
 	cache_attach();
 	if (pg_atomic_read_u32(&cache_shared->markers_used) == 0)
@@ -1460,15 +1486,7 @@ cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 		if (pg_atomic_read_u32(&cache_shared->markers_used) == 0)
 			return false;
 	}
-	userkey = cache_user_key(item->key, item->keylen, &userlen);
-	keyhash = cache_mark_hash(userkey, userlen);
-	for (int i = 0; i < item->ntags; i++)
-	{
-		int			len = strlen(t);
-
-		taghashes[i] = cache_mark_hash(t, len);
-		t += len + 1;
-	}
+	keyhash = item_hashes(item, taghashes, &userkey, &userlen);
 
 	LWLockAcquire(&cache_shared->marker_lock, LW_SHARED);
 	for (int i = 0; i < CACHE_MARKERS; i++)
@@ -1527,15 +1545,7 @@ cache_store_inval_log(const CacheMark *mk)
 	LWLockAcquire(&cache_shared->inval_lock, LW_EXCLUSIVE);
 	seq = pg_atomic_read_u64(&cache_shared->inval_seq) + 1;
 	m = &cache_shared->inval_log[seq % CACHE_INVAL_LOG];
-	m->dboid = MyDatabaseId;
-	m->kind = (uint8) mk->kind;
-	m->hash = mk->hash;
-	m->len = 0;
-	if (mk->kind == CACHE_MARK_PATTERN)
-	{
-		m->len = (uint16) Min(mk->len, CACHE_MAX_KEY_LEN);
-		memcpy(m->text, mk->text, m->len);
-	}
+	marker_fill(m, mk);
 	cache_shared->inval_seqs[seq % CACHE_INVAL_LOG] = seq;
 	pg_atomic_write_u64(&cache_shared->inval_seq, seq);
 	LWLockRelease(&cache_shared->inval_lock);
@@ -1549,7 +1559,6 @@ cache_store_invalidated_since(uint64 since, const CacheItem *item)
 	uint64		taghashes[CACHE_MAX_TAGS];
 	int			userlen;
 	const char *userkey;
-	const char *t = item->tags;
 	uint64		cur;
 	bool		hit = false;
 
@@ -1559,15 +1568,7 @@ cache_store_invalidated_since(uint64 since, const CacheItem *item)
 		return false;
 	if (cur - since >= CACHE_INVAL_LOG)
 		return true;
-	userkey = cache_user_key(item->key, item->keylen, &userlen);
-	keyhash = cache_mark_hash(userkey, userlen);
-	for (int i = 0; i < item->ntags; i++)
-	{
-		int			len = strlen(t);
-
-		taghashes[i] = cache_mark_hash(t, len);
-		t += len + 1;
-	}
+	keyhash = item_hashes(item, taghashes, &userkey, &userlen);
 	LWLockAcquire(&cache_shared->inval_lock, LW_SHARED);
 	cur = pg_atomic_read_u64(&cache_shared->inval_seq);
 	if (cur - since >= CACHE_INVAL_LOG)

@@ -236,9 +236,9 @@ trigger_fires(const Trigger *t)
 
 static bool is_our_trigger(const Trigger *t, const char *name, const char *fn, bool row);
 
-/* The by-column row trigger of an open relation, or NULL. */
+/* A trigger of cache_watch()'s on an open relation, or NULL. */
 static const Trigger *
-by_trigger(Relation rel)
+our_trigger(Relation rel, const char *name, const char *fn, bool row)
 {
 	if (rel->trigdesc == NULL)
 		return NULL;
@@ -246,10 +246,17 @@ by_trigger(Relation rel)
 	{
 		const Trigger *t = &rel->trigdesc->triggers[i];
 
-		if (is_our_trigger(t, WATCH_BY_TRIGGER_NAME, "cache_watch_by_trigger", true))
+		if (is_our_trigger(t, name, fn, row))
 			return t;
 	}
 	return NULL;
+}
+
+/* The by-column row trigger of an open relation, or NULL. */
+static const Trigger *
+by_trigger(Relation rel)
+{
+	return our_trigger(rel, WATCH_BY_TRIGGER_NAME, "cache_watch_by_trigger", true);
 }
 
 /*
@@ -273,6 +280,18 @@ note_relation(Relation rel)
 	note_rel(RelationGetRelid(rel), values_seen(rel));
 }
 
+/* The same by OID, for a relation that may be gone (then nothing). */
+static void
+note_relid(Oid relid)
+{
+	Relation	rel = RelationIdGetRelation(relid);
+
+	if (rel == NULL)
+		return;
+	note_relation(rel);
+	RelationClose(rel);
+}
+
 static inline bool
 plan_writes(QueryDesc *qd)
 {
@@ -291,15 +310,7 @@ track_executor_start(QueryDesc *qd, int eflags)
 	if (!harden_shmem_ready || (eflags & EXEC_FLAG_EXPLAIN_ONLY) || !plan_writes(qd))
 		return;
 	foreach(lc, qd->plannedstmt->resultRelations)
-	{
-		RangeTblEntry *rte = rt_fetch(lfirst_int(lc), qd->plannedstmt->rtable);
-		Relation	rel = RelationIdGetRelation(rte->relid);
-
-		if (rel == NULL)
-			continue;
-		note_relation(rel);
-		RelationClose(rel);
-	}
+		note_relid(rt_fetch(lfirst_int(lc), qd->plannedstmt->rtable)->relid);
 }
 
 /* Rows routed to partitions: the partitions are written too. */
@@ -331,16 +342,9 @@ note_copy_from(CopyStmt *stmt)
 	if (!OidIsValid(relid))
 		return;
 	rels = has_subclass(relid) ? find_all_inheritors(relid, NoLock, NULL) : list_make1_oid(relid);
+	/* COPY fires row triggers, so by-column values are noted. */
 	foreach(lc, rels)
-	{
-		Relation	rel = RelationIdGetRelation(lfirst_oid(lc));
-
-		if (rel == NULL)
-			continue;
-		/* COPY fires row triggers, so by-column values are noted. */
-		note_relation(rel);
-		RelationClose(rel);
-	}
+		note_relid(lfirst_oid(lc));
 }
 
 static void
@@ -568,13 +572,11 @@ static bool
 has_trigger(Oid relid, const char *name, const char *fn, bool row)
 {
 	Relation	rel = RelationIdGetRelation(relid);
-	bool		found = false;
+	bool		found;
 
 	if (rel == NULL)
 		return false;
-	if (rel->trigdesc != NULL)
-		for (int i = 0; i < rel->trigdesc->numtriggers && !found; i++)
-			found = is_our_trigger(&rel->trigdesc->triggers[i], name, fn, row);
+	found = our_trigger(rel, name, fn, row) != NULL;
 	RelationClose(rel);
 	return found;
 }
@@ -587,18 +589,14 @@ bool
 cache_track_watched(Oid relid)
 {
 	Relation	rel = RelationIdGetRelation(relid);
-	bool		found = false;
+	const Trigger *t;
+	bool		found;
 
 	if (rel == NULL)
 		return false;
-	if (rel->trigdesc != NULL)
-		for (int i = 0; i < rel->trigdesc->numtriggers && !found; i++)
-		{
-			const Trigger *t = &rel->trigdesc->triggers[i];
-
-			found = is_our_trigger(t, WATCH_TRIGGER_NAME, "cache_watch_trigger", false) &&
-				(t->tgenabled == TRIGGER_FIRES_ON_ORIGIN || t->tgenabled == TRIGGER_FIRES_ALWAYS);
-		}
+	t = our_trigger(rel, WATCH_TRIGGER_NAME, "cache_watch_trigger", false);
+	found = t != NULL &&
+		(t->tgenabled == TRIGGER_FIRES_ON_ORIGIN || t->tgenabled == TRIGGER_FIRES_ALWAYS);
 	RelationClose(rel);
 	return found;
 }

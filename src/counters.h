@@ -52,3 +52,15 @@ HARDEN_COUNTER(WORKER_RUNS, "worker_runs_total", "Runs of the background worker 
 HARDEN_COUNTER(WORKER_TRANSITIONS, "worker_transitions_total", "Timed transitions applied by the background worker")
 HARDEN_COUNTER(WORKER_HOLDS_RELEASED, "worker_holds_released_total", "Expired reservations given back by the background worker")
 HARDEN_COUNTER(WORKER_ERRORS, "worker_errors_total", "Background worker steps that failed with an error (retried with backoff)")
+
+/* Redis-protocol endpoint */
+HARDEN_COUNTER(RESP_CONNECTIONS, "resp_connections_total", "Connections accepted by the Redis-protocol endpoint")
+HARDEN_COUNTER(RESP_REJECTED, "resp_rejected_connections_total", "Redis-protocol connections refused because harden.resp_max_clients were connected")
+HARDEN_COUNTER(RESP_COMMANDS, "resp_commands_total", "Commands executed by the Redis-protocol endpoint")
+HARDEN_COUNTER(RESP_ERRORS, "resp_error_replies_total", "Redis-protocol commands answered with an error")
+HARDEN_COUNTER(RESP_PROTOCOL_ERRORS, "resp_protocol_errors_total", "Redis-protocol connections closed for a malformed or oversized request")
+HARDEN_COUNTER(RESP_OUTPUT_OVERFLOWS, "resp_output_overflows_total", "Redis-protocol connections closed because their replies were not read")
+HARDEN_COUNTER(RESP_IDLE_TIMEOUTS, "resp_idle_timeouts_total", "Redis-protocol connections closed after harden.resp_idle_timeout without a complete command")
+HARDEN_COUNTER(RESP_AUTH_FAILURES, "resp_auth_failures_total", "Failed Redis-protocol AUTH attempts")
+HARDEN_COUNTER(RESP_HITS, "resp_keyspace_hits_total", "Redis-protocol reads that found an entry the role may see")
+HARDEN_COUNTER(RESP_MISSES, "resp_keyspace_misses_total", "Redis-protocol reads that found no entry the role may see")

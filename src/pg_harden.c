@@ -21,6 +21,7 @@
 #include "stock.h"
 #include "worker.h"
 #include "analyze.h"
+#include "cache_resp.h"
 
 PG_MODULE_MAGIC;
 
@@ -47,6 +48,7 @@ static const HardenModule harden_modules[] = {
 	{"analyze", analyze_define_gucs, analyze_shmem_size, analyze_shmem_startup},
 	{"breaker", breaker_define_gucs, breaker_shmem_size, breaker_shmem_startup},
 	{"redact", redact_define_gucs, NULL, NULL},
+	{"resp", resp_define_gucs, resp_shmem_size, resp_shmem_startup},
 };
 
 #define NUM_MODULES lengthof(harden_modules)
@@ -122,6 +124,7 @@ _PG_init(void)
 	harden_shmem_request();
 #endif
 	worker_register_launcher();
+	resp_register_workers();
 	worker_utility_hook_install();
 	cache_track_hooks_install();
 }

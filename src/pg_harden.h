@@ -123,6 +123,12 @@ extern Oid	harden_rel_owner(Oid relid);
 extern bool harden_try_in_subxact(void (*fn) (void *), void *arg, ErrorData **error);
 
 /*
+ * subxact.c: in a PG_CATCH block, the error copied into cxt and cleared; a
+ * cancel or an operator intervention is thrown on instead
+ */
+extern ErrorData *harden_catch_error(MemoryContext cxt);
+
+/*
  * admin.c: overrides (fsm_force, timer retry and cancel, releasing another
  * role's hold) are for the table's owner and members of harden_operator,
  * and are audited

@@ -5,7 +5,8 @@
  * For loops over independent items (due timers, expired stock holds) where
  * one item's error must not stop the rest: the error is rolled back and
  * handed to the caller.  A cancel or an operator intervention is not an
- * item's failure and goes on up.
+ * item's failure and goes on up.  harden_catch_error() is that rule for
+ * any PG_CATCH block that recovers from an error.
  */
 #include "postgres.h"
 
@@ -14,6 +15,20 @@
 #include "utils/resowner.h"
 
 #include "pg_harden.h"
+
+ErrorData *
+harden_catch_error(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+		PG_RE_THROW();
+	FlushErrorState();
+	return edata;
+}
 
 bool
 harden_try_in_subxact(void (*fn) (void *), void *arg, ErrorData **error)
@@ -34,14 +49,8 @@ harden_try_in_subxact(void (*fn) (void *), void *arg, ErrorData **error)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = harden_catch_error(cxt);
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
-			PG_RE_THROW();
-		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;

@@ -6,8 +6,9 @@
 # the docs (test/docs), the background
 # worker's (test/worker), crash recovery (test/crash), pgbouncer, a hot
 # standby and failover (test/replica), revocation and tenant isolation of
-# query results (test/track) and, after a restart without preloading,
-# test/nopreload.  Exits non-zero if anything failed.
+# query results (test/track), the Redis-protocol endpoint (test/resp) and,
+# after a restart without preloading, test/nopreload.  Exits non-zero if
+# anything failed.
 source "$(dirname "$0")/lib.sh"
 
 PASSED=0
@@ -90,16 +91,20 @@ run_upgrade() {
 
 pgh_ensure_packages
 pgh_build_and_stage
+source "$PGH_ROOT/test/resp/resp.sh"
+resp_conf
 # The worker runs fast here, and stays out of the databases whose tests call
-# the *_run_due() functions themselves and check what they did.
+# the *_run_due() functions themselves and check what they did, and out of
+# the Redis endpoint's database, which needs none.
 # pg_stat_statements is preloaded for harden.slow_queries and
 # harden.suggested_indexes (without it, see test/nopreload).
 PGH_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'"
 	"harden.worker_retry_base = '200ms'" "harden.worker_retry_max = '2s'"
-	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap, pgh_dump_src, pgh_bouncer, pgh_bouncer_s'"
+	"harden.worker_skip_databases = 'pgh_regress, pgh_isolation, pgh_pgtap, pgh_dump_src, pgh_resp, pgh_bouncer, pgh_bouncer_s'"
 	"max_worker_processes = 16" "max_prepared_transactions = 4"
-	"shared_preload_libraries = 'pg_harden, pg_stat_statements'")
+	"shared_preload_libraries = 'pg_harden, pg_stat_statements'" "${RESP_CONF[@]}")
 pgh_cluster_start "${PGH_CONF[@]}"
+resp_setup
 run_regress
 run_isolation
 run_upgrade
@@ -127,6 +132,9 @@ run_scrape
 # Every SQL example of README.md and docs/ runs and shows its true errors.
 source "$PGH_ROOT/test/docs/examples.sh"
 run_doc_examples
+
+# The Redis-protocol endpoint with redis-py, redis-cli, redis-benchmark.
+run_resp
 
 # The background worker: pgTAP in a database it serves, then checks across
 # a restart and across databases.

@@ -8,27 +8,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS dblink;
 DO $$ BEGIN PERFORM harden.cache_invalidate('tap:ls:*'); END $$;
 
-CREATE FUNCTION pg_temp.connect(name text) RETURNS int LANGUAGE plpgsql AS $$
-BEGIN
-  IF name = ANY (coalesce(dblink_get_connections(), '{}')) THEN
-    PERFORM dblink_disconnect(name);
-  END IF;
-  PERFORM dblink_connect(name, format('dbname=%s host=%s port=%s user=%s',
-    current_database(), current_setting('unix_socket_directories'),
-    current_setting('port'), current_user));
-  RETURN (SELECT pid FROM dblink(name, 'SELECT pg_backend_pid()') AS t(pid int));
-END $$;
-CREATE FUNCTION pg_temp.waits(p int) RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-  FOR i IN 1 .. 1000 LOOP
-    PERFORM pg_stat_clear_snapshot();
-    IF EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = p AND wait_event_type = 'Extension') THEN
-      RETURN true;
-    END IF;
-    PERFORM pg_sleep(0.02);
-  END LOOP;
-  RETURN false;
-END $$;
+\ir lib/sessions.sql
 
 -- A miss hands out a lease; the set with it stores.
 SELECT lease AS l_lease, value IS NULL AS l_novalue FROM harden.cache_lease('tap:ls:a') \gset
@@ -94,7 +74,7 @@ SELECT pg_temp.connect('other') AS other_pid \gset
 SELECT dblink_exec('other', 'SET harden.cache_wait_timeout = ''20s''');
 SELECT lease AS l4 FROM harden.cache_lease('tap:ls:w') \gset
 SELECT dblink_send_query('other', $q$SELECT (harden.cache_lease('tap:ls:w')).value::text$q$);
-SELECT ok(pg_temp.waits(:other_pid), 'a second lease request for the key waits');
+SELECT ok(pg_temp.waits_on(:other_pid, 'Extension'), 'a second lease request for the key waits');
 SELECT pg_temp.connect('setter') AS setter_pid \gset
 SELECT is((SELECT ok FROM dblink('setter', format($q$SELECT harden.cache_set_leased('tap:ls:w', '"computed"'::jsonb, %s)$q$, :l4))
              AS t(ok boolean)), true, 'the holder''s value is stored with its lease from another session');

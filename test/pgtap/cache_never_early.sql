@@ -13,16 +13,7 @@ SELECT plan(23);
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS dblink;
 
-CREATE FUNCTION pg_temp.connect(name text) RETURNS int LANGUAGE plpgsql AS $$
-BEGIN
-  IF name = ANY (coalesce(dblink_get_connections(), '{}')) THEN
-    PERFORM dblink_disconnect(name);
-  END IF;
-  PERFORM dblink_connect(name, format('dbname=%s host=%s port=%s user=%s',
-    current_database(), current_setting('unix_socket_directories'),
-    current_setting('port'), current_user));
-  RETURN (SELECT pid FROM dblink(name, 'SELECT pg_backend_pid()') AS t(pid int));
-END $$;
+\ir lib/sessions.sql
 -- Whether backend p waits for synchronous replication within secs seconds.
 CREATE FUNCTION pg_temp.in_syncrep(p int, secs float8) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN

@@ -4,19 +4,7 @@
 SET client_min_messages = warning;
 SELECT plan(4);
 
-CREATE FUNCTION pg_temp.wait_for(cond text, timeout interval DEFAULT '30 s')
-RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE
-  ok boolean;
-  deadline timestamptz := clock_timestamp() + timeout;
-BEGIN
-  LOOP
-    EXECUTE 'SELECT coalesce((' || cond || '), false)' INTO ok;
-    IF ok THEN RETURN true; END IF;
-    IF clock_timestamp() > deadline THEN RETURN false; END IF;
-    PERFORM pg_sleep(0.05);
-  END LOOP;
-END $$;
+\ir lib/wait_for.sql
 
 SELECT is(current_setting('harden.analyze_snapshot_interval'), '0', 'snapshots are off by default');
 SELECT pg_sleep(1);

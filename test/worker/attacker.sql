@@ -8,19 +8,7 @@ SET client_min_messages = warning;
 \ir ../attack/hostile.sql
 SELECT plan(9);
 
-CREATE FUNCTION pg_temp.wait_for(cond text, timeout interval DEFAULT '30 s')
-RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE
-  ok boolean;
-  deadline timestamptz := clock_timestamp() + timeout;
-BEGIN
-  LOOP
-    EXECUTE 'SELECT coalesce((' || cond || '), false)' INTO ok;
-    IF ok THEN RETURN true; END IF;
-    IF clock_timestamp() > deadline THEN RETURN false; END IF;
-    PERFORM pg_sleep(0.05);
-  END LOOP;
-END $$;
+\ir lib/wait_for.sql
 
 SELECT pg_temp.hostile_setup('atk_wk');
 SELECT ok(pg_temp.wait_for($$ (SELECT runs > 0 FROM harden.worker_status WHERE database = current_database()) $$),
