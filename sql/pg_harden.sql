@@ -2553,3 +2553,13 @@ CREATE FUNCTION harden.cache_query(key text, sql text, ttl interval, VARIADIC pa
     AS 'MODULE_PATHNAME', 'harden_cache_query_untyped'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_query(text, text, interval, text[]) IS 'the same, with untyped parameters: each gets the type the query gives it';
+
+-- ---------------------------------------------------------------------------
+-- cache persistence: the dump file (docs/persistence.md)
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION harden.cache_dump() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'harden_cache_dump'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_dump() IS 'write the non-secure cache entries of every database to the dump file now; the number written';
+REVOKE ALL ON FUNCTION harden.cache_dump() FROM PUBLIC;

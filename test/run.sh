@@ -5,7 +5,8 @@
 # through prometheus-postgres-exporter (test/metrics), the SQL examples of
 # the docs (test/docs), the background
 # worker's (test/worker), crash recovery (test/crash), revocation and tenant
-# isolation of query results (test/track) and, after a restart without
+# isolation of query results (test/track), the cache across restarts
+# (test/persist) and, after a restart without
 # preloading, test/nopreload.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 
@@ -131,6 +132,10 @@ run_breaker_restart
 # Backends killed with SIGKILL mid-write; the postmaster's crash restart.
 source "$PGH_ROOT/test/crash/crash.sh"
 run_crash
+
+# The cache across restarts: dump files, corrupt ones, encrypted ones (own cluster).
+source "$PGH_ROOT/test/persist/persist.sh"
+run_persist
 
 # Cached query results against revocation and a second tenant's churn, on
 # a restart with a small table of generations.
