@@ -420,6 +420,8 @@ extern bool cache_store_load(Oid dboid, const CacheItem *item, uint64 since);
 /* cache_persist.c: the dump file */
 extern void cache_persist_define_gucs(bool preloading);
 extern void cache_persist_register(void);
+/* cache_warm.c: registered queries kept warm */
+extern int64 cache_warm_run(bool missing_only);
 extern Size cache_persist_shmem_size(void);
 extern void cache_persist_shmem_startup(void);
 

@@ -1003,6 +1003,8 @@ cache_persist_main(Datum arg)
 		}
 		(void) WaitLatch(MyLatch, events, timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		/* Absorbs barriers (DROP DATABASE waits for them); SIGTERM only sets got_sigterm. */
+		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;

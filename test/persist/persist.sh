@@ -265,8 +265,69 @@ SQL
 	ps_fill
 	ps_stop
 	ps_check "with harden.cache_dump_interval = -1 no dump is written" test ! -e "$PS_DATA/pg_harden_cache.dump"
+	warm_checks
+	ps_stop
 	ps_check "no server process crashed" bash -c \
 		"! grep -E 'terminated by signal|TRAP:|PANIC:' '$PS_LOG'"
+}
+
+# ps_poll SQL EXPECTED: wait up to 10 s for the answer.
+ps_poll() {
+	local got
+	for _ in $(seq 1 100); do
+		got=$(ps_q "$1")
+		[ "$got" = "$2" ] && { echo "$got"; return 0; }
+		sleep 0.1
+	done
+	echo "$got"
+}
+
+warm_checks() {
+	PS_CONF=("harden.cache_memory = '16MB'" "harden.worker_interval = '200ms'")
+	ps_start
+	pgh_psql -p "$PS_PORT" -d pgh_persist >/dev/null <<'SQL'
+CREATE ROLE pp_carol;
+GRANT USAGE ON SCHEMA harden TO pp_carol;
+CREATE TABLE wp (id int);
+INSERT INTO wp VALUES (1), (2);
+GRANT SELECT ON wp TO pp_alice;
+SET ROLE pp_alice;
+SET search_path = public;
+SELECT harden.cache_warm_register('w:count', 'SELECT count(*) AS n FROM wp', '1 hour');
+SELECT harden.cache_warm_register('w:bad', 'SELECT 1 / 0 AS x', '1 hour');
+SELECT harden.cache_warm_register('w:param', 'SELECT $1::int AS v', '1 hour', '7');
+SQL
+	ps_check "cache_warm() is refused to PUBLIC" bash -c \
+		"! PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -p $PS_PORT -d pgh_persist -c 'SET ROLE pp_alice; SELECT harden.cache_warm()' 2>/dev/null"
+	ps_check "cache_warm() runs every registered query" ps_equals "$(ps_q "SELECT harden.cache_warm()")" "3"
+	ps_check "a failing warm-up query does not stop the others; its error is in cache_warm_status" ps_equals \
+		"$(ps_q "SET ROLE pp_alice; SELECT string_agg(key || ':' || (last_ok IS NOT NULL) || ':' || coalesce(last_error, '-'), ',' ORDER BY key) FROM harden.cache_warm_status")" \
+		"w:bad:false:division by zero,w:count:true:-,w:param:true:-"
+	ps_check "warmed results are the role's own entries" ps_equals \
+		"$(ps_q "SET ROLE pp_alice; SELECT string_agg(key || ':' || owner, ',' ORDER BY key) FROM harden.cache_entries")" \
+		"w:count:pp_alice,w:param:pp_alice"
+	ps_check "another role sees and changes none of them" ps_equals \
+		"$(ps_q "SET ROLE pp_carol; SELECT (SELECT count(*) FROM harden.cache_warm_status) || '/' || harden.cache_warm_unregister('w:count')")" "0/false"
+
+	ps_restart_with ""
+	ps_check "after a restart the worker warms the registered queries" ps_equals \
+		"$(ps_poll "SET ROLE pp_alice; SELECT count(*) FROM harden.cache_entries WHERE key IN ('w:count', 'w:param')" 2)" "2"
+	ps_check "the role's own call is a hit on the warmed entry (same fingerprint)" ps_equals \
+		"$(ps_q "SET ROLE pp_alice; SET search_path = public; SELECT harden.cache_query('w:count', 'SELECT count(*) AS n FROM wp', '1 hour')::text || (SELECT hits FROM harden.cache_entries WHERE key = 'w:count')")" \
+		'[{"n": 2}]1'
+	ps_q "INSERT INTO wp VALUES (3)" >/dev/null
+	ps_check "an invalidated warm entry is computed again by the worker" ps_equals \
+		"$(ps_poll "SET ROLE pp_alice; SELECT count(*) FROM harden.cache_entries WHERE key = 'w:count'" 1)" "1"
+	ps_check "... with the new rows" ps_equals \
+		"$(ps_q "SET ROLE pp_alice; SET search_path = public; SELECT harden.cache_query('w:count', 'SELECT count(*) AS n FROM wp', '1 hour')")" \
+		'[{"n": 3}]'
+	ps_check "the failing query is retried, its error logged once" ps_equals \
+		"$(ps_q "SET ROLE pp_alice; SELECT failures > 2 FROM harden.cache_warm_status WHERE key = 'w:bad'")/$(grep -c 'warm-up query "w:bad"' "$PS_LOG")" "t/1"
+	ps_check "unregister" ps_equals \
+		"$(ps_q "SET ROLE pp_alice; SELECT harden.cache_warm_unregister('w:param') || '/' || harden.cache_warm_unregister('w:param')")/$(ps_q "SET ROLE pp_alice; SELECT string_agg(key, ',' ORDER BY key) FROM harden.cache_warm_status")" \
+		"true/false/w:bad,w:count"
+	ps_check "pg_dump keeps the registrations" bash -c \
+		"pg_dump -p $PS_PORT -d pgh_persist | grep -q 'w:count'"
 }
 
 run_persist() {
