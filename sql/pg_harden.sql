@@ -2617,15 +2617,23 @@ CREATE POLICY own_state ON harden.cache_warm_state FOR SELECT
 
 CREATE FUNCTION harden.cache_warm_register(key text, sql text, ttl interval DEFAULT NULL,
                                            VARIADIC params text[] DEFAULT '{}') RETURNS void
-    LANGUAGE sql VOLATILE
-    BEGIN ATOMIC
-        INSERT INTO harden.cache_warm_queries AS q (key, sql, ttl, params)
-        VALUES (cache_warm_register.key, cache_warm_register.sql, cache_warm_register.ttl,
-                cache_warm_register.params)
-        ON CONFLICT ON CONSTRAINT cache_warm_queries_pkey DO UPDATE
-           SET sql = excluded.sql, ttl = excluded.ttl, params = excluded.params,
-               search_path = excluded.search_path, registered_at = excluded.registered_at;
-    END;
+    LANGUAGE plpgsql VOLATILE
+    -- No SET search_path: the caller's is recorded (part of the fingerprint).
+    AS $$
+BEGIN
+    IF cache_warm_register.key IS NULL OR cache_warm_register.sql IS NULL
+       OR cache_warm_register.params IS NULL THEN
+        RAISE EXCEPTION 'the key, sql and params of a warm-up query must not be NULL'
+            USING ERRCODE = '22004';
+    END IF;
+    PERFORM harden.cache_exists(cache_warm_register.key);  -- PH101 for an invalid key
+    INSERT INTO harden.cache_warm_queries AS q (key, sql, ttl, params, search_path)
+    VALUES (cache_warm_register.key, cache_warm_register.sql, cache_warm_register.ttl,
+            cache_warm_register.params, pg_catalog.current_setting('search_path'))
+    ON CONFLICT ON CONSTRAINT cache_warm_queries_pkey DO UPDATE
+       SET sql = excluded.sql, ttl = excluded.ttl, params = excluded.params,
+           search_path = excluded.search_path, registered_at = excluded.registered_at;
+END $$;
 COMMENT ON FUNCTION harden.cache_warm_register(text, text, interval, text[]) IS 'keep a query warm: the worker runs cache_query(key, sql, ttl, VARIADIC params) as the current role after start and whenever the entry is missing';
 
 CREATE FUNCTION harden.cache_warm_unregister(key text) RETURNS boolean
@@ -2640,6 +2648,6 @@ COMMENT ON FUNCTION harden.cache_warm_unregister(text) IS 'stop keeping the curr
 
 CREATE FUNCTION harden.cache_warm(missing_only boolean DEFAULT false) RETURNS bigint
     AS 'MODULE_PATHNAME', 'harden_cache_warm'
-    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_warm(boolean) IS 'run every registered warm-up query of this database now (missing_only: those whose entry is not cached), each as its role; the number run';
 REVOKE ALL ON FUNCTION harden.cache_warm(boolean) FROM PUBLIC;

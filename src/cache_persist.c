@@ -598,17 +598,36 @@ tags_valid(const char *tags, uint32 tagslen, int ntags)
 	return pos == tagslen;
 }
 
+/* A user key: the bytes cache_set accepts (PH101). */
+static bool
+user_key_valid(const char *key, int keylen)
+{
+	if (keylen < 1 || keylen > CACHE_MAX_KEY_LEN)
+		return false;
+	for (int i = 0; i < keylen; i++)
+	{
+		char		c = key[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			  c == ':' || c == '_' || c == '.' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* A stored key: a user key, or a role's shadow of one; never a query result's. */
 static bool
 key_valid(const char *key, int keylen)
 {
-	if (keylen < 1 || keylen > CACHE_MAX_STORED_KEY_LEN)
-		return false;
-	if (key[0] == CACHE_QUERY_MARK)
-		return false;
-	if (key[0] == CACHE_SHADOW_MARK)
+	if (keylen >= 1 && key[0] == CACHE_SHADOW_MARK)
+	{
+		for (int i = 1; i < CACHE_QUERY_PREFIX_LEN && i < keylen; i++)
+			if (!isxdigit((unsigned char) key[i]))
+				return false;
 		return keylen > CACHE_QUERY_PREFIX_LEN &&
-			keylen <= CACHE_MAX_STORED_KEY_LEN;
-	return keylen <= CACHE_MAX_KEY_LEN && memchr(key, '\0', keylen) == NULL;
+			user_key_valid(key + CACHE_QUERY_PREFIX_LEN, keylen - CACHE_QUERY_PREFIX_LEN);
+	}
+	return user_key_valid(key, keylen);
 }
 
 /*

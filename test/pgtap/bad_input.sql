@@ -137,6 +137,7 @@ BEGIN
     WHEN arg = 'pattern' THEN '''bi:*'''
     WHEN arg = 'sql' THEN '''SELECT id, v FROM bi_watch WHERE id = 1'''
     WHEN arg = 'index_sql' THEN '''CREATE INDEX ON bi_watch (v)'''
+    WHEN fn = 'cache_warm_register' AND arg = 'params' THEN '''1'''
     WHEN arg = 'params' THEN '1'
     WHEN arg = 'table' THEN '''bi_watch''::regclass'
     WHEN fn = 'fsm_define' AND arg = 'machine' THEN '''bi_m2'''
