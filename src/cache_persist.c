@@ -523,7 +523,7 @@ done:
 
 typedef struct LoadedEntry
 {
-	const DumpRecord *rec;		/* a copy, aligned */
+	DumpRecord	rec;			/* a copy, aligned */
 	const char *key;
 	const char *tags;
 	const char *value;
@@ -641,7 +641,7 @@ parse_payload(const char *p, uint64 len, uint64 count, LoadedEntry *entries, con
 
 	for (uint64 i = 0; i < count; i++)
 	{
-		DumpRecord *r = palloc(sizeof(DumpRecord));
+		DumpRecord *r = &entries[i].rec;
 		uint64		need;
 
 		if (len - pos < sizeof(DumpRecord))
@@ -668,7 +668,6 @@ parse_payload(const char *p, uint64 len, uint64 count, LoadedEntry *entries, con
 			*why = psprintf("record %llu is not a valid entry", (unsigned long long) i + 1);
 			return false;
 		}
-		entries[i].rec = r;
 		entries[i].key = p + pos;
 		entries[i].tags = p + pos + r->keylen;
 		entries[i].value = p + pos + r->keylen + r->tagslen;
@@ -805,22 +804,40 @@ insert_entries(LoadedEntry *entries, uint64 n, uint64 since, LoadCounts *c)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	Oid			last_db = InvalidOid,
-				last_role = InvalidOid;
+				last_role = InvalidOid,
+				count_db = InvalidOid;
 	bool		db_ok = false,
 				role_ok = false;
+	uint64		loaded = 0,
+				dropped = 0;
 
 	StartTransactionCommand();
-	for (uint64 i = 0; i < n; i++)
+	for (uint64 i = 0; i <= n; i++)
 	{
-		const DumpRecord *r = entries[i].rec;
+		const DumpRecord *r = i < n ? &entries[i].rec : NULL;
 		CacheItem	item;
+		bool		ok;
 
-		CHECK_FOR_INTERRUPTS();
+		/* Counted per database in runs: a lookup of its slot per run, not per entry. */
+		if (r == NULL || r->dboid != count_db)
+		{
+			if (loaded > 0)
+				harden_count_db(count_db, HC_CACHE_DUMP_LOADED, loaded);
+			if (dropped > 0)
+				harden_count_db(count_db, HC_CACHE_DUMP_DROPPED, dropped);
+			c->loaded += loaded;
+			c->dropped += dropped;
+			loaded = dropped = 0;
+			if (r == NULL)
+				break;
+			count_db = r->dboid;
+		}
+		if ((i & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
 		if ((r->expires_at != 0 && r->expires_at <= now) ||
 			!entry_owner_exists(r, &last_db, &db_ok, &last_role, &role_ok))
 		{
-			c->dropped++;
-			harden_count_db(r->dboid, HC_CACHE_DUMP_DROPPED, 1);
+			dropped++;
 			continue;
 		}
 		memset(&item, 0, sizeof(item));
@@ -835,16 +852,11 @@ insert_entries(LoadedEntry *entries, uint64 n, uint64 since, LoadCounts *c)
 		item.expires_at = r->expires_at;
 		item.owner = r->owner;
 		item.flags = r->flags;
-		if (cache_store_load(r->dboid, &item, since))
-		{
-			c->loaded++;
-			harden_count_db(r->dboid, HC_CACHE_DUMP_LOADED, 1);
-		}
+		ok = cache_store_load(r->dboid, &item, since);
+		if (ok)
+			loaded++;
 		else
-		{
-			c->dropped++;
-			harden_count_db(r->dboid, HC_CACHE_DUMP_DROPPED, 1);
-		}
+			dropped++;
 	}
 	CommitTransactionCommand();
 }

@@ -152,6 +152,15 @@ warm_record(const WarmQuery *q, const char *error)
 	values[1] = CStringGetTextDatum(q->key);
 	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	harden_role_enter(&scope, warm_owner(), false);
+	/*
+	 * One recorder of a query at a time (the worker and cache_warm() may run
+	 * it together): the next statement's snapshot then sees the other's
+	 * outcome, so an error is logged once.
+	 */
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($2,"
+							  " CAST($1 AS pg_catalog.int8)))",
+							  2, types, values, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock the warm-up outcome");
 	if (SPI_execute_with_args("WITH old AS (SELECT last_error FROM harden.cache_warm_state"
 							  " WHERE role OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2)"
 							  " INSERT INTO harden.cache_warm_state AS s (role, key, last_run, last_ok, last_error, failures)"

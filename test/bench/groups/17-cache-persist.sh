@@ -11,7 +11,8 @@ pgh_psql -d "$CP_DB" -c "SELECT harden.cache_flush()" \
 	-c "SELECT count(harden.cache_set('persist:' || g, jsonb_build_object('id', g, 'name', 'product ' || g), '1 hour', ARRAY['t' || (g % 100)])) FROM generate_series(1, $CP_N) g" >/dev/null
 cp_before=$(grep -c 'pg_harden cache: loaded' "$PGH_TMP/server.log" || true)
 pgh_cluster_stop
-pgh_cluster_start
+# The conf run.sh started the cluster with.
+pgh_cluster_start "shared_buffers = '512MB'" "max_connections = 120" "synchronous_commit = off"
 for _ in $(seq 1 300); do
 	[ "$(grep -c 'pg_harden cache: loaded' "$PGH_TMP/server.log" || true)" -gt "$cp_before" ] && break
 	sleep 0.1
