@@ -49,8 +49,8 @@
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/procarray.h"
 #include "storage/shmem.h"
+#include "utils/backend_status.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -976,6 +976,34 @@ persist_sigterm(SIGNAL_ARGS)
 }
 
 /*
+ * Client backends and background workers still running: the processes
+ * that could write to a table.  Walsenders stay until after the shutdown
+ * checkpoint and write nothing, so they are not waited for.
+ */
+static int
+writers_running(void)
+{
+	int			n = 0;
+	int			nbackends;
+
+	pgstat_clear_snapshot();
+	nbackends = pgstat_fetch_stat_numbackends();
+	for (int i = 1; i <= nbackends; i++)
+	{
+		LocalPgBackendStatus *l = pgstat_fetch_stat_local_beentry(i);
+
+		if (l == NULL || l->backendStatus.st_procpid == MyProcPid ||
+			l->backendStatus.st_procpid == 0)
+			continue;
+		if (l->backendStatus.st_backendType == B_BACKEND ||
+			l->backendStatus.st_backendType == B_BG_WORKER)
+			n++;
+	}
+	pgstat_clear_snapshot();
+	return n;
+}
+
+/*
  * At shutdown the other backends are told to exit at the same time as we
  * are: wait for them, so no write after the dump invalidates what it holds.
  * Returns whether they all left in time (else the dump is not "clean").
@@ -985,8 +1013,7 @@ wait_for_backends(void)
 {
 	for (int waited = 0; waited < SHUTDOWN_WAIT_MS; waited += 10)
 	{
-		/* ourselves only */
-		if (CountDBBackends(InvalidOid) <= 1)
+		if (writers_running() == 0)
 			return true;
 		pg_usleep(10 * 1000L);
 	}

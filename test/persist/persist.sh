@@ -246,10 +246,14 @@ SQL
 	ps_start
 	ps_fill
 	n=$(ps_verdicts)
+	# A session busy at shutdown: the dump waits for it to be terminated.
+	(psql -X -q -p "$PS_PORT" -d pgh_persist -c "SELECT pg_sleep(60)" >/dev/null 2>&1 &)
+	sleep 0.5
 	ps_stop
 	ps_start
 	ps_wait_load "$n"
-	ps_check "an encrypted dump (raw key) is loaded" ps_equals "$(ps_entries)" "4"
+	ps_check "an encrypted dump (raw key), written while a session was being terminated, is loaded" \
+		ps_equals "$(ps_entries)" "4"
 	ps_q "ALTER SYSTEM SET harden.cache_dump_key_file = '$PGH_TMP/no-such-key'" >/dev/null
 	ps_q "SELECT pg_reload_conf()" >/dev/null
 	sleep 0.5
