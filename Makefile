@@ -39,6 +39,8 @@ ifeq ($(SANITIZE),nopreload)
 PG_CPPFLAGS += --param asan-stack=0
 endif
 endif
+# The cache dump's AES-256-GCM (cache_persist.c): the libcrypto PostgreSQL uses.
+SHLIB_LINK  = -lcrypto
 EXTRA_CLEAN = results regression.diffs regression.out output_iso
 
 PG_CONFIG ?= pg_config

@@ -1494,3 +1494,101 @@ CREATE FUNCTION harden.cache_query(key text, sql text, ttl interval, VARIADIC pa
     AS 'MODULE_PATHNAME', 'harden_cache_query_untyped'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION harden.cache_query(text, text, interval, text[]) IS 'the same, with untyped parameters: each gets the type the query gives it';
+
+-- ---------------------------------------------------------------------------
+-- cache persistence: the dump file (docs/persistence.md)
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION harden.cache_dump() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'harden_cache_dump'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_dump() IS 'write the non-secure cache entries of every database to the dump file now; the number written';
+REVOKE ALL ON FUNCTION harden.cache_dump() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- cache warm-up: registered queries kept in the cache (docs/query-results.md)
+-- ---------------------------------------------------------------------------
+
+-- Kept by pg_dump.  Each role sees and changes only its own registrations
+-- (row-level security); harden.cache_warm() and the worker run each query
+-- as its role.
+CREATE TABLE harden.cache_warm_queries (
+    role pg_catalog.regrole NOT NULL DEFAULT pg_catalog.current_user()::pg_catalog.regrole,
+    key text NOT NULL CHECK (pg_catalog.length(key) BETWEEN 1 AND 250),
+    sql text NOT NULL,
+    ttl interval,
+    params text[] NOT NULL DEFAULT '{}',
+    search_path text NOT NULL DEFAULT pg_catalog.current_setting('search_path'),
+    registered_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (role, key)
+);
+COMMENT ON TABLE harden.cache_warm_queries IS 'queries the background worker keeps in the cache through cache_query(), each run as the role that registered it';
+SELECT pg_catalog.pg_extension_config_dump('harden.cache_warm_queries', '');
+ALTER TABLE harden.cache_warm_queries ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_registrations ON harden.cache_warm_queries
+    USING (role OPERATOR(pg_catalog.=) pg_catalog.current_user()::pg_catalog.regrole)
+    WITH CHECK (role OPERATOR(pg_catalog.=) pg_catalog.current_user()::pg_catalog.regrole);
+GRANT SELECT, INSERT, UPDATE, DELETE ON harden.cache_warm_queries TO PUBLIC;
+
+-- The last run of each query: written by pg_harden as the extension's owner.
+CREATE TABLE harden.cache_warm_state (
+    role oid NOT NULL,
+    key text NOT NULL,
+    last_run timestamptz NOT NULL,
+    last_ok timestamptz,
+    last_error text,
+    failures bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (role, key)
+);
+COMMENT ON TABLE harden.cache_warm_state IS 'the last warm-up run of each registered query (see the view harden.cache_warm_status)';
+
+CREATE VIEW harden.cache_warm_status AS
+SELECT q.role, q.key, q.ttl, s.last_run, s.last_ok, s.last_error, coalesce(s.failures, 0) AS failures
+  FROM harden.cache_warm_queries q
+  LEFT JOIN harden.cache_warm_state s
+    ON s.role OPERATOR(pg_catalog.=) q.role::pg_catalog.oid AND s.key OPERATOR(pg_catalog.=) q.key;
+COMMENT ON VIEW harden.cache_warm_status IS 'registered warm-up queries the caller may see, with their last run and last error';
+GRANT SELECT ON harden.cache_warm_status TO PUBLIC;
+-- The view reads the registrations with the caller's row-level security.
+ALTER VIEW harden.cache_warm_status SET (security_invoker = true);
+GRANT SELECT ON harden.cache_warm_state TO PUBLIC;
+ALTER TABLE harden.cache_warm_state ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_state ON harden.cache_warm_state FOR SELECT
+    USING (role OPERATOR(pg_catalog.=) pg_catalog.current_user()::pg_catalog.regrole::pg_catalog.oid);
+
+CREATE FUNCTION harden.cache_warm_register(key text, sql text, ttl interval DEFAULT NULL,
+                                           VARIADIC params text[] DEFAULT '{}') RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    -- No SET search_path: the caller's is recorded (part of the fingerprint).
+    AS $$
+BEGIN
+    IF cache_warm_register.key IS NULL OR cache_warm_register.sql IS NULL
+       OR cache_warm_register.params IS NULL THEN
+        RAISE EXCEPTION 'the key, sql and params of a warm-up query must not be NULL'
+            USING ERRCODE = '22004';
+    END IF;
+    PERFORM harden.cache_exists(cache_warm_register.key);  -- PH101 for an invalid key
+    INSERT INTO harden.cache_warm_queries AS q (key, sql, ttl, params, search_path)
+    VALUES (cache_warm_register.key, cache_warm_register.sql, cache_warm_register.ttl,
+            cache_warm_register.params, pg_catalog.current_setting('search_path'))
+    ON CONFLICT ON CONSTRAINT cache_warm_queries_pkey DO UPDATE
+       SET sql = excluded.sql, ttl = excluded.ttl, params = excluded.params,
+           search_path = excluded.search_path, registered_at = excluded.registered_at;
+END $$;
+COMMENT ON FUNCTION harden.cache_warm_register(text, text, interval, text[]) IS 'keep a query warm: the worker runs cache_query(key, sql, ttl, VARIADIC params) as the current role after start and whenever the entry is missing';
+
+CREATE FUNCTION harden.cache_warm_unregister(key text) RETURNS boolean
+    LANGUAGE sql VOLATILE
+    BEGIN ATOMIC
+        WITH d AS (DELETE FROM harden.cache_warm_queries q
+                    WHERE q.role OPERATOR(pg_catalog.=) pg_catalog.current_user()::pg_catalog.regrole
+                      AND q.key OPERATOR(pg_catalog.=) cache_warm_unregister.key RETURNING 1)
+        SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>) 0 FROM d;
+    END;
+COMMENT ON FUNCTION harden.cache_warm_unregister(text) IS 'stop keeping the current role''s query of this key warm; whether one was registered';
+
+CREATE FUNCTION harden.cache_warm(missing_only boolean DEFAULT false) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'harden_cache_warm'
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION harden.cache_warm(boolean) IS 'run every registered warm-up query of this database now (missing_only: those whose entry is not cached), each as its role; the number run';
+REVOKE ALL ON FUNCTION harden.cache_warm(boolean) FROM PUBLIC;

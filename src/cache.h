@@ -187,6 +187,8 @@ typedef struct CacheEntryInfo
 	int			ntags;
 	Oid			owner;
 	uint8		flags;
+	const char *value;			/* in the store: valid only during the scan */
+	Size		valuelen;
 	int			ndeps;			/* CACHE_FLAG_QUERY only */
 	const CacheDep *deps;
 } CacheEntryInfo;
@@ -422,6 +424,16 @@ extern uint64 cache_store_scan(cache_scan_fn fn, void *arg, bool exclusive,
 extern uint64 cache_store_sweep(bool force);
 extern void cache_store_totals(uint64 *entries, uint64 *bytes_used);
 extern bool cache_store_has_shadows(void);
+extern uint64 cache_store_scan_all(cache_scan_fn fn, void *arg);
+extern bool cache_store_load(Oid dboid, const CacheItem *item, uint64 since);
+
+/* cache_persist.c: the dump file */
+extern void cache_persist_define_gucs(bool preloading);
+extern void cache_persist_register(void);
+/* cache_warm.c: registered queries kept warm */
+extern int64 cache_warm_run(bool missing_only);
+extern Size cache_persist_shmem_size(void);
+extern void cache_persist_shmem_startup(void);
 
 /* Called for each member of a tag, under the tag index's lock: must not block or fail. */
 typedef void (*cache_tag_member_fn) (const char *key, int keylen, Oid owner, void *arg);

@@ -408,15 +408,21 @@ cache_key_hash(const void *key, size_t size, void *arg)
 }
 
 static inline CacheKey
-lookup_key(const char *key, int keylen)
+lookup_key_db(Oid dboid, const char *key, int keylen)
 {
 	CacheKey	k;
 
-	k.dboid = MyDatabaseId;
+	k.dboid = dboid;
 	k.keylen = (uint16) keylen;
 	k.local = true;
 	k.ptr.local = key;
 	return k;
+}
+
+static inline CacheKey
+lookup_key(const char *key, int keylen)
+{
+	return lookup_key_db(MyDatabaseId, key, keylen);
 }
 
 /* ---- entries ---- */
@@ -764,6 +770,8 @@ entry_info(CacheEntry *e, CacheEntryInfo *info)
 	info->ntags = e->ntags;
 	info->owner = e->owner;
 	info->flags = e->flags;
+	info->value = blob + e->value_off;
+	info->valuelen = e->valuelen;
 	info->ndeps = 0;
 	info->deps = NULL;
 	if (e->flags & CACHE_FLAG_QUERY)
@@ -983,10 +991,18 @@ entry_find_or_insert(CacheKey *k, bool *found)
  * its privileges on the actual owner and try again.  A key that is free (or
  * whose entry expired) is simply taken.
  */
+static bool store_put(Oid dboid, const CacheItem *item, Oid expected_owner);
+
 bool
 cache_store_put(const CacheItem *item, Oid expected_owner)
 {
-	CacheKey	k = lookup_key(item->key, item->keylen);
+	return store_put(MyDatabaseId, item, expected_owner);
+}
+
+static bool
+store_put(Oid dboid, const CacheItem *item, Oid expected_owner)
+{
+	CacheKey	k = lookup_key_db(dboid, item->key, item->keylen);
 	bool		query = (item->flags & CACHE_FLAG_QUERY) != 0;
 	Size		meta_size = query ? MAXALIGN(BLOB_META_SIZE(item->query.ndeps)) : 0;
 	Size		nodes_size = item->ntags > 0 ? MAXALIGN(item->ntags * sizeof(TagNode)) : 0;
@@ -1071,11 +1087,21 @@ cache_store_put(const CacheItem *item, Oid expected_owner)
  * Delete an entry of the current database if its owner is expected_owner
  * (InvalidOid: whoever owns it).  Returns whether a live entry was deleted.
  */
+static bool store_delete(Oid dboid, const char *key, int keylen, Oid expected_owner,
+						 CacheRemoval why);
+
 bool
 cache_store_delete(const char *key, int keylen, Oid expected_owner,
 				   CacheRemoval why)
 {
-	CacheKey	k = lookup_key(key, keylen);
+	return store_delete(MyDatabaseId, key, keylen, expected_owner, why);
+}
+
+static bool
+store_delete(Oid dboid, const char *key, int keylen, Oid expected_owner,
+			 CacheRemoval why)
+{
+	CacheKey	k = lookup_key_db(dboid, key, keylen);
 	CacheEntry *e;
 	bool		live;
 
@@ -1430,10 +1456,10 @@ item_hashes(const CacheItem *item, uint64 *taghashes, const char **userkey, int 
 }
 
 static bool
-marker_matches(const MarkerSlot *m, const CacheItem *item, uint64 keyhash,
+marker_matches(const MarkerSlot *m, Oid dboid, const CacheItem *item, uint64 keyhash,
 			   const uint64 *taghashes, const char *userkey, int userlen)
 {
-	if (m->dboid != MyDatabaseId)
+	if (m->dboid != dboid)
 		return false;
 	switch ((CacheMarkKind) m->kind)
 	{
@@ -1494,7 +1520,7 @@ cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 		const MarkerSlot *m = &cache_shared->markers[i];
 
 		if (TransactionIdIsValid(m->xid) &&
-			marker_matches(m, item, keyhash, taghashes, userkey, userlen))
+			marker_matches(m, MyDatabaseId, item, keyhash, taghashes, userkey, userlen))
 			found[nfound++] = m->xid;
 	}
 	if (TransactionIdIsValid(cache_shared->overflow_xid))
@@ -1551,9 +1577,17 @@ cache_store_inval_log(const CacheMark *mk)
 	LWLockRelease(&cache_shared->inval_lock);
 }
 
+static bool invalidated_since(Oid dboid, uint64 since, const CacheItem *item);
+
 /* Whether an invalidation logged after since matches item. */
 bool
 cache_store_invalidated_since(uint64 since, const CacheItem *item)
+{
+	return invalidated_since(MyDatabaseId, since, item);
+}
+
+static bool
+invalidated_since(Oid dboid, uint64 since, const CacheItem *item)
 {
 	uint64		keyhash;
 	uint64		taghashes[CACHE_MAX_TAGS];
@@ -1578,7 +1612,7 @@ cache_store_invalidated_since(uint64 since, const CacheItem *item)
 		int			slot = seq % CACHE_INVAL_LOG;
 
 		hit = cache_shared->inval_seqs[slot] != seq ||
-			marker_matches(&cache_shared->inval_log[slot], item, keyhash, taghashes,
+			marker_matches(&cache_shared->inval_log[slot], dboid, item, keyhash, taghashes,
 						   userkey, userlen);
 	}
 	LWLockRelease(&cache_shared->inval_lock);
@@ -1590,4 +1624,54 @@ cache_store_totals(uint64 *entries, uint64 *bytes_used)
 {
 	*entries = pg_atomic_read_u64(&cache_shared->entries);
 	*bytes_used = pg_atomic_read_u64(&cache_shared->bytes_used);
+}
+
+/*
+ * ---- persistence (cache_persist.c) ----
+ *
+ * A dump reads every database's live entries under shared partition locks;
+ * fn must not block or raise an error (see cache_scan_fn).
+ */
+uint64
+cache_store_scan_all(cache_scan_fn fn, void *arg)
+{
+	dshash_seq_status status;
+	CacheEntry *e;
+	uint64		n = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	cache_attach();
+	dshash_seq_init(&status, cache_hash, false);
+	while ((e = dshash_seq_next(&status)) != NULL)
+	{
+		CacheEntryInfo info;
+
+		if (entry_expired(e, now) || entry_stale(e))
+			continue;
+		entry_info(e, &info);
+		n++;
+		if (fn(&info, arg) == CACHE_SCAN_STOP)
+			break;
+	}
+	dshash_seq_term(&status);
+	return n;
+}
+
+/*
+ * Load one entry of database dboid from a dump: it takes the key only if
+ * the key is free, and is dropped again if an invalidation logged since
+ * "since" (cache_store_lease_begin) matches it, so the load never brings
+ * back what a write removed while it ran.
+ */
+bool
+cache_store_load(Oid dboid, const CacheItem *item, uint64 since)
+{
+	if (!store_put(dboid, item, InvalidOid))
+		return false;
+	if (invalidated_since(dboid, since, item))
+	{
+		store_delete(dboid, item->key, item->keylen, item->owner, CACHE_REMOVED_INVALIDATE);
+		return false;
+	}
+	return true;
 }

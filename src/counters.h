@@ -21,6 +21,9 @@ HARDEN_COUNTER(CACHE_QUERIES, "cache_queries_total", "Queries run by cache_query
 HARDEN_COUNTER(CACHE_COALESCED, "cache_coalesced_total", "cache_query() misses served by waiting for another session's computation")
 HARDEN_COUNTER(CACHE_GEN_EVICTIONS, "cache_generation_evictions_total", "Write generations evicted from a full bucket of the generation table (their results become misses)")
 HARDEN_COUNTER(CACHE_GEN_EXHAUSTED, "cache_generation_exhausted_total", "cache_query() results not cached because no generation slot could be had")
+HARDEN_COUNTER(CACHE_DUMP_LOADED, "cache_dump_loaded_total", "Cache entries loaded from the dump file at start")
+HARDEN_COUNTER(CACHE_DUMP_DROPPED, "cache_dump_dropped_total", "Cache entries of the dump file not loaded (expired, owner or database dropped, key taken or invalidated meanwhile)")
+HARDEN_COUNTER(CACHE_DUMP_REJECTED, "cache_dump_rejected_total", "Cache dump files ignored as truncated, corrupt, tampered with or unreadable with the key")
 HARDEN_COUNTER(CACHE_QUERY_UNTRACKED, "cache_query_untracked_total", "cache_query() results cached with a dependency whose writes are not seen (TTL capped by harden.cache_untracked_ttl)")
 
 /* state machines */

@@ -42,6 +42,7 @@ static const HardenModule harden_modules[] = {
 	{"cache watch", cache_watch_define_gucs, cache_watch_shmem_size, cache_watch_shmem_startup},
 	{"cache track", cache_track_define_gucs, NULL, NULL},
 	{"cache query", cache_query_define_gucs, cache_flight_shmem_size, cache_flight_shmem_startup},
+	{"cache persist", cache_persist_define_gucs, cache_persist_shmem_size, cache_persist_shmem_startup},
 	{"fsm", fsm_define_gucs, fsm_shmem_size, fsm_shmem_startup},
 	{"stock", stock_define_gucs, NULL, NULL},
 	{"worker", worker_define_gucs, worker_shmem_size, worker_shmem_startup},
@@ -125,6 +126,7 @@ _PG_init(void)
 #endif
 	worker_register_launcher();
 	resp_register_workers();
+	cache_persist_register();
 	worker_utility_hook_install();
 	cache_track_hooks_install();
 }

@@ -529,6 +529,8 @@ static WorkerStep steps[] = {
 	{"fsm_run_due", "SELECT applied, applied OPERATOR(pg_catalog.+) dropped OPERATOR(pg_catalog.+) failed"
 	 " FROM harden.fsm_run_due($1)"},
 	{"stock_run_due", "SELECT CAST(n AS pg_catalog.int8), CAST(n AS pg_catalog.int8) FROM harden.stock_run_due($1) AS n"},
+	/* cache warm-up (cache_warm.c): registered queries whose entry is missing */
+	{"cache_warm", "SELECT n, CAST(0 AS pg_catalog.int8) FROM harden.cache_warm(true) AS n WHERE $1 IS NOT NULL"},
 };
 
 /*
@@ -647,6 +649,10 @@ step_exec(WorkerStep *step, int64 *n, int64 *handled)
 	guc_level = harden_guc_pin();
 	if (!extension_ready())
 		result = STEP_GONE;
+	else if (strcmp(step->name, "cache_warm") == 0 &&
+			 !OidIsValid(LookupFuncName(list_make2(makeString("harden"), makeString("cache_warm")),
+										1, (Oid[]) {BOOLOID}, true)))
+		*n = *handled = 0;		/* an installed version before warm-up */
 	else
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)

@@ -12,7 +12,7 @@ PGH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_CONFIG=${PG_CONFIG:-pg_config}
 PGH_PACKAGES=(make gcc postgresql-15 postgresql-contrib postgresql-server-dev-15
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-	prometheus-postgres-exporter curl postgresql-15-hypopg
+	prometheus-postgres-exporter curl postgresql-15-hypopg libssl-dev
 	redis-tools python3-redis netcat-openbsd pgbouncer)
 PGH_USER=${PGH_USER:-postgres}
 PGH_TMP=""

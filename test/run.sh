@@ -6,8 +6,8 @@
 # the docs (test/docs), the background
 # worker's (test/worker), crash recovery (test/crash), pgbouncer, a hot
 # standby and failover (test/replica), revocation and tenant isolation of
-# query results (test/track), the Redis-protocol endpoint (test/resp) and,
-# after a restart without preloading, test/nopreload.  Exits non-zero if
+# query results (test/track), the Redis-protocol endpoint (test/resp), the
+# cache across restarts (test/persist) and, after a restart without preloading, test/nopreload.  Exits non-zero if
 # anything failed.
 source "$(dirname "$0")/lib.sh"
 
@@ -155,6 +155,10 @@ run_crash
 # promoted; the primary is started again on its own afterwards).
 source "$PGH_ROOT/test/replica/replica.sh"
 run_replica
+
+# The cache across restarts: dump files, corrupt ones, encrypted ones (own cluster).
+source "$PGH_ROOT/test/persist/persist.sh"
+run_persist
 
 # Cached query results against revocation and a second tenant's churn, on
 # a restart with a small table of generations.

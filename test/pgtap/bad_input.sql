@@ -143,6 +143,7 @@ BEGIN
     WHEN arg = 'pattern' THEN '''bi:*'''
     WHEN arg = 'sql' THEN '''SELECT id, v FROM bi_watch WHERE id = 1'''
     WHEN arg = 'index_sql' THEN '''CREATE INDEX ON bi_watch (v)'''
+    WHEN fn = 'cache_warm_register' AND arg = 'params' THEN '''1'''
     WHEN arg = 'params' THEN '1'
     WHEN arg = 'table' THEN '''bi_watch''::regclass'
     WHEN fn = 'fsm_define' AND arg = 'machine' THEN '''bi_m2'''
@@ -380,11 +381,18 @@ BEGIN
       -- NULL in argument i.
       call_args := args;
       call_args[i] := pg_temp.bi_null(f.argtypes[i]);
+      -- An array for a VARIADIC text[] (there is no "any" form to take it).
+      IF f.proname = 'cache_warm_register' AND f.argnames[i] = 'params' THEN
+        call_args[i] := 'VARIADIC ' || call_args[i];
+      END IF;
       PERFORM pg_temp.bi_run(f.proname, f.sig, format('NULL %s', f.argnames[i]),
         format('harden.%I(%s)', f.proname, array_to_string(call_args, ', ')));
       FOR b IN SELECT * FROM pg_temp.bi_bad(f.proname, f.argnames[i], f.argtypes[i]) LOOP
         call_args := args;
         call_args[i] := b.val;
+        IF f.proname = 'cache_warm_register' AND f.argnames[i] = 'params' THEN
+          call_args[i] := 'VARIADIC ' || b.val;
+        END IF;
         -- Keys and quantities must agree in length.
         IF f.argnames[i] = 'keys' AND i < n AND b.label IN ('empty', '2-D') THEN
           call_args[i + 1] := CASE b.label WHEN 'empty' THEN '''{}''::bigint[]'
