@@ -12,14 +12,8 @@ SELECT harden.fsm_fire('cart', '1', 'submit') AS ada, harden.fsm_fire('cart', '2
 SELECT harden.fsm_fire('cart', '2', 'pay') AS bob;
 SELECT row_key, from_state, to_state, due_at - created_at AS after FROM harden.fsm_due ORDER BY id;
 
--- Wait (at most 30 s) for the worker; no *_run_due() call is made.
-DO $$
-BEGIN
-  FOR i IN 1..300 LOOP
-    EXIT WHEN (SELECT status FROM cart WHERE id = 1) = 'abandoned';
-    PERFORM pg_sleep(0.1);
-  END LOOP;
-END $$;
+\echo 'Wait for the worker; no *_run_due() call is made.'
+SELECT pg_temp.wait_for($$SELECT status = 'abandoned' FROM cart WHERE id = 1$$) AS abandoned;
 
 \echo
 \echo 'Without a single call, Ada''s cart was abandoned; Bob''s timer was dropped.'
