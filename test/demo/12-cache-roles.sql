@@ -5,14 +5,14 @@ CREATE ROLE shop_web NOLOGIN;
 CREATE ROLE shop_admin NOLOGIN;
 GRANT USAGE ON SCHEMA harden TO shop_web, shop_admin;
 SET ROLE shop_admin;
-SELECT harden.cache_set('report:revenue', '{"today": 1234.50}'::jsonb);
+SELECT harden.cache_set('report:revenue', '{"today": 1234.50}'::jsonb) \g /dev/null
 SET ROLE shop_web;
 \echo 'To shop_web the admin''s entry is simply missing: NULL, not "permission denied",'
 \echo 'so no role can learn which keys exist.'
 SELECT harden.cache_get('report:revenue') IS NULL AS missing_to_web,
        harden.cache_exists('report:revenue') AS exists_to_web;
 \echo 'Its write goes to its own shadow of the key; neither role sees the other''s value.'
-SELECT harden.cache_set('report:revenue', '"web: nothing to report"'::jsonb);
+SELECT harden.cache_set('report:revenue', '"web: nothing to report"'::jsonb) \g /dev/null
 SELECT harden.cache_get('report:revenue') AS web_reads;
 SET ROLE shop_admin;
 SELECT harden.cache_get('report:revenue') AS admin_reads;

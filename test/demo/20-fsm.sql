@@ -6,7 +6,7 @@ SELECT state, harden.fsm_next('order', state) AS next_states
   FROM harden.fsm_states WHERE machine = 'order' ORDER BY position;
 
 \echo 'Attach it to orders.status: every writer -- API, batch job, psql -- now goes through it.'
-SELECT harden.fsm_attach('orders', 'status', 'order');
+SELECT harden.fsm_attach('orders', 'status', 'order') \g /dev/null
 INSERT INTO orders (customer) VALUES ('alice') RETURNING id, status;
 
 \echo 'Move the order through its life: events, and a plain UPDATE with a reason.'

@@ -1,7 +1,7 @@
 \echo '# 5. Stock that cannot be oversold'
 \echo 'Attach the product table: "stock" is the quantity, the primary key the key.'
 \echo 'pg_harden adds a CHECK (stock >= 0) guard, so no writer can push it below zero.'
-SELECT harden.stock_attach('product', 'stock');
+SELECT harden.stock_attach('product', 'stock') \g /dev/null
 SELECT relid, qty_column, key_column, guard FROM harden.stock_tables;
 
 \echo 'One unit of product 42, taken under a row lock; the call returns what is left.'
@@ -36,7 +36,8 @@ SELECT pg_temp.wait_for($$SELECT EXISTS (SELECT FROM pg_stat_activity
                           WHERE application_name = 'holder' AND wait_event = 'PgSleep')$$) AS row_5_locked;
 SELECT * FROM pg_temp.expect_error('55P03', $$SELECT harden.stock_take('product', 5, 1, wait => 'nowait')$$);
 SELECT harden.stock_take('product', 5, 1, wait => 'skip') IS NULL AS skipped;
-SELECT harden.stock_take('product', 5, 1) AS product_5_left_after_waiting;
+SELECT harden.stock_take('product', 5, 1) AS product_5_left,
+       clock_timestamp() - statement_timestamp() > '0.2 seconds' AS waited_for_the_lock;
 
 \echo
 \echo 'A cart holds 2 units of product 3 for one second; nobody checks out.'

@@ -3,9 +3,9 @@
 \echo 'A cart left in "submitted" is abandoned after a while.  Here the while is'
 \echo '2 seconds (the demo server runs the worker every 200ms; the default is 1s).'
 SELECT harden.fsm_define('demo_cart',
-  'open -> submitted on submit; submitted -> paid on pay; submitted -> abandoned after 2 seconds');
+  'open -> submitted on submit; submitted -> paid on pay; submitted -> abandoned after 2 seconds') \g /dev/null
 CREATE TABLE cart (id int PRIMARY KEY, customer text NOT NULL, status text NOT NULL DEFAULT 'open');
-SELECT harden.fsm_attach('cart', 'status', 'demo_cart');
+SELECT harden.fsm_attach('cart', 'status', 'demo_cart') \g /dev/null
 INSERT INTO cart (id, customer) VALUES (1, 'ada'), (2, 'bob');
 SELECT harden.fsm_fire('cart', '1', 'submit') AS ada, harden.fsm_fire('cart', '2', 'submit') AS bob;
 \echo 'Bob pays in time; Ada does not.  The deadlines are rows:'

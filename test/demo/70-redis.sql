@@ -6,7 +6,7 @@
 CREATE ROLE api LOGIN PASSWORD 'secret';
 GRANT USAGE ON SCHEMA harden TO api;
 SET ROLE api;
-SELECT harden.cache_set('product:1', '{"id": 1, "name": "Product 1"}'::jsonb, ttl => '5 minutes');
+SELECT harden.cache_set('product:1', '{"id": 1, "name": "Product 1"}'::jsonb, ttl => '5 minutes') \g /dev/null
 RESET ROLE;
 SELECT pg_temp.wait_for($$SELECT count(*) > 0 FROM pg_stat_activity
                           WHERE backend_type = 'pg_harden resp' AND datname = 'shop'$$) AS endpoint_up;
