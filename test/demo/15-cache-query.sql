@@ -32,7 +32,8 @@ CREATE FUNCTION category_count(c int) RETURNS jsonb LANGUAGE sql AS $$
     'SELECT count(*) AS products, min(price) AS cheapest FROM product WHERE category = $1', NULL, c)
 $$;
 SELECT category_count(3) AS category_3, category_count(4) AS category_4;
-UPDATE product SET price = 0.49 WHERE id = 13;   -- a product of category 3
+\echo 'A price update of product 13, in category 3:'
+UPDATE product SET price = 0.49 WHERE id = 13;
 SELECT harden.cache_stats_reset() \g /dev/null
 SELECT category_count(3) AS category_3_recomputed, category_count(4) AS category_4_still_cached;
 SELECT hits, misses FROM harden.cache_stats;

@@ -38,5 +38,5 @@ SELECT count(*) AS advice
   FROM harden.query_check($$SELECT id, name, price FROM product
                             WHERE name ILIKE '%' || $1 || '%' ORDER BY name LIMIT 20$$);
 EXPLAIN (COSTS OFF)
-SELECT id, name, price FROM product WHERE name ILIKE '%duct 42%' ORDER BY name LIMIT 20;
-SELECT id, name, price FROM product WHERE name ILIKE '%duct 42%' ORDER BY name LIMIT 20;
+SELECT id, name, price FROM product WHERE name ILIKE '%duct 42%' ORDER BY name LIMIT 5;
+SELECT id, name, price FROM product WHERE name ILIKE '%duct 42%' ORDER BY name LIMIT 5;
