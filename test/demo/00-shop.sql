@@ -4,7 +4,8 @@ CREATE TABLE product (
     id         bigint PRIMARY KEY,
     name       text NOT NULL,
     price      numeric(10,2) NOT NULL,
-    stock      integer NOT NULL
+    stock      integer NOT NULL,
+    category   integer NOT NULL
 );
 CREATE TABLE orders (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -19,7 +20,7 @@ CREATE TABLE order_line (
     PRIMARY KEY (order_id, product_id)
 );
 INSERT INTO product
-SELECT i, 'Product ' || i, (i % 50) + 0.99, 100
+SELECT i, 'Product ' || i, (i % 50) + 0.99, 100, i % 10
   FROM generate_series(1, 1000) AS i;
 SELECT count(*) AS products, sum(stock) AS units_in_stock FROM product;
 

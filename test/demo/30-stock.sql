@@ -1,19 +1,11 @@
 \echo '# 5. Stock that cannot be oversold'
 \echo 'Attach the product table: "stock" is the quantity, the primary key the key.'
 \echo 'pg_harden adds a CHECK (stock >= 0) guard, so no writer can push it below zero.'
-SELECT harden.stock_attach('product', 'stock');
+SELECT harden.stock_attach('product', 'stock') \g /dev/null
 SELECT relid, qty_column, key_column, guard FROM harden.stock_tables;
 
--- Shows the SQLSTATE, message and DETAIL of an error instead of stopping.
-CREATE FUNCTION pg_temp.attempt(sql text, OUT state text, OUT message text, OUT detail text)
-LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE sql;
-  state := '00000';
-  message := 'ok';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
-END $$;
+\echo 'One unit of product 42, taken under a row lock; the call returns what is left.'
+SELECT harden.stock_take('product', 42, 1) AS product_42_left;
 
 \echo
 \echo 'Product 7 is nearly sold out.  A three-line order takes every line or none;'
@@ -28,11 +20,24 @@ SELECT id, name, stock FROM product WHERE id IN (1, 7, 42) ORDER BY id;
 
 \echo
 \echo 'An order asking for more than is there is refused whole, and the error lists'
-\echo 'every short line at once (SQLSTATE PH301):'
-SELECT * FROM pg_temp.attempt($$
+\echo 'every short line at once (expected error PH301):'
+SELECT * FROM pg_temp.expect_error('PH301', $$
   SELECT harden.stock_take_many('product', ARRAY[7, 1, 42], ARRAY[5, 1, 500])
 $$);
 SELECT id, stock FROM product WHERE id IN (1, 7, 42) ORDER BY id;
+
+\echo
+\echo 'Wait policies.  A second session (psql in the background) holds product 5''s row'
+\echo 'for 1.5 seconds.  "nowait" fails at once (expected error 55P03), "skip" returns'
+\echo 'NULL at once (a checkout can offer another warehouse), "block" (the default) waits.'
+\echo '\\! psql -c "BEGIN; SELECT ... FROM product WHERE id = 5 FOR UPDATE; SELECT pg_sleep(1.5); COMMIT" &'
+\! PGAPPNAME=holder psql -X -q -d shop -c "BEGIN; SELECT 1 FROM product WHERE id = 5 FOR UPDATE; SELECT pg_sleep(1.5); COMMIT" >/dev/null &
+SELECT pg_temp.wait_for($$SELECT EXISTS (SELECT FROM pg_stat_activity
+                          WHERE application_name = 'holder' AND wait_event = 'PgSleep')$$) AS row_5_locked;
+SELECT * FROM pg_temp.expect_error('55P03', $$SELECT harden.stock_take('product', 5, 1, wait => 'nowait')$$);
+SELECT harden.stock_take('product', 5, 1, wait => 'skip') IS NULL AS skipped;
+SELECT harden.stock_take('product', 5, 1) AS product_5_left,
+       clock_timestamp() - statement_timestamp() > '0.2 seconds' AS waited_for_the_lock;
 
 \echo
 \echo 'A cart holds 2 units of product 3 for one second; nobody checks out.'
@@ -41,13 +46,8 @@ SELECT id, ref, status, keys, qtys, units FROM harden.stock_reservations WHERE i
 SELECT stock AS product_3_while_held FROM product WHERE id = 3;
 \echo 'The background worker gives the expired hold back into stock (no call needed;'
 \echo 'without preloading, a cron job would call harden.stock_run_due()).'
-DO $$
-BEGIN
-  FOR i IN 1..300 LOOP
-    EXIT WHEN (SELECT status FROM harden.stock_reservations WHERE ref = 'cart:9f2c') <> 'held';
-    PERFORM pg_sleep(0.1);
-  END LOOP;
-END $$;
+SELECT pg_temp.wait_for($$SELECT status <> 'held' FROM harden.stock_reservations
+                          WHERE ref = 'cart:9f2c'$$) AS hold_ended;
 SELECT id, ref, status FROM harden.stock_reservations WHERE id = :hold;
 SELECT stock AS product_3_after_expiry FROM product WHERE id = 3;
 

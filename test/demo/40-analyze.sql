@@ -3,7 +3,7 @@
 \echo 'check over the shop (indexes, bloat, vacuum, locks, slow queries), with'
 \echo 'thresholds from the harden.* settings:'
 INSERT INTO product
-SELECT i, 'Product ' || i, (i % 50) + 0.99, 100 FROM generate_series(1001, 50000) AS i;
+SELECT i, 'Product ' || i, (i % 50) + 0.99, 100, i % 10 FROM generate_series(1001, 50000) AS i;
 ANALYZE;
 SELECT "check", severity, object, detail, suggestion
   FROM harden.health_report()
@@ -11,6 +11,13 @@ SELECT "check", severity, object, detail, suggestion
 \echo 'metrics() now carries the counts of that run:'
 SELECT line FROM regexp_split_to_table(harden.metrics(), E'\n') AS line
  WHERE line LIKE 'harden_health_findings{database="shop"%';
+
+\echo
+\echo 'The index views: order_line''s foreign key to product has no index (each product'
+\echo 'delete would scan order_line), and an index someone added duplicates the key''s prefix.'
+CREATE INDEX order_line_order_idx ON order_line (order_id);
+SELECT "table", constraint_name, columns, create_sql FROM harden.missing_fk_indexes;
+SELECT index, covered_by, kind, verdict, drop_sql FROM harden.duplicate_indexes;
 
 \echo
 \echo 'The shop''s product search, as the API sends it.  query_check() plans it'
@@ -31,5 +38,5 @@ SELECT count(*) AS advice
   FROM harden.query_check($$SELECT id, name, price FROM product
                             WHERE name ILIKE '%' || $1 || '%' ORDER BY name LIMIT 20$$);
 EXPLAIN (COSTS OFF)
-SELECT id, name, price FROM product WHERE name ILIKE '%duct 42%' ORDER BY name LIMIT 20;
-SELECT id, name, price FROM product WHERE name ILIKE '%duct 42%' ORDER BY name LIMIT 20;
+SELECT id, name, price FROM product WHERE name ILIKE '%duct 42%' ORDER BY name LIMIT 5;
+SELECT id, name, price FROM product WHERE name ILIKE '%duct 42%' ORDER BY name LIMIT 5;

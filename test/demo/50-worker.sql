@@ -3,23 +3,17 @@
 \echo 'A cart left in "submitted" is abandoned after a while.  Here the while is'
 \echo '2 seconds (the demo server runs the worker every 200ms; the default is 1s).'
 SELECT harden.fsm_define('demo_cart',
-  'open -> submitted on submit; submitted -> paid on pay; submitted -> abandoned after 2 seconds');
+  'open -> submitted on submit; submitted -> paid on pay; submitted -> abandoned after 2 seconds') \g /dev/null
 CREATE TABLE cart (id int PRIMARY KEY, customer text NOT NULL, status text NOT NULL DEFAULT 'open');
-SELECT harden.fsm_attach('cart', 'status', 'demo_cart');
+SELECT harden.fsm_attach('cart', 'status', 'demo_cart') \g /dev/null
 INSERT INTO cart (id, customer) VALUES (1, 'ada'), (2, 'bob');
 SELECT harden.fsm_fire('cart', '1', 'submit') AS ada, harden.fsm_fire('cart', '2', 'submit') AS bob;
 \echo 'Bob pays in time; Ada does not.  The deadlines are rows:'
 SELECT harden.fsm_fire('cart', '2', 'pay') AS bob;
 SELECT row_key, from_state, to_state, due_at - created_at AS after FROM harden.fsm_due ORDER BY id;
 
--- Wait (at most 30 s) for the worker; no *_run_due() call is made.
-DO $$
-BEGIN
-  FOR i IN 1..300 LOOP
-    EXIT WHEN (SELECT status FROM cart WHERE id = 1) = 'abandoned';
-    PERFORM pg_sleep(0.1);
-  END LOOP;
-END $$;
+\echo 'Wait for the worker; no *_run_due() call is made.'
+SELECT pg_temp.wait_for($$SELECT status = 'abandoned' FROM cart WHERE id = 1$$) AS abandoned;
 
 \echo
 \echo 'Without a single call, Ada''s cart was abandoned; Bob''s timer was dropped.'
