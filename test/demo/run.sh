@@ -22,6 +22,11 @@ pgh_createdb shop pg_trgm pg_harden
 export PGH_DEMO_RESP_SOCK="$PGH_TMP/pg_harden.sock"
 for f in "$PGH_ROOT"/test/demo/[0-9]*.sql; do
 	echo
+	# A chapter that starts with this line shows what survives a restart.
+	if head -n1 "$f" | grep -q '^-- demo: restart the server'; then
+		pgh_cluster_stop
+		pgh_cluster_start "${conf[@]}"
+	fi
 	PGOPTIONS="-c client_min_messages=warning" psql -X -e -v ON_ERROR_STOP=1 \
 		-v redis="$redis" -q -d shop \
 		-f "$PGH_ROOT/test/demo/lib/helpers.sql" -f "$f" \
