@@ -55,8 +55,11 @@ pgh_ensure_packages
 pgh_build_and_stage
 # The Redis-protocol endpoint for the resp group (test/bench/groups/50-resp.sh).
 BENCH_RESP_PORT=$(pgh_free_port)
-pgh_cluster_start "shared_buffers = '512MB'" "max_connections = 120" "synchronous_commit = off" \
-	"harden.resp_listen = '127.0.0.1:$BENCH_RESP_PORT'" "harden.resp_database = '$BENCH_DB'"
+# The bench cluster's settings; a group that restarts the cluster passes
+# them again (with its own after them), so later groups find the same server.
+BENCH_CONF=("shared_buffers = '512MB'" "max_connections = 120" "synchronous_commit = off"
+	"harden.resp_listen = '127.0.0.1:$BENCH_RESP_PORT'" "harden.resp_database = '$BENCH_DB'")
+pgh_cluster_start "${BENCH_CONF[@]}"
 pgh_createdb "$BENCH_DB" pg_trgm pg_harden
 pgh_log "benchmarks: ${BENCH_SECONDS}s per run, $(nproc) cores"
 for g in "$BENCH_DIR"/groups/[0-9]*.sh; do

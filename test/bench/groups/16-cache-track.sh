@@ -17,7 +17,7 @@ CT_DB=pgh_bench_ct
 CT_SCALE=10
 CT_DIR="$PGH_TMP/cache_track"
 CT_TPCB="pgbench tpcb-like (scale $CT_SCALE)"
-CT_CONF=("shared_buffers = '512MB'" "max_connections = 120" "synchronous_commit = off")
+CT_CONF=("${BENCH_CONF[@]}")
 mkdir -p "$CT_DIR"
 
 ct_sql() { pgh_psql -d "$CT_DB" -At "$@"; }

@@ -6,7 +6,7 @@
 
 CP_DB=pgh_bench_cp
 CP_N=200000
-CP_CONF=("shared_buffers = '512MB'" "max_connections = 120" "synchronous_commit = off")
+CP_CONF=("${BENCH_CONF[@]}")
 CP_KEY="$PGH_TMP/bench-dump.key"
 od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$CP_KEY"
 [ "$(id -u)" -ne 0 ] || chown "$PGH_USER" "$CP_KEY"
