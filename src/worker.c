@@ -744,7 +744,9 @@ static bool
 run_once(bool *more)
 {
 	int64		counts[lengthof(steps)] = {0};
+	instr_time	start;
 
+	INSTR_TIME_SET_CURRENT(start);
 	*more = false;
 	set_state(WS_RUNNING);
 	for (int i = 0; i < (int) lengthof(steps); i++)
@@ -781,6 +783,7 @@ run_once(bool *more)
 	harden_count(HC_WORKER_RUNS, 1);
 	harden_count(HC_WORKER_TRANSITIONS, (uint64) counts[0]);
 	harden_count(HC_WORKER_HOLDS_RELEASED, (uint64) counts[1]);
+	harden_observe(HH_WORKER_RUN, start);
 	return true;
 }
 
