@@ -91,6 +91,20 @@ SELECT bool_and(prev IS NULL OR value >= prev) AS monotone,
                                      AND s.labels ->> 'database' = b.db) > 0) AS sum_positive
   FROM b;
 
+-- With harden.metrics_histograms off nothing is timed; the values stay.
+SET harden.metrics_histograms = off;
+SELECT harden.stock_take('hist_product', 1, 1);
+SELECT pg_temp.hist_count('harden_stock_take_duration_seconds') AS stock_take_count_off;
+RESET harden.metrics_histograms;
+SELECT harden.stock_take('hist_product', 1, 1);
+SELECT pg_temp.hist_count('harden_stock_take_duration_seconds') AS stock_take_count_on;
+-- Only a superuser may turn it off.
+CREATE ROLE pgh_hist_user;
+SET ROLE pgh_hist_user;
+SET harden.metrics_histograms = off;
+RESET ROLE;
+DROP ROLE pgh_hist_user;
+
 -- metrics_reset() zeroes them too.
 SELECT harden.metrics_reset();
 SELECT pg_temp.hist_count('harden_cache_query_duration_seconds') AS cq,

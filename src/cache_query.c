@@ -907,7 +907,7 @@ compute(QueryCall *q, bool *published)
 	bool		stored;
 	instr_time	start;
 
-	INSTR_TIME_SET_CURRENT(start);
+	harden_timer_start(&start);
 	harden_count(HC_CACHE_QUERIES, 1);
 	/* Invalidations processed from here on may concern this result. */
 	cache_gen_computing(true);

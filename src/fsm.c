@@ -1617,7 +1617,7 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 	FsmTriggerCache *tc;
 	instr_time	start;
 
-	INSTR_TIME_SET_CURRENT(start);
+	harden_timer_start(&start);
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),

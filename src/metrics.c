@@ -83,6 +83,7 @@ static const uint64 hist_bounds_ns[HARDEN_HIST_NBOUNDS] = {
 };
 
 int			harden_max_databases = 64;
+bool		harden_metrics_histograms = true;
 HardenCounterSlot *harden_my_slot = NULL;
 
 static MetricsShared *metrics_shared = NULL;
@@ -92,6 +93,13 @@ static int	num_gauge_fns = 0;
 void
 metrics_define_gucs(bool preloading)
 {
+	DefineCustomBoolVariable("harden.metrics_histograms",
+							 "Whether pg_harden times the operations its latency histograms show.",
+							 "Off, the histograms keep their values and no clock is read.",
+							 &harden_metrics_histograms,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
 	/* Postmaster settings can only be defined while preloading. */
 	if (!preloading)
 		return;
@@ -246,8 +254,9 @@ harden_counters_reset(HardenCounter first, HardenCounter last)
 }
 
 /*
- * Record the time since start in histogram h of the current database: two
- * lock-free atomic adds.  A no-op when shared memory is unavailable.
+ * Record the time since start (harden_timer_start) in histogram h of the
+ * current database: two lock-free atomic adds.  A no-op when shared memory
+ * is unavailable or harden.metrics_histograms is off.
  */
 void
 harden_observe(HardenHistogram h, instr_time start)
@@ -258,6 +267,9 @@ harden_observe(HardenHistogram h, instr_time start)
 	int			b;
 	HardenHistSlot *hs;
 
+	/* Not started (histograms were off), or switched off since. */
+	if (INSTR_TIME_IS_ZERO(start) || !harden_metrics_histograms)
+		return;
 	if (unlikely(harden_my_slot == NULL))
 	{
 		if (!harden_shmem_ready)

@@ -231,7 +231,18 @@ extern void harden_count_db(Oid dboid, HardenCounter c, uint64 n);
 extern uint64 harden_counter_value(HardenCounter c);
 extern void harden_counters_reset(HardenCounter first, HardenCounter last);
 
+extern bool harden_metrics_histograms;
 extern void harden_observe(HardenHistogram h, instr_time start);
+
+/* Start timing an operation for harden_observe(); zero when not timing. */
+static inline void
+harden_timer_start(instr_time *start)
+{
+	if (harden_metrics_histograms)
+		INSTR_TIME_SET_CURRENT(*start);
+	else
+		INSTR_TIME_SET_ZERO(*start);
+}
 
 /*
  * Count an event for the current database.  A lock-free atomic add on this

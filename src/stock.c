@@ -804,7 +804,7 @@ harden_stock_take(PG_FUNCTION_ARGS)
 	bool		taken;
 	instr_time	start;
 
-	INSTR_TIME_SET_CURRENT(start);
+	harden_timer_start(&start);
 	check_key_arg(fcinfo, 1);
 	qty = stock_arg_qty(fcinfo, 2);
 	wait = stock_parse_wait(fcinfo, 3);
@@ -838,7 +838,7 @@ harden_stock_take_many(PG_FUNCTION_ARGS)
 	Datum	   *remaining;
 	ArrayType  *result = NULL;
 
-	INSTR_TIME_SET_CURRENT(start);
+	harden_timer_start(&start);
 	SPI_connect();
 	st = stock_table_get(relid);
 	lines = stock_lines_from_arrays(st, fcinfo, 1, 2, &nlines, &positions, &ninput);

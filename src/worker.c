@@ -746,7 +746,7 @@ run_once(bool *more)
 	int64		counts[lengthof(steps)] = {0};
 	instr_time	start;
 
-	INSTR_TIME_SET_CURRENT(start);
+	harden_timer_start(&start);
 	*more = false;
 	set_state(WS_RUNNING);
 	for (int i = 0; i < (int) lengthof(steps); i++)
