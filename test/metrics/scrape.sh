@@ -80,8 +80,9 @@ sc_conventions() {
 
 # Histograms: for every family of type histogram and every label set, the
 # buckets are those of docs/metrics.md in order, cumulative, the last is
-# +Inf, and _count equals it; _sum is there.  Each family has a series for
-# the scrape database with a positive count and sum (every operation ran).
+# +Inf, and _count equals it; _sum is there.  The families of the
+# operations run here (stock_take, transitions, worker runs) have a series
+# for the scrape database with a positive count and sum.
 sc_histograms() {
 	local page=$1 fams
 	fams=$(sed -n 's/^# TYPE \(harden_[a-z_]*\) histogram$/\1/p' "$page")
@@ -112,7 +113,8 @@ sc_histograms() {
 				if (bounds[id] != want) { print "buckets of " id ": " bounds[id]; bad = 1 }
 				if (!(id in counted) || count[id] != inf[id]) { print "_count is not the +Inf bucket: " id; bad = 1 }
 				if (!(id in summed)) { print "no _sum: " id; bad = 1 }
-				if (index(id, "database=\"" db "\"") && (count[id] < 1 || sum[id] <= 0)) {
+				# cache_query misses are shown moving by sql/metrics_histograms.sql
+				if (index(id, "database=\"" db "\"") && id !~ /^harden_cache_query_/ && (count[id] < 1 || sum[id] <= 0)) {
 					print "nothing observed in " id; bad = 1
 				}
 				fam = id; sub(/\{.*/, "", fam); seen[fam] = 1
@@ -140,14 +142,15 @@ sc_same_values() {
 }
 
 # harden.metric_rows has a row for every series line of harden.metrics():
-# per family, as many series and the same sum of values.
+# per family, as many series and the same sum of values (to 6 decimals:
+# sums of seconds are added in another order on each side).
 sc_rows_match() {
 	diff <(pgh_psql -At -d "$sc_db" -c "
-		SELECT substring(line from '^[a-z_]+') AS name, count(*), sum(substring(line from '[^ ]+\$')::float8)
+		SELECT substring(line from '^[a-z_]+') AS name, count(*), round(sum(substring(line from '[^ ]+\$')::float8)::numeric, 6)
 		  FROM regexp_split_to_table(harden.metrics(), E'\\n') line
 		 WHERE line ~ '^harden_' AND line !~ '^harden_(metrics_scrapes_total|worker_)' GROUP BY 1 ORDER BY 1") \
 	     <(pgh_psql -At -d "$sc_db" -c "
-		SELECT name, count(*), sum(value) FROM harden.metric_rows
+		SELECT name, count(*), round(sum(value)::numeric, 6) FROM harden.metric_rows
 		 WHERE name !~ '^harden_(metrics_scrapes_total|worker_)' GROUP BY 1 ORDER BY 1")
 }
 
@@ -159,7 +162,6 @@ run_scrape() {
 		pgh_psql -d "$sc_db" >/dev/null <<'SQL'
 SELECT harden.cache_set('scrape:a', '{"a": 1}'::jsonb);
 SELECT harden.cache_get('scrape:a'), harden.cache_get('scrape:missing');
-SELECT harden.cache_query('scrape:q', 'SELECT 1 AS one');
 CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL DEFAULT 'pending');
 SELECT harden.fsm_attach('orders', 'status', 'order');
 INSERT INTO orders VALUES (1), (2);
