@@ -5,7 +5,7 @@ SELECT harden.version() = extversion AS library_matches_extension
 -- Every line is a HELP or TYPE comment or a sample with the harden_ prefix.
 SELECT count(*) > 0 AS has_lines,
        bool_and(line ~ '^# HELP harden_[a-z_]+ \S.*$'
-             OR line ~ '^# TYPE harden_[a-z_]+ (counter|gauge)$'
+             OR line ~ '^# TYPE harden_[a-z_]+ (counter|gauge|histogram)$'
              OR line ~ '^harden_[a-z_]+(\{[a-z_]+="([^"\\]|\\.)*"(,[a-z_]+="([^"\\]|\\.)*")*\})? (-?[0-9]+(\.[0-9]+)?(e[-+][0-9]+)?|NaN|[-+]Inf)$')
          AS every_line_valid
   FROM regexp_split_to_table(rtrim(harden.metrics(), E'\n'), E'\n') AS line;

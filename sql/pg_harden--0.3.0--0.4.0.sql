@@ -31,15 +31,16 @@ COMMENT ON VIEW harden.fsm_attachments IS 'which machine is enforced on which co
 -- (prometheus/pg_harden.yaml)
 -- ---------------------------------------------------------------------------
 
+-- A histogram's samples carry their series name (_bucket, _sum, _count).
 CREATE VIEW harden.metric_rows AS
-SELECT f.key AS name,
+SELECT coalesce(s.value ->> 'name', f.key) AS name,
        f.value ->> 'type' AS type,
        s.value -> 'labels' AS labels,
        (s.value ->> 'value')::double precision AS value,
        f.value ->> 'help' AS help
   FROM pg_catalog.jsonb_each(harden.metrics_json() -> 'metrics') f,
        pg_catalog.jsonb_array_elements(f.value -> 'samples') s;
-COMMENT ON VIEW harden.metric_rows IS 'every series of harden.metrics(), one row each: family name, type, labels, value, help';
+COMMENT ON VIEW harden.metric_rows IS 'every series of harden.metrics(), one row each: series name (a histogram''s end in _bucket, _sum or _count), family type, labels, value, help';
 GRANT SELECT ON harden.metric_rows TO PUBLIC;
 
 -- ---------------------------------------------------------------------------

@@ -468,7 +468,7 @@ SELECT key, value::bigint
   FROM jsonb_each(harden.metrics_json()->'metrics') AS m(key, v),
        jsonb_path_query(v, '$.samples[*] ? (@.labels.database == $db).value',
                         jsonb_build_object('db', current_database())) AS value
- WHERE key LIKE 'harden_stock_%' ORDER BY key;
+ WHERE key LIKE 'harden_stock_%' AND v ->> 'type' = 'counter' ORDER BY key;
 DROP TABLE bin;
 DROP TABLE sku, part, bad, nopk, twopk CASCADE;
 SELECT count(*) AS configs_left FROM harden.stock_tables;

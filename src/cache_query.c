@@ -906,7 +906,9 @@ compute(QueryCall *q, bool *published)
 	HardenRedact redact;
 	Jsonb	   *result;
 	bool		stored;
+	instr_time	start;
 
+	harden_timer_start(&start);
 	harden_count(HC_CACHE_QUERIES, 1);
 	/* Invalidations processed from here on may concern this result. */
 	cache_gen_computing(true);
@@ -935,6 +937,7 @@ compute(QueryCall *q, bool *published)
 	/* Into the caller's context, before SPI frees its own. */
 	result = (Jsonb *) SPI_datumTransfer(JsonbPGetDatum(result), false, -1);
 	SPI_finish();
+	harden_observe(HH_CACHE_QUERY, start);
 	return result;
 }
 

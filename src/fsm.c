@@ -1602,7 +1602,8 @@ fsm_trigger_check_registered(FunctionCallInfo fcinfo, Trigger *trig, Relation re
 	return tc;
 }
 
-static Datum fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum);
+static Datum fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum,
+							  instr_time start);
 
 PG_FUNCTION_INFO_V1(harden_fsm_enforce);
 
@@ -1614,7 +1615,9 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 	FsmCheck	c;
 	Datum		result;
 	FsmTriggerCache *tc;
+	instr_time	start;
 
+	harden_timer_start(&start);
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
@@ -1633,13 +1636,13 @@ harden_fsm_enforce(PG_FUNCTION_ARGS)
 	tc = fsm_trigger_check_registered(fcinfo, trig, c.rel);
 	c.m = fsm_machine_get(trig->tgargs[0], false);
 	fsm_cache_pin();
-	result = fsm_enforce_row(td, &c, tc->is_enum);
+	result = fsm_enforce_row(td, &c, tc->is_enum, start);
 	fsm_cache_unpin();
 	return result;
 }
 
 static Datum
-fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum)
+fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum, instr_time start)
 {
 	FsmCheck	c = *cp;
 	Trigger    *trig = td->tg_trigger;
@@ -1748,6 +1751,8 @@ fsm_enforce_row(TriggerData *td, FsmCheck *cp, bool is_enum)
 		if (c.m->states[to].timed >= 0)
 			fsm_due_insert(c.m, RelationGetRelid(c.rel), table, key, to);
 	}
+	/* Accepted transitions only: a row whose state did not change returned above. */
+	harden_observe(HH_FSM_TRANSITION, start);
 	return PointerGetDatum(newtup);
 }
 

@@ -4,7 +4,8 @@
  *
  * Counters are kept per database in a fixed array of slots in shared memory.
  * A backend finds (or claims) its database's slot once, under a lock, and
- * then counts with lock-free atomic adds.  Databases beyond
+ * then counts with lock-free atomic adds; latency histograms live in the
+ * same slot and are updated the same way.  Databases beyond
  * harden.max_databases share an overflow slot labelled "_other".
  */
 #include "postgres.h"
@@ -61,7 +62,28 @@ static const CounterInfo counter_info[HC_NUM_COUNTERS] = {
 #undef HARDEN_COUNTER
 };
 
+static const CounterInfo histogram_info[HH_NUM_HISTOGRAMS] = {
+#define HARDEN_HISTOGRAM(id, name, help) {name, help},
+#include "histograms.h"
+#undef HARDEN_HISTOGRAM
+};
+
+/*
+ * Upper bounds of the finite buckets, in nanoseconds: 100 us to 10 s, the
+ * 1-2.5-5 steps of Prometheus' default buckets extended downwards, since a
+ * cached query or a stock take is often well under a millisecond.
+ */
+static const uint64 hist_bounds_ns[HARDEN_HIST_NBOUNDS] = {
+	100000, 250000, 500000,
+	1000000, 2500000, 5000000,
+	10000000, 25000000, 50000000,
+	100000000, 250000000, 500000000,
+	UINT64CONST(1000000000), UINT64CONST(2500000000), UINT64CONST(5000000000),
+	UINT64CONST(10000000000)
+};
+
 int			harden_max_databases = 64;
+bool		harden_metrics_histograms = true;
 HardenCounterSlot *harden_my_slot = NULL;
 
 static MetricsShared *metrics_shared = NULL;
@@ -71,6 +93,13 @@ static int	num_gauge_fns = 0;
 void
 metrics_define_gucs(bool preloading)
 {
+	DefineCustomBoolVariable("harden.metrics_histograms",
+							 "Whether pg_harden times the operations its latency histograms show.",
+							 "Off, the histograms keep their values and no clock is read.",
+							 &harden_metrics_histograms,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
 	/* Postmaster settings can only be defined while preloading. */
 	if (!preloading)
 		return;
@@ -108,6 +137,14 @@ metrics_shmem_startup(void)
 		metrics_shared->slots[i].dboid = InvalidOid;
 		for (int c = 0; c < HC_NUM_COUNTERS; c++)
 			pg_atomic_init_u64(&metrics_shared->slots[i].counters[c], 0);
+		for (int h = 0; h < HH_NUM_HISTOGRAMS; h++)
+		{
+			HardenHistSlot *hs = &metrics_shared->slots[i].hist[h];
+
+			for (int b = 0; b <= HARDEN_HIST_NBOUNDS; b++)
+				pg_atomic_init_u64(&hs->buckets[b], 0);
+			pg_atomic_init_u64(&hs->sum_ns, 0);
+		}
 	}
 }
 
@@ -216,6 +253,57 @@ harden_counters_reset(HardenCounter first, HardenCounter last)
 		pg_atomic_write_u64(&harden_my_slot->counters[c], 0);
 }
 
+/*
+ * Record the time since start (harden_timer_start) in histogram h of the
+ * current database: two lock-free atomic adds.  A no-op when shared memory
+ * is unavailable or harden.metrics_histograms is off.
+ */
+void
+harden_observe(HardenHistogram h, instr_time start)
+{
+	instr_time	now;
+	int64		ns;
+	uint64		v;
+	int			b;
+	HardenHistSlot *hs;
+
+	/* Not started (histograms were off), or switched off since. */
+	if (INSTR_TIME_IS_ZERO(start) || !harden_metrics_histograms)
+		return;
+	if (unlikely(harden_my_slot == NULL))
+	{
+		if (!harden_shmem_ready)
+			return;
+		metrics_attach_slot();
+		if (harden_my_slot == NULL)
+			return;
+	}
+	INSTR_TIME_SET_CURRENT(now);
+	INSTR_TIME_SUBTRACT(now, start);
+	ns = (int64) (INSTR_TIME_GET_DOUBLE(now) * 1e9);
+	v = ns > 0 ? (uint64) ns : 0;	/* a clock step back counts as 0 */
+	/* le is inclusive: the first bucket whose bound is >= v */
+	for (b = 0; b < HARDEN_HIST_NBOUNDS && v > hist_bounds_ns[b]; b++)
+		;
+	hs = &harden_my_slot->hist[h];
+	pg_atomic_fetch_add_u64(&hs->buckets[b], 1);
+	pg_atomic_fetch_add_u64(&hs->sum_ns, v);
+}
+
+/* Zero the current database's histograms. */
+static void
+harden_histograms_reset(void)
+{
+	for (int h = 0; h < HH_NUM_HISTOGRAMS; h++)
+	{
+		HardenHistSlot *hs = &harden_my_slot->hist[h];
+
+		for (int b = 0; b <= HARDEN_HIST_NBOUNDS; b++)
+			pg_atomic_write_u64(&hs->buckets[b], 0);
+		pg_atomic_write_u64(&hs->sum_ns, 0);
+	}
+}
+
 void
 metrics_register_gauges(harden_gauge_fn fn)
 {
@@ -293,19 +381,17 @@ metric_family(MetricWriter *w, const char *name, const char *type,
 }
 
 /*
- * Add a sample to the current family: value, then nlabels pairs of
- * (const char *name, const char *value).
+ * One sample of the current family, named family+suffix (suffix "" for the
+ * family's own name).  In JSON a suffixed sample carries its full name.
  */
-void
-metric_sample(MetricWriter *w, double value, int nlabels,...)
+static void
+write_sample(MetricWriter *w, const char *suffix, double value, int nlabels,
+			 va_list args)
 {
-	va_list		args;
-
 	Assert(w->family != NULL);
-	va_start(args, nlabels);
 	if (w->format == METRIC_PROMETHEUS)
 	{
-		appendStringInfo(&w->buf, METRIC_PREFIX "%s", w->family);
+		appendStringInfo(&w->buf, METRIC_PREFIX "%s%s", w->family, suffix);
 		for (int i = 0; i < nlabels; i++)
 		{
 			const char *k = va_arg(args, const char *);
@@ -321,7 +407,13 @@ metric_sample(MetricWriter *w, double value, int nlabels,...)
 	}
 	else
 	{
-		appendStringInfoString(&w->buf, w->nsamples > 0 ? ",{\"labels\":{" : "{\"labels\":{");
+		if (w->nsamples > 0)
+			appendStringInfoChar(&w->buf, ',');
+		appendStringInfoChar(&w->buf, '{');
+		if (suffix[0] != '\0')
+			appendStringInfo(&w->buf, "\"name\":\"" METRIC_PREFIX "%s%s\",",
+							 w->family, suffix);
+		appendStringInfoString(&w->buf, "\"labels\":{");
 		for (int i = 0; i < nlabels; i++)
 		{
 			const char *k = va_arg(args, const char *);
@@ -337,8 +429,33 @@ metric_sample(MetricWriter *w, double value, int nlabels,...)
 		append_number(&w->buf, value, w->format);
 		appendStringInfoChar(&w->buf, '}');
 	}
-	va_end(args);
 	w->nsamples++;
+}
+
+/*
+ * Add a sample to the current family: value, then nlabels pairs of
+ * (const char *name, const char *value).
+ */
+void
+metric_sample(MetricWriter *w, double value, int nlabels,...)
+{
+	va_list		args;
+
+	va_start(args, nlabels);
+	write_sample(w, "", value, nlabels, args);
+	va_end(args);
+}
+
+/* Same, for a series named after the family plus suffix ("_bucket"...). */
+void
+metric_sample_named(MetricWriter *w, const char *suffix, double value,
+					int nlabels,...)
+{
+	va_list		args;
+
+	va_start(args, nlabels);
+	write_sample(w, suffix, value, nlabels, args);
+	va_end(args);
 }
 
 /* Label for a slot, or NULL when the slot is unused or its database is gone. */
@@ -352,6 +469,57 @@ slot_label(int i)
 	if (!OidIsValid(dboid))
 		return NULL;
 	return get_database_name(dboid);
+}
+
+/* One database's histogram h: cumulative buckets ending in +Inf, sum, count. */
+static void
+write_histogram(MetricWriter *w, const HardenHistSlot *hs, const char *db)
+{
+	uint64		cumulative = 0;
+	char		le[32];
+
+	for (int b = 0; b <= HARDEN_HIST_NBOUNDS; b++)
+	{
+		cumulative += pg_atomic_read_u64(unconstify(pg_atomic_uint64 *, &hs->buckets[b]));
+		if (b < HARDEN_HIST_NBOUNDS)
+			snprintf(le, sizeof(le), "%.15g", hist_bounds_ns[b] / 1e9);
+		else
+			strlcpy(le, "+Inf", sizeof(le));
+		metric_sample_named(w, "_bucket", (double) cumulative, 2,
+							"database", db, "le", le);
+	}
+	metric_sample_named(w, "_sum",
+						pg_atomic_read_u64(unconstify(pg_atomic_uint64 *, &hs->sum_ns)) / 1e9,
+						1, "database", db);
+	/* The +Inf bucket by construction, so the two always agree. */
+	metric_sample_named(w, "_count", (double) cumulative, 1, "database", db);
+}
+
+static void
+write_histograms(MetricWriter *w, const char **labels)
+{
+	for (int h = 0; h < HH_NUM_HISTOGRAMS; h++)
+	{
+		metric_family(w, histogram_info[h].name, "histogram", histogram_info[h].help);
+		for (int i = 0; i < metrics_shared->nslots; i++)
+		{
+			const HardenHistSlot *hs = &metrics_shared->slots[i].hist[h];
+
+			if (labels[i] == NULL)
+				continue;
+			/* The overflow slot is listed only once something landed in it. */
+			if (i == 0 && pg_atomic_read_u64(unconstify(pg_atomic_uint64 *, &hs->sum_ns)) == 0)
+			{
+				bool		empty = true;
+
+				for (int b = 0; b <= HARDEN_HIST_NBOUNDS && empty; b++)
+					empty = pg_atomic_read_u64(unconstify(pg_atomic_uint64 *, &hs->buckets[b])) == 0;
+				if (empty)
+					continue;
+			}
+			write_histogram(w, hs, labels[i]);
+		}
+	}
 }
 
 static void
@@ -382,6 +550,7 @@ write_counters(MetricWriter *w)
 			metric_sample(w, (double) v, 1, "database", labels[i]);
 		}
 	}
+	write_histograms(w, labels);
 }
 
 static char *
@@ -438,5 +607,7 @@ harden_metrics_reset(PG_FUNCTION_ARGS)
 {
 	harden_require_shmem("harden.metrics_reset()");
 	harden_counters_reset(0, HC_NUM_COUNTERS - 1);
+	if (harden_my_slot != NULL)
+		harden_histograms_reset();
 	PG_RETURN_VOID();
 }

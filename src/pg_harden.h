@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 #include "port/atomics.h"
+#include "portability/instr_time.h"
 #include "fmgr.h"
 #include "utils/elog.h"
 
@@ -78,11 +79,34 @@ typedef enum HardenCounter
 	HC_NUM_COUNTERS
 } HardenCounter;
 
+/* Latency histograms, listed once in histograms.h (X-macro). */
+typedef enum HardenHistogram
+{
+#define HARDEN_HISTOGRAM(id, name, help) HH_##id,
+#include "histograms.h"
+#undef HARDEN_HISTOGRAM
+	HH_NUM_HISTOGRAMS
+} HardenHistogram;
+
+/* Finite bucket bounds; one more bucket (+Inf) follows them. */
+#define HARDEN_HIST_NBOUNDS 16
+
+/*
+ * One histogram of one database: per-bucket (not cumulative) counts, so an
+ * observation is two atomic adds and _count is the sum of the buckets.
+ */
+typedef struct HardenHistSlot
+{
+	pg_atomic_uint64 buckets[HARDEN_HIST_NBOUNDS + 1];
+	pg_atomic_uint64 sum_ns;
+} HardenHistSlot;
+
 /* One database's counters; slots live in shared memory (metrics.c). */
 typedef struct HardenCounterSlot
 {
 	Oid			dboid;			/* InvalidOid = unused, or the overflow slot */
 	pg_atomic_uint64 counters[HC_NUM_COUNTERS];
+	HardenHistSlot hist[HH_NUM_HISTOGRAMS];
 } HardenCounterSlot;
 
 /* breaker.c */
@@ -213,6 +237,19 @@ extern void harden_count_db(Oid dboid, HardenCounter c, uint64 n);
 extern uint64 harden_counter_value(HardenCounter c);
 extern void harden_counters_reset(HardenCounter first, HardenCounter last);
 
+extern bool harden_metrics_histograms;
+extern void harden_observe(HardenHistogram h, instr_time start);
+
+/* Start timing an operation for harden_observe(); zero when not timing. */
+static inline void
+harden_timer_start(instr_time *start)
+{
+	if (harden_metrics_histograms)
+		INSTR_TIME_SET_CURRENT(*start);
+	else
+		INSTR_TIME_SET_ZERO(*start);
+}
+
 /*
  * Count an event for the current database.  A lock-free atomic add on this
  * backend's cached slot; a no-op when shared memory is unavailable.
@@ -242,5 +279,7 @@ extern void metrics_register_gauges(harden_gauge_fn fn);
 extern void metric_family(MetricWriter *w, const char *name,
 						  const char *type, const char *help);
 extern void metric_sample(MetricWriter *w, double value, int nlabels,...);
+extern void metric_sample_named(MetricWriter *w, const char *suffix,
+								double value, int nlabels,...);
 
 #endif							/* PG_HARDEN_H */

@@ -802,9 +802,11 @@ harden_stock_take(PG_FUNCTION_ARGS)
 	StockTable *st;
 	StockLine	line;
 	bool		taken;
+	instr_time	start;
 
 	harden_deny_on_standby("harden.stock_take()");
 
+	harden_timer_start(&start);
 	check_key_arg(fcinfo, 1);
 	qty = stock_arg_qty(fcinfo, 2);
 	wait = stock_parse_wait(fcinfo, 3);
@@ -814,6 +816,7 @@ harden_stock_take(PG_FUNCTION_ARGS)
 	line = single_line(st, fcinfo, 1, qty);
 	taken = stock_take_lines(st, &line, 1, wait);
 	SPI_finish();
+	harden_observe(HH_STOCK_TAKE, start);
 	if (!taken)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(line.remaining);
@@ -828,6 +831,7 @@ harden_stock_take_many(PG_FUNCTION_ARGS)
 	Oid			relid = arg_table(fcinfo, 0);
 	StockWait	wait = stock_parse_wait(fcinfo, 3);
 	MemoryContext callercxt = CurrentMemoryContext;
+	instr_time	start;
 	StockTable *st;
 	StockLine  *lines;
 	int			nlines,
@@ -838,6 +842,7 @@ harden_stock_take_many(PG_FUNCTION_ARGS)
 
 	harden_deny_on_standby("harden.stock_take_many()");
 
+	harden_timer_start(&start);
 	SPI_connect();
 	st = stock_table_get(relid);
 	lines = stock_lines_from_arrays(st, fcinfo, 1, 2, &nlines, &positions, &ninput);
@@ -852,6 +857,7 @@ harden_stock_take_many(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(spicxt);
 	}
 	SPI_finish();
+	harden_observe(HH_STOCK_TAKE, start);
 	if (result == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_ARRAYTYPE_P(result);

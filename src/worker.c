@@ -752,7 +752,9 @@ static bool
 run_once(bool *more)
 {
 	int64		counts[lengthof(steps)] = {0};
+	instr_time	start;
 
+	harden_timer_start(&start);
 	*more = false;
 	set_state(WS_RUNNING);
 	for (int i = 0; i < (int) lengthof(steps); i++)
@@ -789,6 +791,7 @@ run_once(bool *more)
 	harden_count(HC_WORKER_RUNS, 1);
 	harden_count(HC_WORKER_TRANSITIONS, (uint64) counts[0]);
 	harden_count(HC_WORKER_HOLDS_RELEASED, (uint64) counts[1]);
+	harden_observe(HH_WORKER_RUN, start);
 	return true;
 }
 

@@ -8,8 +8,10 @@
 # samples, a family's samples together, no series twice; promtool check
 # metrics too when the prometheus package happens to be installed); every
 # family harden.metrics() lists is there with the same type; counters end
-# in _total; the labels are the documented ones; and the values equal those
-# of harden.metric_rows.  Prints TAP-like "ok"/"not ok" lines.
+# in _total; the labels are the documented ones; histograms have cumulative
+# buckets with the documented bounds ending in +Inf, a _sum and a _count
+# equal to the +Inf bucket, and moved for the calls made; and the values
+# equal those of harden.metric_rows.  Prints TAP-like "ok"/"not ok" lines.
 
 sc_db=pgh_scrape
 sc_check() {
@@ -51,10 +53,12 @@ sc_valid_exposition() {
 		END { exit bad }' "$1"
 }
 
-# The families and types of harden.metric_rows against the page.
+# The families and types of harden.metric_rows against the page (a
+# histogram's rows are named by series: _bucket, _sum, _count).
 sc_same_families() {
 	local page=$1 fam type missing=0
 	while IFS='|' read -r fam type; do
+		[ "$type" != histogram ] || fam=${fam%_bucket} fam=${fam%_sum} fam=${fam%_count}
 		if ! grep -qx "# TYPE $fam $type" "$page"; then
 			echo "missing or of another type: $fam ($type)"
 			missing=1
@@ -69,9 +73,55 @@ sc_conventions() {
 	bad=$(grep -E '^# TYPE harden_[a-z_]+ counter$' "$page" | grep -Ev '_total counter$' || true)
 	[ -z "$bad" ] || { echo "counters not ending in _total:"; echo "$bad"; return 1; }
 	bad=$(grep -E '^harden_' "$page" | grep -oE '[{,][a-z_]+=' | tr -d '{,=' | sort -u \
-		| grep -Evx 'database|machine|check|severity|version|item|server' || true)
+		| grep -Evx 'database|machine|check|severity|version|item|server|le' || true)
 	[ -z "$bad" ] || { echo "undocumented labels:"; echo "$bad"; return 1; }
 	grep -q '^harden_worker_up{database="pgh_scrape",' "$page" || { echo "no harden_worker_up for pgh_scrape"; return 1; }
+}
+
+# Histograms: for every family of type histogram and every label set, the
+# buckets are those of docs/metrics.md in order, cumulative, the last is
+# +Inf, and _count equals it; _sum is there.  The families of the
+# operations run here (stock_take, transitions, worker runs) have a series
+# for the scrape database with a positive count and sum.
+sc_histograms() {
+	local page=$1 fams
+	fams=$(sed -n 's/^# TYPE \(harden_[a-z_]*\) histogram$/\1/p' "$page")
+	[ "$(echo "$fams" | wc -w)" -ge 4 ] || { echo "histogram families: $fams"; return 1; }
+	awk -v fams="$fams" -v db="$sc_db" '
+		BEGIN {
+			n = split(fams, f, /[ \n]+/); for (i = 1; i <= n; i++) ishist[f[i]] = 1
+			want = "0.0001 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf"
+		}
+		/^#/ { next }
+		{
+			name = $1; sub(/\{.*/, "", name)
+			fam = name; sub(/_(bucket|sum|count)$/, "", fam)
+			if (!(fam in ishist)) next
+			labels = $1; sub(/^[^{]*/, "", labels)
+			le = ""
+			if (match(labels, /le="[^"]*"/)) le = substr(labels, RSTART + 4, RLENGTH - 5)
+			key = labels; gsub(/,?le="[^"]*"/, "", key); sub(/\{,/, "{", key)
+			id = fam key; v = $2 + 0
+			if (name ~ /_bucket$/) {
+				if ((id in last) && v < last[id]) { print "bucket below the one before: " $0; bad = 1 }
+				last[id] = v; bounds[id] = bounds[id] (bounds[id] == "" ? "" : " ") le; inf[id] = (le == "+Inf") ? v : -1
+			} else if (name ~ /_count$/) { count[id] = v; counted[id] = 1 }
+			else if (name ~ /_sum$/) { sum[id] = v; summed[id] = 1 }
+		}
+		END {
+			for (id in bounds) {
+				if (bounds[id] != want) { print "buckets of " id ": " bounds[id]; bad = 1 }
+				if (!(id in counted) || count[id] != inf[id]) { print "_count is not the +Inf bucket: " id; bad = 1 }
+				if (!(id in summed)) { print "no _sum: " id; bad = 1 }
+				# cache_query misses are shown moving by sql/metrics_histograms.sql
+				if (index(id, "database=\"" db "\"") && id !~ /^harden_cache_query_/ && (count[id] < 1 || sum[id] <= 0)) {
+					print "nothing observed in " id; bad = 1
+				}
+				fam = id; sub(/\{.*/, "", fam); seen[fam] = 1
+			}
+			for (fam in ishist) if (!(fam in seen)) { print "no series: " fam; bad = 1 }
+			exit bad
+		}' "$page"
 }
 
 # Values: the page's series, without the exporter's server label (labels
@@ -92,14 +142,15 @@ sc_same_values() {
 }
 
 # harden.metric_rows has a row for every series line of harden.metrics():
-# per family, as many series and the same sum of values.
+# per family, as many series and the same sum of values (to 6 decimals:
+# sums of seconds are added in another order on each side).
 sc_rows_match() {
 	diff <(pgh_psql -At -d "$sc_db" -c "
-		SELECT substring(line from '^[a-z_]+') AS name, count(*), sum(substring(line from '[^ ]+\$')::float8)
+		SELECT substring(line from '^[a-z_]+') AS name, count(*), round(sum(substring(line from '[^ ]+\$')::float8)::numeric, 6)
 		  FROM regexp_split_to_table(harden.metrics(), E'\\n') line
 		 WHERE line ~ '^harden_' AND line !~ '^harden_(metrics_scrapes_total|worker_)' GROUP BY 1 ORDER BY 1") \
 	     <(pgh_psql -At -d "$sc_db" -c "
-		SELECT name, count(*), sum(value) FROM harden.metric_rows
+		SELECT name, count(*), round(sum(value)::numeric, 6) FROM harden.metric_rows
 		 WHERE name !~ '^harden_(metrics_scrapes_total|worker_)' GROUP BY 1 ORDER BY 1")
 }
 
@@ -125,9 +176,12 @@ CREATE INDEX big_v_again ON big (v);
 SELECT count(*) FROM harden.health_report();
 SQL
 		[ $? -eq 0 ] || echo "not ok - a database using every feature"
-		# The worker must have run in this database for its series.
+		# The worker must have run in this database for its series (and its
+		# histogram: a run has completed).
 		local deadline=$((SECONDS + 20))
-		until [ "$(pgh_psql -At -d "$sc_db" -c "SELECT count(*) > 0 FROM harden.metric_rows WHERE name = 'harden_worker_up' AND labels ->> 'database' = '$sc_db'")" = t ] \
+		until [ "$(pgh_psql -At -d "$sc_db" -c "SELECT count(*) FILTER (WHERE name = 'harden_worker_up') > 0
+			AND coalesce(sum(value) FILTER (WHERE name = 'harden_worker_run_duration_seconds_count'), 0) > 0
+			FROM harden.metric_rows WHERE labels ->> 'database' = '$sc_db'")" = t ] \
 			|| [ $SECONDS -gt $deadline ]; do sleep 0.2; done
 		port=$(pgh_free_port)
 		DATA_SOURCE_NAME="host=$PGHOST port=$PGPORT user=postgres dbname=$sc_db sslmode=disable" \
@@ -147,6 +201,7 @@ SQL
 		fi
 		sc_check "every family of harden.metrics() is scraped, with its type" sc_same_families "$page"
 		sc_check "counters end in _total, labels are the documented ones" sc_conventions "$page"
+		sc_check "histograms: documented cumulative buckets to +Inf, _count is +Inf, observed" sc_histograms "$page"
 		sc_check "the scraped values are those of harden.metric_rows" sc_same_values "$page"
 		sc_check "harden.metric_rows has one row per series of harden.metrics()" sc_rows_match
 		kill $pid 2>/dev/null || true
