@@ -421,8 +421,8 @@ breaker_read(const char *name, BreakerRow *row)
 	breaker_spi_begin(&spi);
 	breaker_exec("SELECT b.failure_threshold, b.failure_rate, b.min_calls, b.failure_window, "
 				 "b.cooldown, b.half_open_probes, s.state, s.since, b.id "
-				 "FROM harden.breakers b LEFT JOIN harden.breaker_states s ON s.name = b.name "
-				 "WHERE b.name = $1",
+				 "FROM harden.breakers b LEFT JOIN harden.breaker_states s ON s.name OPERATOR(pg_catalog.=) b.name "
+				 "WHERE b.name OPERATOR(pg_catalog.=) $1",
 				 1, &type, &value, NULL, true, SPI_OK_SELECT);
 	found = SPI_processed == 1;
 	if (found)
@@ -524,7 +524,7 @@ breaker_collect(void)
 	value = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
 	breaker_spi_begin(&spi);
 	breaker_exec("SELECT n FROM pg_catalog.unnest($1) n "
-				 "WHERE NOT EXISTS (SELECT 1 FROM harden.breakers b WHERE b.name = n)",
+				 "WHERE NOT EXISTS (SELECT 1 FROM harden.breakers b WHERE b.name OPERATOR(pg_catalog.=) n)",
 				 1, &type, &value, NULL, true, SPI_OK_SELECT);
 	/* Kept past SPI_finish, which frees what SPI allocated. */
 	old = MemoryContextSwitchTo(outer);
@@ -929,7 +929,7 @@ breaker_move_row(const char *name, BreakerState from, BreakerState to, Timestamp
 	fsm_current_actor = &actor;
 	PG_TRY();
 	{
-		breaker_exec("UPDATE harden.breaker_states SET state = $2, since = $3 WHERE name = $1",
+		breaker_exec("UPDATE harden.breaker_states SET state = $2, since = $3 WHERE name OPERATOR(pg_catalog.=) $1",
 					 3, types, values, NULL, false, SPI_OK_UPDATE);
 	}
 	PG_FINALLY();
@@ -949,9 +949,9 @@ breaker_set_timer(const char *name, TimestampTz due)
 	values[0] = CStringGetTextDatum(name);
 	values[1] = TimestampTzGetDatum(due);
 	breaker_exec("UPDATE harden.fsm_due SET due_at = $2 "
-				 "WHERE relid = 'harden.breaker_states'::pg_catalog.regclass "
-				 "AND machine = '" BREAKER_MACHINE "' AND from_state = 'open' "
-				 "AND row_key = pg_catalog.jsonb_build_object('name', $1)",
+				 "WHERE relid OPERATOR(pg_catalog.=) 'harden.breaker_states'::pg_catalog.regclass "
+				 "AND machine OPERATOR(pg_catalog.=) '" BREAKER_MACHINE "' AND from_state OPERATOR(pg_catalog.=) 'open' "
+				 "AND row_key OPERATOR(pg_catalog.=) pg_catalog.jsonb_build_object('name', $1)",
 				 2, types, values, NULL, false, SPI_OK_UPDATE);
 }
 
@@ -990,8 +990,8 @@ breaker_sync_fn(void *varg)
 
 	breaker_spi_begin(&spi);
 	/* NOWAIT: breaker_record() never queues behind another transaction. */
-	breaker_exec(a->wait ? "SELECT state FROM harden.breaker_states WHERE name = $1 FOR UPDATE" :
-				 "SELECT state FROM harden.breaker_states WHERE name = $1 FOR UPDATE NOWAIT",
+	breaker_exec(a->wait ? "SELECT state FROM harden.breaker_states WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE" :
+				 "SELECT state FROM harden.breaker_states WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE NOWAIT",
 				 1, types, values, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 	{
@@ -1029,7 +1029,7 @@ breaker_sync_fn(void *varg)
 	/* The row's since and the timer follow the live state. */
 	types[1] = TIMESTAMPTZOID;
 	values[1] = TimestampTzGetDatum(copy.since);
-	breaker_exec("UPDATE harden.breaker_states SET since = $2 WHERE name = $1 AND since <> $2",
+	breaker_exec("UPDATE harden.breaker_states SET since = $2 WHERE name OPERATOR(pg_catalog.=) $1 AND since OPERATOR(pg_catalog.<>) $2",
 				 2, types, values, NULL, false, SPI_OK_UPDATE);
 	if (copy.state == BS_OPEN && a->moved > 0)
 		breaker_set_timer(a->name, copy.since + copy.cfg.cooldown_us);
@@ -1325,7 +1325,7 @@ harden_breaker_drop(PG_FUNCTION_ARGS)
 	breaker_arg_name(fcinfo, 0, name);
 	value = CStringGetTextDatum(name);
 	breaker_spi_begin(&spi);
-	breaker_exec("DELETE FROM harden.breakers WHERE name = $1", 1, &type, &value, NULL,
+	breaker_exec("DELETE FROM harden.breakers WHERE name OPERATOR(pg_catalog.=) $1", 1, &type, &value, NULL,
 				 false, SPI_OK_DELETE);
 	dropped = SPI_processed > 0;
 	breaker_spi_end(&spi);
@@ -1402,7 +1402,7 @@ harden_breaker_status(PG_FUNCTION_ARGS)
 	/* The caller's snapshot: a view reads like the tables it shows. */
 	if (SPI_execute("SELECT b.name, s.state, s.since, b.failure_threshold, b.failure_rate, b.min_calls, "
 					"b.failure_window, b.cooldown, b.half_open_probes, b.id "
-					"FROM harden.breakers b LEFT JOIN harden.breaker_states s ON s.name = b.name "
+					"FROM harden.breakers b LEFT JOIN harden.breaker_states s ON s.name OPERATOR(pg_catalog.=) b.name "
 					"ORDER BY b.name", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed for the breaker status");
 	relid = fsm_harden_relid("breakers");

@@ -169,7 +169,9 @@ warm_record(const WarmQuery *q, const char *error)
 							  " ON CONFLICT (role, key) DO UPDATE SET last_run = excluded.last_run,"
 							  "  last_ok = coalesce(excluded.last_ok, s.last_ok), last_error = excluded.last_error,"
 							  "  failures = CASE WHEN $3 IS NULL THEN 0 ELSE s.failures OPERATOR(pg_catalog.+) 1 END"
-							  " RETURNING (SELECT last_error FROM old) IS DISTINCT FROM $3",
+							  " RETURNING CASE WHEN (SELECT last_error FROM old) IS NULL THEN $3 IS NOT NULL"
+							  "  WHEN $3 IS NULL THEN true"
+							  "  ELSE (SELECT last_error FROM old) OPERATOR(pg_catalog.<>) $3 END",
 							  3, types, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not record the warm-up outcome");
 	if (SPI_processed == 1)
