@@ -46,9 +46,7 @@ take_snapshot(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "pg_harden worker: harden.analyze_snapshot()");
 	/* pg_harden's own SQL, whatever the database's search_path */
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	nestlevel = harden_guc_pin();
 	if (snapshot_function_exists())
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -57,7 +55,7 @@ take_snapshot(void)
 			elog(ERROR, "harden.analyze_snapshot() failed");
 		SPI_finish();
 	}
-	AtEOXact_GUC(false, nestlevel);
+	harden_guc_restore(nestlevel);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
