@@ -45,25 +45,6 @@ typedef struct WarmQuery
 	char	   *search_path;
 } WarmQuery;
 
-/* The owner of pg_harden's tables. */
-static Oid
-warm_owner(void)
-{
-	Oid			nsp = get_namespace_oid("harden", false);
-	Oid			rel = get_relname_relid("cache_warm_queries", nsp);
-	HeapTuple	tup;
-	Oid			owner;
-
-	if (!OidIsValid(rel))
-		elog(ERROR, "relation harden.cache_warm_queries does not exist");
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", rel);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
 /* Every registered query, copied into the caller's context. */
 static WarmQuery *
 warm_load(int *n)
@@ -72,7 +53,7 @@ warm_load(int *n)
 	HardenRoleScope scope;
 	WarmQuery  *q;
 
-	harden_role_enter(&scope, warm_owner(), false);
+	harden_role_enter(&scope, harden_table_owner("cache_warm_queries"), false);
 	if (SPI_execute("SELECT role::pg_catalog.oid, key, sql, ttl, params, search_path"
 					" FROM harden.cache_warm_queries ORDER BY role, key", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read harden.cache_warm_queries");
@@ -151,7 +132,7 @@ warm_record(const WarmQuery *q, const char *error)
 	values[0] = ObjectIdGetDatum(q->role);
 	values[1] = CStringGetTextDatum(q->key);
 	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	harden_role_enter(&scope, warm_owner(), false);
+	harden_role_enter(&scope, harden_table_owner("cache_warm_queries"), false);
 	/*
 	 * One recorder of a query at a time (the worker and cache_warm() may run
 	 * it together): the next statement's snapshot then sees the other's

@@ -492,6 +492,42 @@ current_state_unknown(FsmMachine *m, Relation rel, Datum key, const char *state)
 					state ? quote_literal_cstr(fsm_truncate(state)) : "NULL", m->name)));
 }
 
+/* Argument 1 of the row functions, the row's key, is required. */
+static void
+require_row_key(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
+				 errmsg("row key must not be NULL")));
+}
+
+static void
+require_state(const char *state)
+{
+	if (state == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
+				 errmsg("state must not be NULL")));
+}
+
+/*
+ * The index of a state of machine m named by the caller; an error if m has
+ * no such state, with a pointer to harden.fsm_states if with_detail.
+ */
+static int
+machine_state(FsmMachine *m, const char *state, bool with_detail)
+{
+	int			s = fsm_state_lookup(m, state, strlen(state));
+
+	if (s < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
+				 errmsg("\"%s\" is not a state of machine \"%s\"", fsm_truncate(state), m->name),
+				 with_detail ? errdetail("Its states are listed in harden.fsm_states.") : 0));
+	return s;
+}
+
 PG_FUNCTION_INFO_V1(harden_fsm_fire);
 
 Datum
@@ -513,10 +549,7 @@ harden_fsm_fire(PG_FUNCTION_ARGS)
 
 	harden_deny_on_standby("harden.fsm_fire()");
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-				 errmsg("row key must not be NULL")));
+	require_row_key(fcinfo);
 	if (event == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_HARDEN_FSM_EVENT_NOT_AVAILABLE),
@@ -574,14 +607,8 @@ harden_fsm_can(PG_FUNCTION_ARGS)
 	int			from;
 	int			to;
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-				 errmsg("row key must not be NULL")));
-	if (to_state == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-				 errmsg("state must not be NULL")));
+	require_row_key(fcinfo);
+	require_state(to_state);
 	rel = table_open(relid, AccessShareLock);
 	a = choose_attachment(rel, machine, machine_has_state, "state", to_state);
 	key = normalize_key(rel, PG_GETARG_JSONB_P(1));
@@ -595,11 +622,7 @@ harden_fsm_can(PG_FUNCTION_ARGS)
 	if (!row.found)
 		row_not_found(rel, key);
 	m = fsm_machine_get(a->machine, false);
-	to = fsm_state_lookup(m, to_state, strlen(to_state));
-	if (to < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-				 errmsg("\"%s\" is not a state of machine \"%s\"", fsm_truncate(to_state), m->name)));
+	to = machine_state(m, to_state, false);
 	from = row.state ? fsm_state_lookup(m, row.state, strlen(row.state)) : -1;
 	table_close(rel, AccessShareLock);
 	PG_RETURN_BOOL(from >= 0 && fsm_transition_find(m, from, to) != NULL);
@@ -623,13 +646,8 @@ harden_fsm_next(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		int			s = fsm_state_lookup(m, state, strlen(state));
+		int			s = machine_state(m, state, true);
 
-		if (s < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-					 errmsg("\"%s\" is not a state of machine \"%s\"", fsm_truncate(state), m->name),
-					 errdetail("Its states are listed in harden.fsm_states.")));
 		for (int i = 0; i < m->states[s].ntrans; i++)
 			elems[n++] = CStringGetTextDatum(m->states[m->states[s].trans[i].to].name);
 	}
@@ -669,25 +687,15 @@ harden_fsm_force(PG_FUNCTION_ARGS)
 	bool		moved = false;
 	char	   *caller = GetUserNameFromId(GetUserId(), false);
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_HARDEN_FSM_ROW_NOT_FOUND),
-				 errmsg("row key must not be NULL")));
-	if (to_state == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-				 errmsg("state must not be NULL")));
+	require_row_key(fcinfo);
+	require_state(to_state);
 	reason = harden_arg_reason(fcinfo, 3);
 	rel = table_open(relid, AccessShareLock);
 	harden_check_override(relid, "force a state on", fsm_table_name(rel));
 	a = choose_attachment(rel, machine, machine_has_state, "state", to_state);
 	key = normalize_key(rel, PG_GETARG_JSONB_P(1));
 	m = fsm_machine_get(a->machine, false);
-	if (fsm_state_lookup(m, to_state, strlen(to_state)) < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-				 errmsg("\"%s\" is not a state of machine \"%s\"", fsm_truncate(to_state), m->name),
-				 errdetail("Its states are listed in harden.fsm_states.")));
+	(void) machine_state(m, to_state, true);
 
 	spi_connect();
 	harden_role_enter(&scope, rel->rd_rel->relowner, true);
@@ -696,11 +704,7 @@ harden_fsm_force(PG_FUNCTION_ARGS)
 		row_not_found(rel, key);
 	/* Looked up after the SQL above, which may have changed definitions. */
 	m = fsm_machine_get(a->machine, false);
-	to = fsm_state_lookup(m, to_state, strlen(to_state));
-	if (to < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_HARDEN_FSM_UNKNOWN_STATE),
-				 errmsg("\"%s\" is not a state of machine \"%s\"", fsm_truncate(to_state), m->name)));
+	to = machine_state(m, to_state, false);
 	if (row.state == NULL || strcmp(row.state, m->states[to].name) != 0)
 	{
 		memset(&actor, 0, sizeof(actor));

@@ -141,6 +141,7 @@ typedef struct HardenRoleScope
 extern void harden_role_enter(HardenRoleScope *scope, Oid role, bool restricted);
 extern void harden_role_leave(HardenRoleScope *scope);
 extern Oid	harden_rel_owner(Oid relid);
+extern Oid	harden_table_owner(const char *relname);
 
 /*
  * subxact.c: fn(arg) in an internal subtransaction; on an error (other than

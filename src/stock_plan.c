@@ -184,33 +184,11 @@ describe_columns(StockTable *st, Oid relid)
 	}
 }
 
-/*
- * The role that owns pg_harden's tables: the extension's owner.  Callers
- * never get direct write access to them; the functions write as this role.
- */
-static Oid
-harden_owner(void)
-{
-	Oid			nsp = get_namespace_oid("harden", false);
-	Oid			rel = get_relname_relid("stock_holds", nsp);
-	HeapTuple	tup;
-	Oid			owner;
-
-	if (!OidIsValid(rel))
-		elog(ERROR, "relation harden.stock_holds does not exist");
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", rel);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
 /* Switch to the extension's owner (role_scope.c), search_path pinned. */
 void
 stock_owner_enter(StockOwnerScope *scope)
 {
-	harden_role_enter(scope, harden_owner(), false);
+	harden_role_enter(scope, harden_table_owner("stock_holds"), false);
 }
 
 void

@@ -333,6 +333,19 @@ timestamp_or_null(TimestampTz t, bool *isnull)
 	return TimestampTzGetDatum(t);
 }
 
+/*
+ * Start a worker_status-style SRF: the slots of every database, and whether
+ * the caller may see the error texts of other databases (pg_read_all_stats).
+ */
+static WorkerSlot *
+status_slots(FunctionCallInfo fcinfo, bool *see_all, int *n)
+{
+	harden_require_shmem("harden.worker_status");
+	InitMaterializedSRF(fcinfo, 0);
+	*see_all = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
+	return snapshot_slots(n);
+}
+
 PG_FUNCTION_INFO_V1(harden_worker_status);
 
 /*
@@ -347,10 +360,7 @@ harden_worker_status(PG_FUNCTION_ARGS)
 	WorkerSlot *slots;
 	int			n;
 
-	harden_require_shmem("harden.worker_status");
-	InitMaterializedSRF(fcinfo, 0);
-	see_all = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
-	slots = snapshot_slots(&n);
+	slots = status_slots(fcinfo, &see_all, &n);
 	for (int i = 0; i < n; i++)
 	{
 		WorkerSlot *s = &slots[i];
@@ -394,10 +404,7 @@ harden_worker_items(PG_FUNCTION_ARGS)
 	WorkerSlot *slots;
 	int			n;
 
-	harden_require_shmem("harden.worker_status");
-	InitMaterializedSRF(fcinfo, 0);
-	see_all = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
-	slots = snapshot_slots(&n);
+	slots = status_slots(fcinfo, &see_all, &n);
 	for (int i = 0; i < n; i++)
 	{
 		WorkerSlot *s = &slots[i];
