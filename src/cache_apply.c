@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "utils/acl.h"
@@ -22,16 +23,29 @@
 
 /* ---- roles ---- */
 
+/*
+ * Role membership is read from the catalog, which needs a transaction: a
+ * caller outside one (the Redis endpoint between batches) gets an error,
+ * not a crash in the catalog cache.
+ */
+static bool
+role_has_privs(Oid role, Oid owner)
+{
+	if (!IsTransactionState())
+		elog(ERROR, "pg_harden: cache role check outside a transaction");
+	return has_privs_of_role(role, owner);
+}
+
 bool
 cache_role_may_read(Oid role, Oid owner, uint8 flags)
 {
-	return owner == role || (flags & CACHE_FLAG_PUBLIC) || has_privs_of_role(role, owner);
+	return owner == role || (flags & CACHE_FLAG_PUBLIC) || role_has_privs(role, owner);
 }
 
 bool
 cache_role_may_modify(Oid role, Oid owner)
 {
-	return owner == role || has_privs_of_role(role, owner);
+	return owner == role || role_has_privs(role, owner);
 }
 
 /*

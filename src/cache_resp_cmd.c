@@ -87,13 +87,26 @@ check_key(const char *k, size_t len)
 							i + 1, (unsigned char) k[i])));
 }
 
+/*
+ * The SQL rule (cache_role_may_read).  Only another role's non-public entry
+ * needs the catalog, so only then is the batch's transaction started.
+ */
+static bool
+role_may_read(Oid role, Oid owner, uint8 flags)
+{
+	if (owner == role || (flags & CACHE_FLAG_PUBLIC))
+		return true;
+	resp_xact_ensure();
+	return cache_role_may_read(role, owner, flags);
+}
+
 /* The SQL rule, and a secure entry only for its writer (not members). */
 static bool
 may_read(Oid role, Oid owner, uint8 flags)
 {
 	if (flags & CACHE_FLAG_SECURE)
 		return owner == role;
-	return cache_role_may_read(role, owner, flags);
+	return role_may_read(role, owner, flags);
 }
 
 static inline bool
@@ -115,13 +128,9 @@ plain_lookup(Oid role, const char *key, int keylen, CacheHit *hit, bool want_val
 {
 	*wkey = key;
 	*wlen = keylen;
-	if (store_read(key, keylen, hit, want_value))
-	{
-		if (hit->owner != role && !(hit->flags & CACHE_FLAG_PUBLIC))
-			resp_xact_ensure();
-		if (cache_role_may_read(role, hit->owner, hit->flags))
-			return true;
-	}
+	if (store_read(key, keylen, hit, want_value) &&
+		role_may_read(role, hit->owner, hit->flags))
+		return true;
 	if (!cache_store_has_shadows())
 		return false;
 	*wkey = cache_shadow_key(key, keylen, role, wlen);
@@ -768,8 +777,9 @@ delete_key(RespClient *c, const char *key, size_t keylen)
 			if (!found || plain)
 				return cache_store_delete(qkey, qlen, c->role, CACHE_REMOVED_DELETE) || plain;
 		}
-		resp_xact_ensure();
 	}
+	/* another role's entry, or shadows: the role check reads the catalog */
+	resp_xact_ensure();
 	plain = cache_apply_delete(key, (int) keylen, c->role);
 	return cache_apply_delete(qkey, qlen, c->role) || plain;
 }
@@ -807,6 +817,8 @@ reexpire(RespClient *c, const char *key, size_t keylen, TimestampTz expires_at,
 			!may_read(c->role, hit.owner, hit.flags) ||
 			(hit.flags & CACHE_FLAG_QUERY))
 			return false;
+		if (hit.owner != c->role)
+			resp_xact_ensure();
 		cache_check_may_modify(c->role, key, (int) keylen, hit.owner, hit.flags);
 		/* NX: only without expiry; XX: only with; GT/LT compare (none = infinite) */
 		if ((cond == 'N' && hit.expires_at != 0) || (cond == 'X' && hit.expires_at == 0) ||

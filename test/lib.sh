@@ -140,7 +140,7 @@ pgh_cluster_up() {
 		[ -z "${SANITIZE:-}" ] || echo "jit = off"
 		for line in "$@"; do echo "$line"; done
 	} | pgh_as_server tee "$data/postgresql.auto.conf" >/dev/null
-	pgh_as_server env $(pgh_sanitizer_env) "$PGH_BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null \
+	pgh_as_server env $(pgh_sanitizer_env) "$PGH_BIN/pg_ctl" -c -D "$data" -l "$log" -w -t 60 start >/dev/null \
 		|| { tail -n 30 "$log"; pgh_die "server did not start"; }
 }
 
