@@ -290,6 +290,43 @@ cache_mark_hash(const char *s, int len)
 	return hash_bytes_extended((const unsigned char *) s, len, 0x5eed);
 }
 
+/* The marker of a write: what a set from an older snapshot must not survive. */
+static inline CacheMark
+cache_mark_of(CachePendingKind kind, const char *name, int namelen)
+{
+	CacheMark	m = {0};
+
+	switch (kind)
+	{
+		case CACHE_PENDING_SET:
+		case CACHE_PENDING_DELETE:
+			{
+				int			userlen;
+				const char *userkey = cache_user_key(name, namelen, &userlen);
+
+				m.kind = CACHE_MARK_KEY;
+				m.hash = cache_mark_hash(userkey, userlen);
+			}
+			break;
+		case CACHE_PENDING_TAG:
+			m.kind = CACHE_MARK_TAG;
+			m.hash = cache_mark_hash(name, namelen);
+			break;
+		case CACHE_PENDING_INVALIDATE:
+			m.kind = CACHE_MARK_PATTERN;
+			m.text = name;
+			m.len = namelen;
+			break;
+		case CACHE_PENDING_FLUSH:
+			m.kind = CACHE_MARK_FLUSH;
+			break;
+		case CACHE_PENDING_FLUSH_SECURE:
+			m.kind = CACHE_MARK_FLUSH_SECURE;
+			break;
+	}
+	return m;
+}
+
 /* Whether a marker's transaction is one the setter's snapshot did not see. */
 typedef bool (*cache_unseen_fn) (TransactionId xid, void *arg);
 
@@ -317,6 +354,9 @@ extern void cache_wal_begin(void);
 extern void cache_wal_note(uint64 key);
 extern void cache_wal_end(void);
 extern void cache_wal_log_reset(void);
+extern void cache_wal_inval_begin(void);
+extern void cache_wal_inval_end(void);
+extern void cache_wal_inval(CachePendingKind kind, const char *name, int namelen, Oid role);
 extern void cache_gen_computing(bool on);
 extern bool cache_deps_current(Oid dboid, const CacheQueryMeta *meta);
 
@@ -406,6 +446,15 @@ extern int64 cache_apply_count_invalidate_tag(const char *tag, int len, Oid role
 extern int64 cache_apply_flush(bool secure_only, Oid role);
 extern int64 cache_apply_count_flush(bool secure_only, Oid role);
 
+/* WAL replay (no catalog there): the roles whose privileges a role had. */
+typedef struct CacheRolePrivs
+{
+	Oid			role;
+	int			n;				/* -1: every role (a superuser) */
+	const Oid  *privs;			/* role itself first */
+} CacheRolePrivs;
+extern void cache_apply_replay(const CacheRolePrivs *sets, int nsets);
+
 /* cache_store.c */
 extern int	harden_cache_memory_kb;
 extern void cache_define_gucs(bool preloading);
@@ -424,6 +473,7 @@ extern uint64 cache_store_scan(cache_scan_fn fn, void *arg, bool exclusive,
 extern uint64 cache_store_sweep(bool force);
 extern void cache_store_totals(uint64 *entries, uint64 *bytes_used);
 extern bool cache_store_has_shadows(void);
+extern void cache_store_use_database(Oid dboid);
 extern uint64 cache_store_scan_all(cache_scan_fn fn, void *arg);
 extern bool cache_store_load(Oid dboid, const CacheItem *item, uint64 since);
 

@@ -24,6 +24,40 @@
 /* ---- roles ---- */
 
 /*
+ * While replaying a WAL record (cache_wal.c), role checks use the
+ * privileges the record carries, and an operation the role may not apply
+ * to an entry skips it instead of raising an error.
+ */
+static const CacheRolePrivs *replay_sets = NULL;
+static int	replay_nsets = 0;
+
+void
+cache_apply_replay(const CacheRolePrivs *sets, int nsets)
+{
+	replay_sets = sets;
+	replay_nsets = sets ? nsets : 0;
+}
+
+static bool
+replay_has_privs(Oid role, Oid owner)
+{
+	for (int i = 0; i < replay_nsets; i++)
+	{
+		const CacheRolePrivs *rp = &replay_sets[i];
+
+		if (rp->role != role)
+			continue;
+		if (rp->n < 0)
+			return true;
+		for (int j = 0; j < rp->n; j++)
+			if (rp->privs[j] == owner)
+				return true;
+		return false;
+	}
+	return false;
+}
+
+/*
  * Role membership is read from the catalog, which needs a transaction: a
  * caller outside one (the Redis endpoint between batches) gets an error,
  * not a crash in the catalog cache.
@@ -31,6 +65,8 @@
 static bool
 role_has_privs(Oid role, Oid owner)
 {
+	if (replay_sets != NULL)
+		return replay_has_privs(role, owner);
 	if (!IsTransactionState())
 		elog(ERROR, "pg_harden: cache role check outside a transaction");
 	return has_privs_of_role(role, owner);
@@ -290,6 +326,8 @@ cache_apply_delete(const char *key, int keylen, Oid role)
 		if (cache_store_peek(key, keylen, &meta) &&
 			cache_role_may_read(role, meta.owner, meta.flags))
 		{
+			if (replay_sets != NULL && !cache_role_may_modify(role, meta.owner))
+				return false;
 			cache_check_may_modify(role, key, keylen, meta.owner, meta.flags);
 			if (cache_store_delete(key, keylen, meta.owner, CACHE_REMOVED_DELETE))
 				return true;
@@ -304,7 +342,8 @@ cache_apply_delete(const char *key, int keylen, Oid role)
 		}
 		return false;
 	}
-	report_contention(key, keylen);
+	if (replay_sets == NULL)
+		report_contention(key, keylen);
 	return false;
 }
 

@@ -584,8 +584,8 @@ typedef struct SetOpts
  * written) when NX/XX says so; *old gets the previous visible value for GET.
  */
 static bool
-set_entry(RespClient *c, const char *key, size_t keylen, const char *val, size_t vallen,
-		  const SetOpts *o, CacheHit *old, bool *had_old)
+store_entry(RespClient *c, const char *key, size_t keylen, const char *val, size_t vallen,
+			const SetOpts *o, CacheHit *old, bool *had_old)
 {
 	CacheItem	item = {0};
 
@@ -667,6 +667,30 @@ set_entry(RespClient *c, const char *key, size_t keylen, const char *val, size_t
 			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 			 errmsg("cache key \"%.*s\" is being changed concurrently", (int) keylen, key)));
 	return false;
+}
+
+/*
+ * A write replaces what hot standbys hold under the key: with
+ * harden.cache_wal it is logged (role privileges come from the catalog).
+ */
+static void
+wal_write(RespClient *c, const char *key, size_t keylen, CachePendingKind kind)
+{
+	if (!cache_wal)
+		return;
+	resp_xact_ensure();
+	cache_wal_inval(kind, key, (int) keylen, c->role);
+}
+
+static bool
+set_entry(RespClient *c, const char *key, size_t keylen, const char *val, size_t vallen,
+		  const SetOpts *o, CacheHit *old, bool *had_old)
+{
+	bool		done = store_entry(c, key, keylen, val, vallen, o, old, had_old);
+
+	if (done)
+		wal_write(c, key, keylen, CACHE_PENDING_SET);
+	return done;
 }
 
 static void
@@ -765,7 +789,7 @@ delete_key(RespClient *c, const char *key, size_t keylen)
 
 	check_key(key, keylen);
 	qkey = cache_query_key(key, (int) keylen, c->role, &qlen);
-	if (!resp_in_xact() && !cache_store_has_shadows())
+	if (!resp_in_xact() && !cache_store_has_shadows() && !cache_wal)
 	{
 		CacheHit	meta;
 		bool		found = cache_store_peek(key, (int) keylen, &meta);
@@ -781,7 +805,10 @@ delete_key(RespClient *c, const char *key, size_t keylen)
 	/* another role's entry, or shadows: the role check reads the catalog */
 	resp_xact_ensure();
 	plain = cache_apply_delete(key, (int) keylen, c->role);
-	return cache_apply_delete(qkey, qlen, c->role) || plain;
+	plain = cache_apply_delete(qkey, qlen, c->role) || plain;
+	wal_write(c, key, keylen, CACHE_PENDING_DELETE);
+	wal_write(c, qkey, qlen, CACHE_PENDING_DELETE);
+	return plain;
 }
 
 static void

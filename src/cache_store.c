@@ -183,6 +183,25 @@ static CacheShared *cache_shared = NULL;
 static dsa_area *cache_area = NULL;
 static dshash_table *cache_hash = NULL;
 
+/*
+ * The database whose entries the calls below see: this session's, or the
+ * one a replayed WAL record names (the startup process has none).
+ */
+static Oid	store_db_override = InvalidOid;
+
+static inline Oid
+store_db(void)
+{
+	return OidIsValid(store_db_override) ? store_db_override : MyDatabaseId;
+}
+
+/* For WAL replay: act on dboid's entries until called with InvalidOid. */
+void
+cache_store_use_database(Oid dboid)
+{
+	store_db_override = dboid;
+}
+
 static int	cache_key_compare(const void *a, const void *b, size_t size, void *arg);
 static dshash_hash cache_key_hash(const void *key, size_t size, void *arg);
 static void cache_evict(Size need);
@@ -422,7 +441,7 @@ lookup_key_db(Oid dboid, const char *key, int keylen)
 static inline CacheKey
 lookup_key(const char *key, int keylen)
 {
-	return lookup_key_db(MyDatabaseId, key, keylen);
+	return lookup_key_db(store_db(), key, keylen);
 }
 
 /* ---- entries ---- */
@@ -692,9 +711,9 @@ cache_store_tag_members(const char *tag, int len, cache_tag_member_fn fn, void *
 	cache_attach();
 	if (pg_atomic_read_u64(&cache_shared->tags_unindexed) > 0)
 		return false;
-	st = tag_stripe(MyDatabaseId, taghash);
+	st = tag_stripe(store_db(), taghash);
 	LWLockAcquire(&st->lock, LW_SHARED);
-	h = head_find(st, MyDatabaseId, taghash);
+	h = head_find(st, store_db(), taghash);
 	for (dsa_pointer dp = h ? h->first : InvalidDsaPointer; DsaPointerIsValid(dp);)
 	{
 		TagNode    *n = node_at(dp);
@@ -996,7 +1015,7 @@ static bool store_put(Oid dboid, const CacheItem *item, Oid expected_owner);
 bool
 cache_store_put(const CacheItem *item, Oid expected_owner)
 {
-	return store_put(MyDatabaseId, item, expected_owner);
+	return store_put(store_db(), item, expected_owner);
 }
 
 static bool
@@ -1094,7 +1113,7 @@ bool
 cache_store_delete(const char *key, int keylen, Oid expected_owner,
 				   CacheRemoval why)
 {
-	return store_delete(MyDatabaseId, key, keylen, expected_owner, why);
+	return store_delete(store_db(), key, keylen, expected_owner, why);
 }
 
 static bool
@@ -1177,7 +1196,7 @@ cache_store_scan(cache_scan_fn fn, void *arg, bool exclusive, CacheRemoval why)
 		CacheEntryInfo info;
 		CacheScanAction action;
 
-		if (e->key.dboid != MyDatabaseId)
+		if (e->key.dboid != store_db())
 			continue;
 		if (entry_expired(e, now) || entry_stale(e))
 		{
@@ -1381,7 +1400,7 @@ markers_retire(void)
 static void
 marker_fill(MarkerSlot *m, const CacheMark *mk)
 {
-	m->dboid = MyDatabaseId;
+	m->dboid = store_db();
 	m->kind = (uint8) mk->kind;
 	m->hash = mk->hash;
 	m->len = 0;
@@ -1520,7 +1539,7 @@ cache_store_marked(const CacheItem *item, cache_unseen_fn unseen, void *arg)
 		const MarkerSlot *m = &cache_shared->markers[i];
 
 		if (TransactionIdIsValid(m->xid) &&
-			marker_matches(m, MyDatabaseId, item, keyhash, taghashes, userkey, userlen))
+			marker_matches(m, store_db(), item, keyhash, taghashes, userkey, userlen))
 			found[nfound++] = m->xid;
 	}
 	if (TransactionIdIsValid(cache_shared->overflow_xid))
@@ -1583,7 +1602,7 @@ static bool invalidated_since(Oid dboid, uint64 since, const CacheItem *item);
 bool
 cache_store_invalidated_since(uint64 since, const CacheItem *item)
 {
-	return invalidated_since(MyDatabaseId, since, item);
+	return invalidated_since(store_db(), since, item);
 }
 
 static bool

@@ -1,6 +1,7 @@
 /*
  * cache_wal.c
- *	  Write generations in the WAL, for hot standbys (harden.cache_wal).
+ *	  Write generations and explicit invalidations in the WAL, for hot
+ *	  standbys (harden.cache_wal).
  *
  * A committed transaction's generation moves (the writes cache_track.c
  * saw: relations, values, role grants) are logged as one record of a
@@ -11,6 +12,12 @@
  * that missed the commit carries the older generation and is never stored
  * as current.  Every key is logged, whether or not the primary has a slot
  * for it: a standby's results are its own.
+ *
+ * Explicit invalidations (deletes, writes under a key, patterns, tags,
+ * flushes) are logged as this server applies them: for a transaction
+ * block at pre-commit, before its commit record.  Redo registers their
+ * markers under the writer's xid, as the primary did, then applies them to
+ * the standby's own entries with the role privileges the record carries.
  *
  * A record lost by a crash between the commit record and this one is
  * covered by a reset record the launcher logs at every start: a standby
@@ -23,19 +30,27 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
 #include "access/xloginsert.h"
 #include "access/xlogreader.h"
 #include "lib/stringinfo.h"
+#include "catalog/pg_auth_members.h"
+#include "catalog/pg_authid.h"
 #include "miscadmin.h"
+#include "utils/catcache.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #include "pg_harden.h"
 #include "cache.h"
 
 #define XLOG_HARDEN_GENERATIONS	0x00
 #define XLOG_HARDEN_RESET		0x10
+#define XLOG_HARDEN_INVALIDATIONS	0x20
 
 /* Keys of one record; a transaction moving more makes its database stale. */
 #define WAL_MAX_KEYS 1024
@@ -47,6 +62,31 @@ typedef struct HardenGenRecord
 	uint64		keys[FLEXIBLE_ARRAY_MEMBER];
 } HardenGenRecord;
 
+/*
+ * Explicit invalidations: the header, then nroles role entries (role,
+ * count or -1 for every role, that many role oids), then nops operations
+ * (kind, name length, role, name bytes).  Read with memcpy: unaligned.
+ */
+typedef struct HardenInvalRecord
+{
+	Oid			dboid;
+	TransactionId xid;			/* the writer's top xid, or invalid */
+	uint32		nroles;
+	uint32		nops;
+} HardenInvalRecord;
+
+typedef struct HardenInvalOp
+{
+	uint8		kind;			/* CachePendingKind */
+	uint16		len;
+	Oid			role;
+} HardenInvalOp;
+
+/* A role with more than this many is logged as having every role's. */
+#define WAL_MAX_ROLE_PRIVS	256
+/* A batch is written out once its operations reach this size. */
+#define WAL_INVAL_FLUSH		(64 * 1024)
+
 bool		cache_wal = false;
 static int	cache_rmgr_id = RM_EXPERIMENTAL_ID;
 
@@ -55,6 +95,14 @@ static bool collecting = false;
 static uint32 nkeys = 0;
 static bool overflow = false;
 static uint64 keys[WAL_MAX_KEYS];
+
+/* Explicit invalidations collected between cache_wal_inval_begin and _end. */
+static bool inval_batching = false;
+static StringInfo inval_ops = NULL;
+static uint32 inval_nops = 0;
+static StringInfo inval_roles = NULL;
+static uint32 inval_nroles = 0;
+static List *inval_logged_roles = NIL;
 
 static void harden_rmgr_redo(XLogReaderState *record);
 static void harden_rmgr_desc(StringInfo buf, XLogReaderState *record);
@@ -73,7 +121,7 @@ cache_wal_define_gucs(bool preloading)
 	if (!preloading)
 		return;
 	DefineCustomBoolVariable("harden.cache_wal",
-							 "Logs write generations in the WAL, so hot standbys invalidate cached query results at replay.",
+							 "Logs write generations and explicit cache invalidations in the WAL, so hot standbys invalidate their caches at replay.",
 							 "On the primary: log them. On a standby: trust replayed ones (set it on every server). Every standby must preload pg_harden.",
 							 &cache_wal,
 							 false,
@@ -146,6 +194,261 @@ cache_wal_end(void)
 	XLogSetAsyncXactLSN(lsn);
 }
 
+/*
+ * The roles whose privileges role has (as has_privs_of_role() decides,
+ * PostgreSQL 15 rules: membership through roles that inherit), role first;
+ * -1 for a superuser or too many to log.
+ */
+static int
+role_privs(Oid role, Oid *out)
+{
+	int			n = 1;
+
+	if (superuser_arg(role))
+		return -1;
+	out[0] = role;
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(out[i]));
+		bool		inherit = HeapTupleIsValid(tup) &&
+			((Form_pg_authid) GETSTRUCT(tup))->rolinherit;
+		CatCList   *members;
+
+		if (HeapTupleIsValid(tup))
+			ReleaseSysCache(tup);
+		if (!inherit)
+			continue;
+		members = SearchSysCacheList1(AUTHMEMMEMROLE, ObjectIdGetDatum(out[i]));
+		for (int m = 0; m < members->n_members; m++)
+		{
+			Oid			granted = ((Form_pg_auth_members) GETSTRUCT(&members->members[m]->tuple))->roleid;
+			bool		seen = false;
+
+			for (int k = 0; k < n && !seen; k++)
+				seen = out[k] == granted;
+			if (seen)
+				continue;
+			if (n == WAL_MAX_ROLE_PRIVS)
+			{
+				ReleaseSysCacheList(members);
+				return -1;
+			}
+			out[n++] = granted;
+		}
+		ReleaseSysCacheList(members);
+	}
+	return n;
+}
+
+static void
+inval_reset(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	if (inval_ops == NULL)
+	{
+		inval_ops = makeStringInfo();
+		inval_roles = makeStringInfo();
+	}
+	MemoryContextSwitchTo(old);
+	resetStringInfo(inval_ops);
+	resetStringInfo(inval_roles);
+	inval_nops = 0;
+	inval_nroles = 0;
+	list_free(inval_logged_roles);
+	inval_logged_roles = NIL;
+}
+
+/* The role's privileges, once per record: only deletes and tags check them. */
+static void
+inval_add_role(Oid role)
+{
+	Oid			privs[WAL_MAX_ROLE_PRIVS];
+	int32		n;
+	MemoryContext old;
+
+	if (list_member_oid(inval_logged_roles, role))
+		return;
+	n = role_privs(role, privs);
+	appendBinaryStringInfo(inval_roles, (char *) &role, sizeof(Oid));
+	appendBinaryStringInfo(inval_roles, (char *) &n, sizeof(int32));
+	if (n > 0)
+		appendBinaryStringInfo(inval_roles, (char *) privs, sizeof(Oid) * n);
+	inval_nroles++;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	inval_logged_roles = lappend_oid(inval_logged_roles, role);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+inval_flush(void)
+{
+	HardenInvalRecord rec;
+	XLogRecPtr	lsn;
+
+	if (inval_nops == 0)
+		return;
+	rec.dboid = MyDatabaseId;
+	rec.xid = GetTopTransactionIdIfAny();
+	rec.nroles = inval_nroles;
+	rec.nops = inval_nops;
+	XLogBeginInsert();
+	XLogRegisterData((char *) &rec, sizeof(rec));
+	XLogRegisterData(inval_roles->data, inval_roles->len);
+	XLogRegisterData(inval_ops->data, inval_ops->len);
+	lsn = XLogInsert((RmgrId) cache_rmgr_id, XLOG_HARDEN_INVALIDATIONS);
+	XLogSetAsyncXactLSN(lsn);
+	inval_reset();
+}
+
+/* Collect the invalidations a commit applies into one record. */
+void
+cache_wal_inval_begin(void)
+{
+	if (!cache_wal || RecoveryInProgress())
+		return;
+	inval_reset();
+	inval_batching = true;
+}
+
+void
+cache_wal_inval_end(void)
+{
+	if (!inval_batching)
+		return;
+	inval_batching = false;
+	inval_flush();
+}
+
+/*
+ * An explicit invalidation this server has just applied: a delete, a set
+ * (which replaces what a standby holds under the key), a pattern, a tag,
+ * a flush, by role in this database.  Logged at once unless batching;
+ * standbys apply it at replay, before the commit record that follows it.
+ */
+void
+cache_wal_inval(CachePendingKind kind, const char *name, int namelen, Oid role)
+{
+	HardenInvalOp op;
+
+	if (!cache_wal || RecoveryInProgress())
+		return;
+	if (!inval_batching)
+		inval_reset();
+	if (kind == CACHE_PENDING_SET || kind == CACHE_PENDING_DELETE || kind == CACHE_PENDING_TAG)
+		inval_add_role(role);
+	op.kind = (uint8) kind;
+	op.len = (uint16) Min(Max(namelen, 0), PG_UINT16_MAX);
+	op.role = role;
+	appendBinaryStringInfo(inval_ops, (char *) &op, sizeof(op));
+	if (op.len > 0)
+		appendBinaryStringInfo(inval_ops, name, op.len);
+	inval_nops++;
+	if (!inval_batching || inval_ops->len >= WAL_INVAL_FLUSH)
+		inval_flush();
+}
+
+/* ---- replay ---- */
+
+/* Read n bytes at *pos of a record of len bytes; false if it is short. */
+static bool
+take(const char *data, Size len, Size *pos, void *out, Size n)
+{
+	if (*pos + n > len)
+		return false;
+	memcpy(out, data + *pos, n);
+	*pos += n;
+	return true;
+}
+
+/* Replay allocates here, reset after each record: redo has no other reset. */
+static MemoryContext redo_cxt = NULL;
+
+static void
+redo_invalidations(const char *data, Size len)
+{
+	HardenInvalRecord rec;
+	CacheRolePrivs *sets;
+	CacheMark  *marks;
+	Size		pos = 0,
+				ops_at;
+	int			nmarks = 0;
+
+	MemoryContext old;
+
+	if (!take(data, len, &pos, &rec, sizeof(rec)))
+		elog(PANIC, "pg_harden redo: short invalidation record");
+	if (redo_cxt == NULL)
+		redo_cxt = AllocSetContextCreate(TopMemoryContext, "pg_harden redo",
+										 ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(redo_cxt);
+	sets = palloc0(sizeof(CacheRolePrivs) * Max(rec.nroles, 1));
+	for (uint32 i = 0; i < rec.nroles; i++)
+	{
+		int32		n;
+
+		if (!take(data, len, &pos, &sets[i].role, sizeof(Oid)) ||
+			!take(data, len, &pos, &n, sizeof(int32)))
+			elog(PANIC, "pg_harden redo: short invalidation record");
+		sets[i].n = n;
+		if (n > 0)
+		{
+			Oid		   *privs = palloc(sizeof(Oid) * n);
+
+			if (!take(data, len, &pos, privs, sizeof(Oid) * n))
+				elog(PANIC, "pg_harden redo: short invalidation record");
+			sets[i].privs = privs;
+		}
+	}
+	ops_at = pos;
+	marks = palloc(sizeof(CacheMark) * Max(rec.nops, 1));
+	cache_store_use_database(rec.dboid);
+	cache_apply_replay(sets, (int) rec.nroles);
+	/* as on the primary: the markers first, then the deletes (two passes) */
+	for (int pass = 0; pass < 2; pass++)
+	{
+		pos = ops_at;
+		for (uint32 i = 0; i < rec.nops; i++)
+		{
+			HardenInvalOp op;
+			const char *name;
+
+			if (!take(data, len, &pos, &op, sizeof(op)) || pos + op.len > len)
+				elog(PANIC, "pg_harden redo: short invalidation record");
+			name = data + pos;
+			pos += op.len;
+			if (pass == 0)
+			{
+				marks[nmarks++] = cache_mark_of((CachePendingKind) op.kind, name, op.len);
+				continue;
+			}
+			switch ((CachePendingKind) op.kind)
+			{
+				case CACHE_PENDING_SET:
+				case CACHE_PENDING_DELETE:
+					(void) cache_apply_delete(name, op.len, op.role);
+					break;
+				case CACHE_PENDING_INVALIDATE:
+					(void) cache_apply_invalidate(name, op.len, op.role);
+					break;
+				case CACHE_PENDING_TAG:
+					(void) cache_apply_invalidate_tag(name, op.len, op.role);
+					break;
+				case CACHE_PENDING_FLUSH:
+				case CACHE_PENDING_FLUSH_SECURE:
+					(void) cache_apply_flush(op.kind == CACHE_PENDING_FLUSH_SECURE, op.role);
+					break;
+			}
+		}
+		if (pass == 0 && TransactionIdIsValid(rec.xid))
+			cache_store_mark(marks, nmarks, rec.xid);
+	}
+	cache_apply_replay(NULL, 0);
+	cache_store_use_database(InvalidOid);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(redo_cxt);
+}
+
 /* At start (the launcher): a standby forgets what a crash may have lost. */
 void
 cache_wal_log_reset(void)
@@ -180,6 +483,9 @@ harden_rmgr_redo(XLogReaderState *record)
 		case XLOG_HARDEN_RESET:
 			cache_gen_bump_epoch();
 			break;
+		case XLOG_HARDEN_INVALIDATIONS:
+			redo_invalidations(data, XLogRecGetDataLen(record));
+			break;
 		default:
 			elog(PANIC, "pg_harden redo: unknown record type %u", info);
 	}
@@ -196,6 +502,13 @@ harden_rmgr_desc(StringInfo buf, XLogReaderState *record)
 
 		appendStringInfo(buf, "db %u; %u generations", rec->dboid, rec->nkeys);
 	}
+	else if (info == XLOG_HARDEN_INVALIDATIONS)
+	{
+		HardenInvalRecord rec;
+
+		memcpy(&rec, XLogRecGetData(record), sizeof(rec));
+		appendStringInfo(buf, "db %u; xid %u; %u invalidations", rec.dboid, rec.xid, rec.nops);
+	}
 }
 
 static const char *
@@ -207,6 +520,8 @@ harden_rmgr_identify(uint8 info)
 			return "GENERATIONS";
 		case XLOG_HARDEN_RESET:
 			return "RESET";
+		case XLOG_HARDEN_INVALIDATIONS:
+			return "INVALIDATIONS";
 	}
 	return NULL;
 }

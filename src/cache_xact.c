@@ -568,40 +568,16 @@ unseen_by(TransactionId xid, void *arg)
 	return snap != NULL && XidInMVCCSnapshot(xid, snap);
 }
 
-static inline CacheMark
-mark_of(CachePendingKind kind, const char *name, int namelen)
+/*
+ * A set replaces what the standbys hold under the key (their entries are
+ * their own): logged as a write of the key.  Query results are not: a
+ * standby's are checked against replayed generations.
+ */
+static void
+wal_set(const CacheItem *item)
 {
-	CacheMark	m = {0};
-
-	switch (kind)
-	{
-		case CACHE_PENDING_SET:
-		case CACHE_PENDING_DELETE:
-			{
-				int			userlen;
-				const char *userkey = cache_user_key(name, namelen, &userlen);
-
-				m.kind = CACHE_MARK_KEY;
-				m.hash = cache_mark_hash(userkey, userlen);
-			}
-			break;
-		case CACHE_PENDING_TAG:
-			m.kind = CACHE_MARK_TAG;
-			m.hash = cache_mark_hash(name, namelen);
-			break;
-		case CACHE_PENDING_INVALIDATE:
-			m.kind = CACHE_MARK_PATTERN;
-			m.text = name;
-			m.len = namelen;
-			break;
-		case CACHE_PENDING_FLUSH:
-			m.kind = CACHE_MARK_FLUSH;
-			break;
-		case CACHE_PENDING_FLUSH_SECURE:
-			m.kind = CACHE_MARK_FLUSH_SECURE;
-			break;
-	}
-	return m;
+	if (!(item->flags & CACHE_FLAG_QUERY))
+		cache_wal_inval(CACHE_PENDING_SET, item->key, item->keylen, item->owner);
 }
 
 /* An invalidation applied now, by a transaction that may have written rows. */
@@ -613,7 +589,7 @@ mark_now(CachePendingKind kind, const char *name, int namelen)
 
 	if (!TransactionIdIsValid(xid))
 		return;
-	m = mark_of(kind, name, namelen);
+	m = cache_mark_of(kind, name, namelen);
 	cache_store_mark(&m, 1, xid);
 }
 
@@ -630,9 +606,9 @@ mark_pending(void)
 		return;
 	marks = palloc(sizeof(CacheMark) * max);
 	if (xs->last_flush >= 0)
-		marks[n++] = mark_of(CACHE_PENDING_FLUSH, NULL, 0);
+		marks[n++] = cache_mark_of(CACHE_PENDING_FLUSH, NULL, 0);
 	if (xs->last_flush_secure >= 0)
-		marks[n++] = mark_of(CACHE_PENDING_FLUSH_SECURE, NULL, 0);
+		marks[n++] = cache_mark_of(CACHE_PENDING_FLUSH_SECURE, NULL, 0);
 	for (int64 i = 0; i < xs->nops; i++)
 	{
 		PendingOp  *op = &xs->ops[i];
@@ -652,7 +628,7 @@ mark_pending(void)
 			max *= 2;
 			marks = repalloc_huge(marks, sizeof(CacheMark) * max);
 		}
-		marks[n++] = mark_of(op->kind, op->name, op->namelen);
+		marks[n++] = cache_mark_of(op->kind, op->name, op->namelen);
 	}
 	cache_store_mark(marks, n, xid);
 	pfree(marks);
@@ -680,8 +656,13 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 		case CACHE_PENDING_SET:
 			Assert(item != NULL && item->owner == role);
 			if (!deferred)
-				return cache_apply_set(item, unseen_by,
-									   ActiveSnapshotSet() ? GetActiveSnapshot() : NULL) ? 1 : 0;
+			{
+				bool		stored = cache_apply_set(item, unseen_by,
+													 ActiveSnapshotSet() ? GetActiveSnapshot() : NULL);
+
+				wal_set(item);
+				return stored ? 1 : 0;
+			}
 			/* A leased set that lost already is not kept; at commit it is checked again. */
 			if (!cache_apply_lease_valid(item))
 				return 0;
@@ -699,8 +680,12 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 		case CACHE_PENDING_DELETE:
 			if (!deferred)
 			{
+				bool		existed_now;
+
 				mark_now(kind, name, namelen);
-				return cache_apply_delete(name, namelen, role) ? 1 : 0;
+				existed_now = cache_apply_delete(name, namelen, role);
+				cache_wal_inval(kind, name, namelen, role);
+				return existed_now ? 1 : 0;
 			}
 			if (pending_lookup(name, namelen, role, &meta, false, &existed))
 			{
@@ -717,16 +702,24 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 		case CACHE_PENDING_INVALIDATE:
 			if (!deferred)
 			{
+				int64		n;
+
 				mark_now(kind, name, namelen);
-				return cache_apply_invalidate(name, namelen, role);
+				n = cache_apply_invalidate(name, namelen, role);
+				cache_wal_inval(kind, name, namelen, role);
+				return n;
 			}
 			new_op(kind, name, namelen, role);
 			return cache_apply_count_invalidate(name, namelen, role);
 		case CACHE_PENDING_TAG:
 			if (!deferred)
 			{
+				int64		n;
+
 				mark_now(kind, name, namelen);
-				return cache_apply_invalidate_tag(name, namelen, role);
+				n = cache_apply_invalidate_tag(name, namelen, role);
+				cache_wal_inval(kind, name, namelen, role);
+				return n;
 			}
 			new_op(kind, name, namelen, role);
 			return count_tag(name, namelen, role);
@@ -737,8 +730,12 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 
 				if (!deferred)
 				{
+					int64		n;
+
 					mark_now(kind, NULL, 0);
-					return cache_apply_flush(secure_only, role);
+					n = cache_apply_flush(secure_only, role);
+					cache_wal_inval(kind, NULL, 0, role);
+					return n;
 				}
 				new_op(kind, NULL, 0, role);
 				return cache_apply_count_flush(secure_only, role);
@@ -756,20 +753,35 @@ static void
 apply_pending(void)
 {
 	mark_pending();
+	cache_wal_inval_begin();
 	if (xs->last_flush >= 0)
+	{
 		cache_apply_flush(false, xs->ops[xs->last_flush].role);
+		cache_wal_inval(CACHE_PENDING_FLUSH, NULL, 0, xs->ops[xs->last_flush].role);
+	}
 	else if (xs->last_flush_secure >= 0)
+	{
 		cache_apply_flush(true, xs->ops[xs->last_flush_secure].role);
+		cache_wal_inval(CACHE_PENDING_FLUSH_SECURE, NULL, 0, xs->ops[xs->last_flush_secure].role);
+	}
 	for (int i = 0; i < xs->npatterns; i++)
-		cache_apply_invalidate(xs->pattern_list[i].s, xs->pattern_list[i].len,
-							   xs->ops[xs->pattern_list[i].latest].role);
+	{
+		Oid			role = xs->ops[xs->pattern_list[i].latest].role;
+
+		cache_apply_invalidate(xs->pattern_list[i].s, xs->pattern_list[i].len, role);
+		cache_wal_inval(CACHE_PENDING_INVALIDATE, xs->pattern_list[i].s,
+						xs->pattern_list[i].len, role);
+	}
 	for (int64 i = 0; i < xs->nops; i++)
 	{
 		PendingOp  *op = &xs->ops[i];
 
 		if (op->kind == CACHE_PENDING_TAG &&
 			namemap_lookup(xs->tags, name_ref(op->name, op->namelen, op->role))->latest == i)
+		{
 			cache_apply_invalidate_tag(op->name, op->namelen, op->role);
+			cache_wal_inval(CACHE_PENDING_TAG, op->name, op->namelen, op->role);
+		}
 	}
 	for (int64 i = 0; i < xs->nops; i++)
 	{
@@ -785,10 +797,15 @@ apply_pending(void)
 			/* A stale query result must not replace a fresh one. */
 			if (!(it->flags & CACHE_FLAG_QUERY) || cache_deps_current(MyDatabaseId, &it->query))
 				(void) cache_apply_set(it, unseen_by, NULL);
+			wal_set(it);
 		}
 		else
+		{
 			cache_apply_delete(op->name, op->namelen, op->role);
+			cache_wal_inval(CACHE_PENDING_DELETE, op->name, op->namelen, op->role);
+		}
 	}
+	cache_wal_inval_end();
 }
 
 static void
