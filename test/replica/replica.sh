@@ -185,13 +185,18 @@ rp_standby_wal() {
 # patterns, tags, flushes) remove the standby's own entries at replay, with
 # the role rules of the primary, and a standby's set computed from a
 # snapshot that missed the invalidating commit is not kept.
+# rp_replayed: run stdin's SQL on the primary, then wait for the standby to replay it.
+rp_replayed() {
+	rp_p >/dev/null
+	pgh_standby_wait_replay >/dev/null
+}
+
 rp_standby_explicit() {
-	rp_p >/dev/null <<'SQL'
+	rp_replayed <<'SQL'
 DROP ROLE IF EXISTS rp_a, rp_b, rp_c;
 CREATE ROLE rp_a; CREATE ROLE rp_b; CREATE ROLE rp_c IN ROLE rp_a;
 GRANT USAGE ON SCHEMA harden TO rp_a, rp_b, rp_c;
 SQL
-	pgh_standby_wait_replay >/dev/null
 	rp_s >/dev/null <<'SQL'
 SELECT harden.cache_set('rp:e:del', 's'::text), harden.cache_set('rp:e:keep', 's'::text),
        harden.cache_set('rp:e:set', 's'::text), harden.cache_set('rp:e:tx', 's'::text),
@@ -202,8 +207,9 @@ SELECT harden.cache_set('rp:e:ra', 'a'::text), harden.cache_set('rp:e:rc', 'a'::
        harden.cache_set('rp:e:rt', 'a'::text, tags => '{rpr}');
 SQL
 	local left="SELECT string_agg(key, ' ' ORDER BY key) FROM harden.cache_entries WHERE key LIKE 'rp:e:%'"
-	rp_check "explicit: the standby's own entries" rp_equal "$(rp_s -c "$left")" 		'rp:e:del rp:e:keep rp:e:pat1 rp:e:pat2 rp:e:ra rp:e:rc rp:e:rt rp:e:set rp:e:tag rp:e:tx'
-	rp_p >/dev/null <<'SQL'
+	rp_check "explicit: the standby's own entries" rp_equal "$(rp_s -c "$left")" \
+		'rp:e:del rp:e:keep rp:e:pat1 rp:e:pat2 rp:e:ra rp:e:rc rp:e:rt rp:e:set rp:e:tag rp:e:tx'
+	rp_replayed <<'SQL'
 SELECT harden.cache_delete('rp:e:del');
 SELECT harden.cache_set('rp:e:set', 'primary'::text);
 SELECT harden.cache_invalidate_tag('rpt');
@@ -212,24 +218,24 @@ BEGIN; SELECT harden.cache_delete('rp:e:tx'); ROLLBACK;
 SET ROLE rp_b;
 SELECT harden.cache_delete('rp:e:ra'), harden.cache_invalidate_tag('rpr');
 SQL
-	pgh_standby_wait_replay >/dev/null
-	rp_check "explicit: the primary's delete, set, tag and pattern removed them at replay; a rolled-back delete and another role's did not" 		rp_equal "$(rp_s -c "$left")" 'rp:e:keep rp:e:ra rp:e:rc rp:e:rt rp:e:tx'
-	rp_check "explicit: a set on the primary removes the standby's entry, it does not copy the value" rp_true_s 		"SELECT harden.cache_get_text('rp:e:set') IS NULL"
-	rp_p >/dev/null <<'SQL'
+	rp_check "explicit: the primary's delete, set, tag and pattern removed them at replay; a rolled-back delete and another role's did not" \
+		rp_equal "$(rp_s -c "$left")" 'rp:e:keep rp:e:ra rp:e:rc rp:e:rt rp:e:tx'
+	rp_check "explicit: a set on the primary removes the standby's entry, it does not copy the value" rp_true_s \
+		"SELECT harden.cache_get_text('rp:e:set') IS NULL"
+	rp_replayed <<'SQL'
 BEGIN; SELECT harden.cache_delete('rp:e:tx'); COMMIT;
 SET ROLE rp_c;
 SELECT harden.cache_delete('rp:e:rc'), harden.cache_invalidate_tag('rpr');
 SQL
-	pgh_standby_wait_replay >/dev/null
-	rp_check "explicit: a committed delete, and a member of the writing role's delete and tag, removed them" 		rp_equal "$(rp_s -c "$left")" 'rp:e:keep rp:e:ra'
-	rp_p -c "SELECT harden.cache_flush()" >/dev/null
-	pgh_standby_wait_replay >/dev/null
-	rp_check "explicit: the primary's cache_flush() empties the standby's cache of that database" rp_true_s 		"SELECT count(*) = 0 FROM harden.cache_entries"
+	rp_check "explicit: a committed delete, and a member of the writing role's delete and tag, removed them" \
+		rp_equal "$(rp_s -c "$left")" 'rp:e:keep rp:e:ra'
+	rp_replayed <<<"SELECT harden.cache_flush()"
+	rp_check "explicit: the primary's cache_flush() empties the standby's cache of that database" rp_true_s \
+		"SELECT count(*) = 0 FROM harden.cache_entries"
 	# A standby session computes a value slowly from its snapshot; the
 	# primary commits an UPDATE with a delete of the key meanwhile.
 	local slow="SELECT harden.cache_set('rp:e:m', (SELECT v::text FROM race, LATERAL (SELECT pg_sleep(2)) s))"
-	rp_p -c "UPDATE race SET v = 30" >/dev/null
-	pgh_standby_wait_replay >/dev/null
+	rp_replayed <<<"UPDATE race SET v = 30"
 	rp_s -c "$slow" >"$PGH_TMP/out/replica-explicit.out" 2>&1 &
 	sleep 0.7
 	rp_p -c "BEGIN" -c "UPDATE race SET v = 40" -c "SELECT harden.cache_delete('rp:e:m')" -c "COMMIT" >/dev/null
