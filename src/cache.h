@@ -356,6 +356,7 @@ extern void cache_wal_end(void);
 extern void cache_wal_log_reset(void);
 extern void cache_wal_inval_begin(void);
 extern void cache_wal_inval_end(void);
+extern void cache_wal_inval_cancel(void);
 extern void cache_wal_inval(CachePendingKind kind, const char *name, int namelen, Oid role);
 extern void cache_gen_computing(bool on);
 extern bool cache_deps_current(Oid dboid, const CacheQueryMeta *meta);

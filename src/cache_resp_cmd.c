@@ -605,19 +605,15 @@ store_entry(RespClient *c, const char *key, size_t keylen, const char *val, size
 	*had_old = false;
 	if (!o->nx && !o->xx && !o->get && !o->keepttl)
 	{
-		CacheHit	meta;
-
-		/* free or the role's own, and no shadows: one store call, no catalog */
-		if (!resp_in_xact() && !cache_store_has_shadows())
+		/*
+		 * Free or the role's own, and no shadows: one store call, no catalog
+		 * (the store refuses a live entry of another owner).
+		 */
+		if (!resp_in_xact() && !cache_store_has_shadows() &&
+			cache_store_put(&item, c->role))
 		{
-			bool		found = cache_store_peek(key, (int) keylen, &meta);
-
-			if ((!found || meta.owner == c->role) &&
-				cache_store_put(&item, found ? c->role : InvalidOid))
-			{
-				harden_count(HC_CACHE_SETS, 1);
-				return true;
-			}
+			harden_count(HC_CACHE_SETS, 1);
+			return true;
 		}
 		resp_xact_ensure();
 		/* Over RESP a write takes effect at once: no snapshot to check it against. */

@@ -311,6 +311,13 @@ cache_wal_inval_begin(void)
 	inval_batching = true;
 }
 
+/* A transaction that failed while its invalidations were collected. */
+void
+cache_wal_inval_cancel(void)
+{
+	inval_batching = false;
+}
+
 void
 cache_wal_inval_end(void)
 {
@@ -335,6 +342,7 @@ cache_wal_inval(CachePendingKind kind, const char *name, int namelen, Oid role)
 		return;
 	if (!inval_batching)
 		inval_reset();
+	memset(&op, 0, sizeof(op));
 	if (kind == CACHE_PENDING_SET || kind == CACHE_PENDING_DELETE || kind == CACHE_PENDING_TAG)
 		inval_add_role(role);
 	op.kind = (uint8) kind;

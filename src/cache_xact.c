@@ -825,10 +825,13 @@ cache_xact_callback(XactEvent event, void *arg)
 						 errmsg("cannot PREPARE a transaction that has pending pg_harden cache writes"),
 						 errhint("Make cache writes outside of two-phase transactions.")));
 			break;
-		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			cache_wal_inval_cancel();
+			xs = NULL;
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			xs = NULL;
 			break;

@@ -244,6 +244,20 @@ SQL
 	rp_check "explicit: the slow set ran without an error" rp_equal "$(cat "$PGH_TMP/out/replica-explicit.out")" ""
 	rp_check "explicit: ... and its value, read before the replayed commit, is not kept (no stale refill)" rp_true_s \
 		"SELECT harden.cache_get_text('rp:e:m') IS NULL"
+	[ -z "${PGH_RESP_SOCK:-}" ] || rp_standby_explicit_resp
+}
+
+# The Redis endpoint's writes on the primary (test/resp: pgh_resp, role
+# pgh_resp_alice) are logged like SQL's.
+rp_standby_explicit_resp() {
+	local s=(pgh_psql -At -h "$PGH_STANDBY_HOST" -p "$PGH_STANDBY_PORT" -d pgh_resp)
+	local cli=(redis-cli -s "$PGH_RESP_SOCK" --no-auth-warning --user pgh_resp_alice --pass alice-pw)
+	"${s[@]}" -c "SET ROLE pgh_resp_alice" -c "SELECT harden.cache_set('rp:resp:' || k, 's'::text) FROM unnest('{del,set,keep}'::text[]) k" >/dev/null
+	"${cli[@]}" DEL rp:resp:del >/dev/null
+	"${cli[@]}" SET rp:resp:set primary >/dev/null
+	pgh_standby_wait_replay >/dev/null
+	rp_check "explicit: the Redis endpoint's DEL and SET on the primary remove the standby's entries" rp_equal \
+		"$("${s[@]}" -c "SELECT string_agg(key, ' ' ORDER BY key) FROM harden.cache_entries WHERE key LIKE 'rp:resp:%'")" 'rp:resp:keep'
 }
 
 rp_standby_refuses() {
