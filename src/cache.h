@@ -273,7 +273,8 @@ typedef enum CacheMarkKind
 	CACHE_MARK_TAG,				/* hash: of the tag */
 	CACHE_MARK_PATTERN,			/* text: the glob, over user keys */
 	CACHE_MARK_FLUSH,
-	CACHE_MARK_FLUSH_SECURE
+	CACHE_MARK_FLUSH_SECURE,
+	CACHE_MARK_GEN				/* a generation key (replayed on a standby) */
 } CacheMarkKind;
 
 typedef struct CacheMark
@@ -341,6 +342,7 @@ extern uint64 cache_gen_key(Oid dboid, CacheDepKind kind, uint32 a, uint64 b);
 extern bool cache_gen_read(CacheDep *deps, int n);
 extern void cache_gen_bump(uint64 key);
 extern void cache_gen_bump_rel(Oid dboid, Oid relid, bool values_known);
+extern int	cache_gen_rel_keys(Oid dboid, Oid relid, bool values_known, uint64 *keys);
 extern void cache_gen_bump_value(Oid dboid, Oid relid, uint64 valuehash);
 extern void cache_gen_bump_database(Oid dboid);
 extern uint64 cache_gen_epoch(void);

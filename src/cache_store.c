@@ -1478,6 +1478,16 @@ static bool
 marker_matches(const MarkerSlot *m, Oid dboid, const CacheItem *item, uint64 keyhash,
 			   const uint64 *taghashes, const char *userkey, int userlen)
 {
+	/* a generation key names its database (or none: role grants) itself */
+	if (m->kind == CACHE_MARK_GEN)
+	{
+		if (!(item->flags & CACHE_FLAG_QUERY))
+			return false;
+		for (int d = 0; d < item->query.ndeps; d++)
+			if (item->query.deps[d].key == m->hash)
+				return true;
+		return false;
+	}
 	if (m->dboid != dboid)
 		return false;
 	switch ((CacheMarkKind) m->kind)
@@ -1495,6 +1505,8 @@ marker_matches(const MarkerSlot *m, Oid dboid, const CacheItem *item, uint64 key
 			return true;
 		case CACHE_MARK_FLUSH_SECURE:
 			return (item->flags & CACHE_FLAG_SECURE) != 0;
+		case CACHE_MARK_GEN:
+			break;
 	}
 	return false;
 }

@@ -167,47 +167,60 @@ cache_track_wrote(Oid relid)
 
 /* ---- moving generations at commit ---- */
 
+/* Every generation key the transaction's writes move, to fn. */
 static void
-bump_roles(void)
+each_moved_key(void (*fn) (uint64 key))
 {
 	ListCell   *lc;
 
-	foreach(lc, granted)
-		cache_gen_bump(cache_gen_key(InvalidOid, CACHE_DEP_CATALOG, AUTHOID,
-									 GetSysCacheHashValue1(AUTHOID,
-														   ObjectIdGetDatum(lfirst_oid(lc)))));
-}
-
-/* After the commit is visible: atomic stores only, which cannot fail. */
-static void
-bump_written(void)
-{
-	ListCell   *lc;
-
-	cache_wal_begin();
 	foreach(lc, written)
 	{
+		uint64		keys[2];
 		Oid			relid = lfirst_oid(lc);
+		int			n = cache_gen_rel_keys(MyDatabaseId, relid,
+										   !list_member_oid(unknown, relid), keys);
 
-		cache_gen_bump_rel(MyDatabaseId, relid, !list_member_oid(unknown, relid));
+		for (int i = 0; i < n; i++)
+			fn(keys[i]);
 	}
 	if (values != NULL && values_db == MyDatabaseId)
 		for (int i = 0; i < VALUE_SET_SIZE; i++)
 			if (values[i] != 0)
-				cache_gen_bump(values[i]);
-	bump_roles();
+				fn(values[i]);
+	foreach(lc, granted)
+		fn(cache_gen_key(InvalidOid, CACHE_DEP_CATALOG, AUTHOID,
+						 GetSysCacheHashValue1(AUTHOID, ObjectIdGetDatum(lfirst_oid(lc)))));
+}
+
+/*
+ * For hot standbys (harden.cache_wal), before the commit record: logged
+ * with it, the moves reach a standby no later than the commit (its redo
+ * keeps results computed from snapshots that miss the commit out).
+ */
+static void
+log_moves(void)
+{
+	cache_wal_begin();
+	each_moved_key(cache_wal_note);
 	cache_wal_end();
 }
 
 static void
 track_xact_callback(XactEvent event, void *arg)
 {
+	bool		moves = written != NIL || values != NULL || granted != NIL;
+
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (moves)
+				log_moves();
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (written != NIL || values != NULL || granted != NIL)
-				bump_written();
+			/* after the commit is visible: atomic stores only, which cannot fail */
+			if (moves)
+				each_moved_key(cache_gen_bump);
 			forget();
 			break;
 		case XACT_EVENT_ABORT:
@@ -394,7 +407,11 @@ note_utility(Node *parsetree)
 			break;
 		case T_TransactionStmt:
 			if (((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
+			{
+				cache_wal_begin();
 				cache_gen_bump_database(MyDatabaseId);
+				cache_wal_end();
+			}
 			break;
 		default:
 			break;

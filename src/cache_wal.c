@@ -3,15 +3,14 @@
  *	  Write generations and explicit invalidations in the WAL, for hot
  *	  standbys (harden.cache_wal).
  *
- * A committed transaction's generation moves (the writes cache_track.c
- * saw: relations, values, role grants) are logged as one record of a
- * custom resource manager, inserted after the commit record, from the
- * commit callback.  A standby replays it after the commit, when snapshots
- * taken there already see the write; its readers read generations before
- * their snapshot as on the primary, so a result computed from a snapshot
- * that missed the commit carries the older generation and is never stored
- * as current.  Every key is logged, whether or not the primary has a slot
- * for it: a standby's results are its own.
+ * A transaction's generation moves (the writes cache_track.c saw:
+ * relations, values, role grants) are logged as one record of a custom
+ * resource manager at pre-commit, so it is flushed and streamed with the
+ * commit record.  A standby replays it before the commit: it marks the keys
+ * under the writer's xid, then moves them, so a result computed from a
+ * snapshot that misses the commit is either tagged with the old generation
+ * or removed by the marker.  Every key is logged, whether or not the
+ * primary has a slot for it: a standby's results are its own.
  *
  * Explicit invalidations (deletes, writes under a key, patterns, tags,
  * flushes) are logged as this server applies them: for a transaction
@@ -19,9 +18,9 @@
  * markers under the writer's xid, as the primary did, then applies them to
  * the standby's own entries with the role privileges the record carries.
  *
- * A record lost by a crash between the commit record and this one is
- * covered by a reset record the launcher logs at every start: a standby
- * replaying it makes all its query results stale.
+ * COMMIT PREPARED logs its database move after the commit.  The launcher
+ * logs a reset record at every start: a standby replaying it makes all its
+ * query results stale.
  *
  * The resource manager is registered whenever pg_harden is preloaded, so a
  * standby replays these records whatever its own setting; one that does
@@ -58,6 +57,7 @@
 typedef struct HardenGenRecord
 {
 	Oid			dboid;
+	TransactionId xid;			/* the writer's top xid (pre-commit), or invalid */
 	uint32		nkeys;
 	uint64		keys[FLEXIBLE_ARRAY_MEMBER];
 } HardenGenRecord;
@@ -165,9 +165,9 @@ cache_wal_note(uint64 key)
 }
 
 /*
- * Log what was collected.  From a commit callback: nothing here may fail
- * but what would fail any WAL insertion.  The walwriter is nudged so the
- * record streams without waiting for the next commit.
+ * Log what was collected: at pre-commit, flushed with the commit record;
+ * after COMMIT PREPARED, the walwriter is nudged so that the record
+ * streams without waiting for the next commit.
  */
 void
 cache_wal_end(void)
@@ -186,6 +186,7 @@ cache_wal_end(void)
 		keys[0] = cache_gen_key(MyDatabaseId, CACHE_DEP_DATABASE, MyDatabaseId, 0);
 	}
 	rec.dboid = MyDatabaseId;
+	rec.xid = GetTopTransactionIdIfAny();
 	rec.nkeys = nkeys;
 	XLogBeginInsert();
 	XLogRegisterData((char *) &rec, offsetof(HardenGenRecord, keys));
@@ -472,6 +473,33 @@ cache_wal_log_reset(void)
 	XLogSetAsyncXactLSN(lsn);
 }
 
+/*
+ * Moves logged before their commit record: markers under the writer's xid
+ * first, so that a result computed from a snapshot that misses the commit
+ * but read a moved generation is not stored (cache_apply_set, and the
+ * deferred sets of cache_xact.c, check them), then the moves themselves.
+ */
+static void
+redo_generations(const HardenGenRecord *rec)
+{
+	if (TransactionIdIsValid(rec->xid))
+	{
+		CacheMark  *marks = palloc0(sizeof(CacheMark) * Max(rec->nkeys, 1));
+
+		for (uint32 i = 0; i < rec->nkeys; i++)
+		{
+			marks[i].kind = CACHE_MARK_GEN;
+			marks[i].hash = rec->keys[i];
+		}
+		cache_store_use_database(rec->dboid);
+		cache_store_mark(marks, (int) rec->nkeys, rec->xid);
+		cache_store_use_database(InvalidOid);
+		pfree(marks);
+	}
+	for (uint32 i = 0; i < rec->nkeys; i++)
+		cache_gen_bump(rec->keys[i]);
+}
+
 static void
 harden_rmgr_redo(XLogReaderState *record)
 {
@@ -481,13 +509,8 @@ harden_rmgr_redo(XLogReaderState *record)
 	switch (info)
 	{
 		case XLOG_HARDEN_GENERATIONS:
-			{
-				HardenGenRecord *rec = (HardenGenRecord *) data;
-
-				for (uint32 i = 0; i < rec->nkeys; i++)
-					cache_gen_bump(rec->keys[i]);
-				break;
-			}
+			redo_generations((HardenGenRecord *) data);
+			break;
 		case XLOG_HARDEN_RESET:
 			cache_gen_bump_epoch();
 			break;

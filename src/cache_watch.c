@@ -241,13 +241,26 @@ cache_gen_bump(uint64 key)
 		pg_atomic_write_u64(&slot->generation, fresh_generation());
 }
 
+/* The keys a write to a relation moves (at most two). */
+int
+cache_gen_rel_keys(Oid dboid, Oid relid, bool values_known, uint64 *keys)
+{
+	keys[0] = cache_gen_key(dboid, CACHE_DEP_REL, relid, 0);
+	if (values_known)
+		return 1;
+	keys[1] = cache_gen_key(dboid, CACHE_DEP_REL_UNKNOWN, relid, 0);
+	return 2;
+}
+
 /* A write to a relation committed: move what results reading it rely on. */
 void
 cache_gen_bump_rel(Oid dboid, Oid relid, bool values_known)
 {
-	cache_gen_bump(cache_gen_key(dboid, CACHE_DEP_REL, relid, 0));
-	if (!values_known)
-		cache_gen_bump(cache_gen_key(dboid, CACHE_DEP_REL_UNKNOWN, relid, 0));
+	uint64		keys[2];
+	int			n = cache_gen_rel_keys(dboid, relid, values_known, keys);
+
+	for (int i = 0; i < n; i++)
+		cache_gen_bump(keys[i]);
 }
 
 /* A committed write changed rows whose column had this value (hash). */

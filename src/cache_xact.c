@@ -668,6 +668,15 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 				return 0;
 
 			/*
+			 * Nor a query result a marker says its snapshot is too old for
+			 * (at commit no snapshot is left to ask): on a standby, a
+			 * replayed write that moved a generation the result read.
+			 */
+			if ((item->flags & CACHE_FLAG_QUERY) && ActiveSnapshotSet() &&
+				cache_store_marked(item, unseen_by, GetActiveSnapshot()))
+				return 0;
+
+			/*
 			 * Fail now rather than at commit when the key is already taken:
 			 * by an entry role sees, or by a pending write of this very
 			 * session (under another role), which teaches it nothing.

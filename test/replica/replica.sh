@@ -179,6 +179,16 @@ rp_standby_wal() {
 	rp_check "wal: the slow computation returns what its snapshot saw" rp_equal "$(cat "$PGH_TMP/out/replica-slow.out")" '[{"v": 1}]'
 	rp_check "wal: ... and is not stored: the next call computes the replayed value (no stale refill)" rp_equal \
 		"$(rp_s -c "$slow")" '[{"v": 10}]'
+	# The moves travel with the commit record, not after it: with the
+	# walwriter asleep for 10 s, a standby that shows the commit has them.
+	local ww="SELECT harden.cache_query('rp:ww', 'SELECT v FROM ww', '1 hour')"
+	rp_replayed <<<"CREATE TABLE ww (v int); INSERT INTO ww VALUES (1);
+		ALTER SYSTEM SET wal_writer_delay = '10s'; SELECT pg_reload_conf();"
+	rp_check "wal: a result cached on the standby while the primary's walwriter sleeps" rp_equal "$(rp_s -c "$ww")" '[{"v": 1}]'
+	rp_p -c "UPDATE ww SET v = 2" >/dev/null
+	rp_check "wal: the standby shows the committed UPDATE" rp_wait_s "SELECT v = 2 FROM ww" 10
+	rp_check "wal: ... and at once the new result: the moves came with the commit" rp_equal "$(rp_s -c "$ww")" '[{"v": 2}]'
+	rp_p -c "ALTER SYSTEM RESET wal_writer_delay" -c "SELECT pg_reload_conf()" >/dev/null
 }
 
 # harden.cache_wal: explicit invalidations on the primary (deletes, sets,
