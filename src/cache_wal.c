@@ -295,7 +295,8 @@ inval_flush(void)
 	rec.nops = inval_nops;
 	XLogBeginInsert();
 	XLogRegisterData((char *) &rec, sizeof(rec));
-	XLogRegisterData(inval_roles->data, inval_roles->len);
+	if (inval_roles->len > 0)
+		XLogRegisterData(inval_roles->data, inval_roles->len);
 	XLogRegisterData(inval_ops->data, inval_ops->len);
 	lsn = XLogInsert((RmgrId) cache_rmgr_id, XLOG_HARDEN_INVALIDATIONS);
 	XLogSetAsyncXactLSN(lsn);
@@ -382,7 +383,6 @@ redo_invalidations(const char *data, Size len)
 	Size		pos = 0,
 				ops_at;
 	int			nmarks = 0;
-
 	MemoryContext old;
 
 	if (!take(data, len, &pos, &rec, sizeof(rec)))
