@@ -277,6 +277,9 @@ typedef enum CacheMarkKind
 	CACHE_MARK_GEN				/* a generation key (replayed on a standby) */
 } CacheMarkKind;
 
+/* A CACHE_MARK_GEN hash that matches every query result of its database. */
+#define CACHE_MARK_GEN_ANY	UINT64CONST(0)
+
 typedef struct CacheMark
 {
 	CacheMarkKind kind;
@@ -354,7 +357,7 @@ extern void cache_wal_define_gucs(bool preloading);
 extern bool cache_wal_replayed(void);
 extern void cache_wal_begin(void);
 extern void cache_wal_note(uint64 key);
-extern void cache_wal_end(void);
+extern void cache_wal_end(bool flush);
 extern void cache_wal_log_reset(void);
 extern void cache_wal_inval_begin(void);
 extern void cache_wal_inval_end(void);

@@ -28,6 +28,7 @@
 
 #include <unistd.h>
 
+#include "access/xlog.h"
 #include "common/hashfn.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -672,7 +673,7 @@ store_entry(RespClient *c, const char *key, size_t keylen, const char *val, size
 static void
 wal_write(RespClient *c, const char *key, size_t keylen, CachePendingKind kind)
 {
-	if (!cache_wal)
+	if (!cache_wal || RecoveryInProgress())
 		return;
 	resp_xact_ensure();
 	cache_wal_inval(kind, key, (int) keylen, c->role);
@@ -870,7 +871,11 @@ reexpire(RespClient *c, const char *key, size_t keylen, TimestampTz expires_at,
 				item.tagslen += strlen(tags.tags + item.tagslen) + 1;
 		}
 		if (cache_store_put(&item, hit.owner))
+		{
+			/* a standby's copy under the key would keep the old expiry */
+			wal_write(c, key, keylen, CACHE_PENDING_SET);
 			return true;
+		}
 	}
 	return false;
 }

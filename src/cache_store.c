@@ -1483,6 +1483,8 @@ marker_matches(const MarkerSlot *m, Oid dboid, const CacheItem *item, uint64 key
 	{
 		if (!(item->flags & CACHE_FLAG_QUERY))
 			return false;
+		if (m->hash == CACHE_MARK_GEN_ANY)
+			return m->dboid == dboid;
 		for (int d = 0; d < item->query.ndeps; d++)
 			if (item->query.deps[d].key == m->hash)
 				return true;

@@ -202,7 +202,7 @@ log_moves(void)
 {
 	cache_wal_begin();
 	each_moved_key(cache_wal_note);
-	cache_wal_end();
+	cache_wal_end(false);
 }
 
 static void
@@ -408,9 +408,11 @@ note_utility(Node *parsetree)
 		case T_TransactionStmt:
 			if (((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
 			{
+				/* after its commit record: flushed at once, for the standbys */
 				cache_wal_begin();
+				cache_wal_note(cache_gen_key(MyDatabaseId, CACHE_DEP_DATABASE, MyDatabaseId, 0));
+				cache_wal_end(true);
 				cache_gen_bump_database(MyDatabaseId);
-				cache_wal_end();
 			}
 			break;
 		default:

@@ -35,9 +35,11 @@
 #include "access/xlog_internal.h"
 #include "access/xloginsert.h"
 #include "access/xlogreader.h"
+#include "access/xlogutils.h"
 #include "lib/stringinfo.h"
 #include "catalog/pg_auth_members.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "utils/catcache.h"
 #include "utils/guc.h"
@@ -84,6 +86,8 @@ typedef struct HardenInvalOp
 
 /* A role with more than this many is logged as having every role's. */
 #define WAL_MAX_ROLE_PRIVS	256
+/* A generations record with more keys gets one marker for the database. */
+#define WAL_MARKED_KEYS		16
 /* A batch is written out once its operations reach this size. */
 #define WAL_INVAL_FLUSH		(64 * 1024)
 
@@ -166,11 +170,11 @@ cache_wal_note(uint64 key)
 
 /*
  * Log what was collected: at pre-commit, flushed with the commit record;
- * after COMMIT PREPARED, the walwriter is nudged so that the record
- * streams without waiting for the next commit.
+ * after COMMIT PREPARED (flush), at once.  Every key is logged whether or
+ * not this server has a slot for it: a standby may.
  */
 void
-cache_wal_end(void)
+cache_wal_end(bool flush)
 {
 	HardenGenRecord rec;
 	XLogRecPtr	lsn;
@@ -185,6 +189,7 @@ cache_wal_end(void)
 		nkeys = 1;
 		keys[0] = cache_gen_key(MyDatabaseId, CACHE_DEP_DATABASE, MyDatabaseId, 0);
 	}
+	memset(&rec, 0, sizeof(rec));
 	rec.dboid = MyDatabaseId;
 	rec.xid = GetTopTransactionIdIfAny();
 	rec.nkeys = nkeys;
@@ -192,19 +197,30 @@ cache_wal_end(void)
 	XLogRegisterData((char *) &rec, offsetof(HardenGenRecord, keys));
 	XLogRegisterData((char *) keys, sizeof(uint64) * nkeys);
 	lsn = XLogInsert((RmgrId) cache_rmgr_id, XLOG_HARDEN_GENERATIONS);
-	XLogSetAsyncXactLSN(lsn);
+	if (flush)
+		XLogFlush(lsn);
+	else
+		XLogSetAsyncXactLSN(lsn);
 }
 
 /*
  * The roles whose privileges role has (as has_privs_of_role() decides,
- * PostgreSQL 15 rules: membership through roles that inherit), role first;
- * -1 for a superuser or too many to log.
+ * PostgreSQL 15 rules: membership through roles that inherit, and the
+ * database owner's in pg_database_owner), role first; -1 for a superuser
+ * or too many to log.
  */
 static int
 role_privs(Oid role, Oid *out)
 {
 	int			n = 1;
+	Oid			dba = InvalidOid;
+	HeapTuple	dbtup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(MyDatabaseId));
 
+	if (HeapTupleIsValid(dbtup))
+	{
+		dba = ((Form_pg_database) GETSTRUCT(dbtup))->datdba;
+		ReleaseSysCache(dbtup);
+	}
 	if (superuser_arg(role))
 		return -1;
 	out[0] = role;
@@ -237,6 +253,17 @@ role_privs(Oid role, Oid *out)
 			out[n++] = granted;
 		}
 		ReleaseSysCacheList(members);
+		if (out[i] == dba && OidIsValid(dba))
+		{
+			bool		seen = false;
+
+			for (int k = 0; k < n && !seen; k++)
+				seen = out[k] == ROLE_PG_DATABASE_OWNER;
+			if (!seen && n == WAL_MAX_ROLE_PRIVS)
+				return -1;
+			if (!seen)
+				out[n++] = ROLE_PG_DATABASE_OWNER;
+		}
 	}
 	return n;
 }
@@ -313,11 +340,18 @@ cache_wal_inval_begin(void)
 	inval_batching = true;
 }
 
-/* A transaction that failed while its invalidations were collected. */
+/*
+ * A transaction that failed while its invalidations were collected: those
+ * collected were applied here already (the cache is not transactional),
+ * so they are logged all the same.  Nothing here reads the catalog.
+ */
 void
 cache_wal_inval_cancel(void)
 {
+	if (!inval_batching)
+		return;
 	inval_batching = false;
+	inval_flush();
 }
 
 void
@@ -348,6 +382,7 @@ cache_wal_inval(CachePendingKind kind, const char *name, int namelen, Oid role)
 	if (kind == CACHE_PENDING_SET || kind == CACHE_PENDING_DELETE || kind == CACHE_PENDING_TAG)
 		inval_add_role(role);
 	op.kind = (uint8) kind;
+	Assert(namelen >= 0 && namelen <= PG_UINT16_MAX);	/* keys and tags are short */
 	op.len = (uint16) Min(Max(namelen, 0), PG_UINT16_MAX);
 	op.role = role;
 	appendBinaryStringInfo(inval_ops, (char *) &op, sizeof(op));
@@ -480,19 +515,24 @@ cache_wal_log_reset(void)
  * deferred sets of cache_xact.c, check them), then the moves themselves.
  */
 static void
-redo_generations(const HardenGenRecord *rec)
+redo_generations(const HardenGenRecord *rec, Size len)
 {
+	if (len < offsetof(HardenGenRecord, keys) ||
+		(len - offsetof(HardenGenRecord, keys)) / sizeof(uint64) < rec->nkeys)
+		elog(PANIC, "pg_harden redo: short generations record");
 	if (TransactionIdIsValid(rec->xid))
 	{
-		CacheMark  *marks = palloc0(sizeof(CacheMark) * Max(rec->nkeys, 1));
+		/* many keys: one marker for every query result of the database */
+		int			n = rec->nkeys <= WAL_MARKED_KEYS ? (int) rec->nkeys : 1;
+		CacheMark  *marks = palloc0(sizeof(CacheMark) * Max(n, 1));
 
-		for (uint32 i = 0; i < rec->nkeys; i++)
+		for (int i = 0; i < n; i++)
 		{
 			marks[i].kind = CACHE_MARK_GEN;
-			marks[i].hash = rec->keys[i];
+			marks[i].hash = n < (int) rec->nkeys ? CACHE_MARK_GEN_ANY : rec->keys[i];
 		}
 		cache_store_use_database(rec->dboid);
-		cache_store_mark(marks, (int) rec->nkeys, rec->xid);
+		cache_store_mark(marks, n, rec->xid);
 		cache_store_use_database(InvalidOid);
 		pfree(marks);
 	}
@@ -506,10 +546,17 @@ harden_rmgr_redo(XLogReaderState *record)
 	uint8		info = XLogRecGetInfo(record) & XLR_RMGR_INFO_MASK;
 	char	   *data = XLogRecGetData(record);
 
+	/*
+	 * Until hot standby accepts connections nothing can be cached here
+	 * (crash recovery, a standby catching up, hot_standby off): the records
+	 * have nothing to act on, and snapshot horizons are not known yet.
+	 */
+	if (standbyState != STANDBY_SNAPSHOT_READY)
+		return;
 	switch (info)
 	{
 		case XLOG_HARDEN_GENERATIONS:
-			redo_generations((HardenGenRecord *) data);
+			redo_generations((HardenGenRecord *) data, XLogRecGetDataLen(record));
 			break;
 		case XLOG_HARDEN_RESET:
 			cache_gen_bump_epoch();

@@ -232,8 +232,6 @@ cache_gen_bump(uint64 key)
 {
 	GenSlot    *slot;
 
-	/* Logged whether or not this server has a slot: a standby may. */
-	cache_wal_note(key);
 	if (watch_shared == NULL)
 		return;
 	slot = slot_find(key);

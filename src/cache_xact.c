@@ -692,8 +692,9 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 				bool		existed_now;
 
 				mark_now(kind, name, namelen);
-				existed_now = cache_apply_delete(name, namelen, role);
+				/* logged first: a standby may remove more, never less */
 				cache_wal_inval(kind, name, namelen, role);
+				existed_now = cache_apply_delete(name, namelen, role);
 				return existed_now ? 1 : 0;
 			}
 			if (pending_lookup(name, namelen, role, &meta, false, &existed))
@@ -714,8 +715,8 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 				int64		n;
 
 				mark_now(kind, name, namelen);
-				n = cache_apply_invalidate(name, namelen, role);
 				cache_wal_inval(kind, name, namelen, role);
+				n = cache_apply_invalidate(name, namelen, role);
 				return n;
 			}
 			new_op(kind, name, namelen, role);
@@ -726,8 +727,8 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 				int64		n;
 
 				mark_now(kind, name, namelen);
-				n = cache_apply_invalidate_tag(name, namelen, role);
 				cache_wal_inval(kind, name, namelen, role);
+				n = cache_apply_invalidate_tag(name, namelen, role);
 				return n;
 			}
 			new_op(kind, name, namelen, role);
@@ -742,8 +743,8 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 					int64		n;
 
 					mark_now(kind, NULL, 0);
-					n = cache_apply_flush(secure_only, role);
 					cache_wal_inval(kind, NULL, 0, role);
+					n = cache_apply_flush(secure_only, role);
 					return n;
 				}
 				new_op(kind, NULL, 0, role);

@@ -268,6 +268,14 @@ rp_standby_explicit_resp() {
 	pgh_standby_wait_replay >/dev/null
 	rp_check "explicit: the Redis endpoint's DEL and SET on the primary remove the standby's entries" rp_equal \
 		"$("${s[@]}" -c "SELECT string_agg(key, ' ' ORDER BY key) FROM harden.cache_entries WHERE key LIKE 'rp:resp:%'")" 'rp:resp:keep'
+	# EXPIRE of an entry the primary has rewrites it: the standby drops its copy.
+	"${cli[@]}" SET rp:resp:exp primary >/dev/null
+	pgh_standby_wait_replay >/dev/null
+	"${s[@]}" -c "SET ROLE pgh_resp_alice" -c "SELECT harden.cache_set('rp:resp:exp', 's'::text)" >/dev/null
+	"${cli[@]}" EXPIRE rp:resp:exp 100 >/dev/null
+	pgh_standby_wait_replay >/dev/null
+	rp_check "explicit: the endpoint's EXPIRE on the primary removes the standby's entry" rp_equal \
+		"$("${s[@]}" -c "SELECT count(*) FROM harden.cache_entries WHERE key = 'rp:resp:exp'")" 0
 }
 
 rp_standby_refuses() {
