@@ -1388,7 +1388,7 @@ text_or_null(const char *s, bool *isnull)
 	return s ? CStringGetTextDatum(s) : (Datum) 0;
 }
 
-/* Columns in 0.4.0, and in 0.3.0 (before forced and next_try). */
+/* Columns in 0.5.0, and in 0.3.0 and 0.4.0 (before forced and next_try). */
 #define FSM_LOG_NATTS 13
 #define FSM_LOG_NATTS_0_3 12
 #define FSM_DUE_NATTS 12

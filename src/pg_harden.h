@@ -12,7 +12,7 @@
 #include "fmgr.h"
 #include "utils/elog.h"
 
-#define PG_HARDEN_VERSION "0.4.0"
+#define PG_HARDEN_VERSION "0.5.0"
 
 /*
  * pg_harden SQLSTATEs live in class "PH" (classes starting with I-Z are free

@@ -186,7 +186,7 @@ SQL
 # extension's own tables (a step may attach a machine to one) do not count,
 # nor do the columns a step appends to a config table (named here, each
 # added with NULL or a default: fsm_log.forced, fsm_due.next_try and
-# stock_holds.next_try in 0.4.0).
+# stock_holds.next_try in 0.5.0).
 kept_state() {
 	sql "$1" -v app="$app" <<'SQL'
 SELECT 'view ' || view || ' ' || has_table_privilege(:'app', view, 'SELECT') FROM public.upg_views ORDER BY 1;
