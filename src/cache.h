@@ -451,6 +451,7 @@ extern int64 cache_apply_invalidate_tag(const char *tag, int len, Oid role);
 extern int64 cache_apply_count_invalidate_tag(const char *tag, int len, Oid role);
 extern int64 cache_apply_flush(bool secure_only, Oid role);
 extern int64 cache_apply_count_flush(bool secure_only, Oid role);
+extern int64 cache_apply_removal(CachePendingKind kind, const char *name, int namelen, Oid role);
 
 /* WAL replay (no catalog there): the roles whose privileges a role had. */
 typedef struct CacheRolePrivs

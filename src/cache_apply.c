@@ -515,3 +515,27 @@ cache_apply_count_flush(bool secure_only, Oid role)
 {
 	return count_matches(secure_only ? match_secure : match_all, NULL);
 }
+
+/*
+ * A removing operation by kind (a set's removes the entry role sees under
+ * its key): for the operations replayed from the WAL and those applied at
+ * commit.
+ */
+int64
+cache_apply_removal(CachePendingKind kind, const char *name, int namelen, Oid role)
+{
+	switch (kind)
+	{
+		case CACHE_PENDING_SET:
+		case CACHE_PENDING_DELETE:
+			return cache_apply_delete(name, namelen, role) ? 1 : 0;
+		case CACHE_PENDING_INVALIDATE:
+			return cache_apply_invalidate(name, namelen, role);
+		case CACHE_PENDING_TAG:
+			return cache_apply_invalidate_tag(name, namelen, role);
+		case CACHE_PENDING_FLUSH:
+		case CACHE_PENDING_FLUSH_SECURE:
+			return cache_apply_flush(kind == CACHE_PENDING_FLUSH_SECURE, role);
+	}
+	return 0;
+}

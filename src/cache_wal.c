@@ -466,23 +466,7 @@ redo_invalidations(const char *data, Size len)
 				marks[nmarks++] = cache_mark_of((CachePendingKind) op.kind, name, op.len);
 				continue;
 			}
-			switch ((CachePendingKind) op.kind)
-			{
-				case CACHE_PENDING_SET:
-				case CACHE_PENDING_DELETE:
-					(void) cache_apply_delete(name, op.len, op.role);
-					break;
-				case CACHE_PENDING_INVALIDATE:
-					(void) cache_apply_invalidate(name, op.len, op.role);
-					break;
-				case CACHE_PENDING_TAG:
-					(void) cache_apply_invalidate_tag(name, op.len, op.role);
-					break;
-				case CACHE_PENDING_FLUSH:
-				case CACHE_PENDING_FLUSH_SECURE:
-					(void) cache_apply_flush(op.kind == CACHE_PENDING_FLUSH_SECURE, op.role);
-					break;
-			}
+			(void) cache_apply_removal((CachePendingKind) op.kind, name, op.len, op.role);
 		}
 		if (pass == 0 && TransactionIdIsValid(rec.xid))
 			cache_store_mark(marks, nmarks, rec.xid);

@@ -580,17 +580,23 @@ wal_set(const CacheItem *item)
 		cache_wal_inval(CACHE_PENDING_SET, item->key, item->keylen, item->owner);
 }
 
-/* An invalidation applied now, by a transaction that may have written rows. */
+/*
+ * Before an invalidation is applied now: its marker, for a transaction
+ * that may have written rows, and its WAL record for the standbys (first:
+ * a standby may remove more than this server, never less).
+ */
 static void
-mark_now(CachePendingKind kind, const char *name, int namelen)
+announce_now(CachePendingKind kind, const char *name, int namelen, Oid role)
 {
 	TransactionId xid = GetTopTransactionIdIfAny();
-	CacheMark	m;
 
-	if (!TransactionIdIsValid(xid))
-		return;
-	m = cache_mark_of(kind, name, namelen);
-	cache_store_mark(&m, 1, xid);
+	if (TransactionIdIsValid(xid))
+	{
+		CacheMark	m = cache_mark_of(kind, name, namelen);
+
+		cache_store_mark(&m, 1, xid);
+	}
+	cache_wal_inval(kind, name, namelen, role);
 }
 
 /* The markers of every pending operation that removes or replaces entries. */
@@ -689,13 +695,8 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 		case CACHE_PENDING_DELETE:
 			if (!deferred)
 			{
-				bool		existed_now;
-
-				mark_now(kind, name, namelen);
-				/* logged first: a standby may remove more, never less */
-				cache_wal_inval(kind, name, namelen, role);
-				existed_now = cache_apply_delete(name, namelen, role);
-				return existed_now ? 1 : 0;
+				announce_now(kind, name, namelen, role);
+				return cache_apply_removal(kind, name, namelen, role);
 			}
 			if (pending_lookup(name, namelen, role, &meta, false, &existed))
 			{
@@ -712,24 +713,16 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 		case CACHE_PENDING_INVALIDATE:
 			if (!deferred)
 			{
-				int64		n;
-
-				mark_now(kind, name, namelen);
-				cache_wal_inval(kind, name, namelen, role);
-				n = cache_apply_invalidate(name, namelen, role);
-				return n;
+				announce_now(kind, name, namelen, role);
+				return cache_apply_removal(kind, name, namelen, role);
 			}
 			new_op(kind, name, namelen, role);
 			return cache_apply_count_invalidate(name, namelen, role);
 		case CACHE_PENDING_TAG:
 			if (!deferred)
 			{
-				int64		n;
-
-				mark_now(kind, name, namelen);
-				cache_wal_inval(kind, name, namelen, role);
-				n = cache_apply_invalidate_tag(name, namelen, role);
-				return n;
+				announce_now(kind, name, namelen, role);
+				return cache_apply_removal(kind, name, namelen, role);
 			}
 			new_op(kind, name, namelen, role);
 			return count_tag(name, namelen, role);
@@ -740,18 +733,22 @@ cache_xact_write(CachePendingKind kind, const char *name, int namelen, Oid role,
 
 				if (!deferred)
 				{
-					int64		n;
-
-					mark_now(kind, NULL, 0);
-					cache_wal_inval(kind, NULL, 0, role);
-					n = cache_apply_flush(secure_only, role);
-					return n;
+					announce_now(kind, NULL, 0, role);
+					return cache_apply_removal(kind, NULL, 0, role);
 				}
 				new_op(kind, NULL, 0, role);
 				return cache_apply_count_flush(secure_only, role);
 			}
 	}
 	return 0;
+}
+
+/* A removing operation at commit: logged for the standbys, then applied. */
+static void
+remove_now(CachePendingKind kind, const char *name, int namelen, Oid role)
+{
+	cache_wal_inval(kind, name, namelen, role);
+	(void) cache_apply_removal(kind, name, namelen, role);
 }
 
 /*
@@ -765,33 +762,19 @@ apply_pending(void)
 	mark_pending();
 	cache_wal_inval_begin();
 	if (xs->last_flush >= 0)
-	{
-		cache_apply_flush(false, xs->ops[xs->last_flush].role);
-		cache_wal_inval(CACHE_PENDING_FLUSH, NULL, 0, xs->ops[xs->last_flush].role);
-	}
+		remove_now(CACHE_PENDING_FLUSH, NULL, 0, xs->ops[xs->last_flush].role);
 	else if (xs->last_flush_secure >= 0)
-	{
-		cache_apply_flush(true, xs->ops[xs->last_flush_secure].role);
-		cache_wal_inval(CACHE_PENDING_FLUSH_SECURE, NULL, 0, xs->ops[xs->last_flush_secure].role);
-	}
+		remove_now(CACHE_PENDING_FLUSH_SECURE, NULL, 0, xs->ops[xs->last_flush_secure].role);
 	for (int i = 0; i < xs->npatterns; i++)
-	{
-		Oid			role = xs->ops[xs->pattern_list[i].latest].role;
-
-		cache_apply_invalidate(xs->pattern_list[i].s, xs->pattern_list[i].len, role);
-		cache_wal_inval(CACHE_PENDING_INVALIDATE, xs->pattern_list[i].s,
-						xs->pattern_list[i].len, role);
-	}
+		remove_now(CACHE_PENDING_INVALIDATE, xs->pattern_list[i].s, xs->pattern_list[i].len,
+				   xs->ops[xs->pattern_list[i].latest].role);
 	for (int64 i = 0; i < xs->nops; i++)
 	{
 		PendingOp  *op = &xs->ops[i];
 
 		if (op->kind == CACHE_PENDING_TAG &&
 			namemap_lookup(xs->tags, name_ref(op->name, op->namelen, op->role))->latest == i)
-		{
-			cache_apply_invalidate_tag(op->name, op->namelen, op->role);
-			cache_wal_inval(CACHE_PENDING_TAG, op->name, op->namelen, op->role);
-		}
+			remove_now(CACHE_PENDING_TAG, op->name, op->namelen, op->role);
 	}
 	for (int64 i = 0; i < xs->nops; i++)
 	{
@@ -810,10 +793,7 @@ apply_pending(void)
 			wal_set(it);
 		}
 		else
-		{
-			cache_apply_delete(op->name, op->namelen, op->role);
-			cache_wal_inval(CACHE_PENDING_DELETE, op->name, op->namelen, op->role);
-		}
+			remove_now(CACHE_PENDING_DELETE, op->name, op->namelen, op->role);
 	}
 	cache_wal_inval_end();
 }
